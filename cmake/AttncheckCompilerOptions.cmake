@@ -1,0 +1,32 @@
+# Warning and build-type settings for attncheck's own targets. Third-party headers are included
+# as SYSTEM so -Werror applies to our code alone.
+
+# Sanitize: ASan + UBSan with frame pointers, for the test suite and the fuzzers.
+set(CMAKE_CXX_FLAGS_SANITIZE "-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
+    CACHE STRING "C++ flags for the Sanitize build type")
+set(CMAKE_C_FLAGS_SANITIZE "${CMAKE_CXX_FLAGS_SANITIZE}" CACHE STRING "C flags for the Sanitize build type")
+set(CMAKE_EXE_LINKER_FLAGS_SANITIZE "-fsanitize=address,undefined" CACHE STRING "")
+set(CMAKE_SHARED_LINKER_FLAGS_SANITIZE "-fsanitize=address,undefined" CACHE STRING "")
+set(CMAKE_MODULE_LINKER_FLAGS_SANITIZE "-fsanitize=address,undefined" CACHE STRING "")
+
+add_library(attncheck_warnings INTERFACE)
+target_compile_options(attncheck_warnings INTERFACE
+  $<$<COMPILE_LANG_AND_ID:CXX,GNU,Clang>:-Wall -Wextra -Wpedantic -Wshadow -Wno-missing-field-initializers>
+  # GCC 12 reports its own AVX-512 intrinsics (`__m256d __Y = __Y;`) as maybe-uninitialized when
+  # Eigen inlines them; a false positive in system headers, so it stays a warning.
+  $<$<COMPILE_LANG_AND_ID:CXX,GNU>:-Wno-error=maybe-uninitialized -Wno-maybe-uninitialized>
+  $<$<COMPILE_LANG_AND_ID:C,GNU,Clang>:-Wall -Wextra -Wpedantic>
+  $<$<AND:$<BOOL:${ATTNCHECK_WERROR}>,$<COMPILE_LANG_AND_ID:CXX,GNU,Clang>>:-Werror>
+  $<$<AND:$<BOOL:${ATTNCHECK_WERROR}>,$<COMPILE_LANG_AND_ID:C,GNU,Clang>>:-Werror>)
+if(ATTNCHECK_NATIVE)
+  include(CheckCXXCompilerFlag)
+  check_cxx_compiler_flag(-march=native ATTNCHECK_HAS_MARCH_NATIVE)
+  if(ATTNCHECK_HAS_MARCH_NATIVE)
+    target_compile_options(attncheck_warnings INTERFACE $<$<COMPILE_LANGUAGE:CXX,C>:-march=native>)
+  endif()
+endif()
+
+# attncheck_target(<target>): our warning flags on a target of ours.
+function(attncheck_target target)
+  target_link_libraries(${target} PRIVATE attncheck_warnings)
+endfunction()

@@ -1,0 +1,15 @@
+# Every dependency is a Debian package (scripts/install-deps.sh installs them); the CUDA toolkit
+# is optional and handled in AttncheckCuda.cmake.
+find_package(Threads REQUIRED)
+find_package(Eigen3 3.4 REQUIRED NO_MODULE)
+find_package(fmt REQUIRED)
+find_package(dlpack REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(CLI11 REQUIRED)
+if(ATTNCHECK_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+  find_package(rapidcheck REQUIRED)
+endif()
+if(ATTNCHECK_BUILD_BENCHMARKS)
+  find_package(benchmark REQUIRED)
+endif()

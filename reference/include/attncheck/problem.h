@@ -1,0 +1,101 @@
+/// \file problem.h
+/// \brief The Problem: the one description of an attention call, used everywhere in attncheck.
+///
+/// Logical tensor shapes (any strides are allowed; see tensor.h):
+///   Q    [B, Hq,  Lq, Dk]        K [B, Hkv, Lk, Dk]        V [B, Hkv, Lk, Dv]
+///   mask [Bm, Hm, Lqm, Lkm]      Bm ∈ {1, B}, Hm ∈ {1, Hq}, Lqm ∈ {1, Lq}, 1 ≤ Lkm ≤ Lk;
+///                                keys j ≥ Lkm are masked out (ONNX opset 24 padding rule).
+///   key_lengths [B] (int64)      key j of batch b is valid iff j < key_lengths[b].
+///   O    [B, Hq, Lq, Dv]         LSE [B, Hq, Lq]
+///
+/// Scores, in the order ONNX Attention (opset 23+) applies them:
+///   s_ij = scale · q_i·k_j;  s_ij ← c·tanh(s_ij / c) if softcap c > 0;  s_ij ← s_ij + bias_ij;
+///   then masked keys (boolean mask false, causal, window, key length) are excluded exactly: they
+///   contribute nothing to the softmax nor to P·V, whatever K and V hold there.
+///
+/// Causal and window masks are measured from the diagonal p(b, i) = i + offset(b):
+///   TopLeft     offset = 0                   (PyTorch is_causal, ONNX without cache)
+///   BottomRight offset = Lk − Lq             (FlashAttention)
+///   Offset      offset = diagonal_offset     (a KV cache of P past tokens; ONNX with past_key)
+///   KeyLengths  offset = key_lengths[b] − Lq (ONNX nonpad_kv_seqlen, an external cache)
+/// causal: key j is allowed iff j ≤ p.  window (left, right), −1 meaning unbounded on that side:
+/// allowed iff p − left ≤ j ≤ p + right (both bounds inclusive, as ONNX opset 25).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "attncheck/dtype.h"
+
+namespace attncheck {
+
+enum class Alignment : std::uint8_t { TopLeft, BottomRight, Offset, KeyLengths };
+enum class MaskKind : std::uint8_t { None, Boolean, Additive };
+/// What a kernel writes for a row with no allowed key (0/0). The reference writes zeros with
+/// LSE = −inf (ONNX opset 23 errata, PyTorch _safe_softmax); a backend declares its own.
+enum class EmptyRowConvention : std::uint8_t { Zeros, NaN, MeanOfV };
+
+std::string_view alignment_name(Alignment alignment);
+std::string_view mask_kind_name(MaskKind kind);
+std::string_view empty_row_name(EmptyRowConvention convention);
+std::optional<Alignment> parse_alignment(std::string_view name);
+std::optional<MaskKind> parse_mask_kind(std::string_view name);
+std::optional<EmptyRowConvention> parse_empty_row(std::string_view name);
+
+/// A Problem that fails validation. The message names the tensor, the dimension, what was
+/// expected and what was given, e.g. "K: dim 1 (kv heads) is 3, but Hq = 8 is not a multiple of it".
+class ProblemError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+struct Problem {
+  std::int64_t batch = 1;     ///< B
+  std::int64_t q_heads = 1;   ///< Hq
+  std::int64_t kv_heads = 1;  ///< Hkv; Hq % Hkv == 0 (MHA: Hkv = Hq, MQA: Hkv = 1, GQA between)
+  std::int64_t q_len = 1;     ///< Lq
+  std::int64_t k_len = 1;     ///< Lk (past tokens included when decoding from a cache)
+  std::int64_t qk_dim = 1;    ///< Dk, head dim of Q and K
+  std::int64_t v_dim = 1;     ///< Dv, head dim of V and O (may differ from Dk)
+
+  std::optional<double> scale;  ///< unset: 1/sqrt(Dk)
+  double softcap = 0.0;         ///< c > 0 applies c·tanh(s/c) before any mask or bias; 0 = off
+
+  bool causal = false;
+  Alignment alignment = Alignment::TopLeft;  ///< diagonal used by causal and window
+  std::int64_t diagonal_offset = 0;          ///< P, only with Alignment::Offset
+  std::int64_t window_left = -1;             ///< −1: unbounded
+  std::int64_t window_right = -1;            ///< −1: unbounded
+
+  MaskKind mask = MaskKind::None;
+  std::int64_t mask_batch = 1;     ///< Bm ∈ {1, B}
+  std::int64_t mask_heads = 1;     ///< Hm ∈ {1, Hq}
+  std::int64_t mask_q_len = 1;     ///< Lqm ∈ {1, Lq}
+  std::int64_t mask_k_len = 1;     ///< Lkm ∈ [1, Lk]
+
+  bool has_key_lengths = false;  ///< key_lengths[b] ∈ [0, Lk] given as an input tensor
+
+  /// The scale actually applied.
+  double effective_scale() const;
+  /// Hq / Hkv: the number of query heads that read one kv head.
+  std::int64_t group_size() const { return q_heads / kv_heads; }
+  /// The kv head that query head h reads: h / (Hq / Hkv) (ONNX repeat-interleave order).
+  std::int64_t kv_head_of(std::int64_t h) const { return h / group_size(); }
+  bool has_window() const { return window_left >= 0 || window_right >= 0; }
+
+  /// Throws ProblemError naming the first inconsistency.
+  void validate() const;
+  /// One line, stable, parseable by parse_problem: "B=1 Hq=8 Hkv=2 Lq=17 Lk=33 Dk=64 Dv=64 causal=bottom-right".
+  /// Fields at their default are omitted.
+  std::string describe() const;
+
+  bool operator==(const Problem&) const = default;
+};
+
+/// Parses describe()'s output (fields in any order, unknown keys rejected). Throws ProblemError.
+Problem parse_problem(std::string_view text);
+
+}  // namespace attncheck

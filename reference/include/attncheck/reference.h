@@ -1,0 +1,76 @@
+/// \file reference.h
+/// \brief The specification: scaled dot-product attention in double precision (Eigen).
+///
+/// Every verdict of attncheck is measured against this function. It is written to be read first
+/// and to be fast second: it is blocked over query rows (extra memory O(block × Lk) per thread,
+/// never a whole Lq × Lk score matrix) and threaded over (batch, head, row block).
+///
+/// Conventions (see problem.h for the score pipeline and the masks):
+///  - Masked keys are excluded, not weighted by zero: NaN or Inf stored in a masked or padded key
+///    never reaches the output (0·NaN would).
+///  - A row with no allowed key gives O = 0 and LSE = −inf (ONNX opset 23 errata; PyTorch
+///    _safe_softmax). An additive bias of −inf masks its key like a boolean false.
+///  - LSE is the natural log of Σ_k exp(s_k) over allowed keys.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "attncheck/problem.h"
+#include "attncheck/tensor.h"
+
+namespace attncheck {
+
+/// Inputs in logical order; each view may have any strides. Values are the exact values the
+/// kernel under test received (already rounded to its dtype by the caller).
+struct AttentionInputs {
+  View4<const double> q;     ///< [B, Hq, Lq, Dk]
+  View4<const double> k;     ///< [B, Hkv, Lk, Dk]
+  View4<const double> v;     ///< [B, Hkv, Lk, Dv]
+  View4<const double> mask;  ///< [Bm, Hm, Lqm, Lkm]; Boolean: nonzero = attend; Additive: bias. Empty if none.
+  std::span<const std::int64_t> key_lengths;  ///< [B], each in [0, Lk]; empty unless Problem::has_key_lengths
+};
+
+struct ReferenceOptions {
+  bool row_statistics = false;  ///< fill AttentionResult::stats (costs O(Lq·Lk·Dv) extra work)
+  bool probabilities = false;   ///< fill AttentionResult::probabilities ([B, Hq, Lq, Lk]; small problems only)
+  int threads = 0;              ///< 0: std::thread::hardware_concurrency()
+  std::int64_t row_block = 64;  ///< query rows per block
+};
+
+/// The row data the tolerance model needs (numerics.md §2). With p_k the softmax weights of one
+/// row (b, h, i), s_k its final scores, a_k = |σ|·Σ_l |q_l k_kl| and O_j the output:
+struct RowStatistics {
+  // Per row, shape [1, B, Hq, Lq]:
+  HostTensor allowed_keys;   ///< n: keys not masked (as a double)
+  HostTensor max_abs_score;  ///< M = max |s_k| over allowed keys with s_k − max_l s_l > −104 (weight
+                             ///< above fp32's smallest subnormal, 2^-149 ≈ e^-103.3)
+  HostTensor max_score;      ///< m = max s_k (−inf for an empty row)
+  HostTensor max_dot_abs;    ///< max_k a_k over allowed keys
+  // Per output element, shape [B, Hq, Lq, Dv]:
+  HostTensor row_scale;       ///< A_j  = Σ_k p_k |V_kj|
+  HostTensor spread;          ///< W_j  = (Σ_k p_k² (|V_kj| + |O_j|)²)^½
+  HostTensor centered;        ///< C_j  = Σ_k p_k |V_kj − O_j|
+  HostTensor centered_dot;    ///< Ca_j = Σ_k p_k a_k |V_kj − O_j|
+  HostTensor centered_score;  ///< Cs_j = Σ_k p_k |s_k| |V_kj − O_j|
+  HostTensor fp16_tail;       ///< T_j  = Σ_{k: e^{s_k−m} < 2^-14} |V_kj| / Z: the keys whose weight is
+                              ///< subnormal when P is stored in fp16 (numerics.md §2, E_P's last term)
+};
+
+struct AttentionResult {
+  HostTensor out;  ///< O [B, Hq, Lq, Dv]
+  HostTensor lse;  ///< [1, B, Hq, Lq]; −inf for a row with no allowed key
+  std::optional<HostTensor> probabilities;  ///< P [B, Hq, Lq, Lk] when requested
+  std::optional<RowStatistics> stats;       ///< when requested
+};
+
+/// Checks `inputs` against `problem` (shapes of every view, key length range) and throws
+/// ProblemError naming the tensor and dimension on the first mismatch.
+void validate_inputs(const Problem& problem, const AttentionInputs& inputs);
+
+/// Scaled dot-product attention for every Problem option. Validates first.
+AttentionResult reference_attention(const Problem& problem, const AttentionInputs& inputs,
+                                    const ReferenceOptions& options = {});
+
+}  // namespace attncheck

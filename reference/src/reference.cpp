@@ -1,0 +1,314 @@
+#include "attncheck/reference.h"
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <fmt/format.h>
+#include <limits>
+#include <thread>
+#include <vector>
+
+namespace attncheck {
+namespace {
+
+using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using StridedMap = Eigen::Map<const RowMatrix, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+void check_view(std::string_view tensor, const View4<const double>& view, const Shape4& expected,
+                const char* const names[4]) {
+  if (view.data == nullptr) throw ProblemError(fmt::format("{}: is missing (no data)", tensor));
+  for (int d = 0; d < 4; ++d)
+    if (view.shape[d] != expected[d])
+      throw ProblemError(fmt::format("{}: dim {} ({}) is {}, but the problem expects {} (shape {} vs {})", tensor, d,
+                                     names[d], view.shape[d], expected[d], shape_string(view.shape),
+                                     shape_string(expected)));
+}
+
+// Rows [i0, i0 + rows) of the [L, D] matrix at (b, h) of a strided view, without a copy.
+StridedMap matrix_at(const View4<const double>& view, std::int64_t b, std::int64_t h, std::int64_t row0,
+                     std::int64_t rows) {
+  const double* base = view.data + b * view.strides[0] + h * view.strides[1] + row0 * view.strides[2];
+  return StridedMap(base, rows, view.shape[3], Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(view.strides[2], view.strides[3]));
+}
+
+// The diagonal position offset(b) of problem.h: query i's diagonal is key i + offset.
+std::int64_t diagonal_offset(const Problem& p, std::int64_t key_length) {
+  switch (p.alignment) {
+    case Alignment::TopLeft: return 0;
+    case Alignment::BottomRight: return p.k_len - p.q_len;
+    case Alignment::Offset: return p.diagonal_offset;
+    case Alignment::KeyLengths: return key_length - p.q_len;
+  }
+  return 0;
+}
+
+// The half-open key range [first, last) that causal, window, key length and a short mask leave
+// to query row i. Per-element masks further remove keys inside it.
+struct KeyRange {
+  std::int64_t first, last;
+};
+
+KeyRange structural_range(const Problem& p, std::int64_t i, std::int64_t key_length) {
+  std::int64_t last = key_length;
+  if (p.mask != MaskKind::None) last = std::min(last, p.mask_k_len);
+  std::int64_t first = 0;
+  const std::int64_t diagonal = i + diagonal_offset(p, key_length);
+  if (p.causal) last = std::min(last, diagonal + 1);
+  if (p.window_right >= 0) last = std::min(last, diagonal + p.window_right + 1);
+  if (p.window_left >= 0) first = std::max(first, diagonal - p.window_left);
+  return {first, std::max(first, last)};
+}
+
+struct Workspace {
+  RowMatrix scores;   // [rows, keys]: scores, then normalized weights P
+  RowMatrix logits;   // final scores s_k, kept for the row statistics
+  RowMatrix dot_abs;  // a_k = |σ|·Σ_l |q_l k_kl|, for the row statistics
+  RowMatrix values;   // V block with non-finite entries zeroed (only when V has any)
+};
+
+class Reference {
+ public:
+  Reference(const Problem& p, const AttentionInputs& in, const ReferenceOptions& opt, AttentionResult& out)
+      : p_(p), in_(in), opt_(opt), out_(out), scale_(p.effective_scale()) {}
+
+  void run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t rows, Workspace& ws) const;
+
+ private:
+  double mask_value(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
+    return in_.mask(p_.mask_batch == 1 ? 0 : b, p_.mask_heads == 1 ? 0 : h, p_.mask_q_len == 1 ? 0 : i, j);
+  }
+  void apply_masks(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0, std::int64_t key_length,
+                   RowMatrix& scores) const;
+  void write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const StridedMap& v, const Workspace& ws) const;
+
+  const Problem& p_;
+  const AttentionInputs& in_;
+  const ReferenceOptions& opt_;
+  AttentionResult& out_;
+  const double scale_;
+};
+
+// Masks: an excluded key gets −inf by assignment (never by addition), so a NaN or Inf score of a
+// masked key — NaN padding in K, say — cannot leak into the row.
+void Reference::apply_masks(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0,
+                            std::int64_t key_length, RowMatrix& scores) const {
+  for (std::int64_t r = 0; r < scores.rows(); ++r) {
+    const std::int64_t i = i0 + r;
+    const KeyRange range = structural_range(p_, i, key_length);
+    for (std::int64_t c = 0; c < scores.cols(); ++c) {
+      const std::int64_t j = key0 + c;
+      double& s = scores(r, c);
+      if (j < range.first || j >= range.last) {
+        s = kNegInf;
+      } else if (p_.mask == MaskKind::Boolean) {
+        if (mask_value(b, h, i, j) == 0.0) s = kNegInf;
+      } else if (p_.mask == MaskKind::Additive) {
+        const double bias = mask_value(b, h, i, j);
+        s = bias == kNegInf ? kNegInf : s + bias;
+      }
+    }
+  }
+}
+
+void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t rows, Workspace& ws) const {
+  const std::int64_t kv = p_.kv_head_of(h);
+  const std::int64_t key_length = p_.has_key_lengths ? in_.key_lengths[static_cast<size_t>(b)] : p_.k_len;
+
+  // The key range any row of the block may see; apply_masks narrows it per row.
+  std::int64_t key0 = p_.k_len, key1 = 0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const KeyRange range = structural_range(p_, i0 + r, key_length);
+    if (range.first < range.last) {
+      key0 = std::min(key0, range.first);
+      key1 = std::max(key1, range.last);
+    }
+  }
+  const std::int64_t keys = std::max<std::int64_t>(key1 - key0, 0);
+  auto lse = [&](std::int64_t r) -> double& { return out_.lse(0, b, h, i0 + r); };
+  if (keys == 0) {  // every row of the block is empty
+    for (std::int64_t r = 0; r < rows; ++r) lse(r) = kNegInf;
+    return;  // out is zero-initialized
+  }
+
+  const StridedMap q = matrix_at(in_.q, b, h, i0, rows);
+  const StridedMap k = matrix_at(in_.k, b, kv, key0, keys);
+  const StridedMap v = matrix_at(in_.v, b, kv, key0, keys);
+
+  // s = σ·Q Kᵀ, then softcap c·tanh(s/c), then masks and bias (ONNX order: cap before bias).
+  ws.scores.resize(rows, keys);
+  ws.scores.noalias() = q * k.transpose();
+  ws.scores *= scale_;
+  if (p_.softcap > 0) ws.scores = (ws.scores.array() / p_.softcap).tanh() * p_.softcap;
+  apply_masks(b, h, i0, key0, key_length, ws.scores);
+  if (opt_.row_statistics) {
+    ws.logits = ws.scores;
+    ws.dot_abs.resize(rows, keys);
+    ws.dot_abs.noalias() = q.cwiseAbs() * k.cwiseAbs().transpose();
+    ws.dot_abs *= std::fabs(scale_);
+  }
+
+  for (std::int64_t r = 0; r < rows; ++r) {
+    auto row = ws.scores.row(r);
+    // Max over non-NaN scores; a NaN score (an attended NaN in Q or K) makes the row NaN below,
+    // as it must.
+    double m = kNegInf;
+    for (std::int64_t c = 0; c < keys; ++c) m = row(c) > m ? row(c) : m;
+    if (m == kNegInf && row.array().isNaN().any()) m = kNaN;  // allowed keys, all NaN: NaN row
+    if (m == kNegInf) {  // no allowed key: O = 0 (already), LSE = −inf, and P = 0
+      lse(r) = kNegInf;
+      row.setZero();
+      continue;
+    }
+    // Max-subtraction: every exponent is ≤ 0, nothing overflows, exp(−inf − m) = 0 exactly; a
+    // fully masked stretch inside a live row never forms −inf − (−inf).
+    row = (row.array() - m).exp();
+    const double z = row.sum();
+    lse(r) = m + std::log(z);
+    row /= z;
+  }
+
+  // O = P·V. Non-finite values of keys with p = 0 must not leak through 0·NaN, so such entries
+  // are zeroed for the GEMM and added back only where p > 0.
+  RowMatrix o;
+  if (v.allFinite()) {
+    o.noalias() = ws.scores * v;
+  } else {
+    ws.values = v.unaryExpr([](double x) { return std::isfinite(x) ? x : 0.0; });
+    o.noalias() = ws.scores * ws.values;
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < keys; ++c)
+        if (ws.scores(r, c) != 0.0)
+          for (std::int64_t j = 0; j < p_.v_dim; ++j)
+            if (!std::isfinite(v(c, j))) o(r, j) += ws.scores(r, c) * v(c, j);
+  }
+  for (std::int64_t r = 0; r < rows; ++r)
+    if (lse(r) != kNegInf)
+      for (std::int64_t j = 0; j < p_.v_dim; ++j) out_.out(b, h, i0 + r, j) = o(r, j);
+
+  if (out_.probabilities)
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < keys; ++c) (*out_.probabilities)(b, h, i0 + r, key0 + c) = ws.scores(r, c);
+  if (opt_.row_statistics) write_statistics(b, h, i0, v, ws);
+}
+
+// numerics.md §2's row data, from the final scores, the weights and the finished outputs.
+void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const StridedMap& v,
+                                 const Workspace& ws) const {
+  RowStatistics& st = *out_.stats;
+  const double fp16_weight_normal = std::ldexp(1.0, -14);  // ν_P of fp16
+  for (std::int64_t r = 0; r < ws.scores.rows(); ++r) {
+    const std::int64_t i = i0 + r;
+    double n = 0, m = kNegInf, big_m = 0, max_dot = 0;
+    for (std::int64_t c = 0; c < ws.logits.cols(); ++c) {
+      const double s = ws.logits(r, c);
+      if (s == kNegInf) continue;
+      n += 1;
+      m = std::max(m, s);
+      max_dot = std::max(max_dot, ws.dot_abs(r, c));
+    }
+    st.allowed_keys(0, b, h, i) = n;
+    st.max_score(0, b, h, i) = m;
+    st.max_dot_abs(0, b, h, i) = max_dot;
+    if (n == 0) continue;
+    // e^{s−m}·Z⁻¹ is the weight; keys below fp32's underflow do not constrain M.
+    double z = 0;
+    for (std::int64_t c = 0; c < ws.logits.cols(); ++c) {
+      const double s = ws.logits(r, c);
+      if (s == kNegInf) continue;
+      z += std::exp(s - m);
+      if (s - m > -104.0) big_m = std::max(big_m, std::fabs(s));
+    }
+    st.max_abs_score(0, b, h, i) = big_m;
+    for (std::int64_t j = 0; j < p_.v_dim; ++j) {
+      const double oj = out_.out(b, h, i, j);
+      double row_scale = 0, spread = 0, centered = 0, centered_dot = 0, centered_score = 0, tail = 0;
+      for (std::int64_t c = 0; c < ws.logits.cols(); ++c) {
+        const double s = ws.logits(r, c);
+        if (s == kNegInf) continue;
+        const double pk = ws.scores(r, c), vkj = v(c, j), dev = std::fabs(vkj - oj);
+        row_scale += pk * std::fabs(vkj);
+        const double spread_term = pk * (std::fabs(vkj) + std::fabs(oj));
+        spread += spread_term * spread_term;
+        centered += pk * dev;
+        centered_dot += pk * ws.dot_abs(r, c) * dev;
+        centered_score += pk * std::fabs(s) * dev;
+        if (std::exp(s - m) < fp16_weight_normal) tail += std::fabs(vkj);
+      }
+      st.row_scale(b, h, i, j) = row_scale;
+      st.spread(b, h, i, j) = std::sqrt(spread);
+      st.centered(b, h, i, j) = centered;
+      st.centered_dot(b, h, i, j) = centered_dot;
+      st.centered_score(b, h, i, j) = centered_score;
+      st.fp16_tail(b, h, i, j) = tail / z;
+    }
+  }
+}
+
+const char* const kQNames[4] = {"batch", "query heads", "query length", "head dim"};
+const char* const kKNames[4] = {"batch", "kv heads", "key length", "head dim"};
+const char* const kVNames[4] = {"batch", "kv heads", "key length", "value dim"};
+const char* const kMaskNames[4] = {"batch", "heads", "query length", "key length"};
+
+}  // namespace
+
+void validate_inputs(const Problem& p, const AttentionInputs& in) {
+  p.validate();
+  check_view("Q", in.q, {p.batch, p.q_heads, p.q_len, p.qk_dim}, kQNames);
+  check_view("K", in.k, {p.batch, p.kv_heads, p.k_len, p.qk_dim}, kKNames);
+  check_view("V", in.v, {p.batch, p.kv_heads, p.k_len, p.v_dim}, kVNames);
+  if (p.mask != MaskKind::None)
+    check_view("mask", in.mask, {p.mask_batch, p.mask_heads, p.mask_q_len, p.mask_k_len}, kMaskNames);
+  else if (!in.mask.empty())
+    throw ProblemError("mask: a mask tensor is given, but the problem's mask kind is none");
+  if (p.has_key_lengths) {
+    if (static_cast<std::int64_t>(in.key_lengths.size()) != p.batch)
+      throw ProblemError(fmt::format("key_lengths: dim 0 (batch) is {}, but the problem expects B = {}",
+                                     in.key_lengths.size(), p.batch));
+    for (size_t b = 0; b < in.key_lengths.size(); ++b)
+      if (in.key_lengths[b] < 0 || in.key_lengths[b] > p.k_len)
+        throw ProblemError(fmt::format("key_lengths: element {} is {}, but must be in [0, Lk = {}]", b,
+                                       in.key_lengths[b], p.k_len));
+  } else if (!in.key_lengths.empty()) {
+    throw ProblemError("key_lengths: a key_lengths tensor is given, but the problem does not use key lengths");
+  }
+}
+
+AttentionResult reference_attention(const Problem& p, const AttentionInputs& in, const ReferenceOptions& opt) {
+  validate_inputs(p, in);
+  if (opt.row_block < 1) throw ProblemError(fmt::format("row_block: is {}, but must be at least 1", opt.row_block));
+
+  AttentionResult result;
+  result.out = HostTensor({p.batch, p.q_heads, p.q_len, p.v_dim});
+  result.lse = HostTensor({1, p.batch, p.q_heads, p.q_len});
+  if (opt.probabilities) result.probabilities = HostTensor({p.batch, p.q_heads, p.q_len, p.k_len});
+  if (opt.row_statistics) {
+    const Shape4 rows{1, p.batch, p.q_heads, p.q_len}, elements{p.batch, p.q_heads, p.q_len, p.v_dim};
+    result.stats = RowStatistics{HostTensor(rows), HostTensor(rows), HostTensor(rows), HostTensor(rows),
+                                 HostTensor(elements), HostTensor(elements), HostTensor(elements),
+                                 HostTensor(elements), HostTensor(elements), HostTensor(elements)};
+  }
+
+  const Reference reference(p, in, opt, result);
+  const std::int64_t blocks_per_head = (p.q_len + opt.row_block - 1) / opt.row_block;
+  const std::int64_t tasks = p.batch * p.q_heads * blocks_per_head;
+  std::atomic<std::int64_t> next{0};
+  auto worker = [&] {
+    Workspace ws;
+    for (std::int64_t t = next++; t < tasks; t = next++) {
+      const std::int64_t block = t % blocks_per_head, bh = t / blocks_per_head;
+      const std::int64_t i0 = block * opt.row_block;
+      reference.run_block(bh / p.q_heads, bh % p.q_heads, i0, std::min(opt.row_block, p.q_len - i0), ws);
+    }
+  };
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  const auto threads = static_cast<std::int64_t>(opt.threads > 0 ? static_cast<unsigned>(opt.threads) : hw);
+  std::vector<std::jthread> pool;
+  for (std::int64_t t = 1; t < std::min(threads, tasks); ++t) pool.emplace_back(worker);
+  worker();
+  return result;
+}
+
+}  // namespace attncheck
