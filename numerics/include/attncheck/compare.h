@@ -1,0 +1,74 @@
+/// \file compare.h
+/// \brief The comparator: the single place where a backend's output is judged.
+///
+/// τ comes from the tolerance model (tolerance.h) and nothing else: no per-test atol/rtol, no
+/// fudge factor. A check passes iff |O_backend − O_ref| ≤ τ for every element, NaN/Inf appear
+/// only where the declared empty-row convention puts them, and (when the backend writes LSE)
+/// the LSE meets its own bound.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "attncheck/numerics_profile.h"
+#include "attncheck/problem.h"
+#include "attncheck/reference.h"
+
+namespace attncheck {
+
+/// Position of one output element [b, h, i, j] (j = −1 for an LSE element).
+struct ElementIndex {
+  std::int64_t batch = 0, head = 0, row = 0, col = 0;
+};
+
+/// How the data were generated, which decides deterministic vs probabilistic accumulation
+/// bounds (numerics.md §3): probabilistic only for round-to-nearest accumulation on generic
+/// random data; ties, duplicated keys, constant or one-hot V make errors coherent.
+enum class DataCharacter : std::uint8_t { GenericRandom, Structured };
+
+struct Verdict {
+  bool passed = false;
+  std::string failure;  ///< empty when passed; else one line saying why
+
+  // Gated metric and where it peaks.
+  double max_ratio = 0;      ///< max |Ô − O| / τ
+  ElementIndex worst;        ///< where max_ratio occurs
+  std::string dominant_term; ///< τ's largest term there: "logit", "probability", "accumulation", "output", …
+  double tau_at_worst = 0;
+  double error_at_worst = 0;
+  // Distribution and conventional metrics (numerics.md §4; reported, not gated).
+  double p50_ratio = 0, p99_ratio = 0, rms_ratio = 0;
+  double max_abs_error = 0;
+  double max_rel_error_row_scale = 0;  ///< max |Ô − O| / max(|O|, A_j)
+  double max_ulps_row_scale = 0;       ///< max |Ô − O| / ulp_out(A_j)
+  double nmse = 0;                     ///< Σ(Ô − O)² / ΣO²
+  double lse_max_ratio = 0;            ///< when LSE is checked
+  std::int64_t elements = 0;
+  std::int64_t nonfinite_violations = 0;  ///< NaN/Inf where the convention forbids, or missing where it requires
+
+  /// One line: "PASS max r=0.14 at [0,3,17,5] (accumulation) p99=0.08 NMSE=8.2e-08 …".
+  std::string summary() const;
+};
+
+struct CompareOptions {
+  DataCharacter data = DataCharacter::GenericRandom;
+};
+
+/// Judges a backend's output against the reference. `reference` must carry row statistics
+/// (ReferenceOptions::row_statistics) and come from the same quantized `inputs`.
+/// `actual_out` [B, Hq, Lq, Dv] and `actual_lse` [1, B, Hq, Lq] (or nullptr) hold the backend's
+/// values converted exactly to double. Refuses to pass when the reference is all zeros or
+/// non-finite while the inputs were finite (a check that cannot fail).
+Verdict compare_attention(const Problem& problem, const NumericsProfile& profile, const AttentionInputs& inputs,
+                          const AttentionResult& reference, const HostTensor& actual_out,
+                          const HostTensor* actual_lse, const CompareOptions& options = {});
+
+/// Exact modes for properties whose answer is exact (numerics.md §7).
+enum class ExactMode : std::uint8_t {
+  Bitwise,       ///< actual == expected bit for bit (NaN matches NaN, +0 differs from −0)
+  RoundedExact,  ///< actual == round_to(output dtype, expected)
+};
+Verdict compare_exact(const HostTensor& expected, const HostTensor& actual, DType output, ExactMode mode);
+
+}  // namespace attncheck

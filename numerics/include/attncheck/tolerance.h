@@ -1,0 +1,44 @@
+/// \file tolerance.h
+/// \brief τ for every output element, from a backend's numerics profile and the reference's row
+/// statistics (numerics.md §2–§3). The comparator is its only consumer.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "attncheck/compare.h"
+#include "attncheck/numerics_profile.h"
+#include "attncheck/problem.h"
+#include "attncheck/reference.h"
+
+namespace attncheck {
+
+/// τ's terms at one element (numerics.md §2: τ = E_L + E_P + E_A + E_ref + output).
+struct ToleranceTerms {
+  double logit = 0;         ///< E_L
+  double probability = 0;   ///< E_P
+  double accumulation = 0;  ///< E_A
+  double reference = 0;     ///< E_ref
+  double output = 0;        ///< u_O(|O| + E) + η_O
+  double total() const { return logit + probability + accumulation + reference + output; }
+  /// Name of the largest term.
+  const char* dominant() const;
+};
+
+/// The bound for every output element of `reference` (which must carry row statistics).
+class ToleranceModel {
+ public:
+  ToleranceModel(const Problem& problem, const NumericsProfile& profile, DataCharacter data);
+  /// τ's terms at output element (b, h, i, j).
+  ToleranceTerms at(const AttentionResult& reference, std::int64_t b, std::int64_t h, std::int64_t i,
+                    std::int64_t j) const;
+  /// The bound on |LSE_backend − LSE_ref| for row (b, h, i).
+  double lse_bound(const AttentionResult& reference, std::int64_t b, std::int64_t h, std::int64_t i) const;
+
+ private:
+  Problem problem_;
+  NumericsProfile profile_;
+  DataCharacter data_;
+};
+
+}  // namespace attncheck
