@@ -9,11 +9,38 @@
 #include <thread>
 #include <vector>
 
+namespace attncheck::detail {
+
+// e^x, and exactly 0 for x = −inf (a masked key). Eigen's vectorized exp clamps its argument at
+// −709.78 and so returns about 1e-308 for −inf; a masked key must weigh exactly 0 so that the
+// finite-padding and NaN-padding runs agree bit for bit. A select() expression would do the same
+// but is not vectorized by Eigen 3.4, so this functor supplies its own packet path.
+struct MaskedExp {
+  double operator()(double x) const { return x == -std::numeric_limits<double>::infinity() ? 0.0 : std::exp(x); }
+  template <class Packet>
+  Packet packetOp(const Packet& x) const {
+    namespace ei = Eigen::internal;
+    const Packet masked = ei::pcmp_eq(x, ei::pset1<Packet>(-std::numeric_limits<double>::infinity()));
+    return ei::pandnot(ei::pexp(x), masked);  // all-ones lanes of `masked` become +0.0
+  }
+};
+
+}  // namespace attncheck::detail
+
+// The vectorized path applies wherever Eigen vectorizes exp for double.
+template <>
+struct Eigen::internal::functor_traits<attncheck::detail::MaskedExp> {
+  enum { Cost = 20 * NumTraits<double>::MulCost, PacketAccess = packet_traits<double>::HasExp };
+};
+
 namespace attncheck {
 namespace {
 
+using detail::MaskedExp;
+
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using StridedMap = Eigen::Map<const RowMatrix, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+using RowMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
+using StridedRow = Eigen::Map<const Eigen::Array<double, 1, Eigen::Dynamic>, 0, Eigen::InnerStride<>>;
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
@@ -27,11 +54,20 @@ void check_view(std::string_view tensor, const View4<const double>& view, const 
                                      shape_string(expected)));
 }
 
-// Rows [i0, i0 + rows) of the [L, D] matrix at (b, h) of a strided view, without a copy.
-StridedMap matrix_at(const View4<const double>& view, std::int64_t b, std::int64_t h, std::int64_t row0,
-                     std::int64_t rows) {
+// Rows [row0, row0 + rows) of the [L, D] matrix at (b, h). When each row is contiguous (the
+// [B, H, L, D] and [B, L, H, D] layouts) the GEMMs read the caller's memory in place, which is what
+// keeps a 32k-token K and V from being copied once per row block; any other stride pattern is
+// gathered into `scratch`.
+RowMap matrix_at(const View4<const double>& view, std::int64_t b, std::int64_t h, std::int64_t row0,
+                 std::int64_t rows, RowMatrix& scratch) {
+  const std::int64_t cols = view.shape[3];
   const double* base = view.data + b * view.strides[0] + h * view.strides[1] + row0 * view.strides[2];
-  return StridedMap(base, rows, view.shape[3], Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(view.strides[2], view.strides[3]));
+  if (view.strides[3] == 1 && (rows <= 1 || view.strides[2] >= cols))
+    return RowMap(base, rows, cols, Eigen::OuterStride<>(rows <= 1 ? cols : view.strides[2]));
+  scratch.resize(rows, cols);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t c = 0; c < cols; ++c) scratch(r, c) = base[r * view.strides[2] + c * view.strides[3]];
+  return RowMap(scratch.data(), rows, cols, Eigen::OuterStride<>(cols));
 }
 
 // The diagonal position offset(b) of problem.h: query i's diagonal is key i + offset.
@@ -63,10 +99,13 @@ KeyRange structural_range(const Problem& p, std::int64_t i, std::int64_t key_len
 }
 
 struct Workspace {
-  RowMatrix scores;   // [rows, keys]: scores, then normalized weights P
+  RowMatrix scores;   // [rows, keys]: scores, then unnormalized weights e^{s−m}, then P if wanted
   RowMatrix logits;   // final scores s_k, kept for the row statistics
   RowMatrix dot_abs;  // a_k = |σ|·Σ_l |q_l k_kl|, for the row statistics
   RowMatrix values;   // V block with non-finite entries zeroed (only when V has any)
+  RowMatrix q_copy, k_copy, v_copy;  // gathers of views whose rows are not contiguous
+  std::vector<KeyRange> ranges;      // per row of the block, relative to the block's first key
+  Eigen::VectorXd normalizer;        // Z per row
 };
 
 class Reference {
@@ -77,12 +116,13 @@ class Reference {
   void run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t rows, Workspace& ws) const;
 
  private:
-  double mask_value(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
-    return in_.mask(p_.mask_batch == 1 ? 0 : b, p_.mask_heads == 1 ? 0 : h, p_.mask_q_len == 1 ? 0 : i, j);
+  // Row i of the mask at (b, h), keys [key0, key0 + count); size-1 mask dims broadcast.
+  StridedRow mask_row(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t key0, std::int64_t count) const {
+    const double* at = &in_.mask(p_.mask_batch == 1 ? 0 : b, p_.mask_heads == 1 ? 0 : h, p_.mask_q_len == 1 ? 0 : i, key0);
+    return StridedRow(at, count, Eigen::InnerStride<>(in_.mask.strides[3]));
   }
-  void apply_masks(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0, std::int64_t key_length,
-                   RowMatrix& scores) const;
-  void write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const StridedMap& v, const Workspace& ws) const;
+  void apply_masks(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0, Workspace& ws) const;
+  void write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const RowMap& v, const Workspace& ws) const;
 
   const Problem& p_;
   const AttentionInputs& in_;
@@ -92,24 +132,24 @@ class Reference {
 };
 
 // Masks: an excluded key gets −inf by assignment (never by addition), so a NaN or Inf score of a
-// masked key — NaN padding in K, say — cannot leak into the row.
-void Reference::apply_masks(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0,
-                            std::int64_t key_length, RowMatrix& scores) const {
-  for (std::int64_t r = 0; r < scores.rows(); ++r) {
-    const std::int64_t i = i0 + r;
-    const KeyRange range = structural_range(p_, i, key_length);
-    for (std::int64_t c = 0; c < scores.cols(); ++c) {
-      const std::int64_t j = key0 + c;
-      double& s = scores(r, c);
-      if (j < range.first || j >= range.last) {
-        s = kNegInf;
-      } else if (p_.mask == MaskKind::Boolean) {
-        if (mask_value(b, h, i, j) == 0.0) s = kNegInf;
-      } else if (p_.mask == MaskKind::Additive) {
-        const double bias = mask_value(b, h, i, j);
-        s = bias == kNegInf ? kNegInf : s + bias;
-      }
-    }
+// masked key — NaN padding in K, say — cannot leak into the row. Causal, window, key length and a
+// short mask exclude a prefix and a suffix of each row (ws.ranges); only the boolean and additive
+// masks are applied element by element, and only inside the row's range.
+void Reference::apply_masks(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0, Workspace& ws) const {
+  const std::int64_t keys = ws.scores.cols();
+  for (std::int64_t r = 0; r < ws.scores.rows(); ++r) {
+    auto row = ws.scores.row(r).array();
+    const KeyRange range = ws.ranges[static_cast<size_t>(r)];
+    const std::int64_t count = range.last - range.first;
+    row.head(range.first).setConstant(kNegInf);
+    row.tail(keys - range.last).setConstant(kNegInf);
+    if (count == 0 || p_.mask == MaskKind::None) continue;
+    auto live = row.segment(range.first, count);
+    const StridedRow mask = mask_row(b, h, i0 + r, key0 + range.first, count);
+    if (p_.mask == MaskKind::Boolean)
+      live = (mask == 0.0).select(kNegInf, live);
+    else  // an additive −inf masks its key even where the score is NaN or +inf
+      live = (mask == kNegInf).select(kNegInf, live + mask);
   }
 }
 
@@ -117,10 +157,13 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   const std::int64_t kv = p_.kv_head_of(h);
   const std::int64_t key_length = p_.has_key_lengths ? in_.key_lengths[static_cast<size_t>(b)] : p_.k_len;
 
-  // The key range any row of the block may see; apply_masks narrows it per row.
+  // The key range any row of the block may see: with causal or a window, whole key blocks that no
+  // row of this block sees are never multiplied.
   std::int64_t key0 = p_.k_len, key1 = 0;
+  ws.ranges.resize(static_cast<size_t>(rows));
   for (std::int64_t r = 0; r < rows; ++r) {
     const KeyRange range = structural_range(p_, i0 + r, key_length);
+    ws.ranges[static_cast<size_t>(r)] = range;
     if (range.first < range.last) {
       key0 = std::min(key0, range.first);
       key1 = std::max(key1, range.last);
@@ -132,47 +175,56 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
     for (std::int64_t r = 0; r < rows; ++r) lse(r) = kNegInf;
     return;  // out is zero-initialized
   }
+  for (KeyRange& range : ws.ranges) {  // relative to key0; empty ranges collapse to [0, 0)
+    range = range.first < range.last ? KeyRange{range.first - key0, range.last - key0} : KeyRange{0, 0};
+  }
 
-  const StridedMap q = matrix_at(in_.q, b, h, i0, rows);
-  const StridedMap k = matrix_at(in_.k, b, kv, key0, keys);
-  const StridedMap v = matrix_at(in_.v, b, kv, key0, keys);
+  const RowMap q = matrix_at(in_.q, b, h, i0, rows, ws.q_copy);
+  const RowMap k = matrix_at(in_.k, b, kv, key0, keys, ws.k_copy);
+  const RowMap v = matrix_at(in_.v, b, kv, key0, keys, ws.v_copy);
 
-  // s = σ·Q Kᵀ, then softcap c·tanh(s/c), then masks and bias (ONNX order: cap before bias).
+  // s = σ·(Q Kᵀ) (σ is applied to each finished dot product, as GEMM's alpha), then softcap
+  // c·tanh(s/c), then masks and bias (ONNX order: cap before bias).
   ws.scores.resize(rows, keys);
-  ws.scores.noalias() = q * k.transpose();
-  ws.scores *= scale_;
+  ws.scores.noalias() = scale_ * (q * k.transpose());
   if (p_.softcap > 0) ws.scores = (ws.scores.array() / p_.softcap).tanh() * p_.softcap;
-  apply_masks(b, h, i0, key0, key_length, ws.scores);
+  apply_masks(b, h, i0, key0, ws);
   if (opt_.row_statistics) {
     ws.logits = ws.scores;
     ws.dot_abs.resize(rows, keys);
-    ws.dot_abs.noalias() = q.cwiseAbs() * k.cwiseAbs().transpose();
-    ws.dot_abs *= std::fabs(scale_);
+    ws.dot_abs.noalias() = std::fabs(scale_) * (q.cwiseAbs() * k.cwiseAbs().transpose());
   }
 
+  // Softmax numerators e^{s−m} per row, over the row's key range only.
+  ws.normalizer.resize(rows);
   for (std::int64_t r = 0; r < rows; ++r) {
-    auto row = ws.scores.row(r);
-    // Max over non-NaN scores; a NaN score (an attended NaN in Q or K) makes the row NaN below,
-    // as it must.
-    double m = kNegInf;
-    for (std::int64_t c = 0; c < keys; ++c) m = row(c) > m ? row(c) : m;
-    if (m == kNegInf && row.array().isNaN().any()) m = kNaN;  // allowed keys, all NaN: NaN row
-    if (m == kNegInf) {  // no allowed key: O = 0 (already), LSE = −inf, and P = 0
+    auto row = ws.scores.row(r).array();
+    const KeyRange range = ws.ranges[static_cast<size_t>(r)];
+    auto live = row.segment(range.first, range.last - range.first);
+    // A NaN score (an attended NaN in Q or K) must make the row NaN. Whichever value the fast max
+    // returns when NaNs are present, e^{NaN − m} is NaN, so Z and the whole row are NaN; only a
+    // max of −inf (every other key masked) would hide it, hence the check.
+    double m = live.size() == 0 ? kNegInf : live.maxCoeff();
+    if (m == kNegInf && live.isNaN().any()) m = kNaN;
+    row.head(range.first).setZero();
+    row.tail(keys - range.last).setZero();
+    if (m == kNegInf) {  // no allowed key: O = 0, LSE = −inf, and P = 0
       lse(r) = kNegInf;
-      row.setZero();
+      live.setZero();
       continue;
     }
-    // Max-subtraction: every exponent is ≤ 0, nothing overflows, exp(−inf − m) = 0 exactly; a
-    // fully masked stretch inside a live row never forms −inf − (−inf).
-    row = (row.array() - m).exp();
-    const double z = row.sum();
+    // Max-subtraction: every exponent is ≤ 0, nothing overflows, and a fully masked stretch inside
+    // a live row never forms −inf − (−inf). Masked keys weigh exactly 0 (MaskedExp).
+    live = (live - m).unaryExpr(MaskedExp{});  // −inf − m = −inf for finite m
+    const double z = live.sum();
+    ws.normalizer(r) = z;
     lse(r) = m + std::log(z);
-    row /= z;
   }
 
-  // O = P·V. Non-finite values of keys with p = 0 must not leak through 0·NaN, so such entries
-  // are zeroed for the GEMM and added back only where p > 0.
-  RowMatrix o;
+  // O = (Σ_k e^{s_k−m} V_k) / Z: the division is done once per output, not once per weight.
+  // Non-finite values of keys with weight 0 must not leak through 0·NaN, so such entries are
+  // zeroed for the GEMM and added back only where the weight is nonzero.
+  Eigen::Map<RowMatrix> o(&out_.out(b, h, i0, 0), rows, p_.v_dim);
   if (v.allFinite()) {
     o.noalias() = ws.scores * v;
   } else {
@@ -184,10 +236,16 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
           for (std::int64_t j = 0; j < p_.v_dim; ++j)
             if (!std::isfinite(v(c, j))) o(r, j) += ws.scores(r, c) * v(c, j);
   }
-  for (std::int64_t r = 0; r < rows; ++r)
-    if (lse(r) != kNegInf)
-      for (std::int64_t j = 0; j < p_.v_dim; ++j) out_.out(b, h, i0 + r, j) = o(r, j);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (lse(r) == kNegInf)
+      o.row(r).setZero();
+    else
+      o.row(r) /= ws.normalizer(r);
+  }
 
+  if (!out_.probabilities && !opt_.row_statistics) return;
+  for (std::int64_t r = 0; r < rows; ++r)  // P = e^{s−m} / Z
+    if (lse(r) != kNegInf) ws.scores.row(r) /= ws.normalizer(r);
   if (out_.probabilities)
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t c = 0; c < keys; ++c) (*out_.probabilities)(b, h, i0 + r, key0 + c) = ws.scores(r, c);
@@ -195,7 +253,7 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
 }
 
 // numerics.md §2's row data, from the final scores, the weights and the finished outputs.
-void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const StridedMap& v,
+void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const RowMap& v,
                                  const Workspace& ws) const {
   RowStatistics& st = *out_.stats;
   const double fp16_weight_normal = std::ldexp(1.0, -14);  // ν_P of fp16

@@ -36,7 +36,7 @@ struct ReferenceOptions {
   bool row_statistics = false;  ///< fill AttentionResult::stats (costs O(Lq·Lk·Dv) extra work)
   bool probabilities = false;   ///< fill AttentionResult::probabilities ([B, Hq, Lq, Lk]; small problems only)
   int threads = 0;              ///< 0: std::thread::hardware_concurrency()
-  std::int64_t row_block = 64;  ///< query rows per block
+  std::int64_t row_block = 128;  ///< query rows per block: bounds the scratch at row_block × Lk doubles per thread
 };
 
 /// The row data the tolerance model needs (numerics.md §2). With p_k the softmax weights of one
