@@ -10,6 +10,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "attncheck/problem.h"
 #include "attncheck/reference.h"
@@ -29,6 +30,9 @@ struct LayerProblem {
   std::string describe() const;
   bool operator==(const LayerProblem&) const = default;
 };
+
+/// Parses LayerProblem::describe()'s output. Throws ProblemError.
+LayerProblem parse_layer_problem(std::string_view text);
 
 struct LayerInputs {
   View4<const double> x;     ///< [1, B, Lq, d_model]
