@@ -1,0 +1,43 @@
+/// \file attention_params.h
+/// \brief The plain-data description of one attention call that every CUDA-backend kernel reads.
+///
+/// Built once on the host from the ABI's attncheck_problem and DLTensors (params.h), then passed by
+/// value to a kernel, so it holds only scalars and raw pointers. It is included by host C++ and by
+/// nvcc alike and must stay free of CUDA and standard-library types.
+#pragma once
+
+#include <cstdint>
+
+namespace attncheck::cuda {
+
+/// Element type of q, k, v, out (and of an additive mask).
+enum class ElementType : std::int32_t { F32, F16, BF16 };
+
+/// A strided 4-d tensor: element (i0, i1, i2, i3) is at data + Σ i_d · stride[d] (strides in
+/// elements, as DLPack). A broadcast dimension has stride 0.
+struct StridedTensor {
+  void* data = nullptr;
+  std::int64_t stride[4] = {0, 0, 0, 0};
+};
+
+/// Everything a kernel needs. Field meanings follow attncheck_problem (backend.h).
+struct AttentionParams {
+  std::int64_t batch = 0, q_heads = 0, kv_heads = 0, q_len = 0, k_len = 0, qk_dim = 0, v_dim = 0;
+  std::int64_t group = 1;  ///< Hq / Hkv: query head h reads kv head h / group
+  float scale = 1.0f;      ///< the problem's scale rounded to fp32, as the kernels apply it
+  float softcap = 0.0f;    ///< 0 = off
+  std::int32_t causal = 0;
+  std::int32_t alignment = 0;  ///< attncheck_alignment
+  std::int64_t diagonal_offset = 0;
+  std::int64_t window_left = -1, window_right = -1;
+  std::int32_t mask_kind = 0;        ///< attncheck_mask_kind
+  std::int64_t mask_k_len = 0;       ///< Lkm: keys j >= Lkm are masked
+  StridedTensor mask;                ///< [Bm, Hm, Lqm, Lkm], broadcast dims given stride 0
+  const std::int64_t* key_lengths = nullptr;  ///< [B] or null
+  std::int64_t key_lengths_stride = 1;
+  StridedTensor q, k, v, out;
+  float* lse = nullptr;              ///< [B, Hq, Lq] or null
+  std::int64_t lse_stride[3] = {0, 0, 0};
+};
+
+}  // namespace attncheck::cuda

@@ -1,0 +1,82 @@
+/// \file attention_common.cuh
+/// \brief The problem semantics every CUDA-backend kernel shares: tensor addressing, key lengths,
+/// causal and window alignment, softcap and masks. Written once here (in the kernel subset of
+/// kernel_portability.cuh) and compiled both for the device and for host emulation.
+#pragma once
+
+#include "attncheck/cuda/attention_params.h"
+#include "attncheck/cuda/kernel_portability.cuh"
+
+ATTNCHECK_KERNEL_NAMESPACE_BEGIN
+
+/// ABI enumerators the kernels branch on (backend.h), restated so kernels need no C ABI header.
+inline constexpr std::int32_t kAlignTopLeft = 0, kAlignBottomRight = 1, kAlignOffset = 2, kAlignKeyLengths = 3;
+inline constexpr std::int32_t kMaskNone = 0, kMaskBoolean = 1, kMaskAdditive = 2;
+
+__device__ __forceinline__ float negative_infinity() { return -INFINITY; }
+
+template <class T>
+__device__ __forceinline__ const T& element(const StridedTensor& t, std::int64_t i0, std::int64_t i1, std::int64_t i2,
+                                            std::int64_t i3) {
+  return static_cast<const T*>(t.data)[i0 * t.stride[0] + i1 * t.stride[1] + i2 * t.stride[2] + i3 * t.stride[3]];
+}
+
+template <class T>
+__device__ __forceinline__ T& mutable_element(const StridedTensor& t, std::int64_t i0, std::int64_t i1,
+                                              std::int64_t i2, std::int64_t i3) {
+  return static_cast<T*>(t.data)[i0 * t.stride[0] + i1 * t.stride[1] + i2 * t.stride[2] + i3 * t.stride[3]];
+}
+
+/// Keys of batch b that exist: key_lengths[b] (padding / varlen), else Lk.
+__device__ __forceinline__ std::int64_t key_length_of(const AttentionParams& p, std::int64_t b) {
+  return p.key_lengths != nullptr ? p.key_lengths[b * p.key_lengths_stride] : p.k_len;
+}
+
+/// Half-open range [first, last) of keys that key length, a short mask, causal and window leave
+/// to query row i; element masks remove further keys inside it. With the diagonal p = i + offset:
+/// causal keeps j <= p, the window keeps p - left <= j <= p + right (both bounds inclusive).
+struct KeyRange {
+  std::int64_t first, last;
+};
+
+__device__ __forceinline__ KeyRange row_key_range(const AttentionParams& p, std::int64_t i, std::int64_t key_length) {
+  std::int64_t offset = 0;
+  if (p.alignment == kAlignBottomRight) offset = p.k_len - p.q_len;
+  else if (p.alignment == kAlignOffset) offset = p.diagonal_offset;
+  else if (p.alignment == kAlignKeyLengths) offset = key_length - p.q_len;
+  const std::int64_t diagonal = i + offset;
+  std::int64_t first = 0, last = key_length;
+  if (p.mask_kind != kMaskNone && p.mask_k_len < last) last = p.mask_k_len;
+  if (p.causal && diagonal + 1 < last) last = diagonal + 1;
+  if (p.window_right >= 0 && diagonal + p.window_right + 1 < last) last = diagonal + p.window_right + 1;
+  if (p.window_left >= 0 && diagonal - p.window_left > first) first = diagonal - p.window_left;
+  if (last < first) last = first;
+  return {first, last};
+}
+
+/// The final score of key j for query row i (j inside the row's KeyRange), from the fp32 dot
+/// product q·k: s = scale·dot; softcap c·tanh(s/c); then the element mask. A masked key gets −inf
+/// by assignment, never by addition, so NaN or Inf stored at a masked key cannot leak.
+template <class T>
+__device__ __forceinline__ float final_score(const AttentionParams& p, float dot, std::int64_t b, std::int64_t h,
+                                             std::int64_t i, std::int64_t j) {
+  float s = p.scale * dot;
+  if (p.softcap > 0.0f) s = p.softcap * tanhf(s / p.softcap);
+  if (p.mask_kind == kMaskBoolean) {
+    if (element<std::uint8_t>(p.mask, b, h, i, j) == 0) s = negative_infinity();
+  } else if (p.mask_kind == kMaskAdditive) {
+    const float bias = to_float(element<T>(p.mask, b, h, i, j));
+    s = bias == negative_infinity() ? bias : s + bias;
+  }
+  return s;
+}
+
+/// Writes LSE = m + log(l) for a row, or −inf for a row with no allowed key (l = 0).
+__device__ __forceinline__ void write_lse(const AttentionParams& p, std::int64_t b, std::int64_t h, std::int64_t i,
+                                          float row_max, float row_sum) {
+  if (p.lse == nullptr) return;
+  p.lse[b * p.lse_stride[0] + h * p.lse_stride[1] + i * p.lse_stride[2]] =
+      row_sum == 0.0f ? negative_infinity() : row_max + logf(row_sum);
+}
+
+ATTNCHECK_KERNEL_NAMESPACE_END
