@@ -1,0 +1,148 @@
+// Causality and caches: under a causal mask a query never sees the future, so changing later
+// tokens cannot change earlier outputs; keys no query may see (padding beyond the key length or
+// the mask) contribute nothing whatever they hold; and decoding one token against a cache is the
+// last row of the full causal computation.
+#include <fmt/format.h>
+
+#include "common.h"
+
+namespace attncheck::props {
+namespace {
+
+std::int64_t offset_of(const Problem& p) {
+  switch (p.alignment) {
+    case Alignment::TopLeft: return 0;
+    case Alignment::BottomRight: return p.k_len - p.q_len;
+    case Alignment::Offset: return p.diagonal_offset;
+    case Alignment::KeyLengths: break;
+  }
+  return 0;
+}
+
+// Rows 0..t see keys ≤ t + offset only, so rewriting queries after t and keys after t + offset
+// must leave those rows as they were: bitwise for a deterministic kernel (the same arithmetic
+// on the same bits; masked keys contribute exact zeros), else within τ + τ′.
+void causal_prefix(PropertyContext& ctx) {
+  ProblemSpace space;
+  space.key_lengths = false;
+  AttentionCase c = *gen_case(ctx.dtype(), space);
+  Problem& p = c.problem;
+  p.causal = true;
+  if (p.alignment == Alignment::KeyLengths) p.alignment = Alignment::TopLeft;
+  ctx.classify(c);
+  ctx.require_supported(p);
+  const std::int64_t t = *rc::gen::inRange<std::int64_t>(0, p.q_len);
+  const std::int64_t last_seen = t + offset_of(p);
+  const JudgedRun before = run_and_bound(ctx, c);
+  CaseData changed = before.data;
+  PortableRandom rng(c.seed + 19);
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h = 0; h < p.q_heads; ++h)
+      for (std::int64_t i = t + 1; i < p.q_len; ++i)
+        for (std::int64_t l = 0; l < p.qk_dim; ++l) changed.q(b, h, i, l) = round_to(c.dtype, rng.normal());
+    for (std::int64_t g = 0; g < p.kv_heads; ++g)
+      for (std::int64_t k = std::max<std::int64_t>(0, last_seen + 1); k < p.k_len; ++k) {
+        for (std::int64_t l = 0; l < p.qk_dim; ++l) changed.k(b, g, k, l) = round_to(c.dtype, 4 * rng.normal());
+        for (std::int64_t l = 0; l < p.v_dim; ++l) changed.v(b, g, k, l) = round_to(c.dtype, 4 * rng.normal());
+      }
+  }
+  const JudgedRun after = run_and_bound(ctx, c, std::move(changed));
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t h = 0; h < p.q_heads; ++h)
+      for (std::int64_t i = 0; i <= t; ++i)
+        for (std::int64_t j = 0; j < p.v_dim; ++j) {
+          const double x = before.run.out(b, h, i, j), y = after.run.out(b, h, i, j);
+          const bool same = std::bit_cast<std::uint64_t>(x) == std::bit_cast<std::uint64_t>(y);
+          const double bound = before.tau(b, h, i, j) + after.tau(b, h, i, j);
+          if (!(same || (!ctx.profile().deterministic && std::fabs(x - y) <= bound)))
+            ctx.fail(c, fmt::format("changing tokens after query {} (keys after {}) changed O[{}, {}, {}, {}]: {} → {}", t,
+                                    last_seen, b, h, i, j, x, y));
+        }
+}
+
+// Keys beyond every query's reach — past key_lengths[b], or past a short mask — must not matter
+// even when they hold NaN and the dtype's largest values (a kernel that weights them by 0 gets
+// 0·NaN = NaN). Appending such keys leaves O unchanged.
+void padding_invariance(PropertyContext& ctx) {
+  AttentionCase c = *gen_case(ctx.dtype(), ProblemSpace{});
+  Problem& p = c.problem;
+  p.has_key_lengths = true;
+  if (p.alignment == Alignment::BottomRight) p.alignment = Alignment::TopLeft;  // its diagonal moves with Lk
+  c.poison_masked = true;
+  ctx.classify(c);
+  ctx.require_supported(p);
+  const JudgedRun original = run_and_bound(ctx, c);
+
+  AttentionCase padded = c;
+  const std::int64_t extra = *rc::gen::inRange<std::int64_t>(1, 40);
+  padded.problem.k_len = p.k_len + extra;
+  ctx.require_supported(padded.problem);
+  CaseData data = original.data;
+  const double big = largest_finite(c.dtype);
+  const double poison[3] = {std::numeric_limits<double>::quiet_NaN(), big, -big};
+  auto extend = [&](const HostTensor& t) {
+    HostTensor e({t.shape[0], t.shape[1], t.shape[2] + extra, t.shape[3]});
+    for (std::int64_t a = 0; a < e.shape[0]; ++a)
+      for (std::int64_t b = 0; b < e.shape[1]; ++b)
+        for (std::int64_t k = 0; k < e.shape[2]; ++k)
+          for (std::int64_t l = 0; l < e.shape[3]; ++l)
+            e(a, b, k, l) = k < t.shape[2] ? t(a, b, k, l) : poison[(k + l) % 3];
+    return e;
+  };
+  data.k = extend(original.data.k);
+  data.v = extend(original.data.v);
+  const JudgedRun longer = run_and_bound(ctx, padded, std::move(data));
+  ctx.expect(compare_pair(original.run.out, original.tau, longer.run.out, longer.tau), c,
+             fmt::format("appending {} unreachable keys filled with NaN and ±{} changed the output", extra, big));
+}
+
+// Decoding: one query against a cache of L − 1 past tokens plus itself (Lq = 1, diagonal offset
+// L − 1) is the last row of causal attention over all L tokens.
+void kv_cache_decode(PropertyContext& ctx) {
+  ProblemSpace space;
+  space.mask = space.key_lengths = space.causal = false;
+  AttentionCase c = *gen_case(ctx.dtype(), space);
+  Problem& p = c.problem;
+  p.causal = true;
+  p.k_len = std::max<std::int64_t>(p.k_len, 2);
+  p.q_len = p.k_len;
+  ctx.classify(c);
+  ctx.require_supported(p);
+  const JudgedRun full = run_and_bound(ctx, c);
+
+  AttentionCase step = c;
+  step.problem.q_len = 1;
+  step.problem.alignment = Alignment::Offset;
+  step.problem.diagonal_offset = p.k_len - 1;
+  ctx.require_supported(step.problem);
+  CaseData data = full.data;
+  data.q = HostTensor({p.batch, p.q_heads, 1, p.qk_dim});
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t h = 0; h < p.q_heads; ++h)
+      for (std::int64_t l = 0; l < p.qk_dim; ++l) data.q(b, h, 0, l) = full.data.q(b, h, p.q_len - 1, l);
+  const JudgedRun decoded = run_and_bound(ctx, step, std::move(data));
+  auto last_row = [&](const HostTensor& t) {
+    HostTensor r({p.batch, p.q_heads, 1, p.v_dim});
+    for (std::int64_t b = 0; b < p.batch; ++b)
+      for (std::int64_t h = 0; h < p.q_heads; ++h)
+        for (std::int64_t j = 0; j < p.v_dim; ++j) r(b, h, 0, j) = t(b, h, t.shape[2] - 1, j);
+    return r;
+  };
+  ctx.expect(compare_pair(last_row(full.run.out), last_row(full.tau), decoded.run.out, decoded.tau), c,
+             "decoding the last token against the cache differs from the last row of the full causal pass");
+}
+
+}  // namespace
+
+std::vector<PropertyDef> causality_properties() {
+  return {
+      {"causal-prefix", "causality", "a causal query never sees later tokens, so changing them changes nothing before",
+       false, causal_prefix},
+      {"padding-invariance", "causality", "unreachable keys contribute nothing, whatever values they hold", false,
+       padding_invariance},
+      {"kv-cache-decode", "causality", "decoding against a KV cache equals the last row of the full causal pass", false,
+       kv_cache_decode},
+  };
+}
+
+}  // namespace attncheck::props

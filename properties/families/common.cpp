@@ -1,0 +1,81 @@
+#include "common.h"
+
+#include <cmath>
+#include <fmt/format.h>
+
+namespace attncheck::props {
+
+AttentionResult reference_for(const Problem& problem, const CaseData& data) {
+  ReferenceOptions options;
+  options.row_statistics = true;
+  return reference_attention(problem, data.inputs(problem), options);
+}
+
+Verdict judge(PropertyContext& ctx, const AttentionCase& c, const CaseData& data, const BackendRun& run) {
+  const AttentionResult reference = reference_for(c.problem, data);
+  CompareOptions options;
+  options.data = data_character(c.values);
+  return compare_attention(c.problem, ctx.profile(), data.inputs(c.problem), reference, run.out,
+                           run.lse ? &*run.lse : nullptr, options);
+}
+
+HostTensor tolerance_of(const PropertyContext& ctx, const AttentionCase& c, const AttentionResult& reference) {
+  const ToleranceModel model(c.problem, ctx.profile(), data_character(c.values));
+  HostTensor tau(reference.out.shape);
+  const Shape4& s = tau.shape;
+  for (std::int64_t b = 0; b < s[0]; ++b)
+    for (std::int64_t h = 0; h < s[1]; ++h)
+      for (std::int64_t i = 0; i < s[2]; ++i)
+        for (std::int64_t j = 0; j < s[3]; ++j) tau(b, h, i, j) = model.at(reference, b, h, i, j).total();
+  return tau;
+}
+
+Verdict compare_pair(const HostTensor& a, const HostTensor& tau_a, const HostTensor& b, const HostTensor& tau_b) {
+  Verdict v;
+  v.passed = true;
+  double sum_sq_diff = 0, sum_sq = 0;
+  const Shape4& s = a.shape;
+  for (std::int64_t i0 = 0; i0 < s[0]; ++i0)
+    for (std::int64_t i1 = 0; i1 < s[1]; ++i1)
+      for (std::int64_t i2 = 0; i2 < s[2]; ++i2)
+        for (std::int64_t i3 = 0; i3 < s[3]; ++i3) {
+          ++v.elements;
+          const double x = a(i0, i1, i2, i3), y = b(i0, i1, i2, i3);
+          const double bound = tau_a(i0, i1, i2, i3) + tau_b(i0, i1, i2, i3);
+          if (std::isnan(x) && std::isnan(y)) continue;
+          const double diff = std::fabs(x - y);
+          // NaN on one side only, or different infinities, is a disagreement of any size.
+          const double ratio = std::isnan(diff) || std::isinf(diff) ? INFINITY : bound > 0 ? diff / bound : (diff > 0 ? INFINITY : 0);
+          if (std::isfinite(diff)) {
+            v.max_abs_error = std::max(v.max_abs_error, diff);
+            sum_sq_diff += diff * diff;
+            sum_sq += x * x;
+          }
+          if (v.elements == 1 || ratio > v.max_ratio) {
+            v.max_ratio = ratio;
+            v.worst = {i0, i1, i2, i3};
+            v.tau_at_worst = bound;
+            v.error_at_worst = diff;
+            v.dominant_term = "pair bound τ + τ′";
+          }
+        }
+  v.nmse = sum_sq > 0 ? sum_sq_diff / sum_sq : 0;
+  if (v.max_ratio > 1) {
+    v.passed = false;
+    v.failure = fmt::format("the two outputs differ by {:.3g} at [{}, {}, {}, {}] where τ + τ′ = {:.3g}", v.error_at_worst,
+                            v.worst.batch, v.worst.head, v.worst.row, v.worst.col, v.tau_at_worst);
+  }
+  return v;
+}
+
+JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c, CaseData data) {
+  JudgedRun j{std::move(data), {}, {}, {}};
+  j.run = ctx.run(c, j.data);
+  j.reference = reference_for(c.problem, j.data);
+  j.tau = tolerance_of(ctx, c, j.reference);
+  return j;
+}
+
+JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c) { return run_and_bound(ctx, c, make_case_data(c)); }
+
+}  // namespace attncheck::props

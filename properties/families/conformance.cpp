@@ -1,0 +1,81 @@
+// Conformance: a correct kernel computes the function the reference specifies, within the bound
+// the tolerance model derives from its declared numerics profile — on generic data and on the
+// hard inputs that break real kernels (huge logits, empty rows, masked tiles, subnormals).
+#include <cmath>
+
+#include "common.h"
+
+namespace attncheck::props {
+namespace {
+
+void reference_agreement(PropertyContext& ctx) {
+  const AttentionCase c = *gen_case(ctx.dtype(), ProblemSpace{},
+                                    {ValueKind::Gaussian, ValueKind::Grid, ValueKind::Ties, ValueKind::DuplicateKeys,
+                                     ValueKind::OneHotV, ValueKind::LargeLogits});
+  ctx.classify(c);
+  ctx.require_supported(c.problem);
+  const CaseData data = make_case_data(c);
+  const BackendRun run = ctx.run(c, data);
+  ctx.expect(judge(ctx, c, data, run), c, "agreement with the reference");
+}
+
+enum class HardInput { LargeLogits, EmptyRows, MaskedTiles, Subnormal };
+
+void robustness(PropertyContext& ctx) {
+  const HardInput hard = *rc::gen::element(HardInput::LargeLogits, HardInput::EmptyRows, HardInput::MaskedTiles,
+                                           HardInput::Subnormal);
+  AttentionCase c = *gen_case(ctx.dtype(), ProblemSpace{});
+  Problem& p = c.problem;
+  switch (hard) {
+    case HardInput::LargeLogits:
+      c.values = ValueKind::LargeLogits;  // |s| ≈ 1e3: exp overflows without max-subtraction
+      break;
+    case HardInput::EmptyRows:
+      // A window entirely left of the diagonal's reach, or a key length of 0, leaves rows with
+      // no allowed key: the declared convention must come out exactly, never an accident.
+      p.has_key_lengths = true;
+      c.poison_masked = true;
+      break;
+    case HardInput::MaskedTiles:
+      // A narrow causal window over many keys: whole key tiles are masked inside live rows, the
+      // place where a kernel may form −inf − (−inf).
+      p.k_len = std::max<std::int64_t>(p.k_len, 130);
+      p.causal = true;
+      p.alignment = Alignment::BottomRight;
+      p.diagonal_offset = 0;
+      p.window_left = *rc::gen::inRange<std::int64_t>(0, 4);
+      p.window_right = 0;
+      if (p.mask != MaskKind::None) p.mask_k_len = p.k_len;
+      if (p.batch * p.q_heads * p.q_len * p.k_len * std::max(p.qk_dim, p.v_dim) > 4'000'000) p.q_len = 1;
+      if (p.mask != MaskKind::None && p.mask_q_len != 1) p.mask_q_len = p.q_len;
+      break;
+    case HardInput::Subnormal: break;
+  }
+  ctx.classify(c);
+  ctx.require_supported(p);
+  CaseData data = make_case_data(c);
+  if (hard == HardInput::EmptyRows) data.key_lengths[0] = 0;
+  if (hard == HardInput::Subnormal) {
+    // V scaled into the subnormal range of the dtype (re-rounded: the kernel receives these bits).
+    const double tiny = smallest_normal(c.dtype) / 8;
+    for (double& x : data.v.values)
+      if (std::isfinite(x)) x = round_to(c.dtype, x * tiny);
+  }
+  const BackendRun run = ctx.run(c, data);
+  ctx.expect(judge(ctx, c, data, run), c, "agreement on hard inputs");
+}
+
+}  // namespace
+
+std::vector<PropertyDef> conformance_properties() {
+  return {
+      {"reference-agreement", "conformance",
+       "attention is a function: the kernel's output must equal the double-precision reference within τ", false,
+       reference_agreement},
+      {"robustness", "conformance",
+       "huge logits, empty rows, masked tiles and subnormal inputs are still attention: no NaN or Inf but where declared",
+       false, robustness},
+  };
+}
+
+}  // namespace attncheck::props

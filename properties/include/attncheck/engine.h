@@ -1,0 +1,70 @@
+/// \file engine.h
+/// \brief The engine: runs properties against a backend and returns structured outcomes.
+///
+/// The gtest suite in properties/tests, the `attncheck run` command and the CMake function all
+/// call run_property; nothing else decides how a property is run.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attncheck/property.h"
+
+namespace attncheck {
+
+/// How hard to look: cases per property and the largest RapidCheck size.
+struct SuiteProfile {
+  std::string name;
+  int cases = 30;
+  int max_size = 60;
+};
+/// quick (30 cases, size ≤ 60), standard (100, 100), exhaustive (1000, 100).
+const std::vector<SuiteProfile>& suite_profiles();
+std::optional<SuiteProfile> find_suite_profile(std::string_view name);
+
+struct RunSettings {
+  int cases = 30;
+  int max_size = 60;
+  std::uint64_t seed = 0;
+  bool shrink = true;
+  /// RapidCheck's reproduce string of an earlier failure ("reproduce=…"); replays it exactly.
+  std::string reproduce;
+  /// Optional: only cases whose AttentionCase::describe() it accepts are checked (--problem).
+  std::function<bool(const std::string& case_description)> problem_filter;
+};
+
+enum class OutcomeStatus : std::uint8_t { Passed, Failed, Skipped };
+std::string_view outcome_status_name(OutcomeStatus status);
+
+struct PropertyOutcome {
+  std::string property;
+  std::string backend;
+  DType dtype = DType::F32;
+  OutcomeStatus status = OutcomeStatus::Skipped;
+  std::string message;        ///< failure description or skip reason
+  int cases_passed = 0;       ///< cases judged and passed before the verdict
+  int cases_skipped = 0;      ///< cases the backend declined
+  double worst_ratio = 0;     ///< largest bound ratio seen among judged cases
+  std::string worst_case;     ///< AttentionCase::describe() of that case
+  std::string shrunk_case;    ///< on failure: the minimal failing case
+  std::optional<Verdict> shrunk_verdict;
+  std::string reproduce;      ///< on failure: RapidCheck's reproduce string
+  std::uint64_t seed = 0;
+  double seconds = 0;
+  std::map<std::string, int> coverage;
+};
+
+/// Runs one property for one backend and input dtype. Never throws for a backend's misbehaviour:
+/// a BackendError or a memory finding is a failure of the property, and an unsupported dtype is
+/// a skip with the reason.
+PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DType dtype, const RunSettings& settings);
+
+/// The command line that replays a failure: "attncheck run --backend B --property P --dtype D
+/// --seed S --reproduce '…'".
+std::string reproduce_command(const PropertyOutcome& outcome, const std::string& backend_spec);
+
+}  // namespace attncheck

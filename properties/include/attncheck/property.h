@@ -1,0 +1,85 @@
+/// \file property.h
+/// \brief A property: a statement every correct attention kernel satisfies, written once against
+/// the backend interface and run by the engine for any backend, built-in or plug-in.
+///
+/// A property body runs inside RapidCheck: it draws what it needs with `*generator`, runs the
+/// backend through PropertyContext, and fails with RC_ASSERT / RC_FAIL (a shrinkable failure)
+/// or discards with RC_DISCARD when the backend declines the drawn problem.
+///
+/// Adding a property: write properties/families/<family>.cpp ending in a function that returns
+/// its PropertyDefs, and add that function to the list in properties/src/registry.cpp.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attncheck/backend_handle.h"
+#include "attncheck/case.h"
+#include "attncheck/compare.h"
+#include "attncheck/execute.h"
+#include "attncheck/numerics_profile.h"
+
+namespace attncheck {
+
+/// What the engine learned from the evaluations of one property run: the cases it judged, the
+/// worst verdict among them, the last failing case (after shrinking: the minimal one) and how
+/// many cases hit each coverage cell.
+struct CaseLog {
+  int evaluated = 0;
+  int skipped = 0;
+  double worst_ratio = 0;
+  std::string worst_case;
+  std::optional<Verdict> last_failure_verdict;
+  std::string last_failure_case;
+  std::map<std::string, int> coverage;
+};
+
+class PropertyContext {
+ public:
+  PropertyContext(Backend& backend, DType dtype, NumericsProfile profile, CaseLog& log,
+                  std::function<bool(const std::string&)> case_filter = {})
+      : backend_(backend), dtype_(dtype), profile_(std::move(profile)), log_(log), case_filter_(std::move(case_filter)) {}
+
+  Backend& backend() { return backend_; }
+  DType dtype() const { return dtype_; }
+  const NumericsProfile& profile() const { return profile_; }
+
+  /// Discards the current case (RC_DISCARD) when the backend declines it, counting a skip.
+  void require_supported(const Problem& problem);
+  /// Runs the backend on a case (inputs from make_case_data) and fails on any memory finding.
+  BackendRun run(const AttentionCase& c, const CaseData& data, const RunOptions& options = {});
+  /// Admits a drawn case: discards it (RC_DISCARD) when the run's problem filter rejects it,
+  /// otherwise counts it in its coverage cell: variant × dtype × mask kind × causal alignment.
+  void classify(const AttentionCase& c);
+  /// Records the verdict and fails the property (RC_FAIL) with its summary if it did not pass.
+  void expect(const Verdict& verdict, const AttentionCase& c, std::string_view what);
+  /// Fails the property with `message` about case `c`.
+  [[noreturn]] void fail(const AttentionCase& c, const std::string& message);
+
+ private:
+  Backend& backend_;
+  DType dtype_;
+  NumericsProfile profile_;
+  CaseLog& log_;
+  std::function<bool(const std::string&)> case_filter_;
+};
+
+struct PropertyDef {
+  std::string name;    ///< stable, lower-case with dashes: "reference-agreement"
+  std::string family;  ///< the file it lives in: "conformance"
+  std::string why;     ///< one sentence: why every correct kernel satisfies it
+  bool needs_layer = false;  ///< runs only for backends with forward_layer
+  std::function<void(PropertyContext&)> body;
+  /// Optional: a reason to skip the whole property for this profile (determinism for a backend
+  /// that does not declare it, say); empty when it applies.
+  std::function<std::string(const NumericsProfile&)> skip_reason;
+};
+
+/// Every property, in registration order (properties/src/registry.cpp).
+const std::vector<PropertyDef>& all_properties();
+
+}  // namespace attncheck

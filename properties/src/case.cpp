@@ -1,0 +1,186 @@
+#include "attncheck/case.h"
+
+#include <cmath>
+#include <fmt/format.h>
+#include <limits>
+#include <numbers>
+
+namespace attncheck {
+
+std::string_view value_kind_name(ValueKind kind) {
+  switch (kind) {
+    case ValueKind::Gaussian: return "gaussian";
+    case ValueKind::LargeLogits: return "large-logits";
+    case ValueKind::Ties: return "ties";
+    case ValueKind::DuplicateKeys: return "duplicate-keys";
+    case ValueKind::OneHotV: return "one-hot-v";
+    case ValueKind::Grid: return "grid";
+  }
+  return "?";
+}
+
+std::optional<ValueKind> parse_value_kind(std::string_view name) {
+  for (auto k : {ValueKind::Gaussian, ValueKind::LargeLogits, ValueKind::Ties, ValueKind::DuplicateKeys,
+                 ValueKind::OneHotV, ValueKind::Grid})
+    if (value_kind_name(k) == name) return k;
+  return std::nullopt;
+}
+
+DataCharacter data_character(ValueKind kind) {
+  return kind == ValueKind::Gaussian || kind == ValueKind::LargeLogits ? DataCharacter::GenericRandom
+                                                                         : DataCharacter::Structured;
+}
+
+std::string AttentionCase::describe() const {
+  std::string text = fmt::format("{} dtype={} values={}", problem.describe(), dtype_name(dtype), value_kind_name(values));
+  if (sequence_major) text += " layout=blhd";
+  if (poison_masked) text += " poison=1";
+  text += fmt::format(" seed={}", seed);
+  return text;
+}
+
+AttentionCase parse_case(std::string_view text) {
+  AttentionCase c;
+  std::string problem_text;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find(' ', pos);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view token = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (token.empty()) continue;
+    const auto eq = token.find('=');
+    const std::string_view key = token.substr(0, eq);
+    const std::string_view value = eq == std::string_view::npos ? std::string_view{} : token.substr(eq + 1);
+    if (key == "dtype") {
+      auto d = parse_dtype(value);
+      if (!d) throw ProblemError(fmt::format("case text: dtype={} is not f32, f16, bf16 or f64", value));
+      c.dtype = *d;
+    } else if (key == "values") {
+      auto v = parse_value_kind(value);
+      if (!v) throw ProblemError(fmt::format("case text: values={} is not a value kind", value));
+      c.values = *v;
+    } else if (key == "layout") {
+      if (value != "blhd" && value != "bhld") throw ProblemError(fmt::format("case text: layout={} is not bhld or blhd", value));
+      c.sequence_major = value == "blhd";
+    } else if (key == "poison") {
+      c.poison_masked = value == "1";
+    } else if (key == "seed") {
+      c.seed = std::stoull(std::string(value));
+    } else {
+      if (!problem_text.empty()) problem_text += ' ';
+      problem_text += token;
+    }
+  }
+  c.problem = parse_problem(problem_text);
+  return c;
+}
+
+PortableRandom::PortableRandom(std::uint64_t seed) : state_(seed ^ 0x9e3779b97f4a7c15ull) {}
+
+// splitmix64: fixed arithmetic, so every platform draws the same stream.
+std::uint64_t PortableRandom::next() {
+  std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+double PortableRandom::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
+double PortableRandom::normal() {
+  const double u1 = 1.0 - uniform();  // (0, 1]: log is finite
+  const double u2 = uniform();
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+}
+
+std::int64_t PortableRandom::below(std::int64_t bound) {
+  return bound <= 1 ? 0 : static_cast<std::int64_t>(next() % static_cast<std::uint64_t>(bound));
+}
+
+AttentionInputs CaseData::inputs(const Problem& problem) const {
+  AttentionInputs in{q.view(), k.view(), v.view(), {}, {}};
+  if (problem.mask != MaskKind::None) in.mask = mask.view();
+  if (problem.has_key_lengths) in.key_lengths = key_lengths;
+  return in;
+}
+
+namespace {
+
+double grid_value(PortableRandom& rng) { return static_cast<double>(rng.below(65) - 32) / 16.0; }
+
+void fill(HostTensor& t, PortableRandom& rng, ValueKind kind, double scale = 1.0) {
+  for (double& x : t.values) x = kind == ValueKind::Grid ? grid_value(rng) : scale * rng.normal();
+}
+
+void round_all(HostTensor& t, DType dtype) {
+  for (double& x : t.values) x = round_to(dtype, x);
+}
+
+}  // namespace
+
+CaseData make_case_data(const AttentionCase& c) {
+  const Problem& p = c.problem;
+  p.validate();
+  PortableRandom rng(c.seed);
+  CaseData d;
+  d.q = HostTensor({p.batch, p.q_heads, p.q_len, p.qk_dim});
+  d.k = HostTensor({p.batch, p.kv_heads, p.k_len, p.qk_dim});
+  d.v = HostTensor({p.batch, p.kv_heads, p.k_len, p.v_dim});
+  // |s| ≈ 1e3 for LargeLogits: s = σ q·k with σ = 1/sqrt(Dk) has unit spread when q, k ~ N(0,1).
+  fill(d.q, rng, c.values, c.values == ValueKind::LargeLogits ? 1e3 : 1.0);
+  fill(d.k, rng, c.values);
+  fill(d.v, rng, c.values);
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t g = 0; g < p.kv_heads; ++g)
+      for (std::int64_t j = 0; j < p.k_len; ++j) {
+        for (std::int64_t l = 0; l < p.qk_dim; ++l) {
+          if (c.values == ValueKind::Ties) d.k(b, g, j, l) = d.k(b, g, 0, l);
+          if (c.values == ValueKind::DuplicateKeys && j % 2 == 1) d.k(b, g, j, l) = d.k(b, g, j - 1, l);
+        }
+        if (c.values == ValueKind::OneHotV)
+          for (std::int64_t l = 0; l < p.v_dim; ++l) d.v(b, g, j, l) = l == (j * 7 + 3) % p.v_dim ? 1.0 : 0.0;
+      }
+  round_all(d.q, c.dtype);
+  round_all(d.k, c.dtype);
+  round_all(d.v, c.dtype);
+
+  if (p.has_key_lengths) {
+    d.key_lengths.resize(static_cast<size_t>(p.batch));
+    // Lengths 0 and Lk are the edges that break kernels most; draw them often.
+    for (auto& len : d.key_lengths) {
+      const std::int64_t pick = rng.below(4);
+      len = pick == 0 ? 0 : pick == 1 ? p.k_len : rng.below(p.k_len + 1);
+    }
+  }
+  if (p.mask != MaskKind::None) {
+    d.mask = HostTensor({p.mask_batch, p.mask_heads, p.mask_q_len, p.mask_k_len});
+    for (double& x : d.mask.values) {
+      if (p.mask == MaskKind::Boolean) {
+        x = rng.uniform() < 0.75 ? 1.0 : 0.0;
+      } else {
+        x = rng.uniform() < 0.1 ? -std::numeric_limits<double>::infinity() : round_to(c.dtype, rng.normal());
+      }
+    }
+  }
+  if (c.poison_masked) {
+    // Keys no query may see (beyond the key length or the mask's length) get NaN and the largest
+    // finite values: a kernel that multiplies them by a zero weight instead of skipping them
+    // produces NaN (0·NaN) or Inf.
+    const double big = largest_finite(c.dtype);
+    const double poison[3] = {std::numeric_limits<double>::quiet_NaN(), big, -big};
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      std::int64_t first_dead = p.k_len;
+      if (p.has_key_lengths) first_dead = std::min(first_dead, d.key_lengths[static_cast<size_t>(b)]);
+      if (p.mask != MaskKind::None) first_dead = std::min(first_dead, p.mask_k_len);
+      for (std::int64_t g = 0; g < p.kv_heads; ++g)
+        for (std::int64_t j = first_dead; j < p.k_len; ++j) {
+          for (std::int64_t l = 0; l < p.qk_dim; ++l) d.k(b, g, j, l) = poison[(j + l) % 3];
+          for (std::int64_t l = 0; l < p.v_dim; ++l) d.v(b, g, j, l) = poison[(j + l + 1) % 3];
+        }
+    }
+  }
+  return d;
+}
+
+}  // namespace attncheck

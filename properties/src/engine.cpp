@@ -1,0 +1,139 @@
+#include "attncheck/engine.h"
+
+#include <chrono>
+#include <fmt/format.h>
+#include <rapidcheck.h>
+
+namespace attncheck {
+
+const std::vector<SuiteProfile>& suite_profiles() {
+  static const std::vector<SuiteProfile> profiles = {
+      {"quick", 30, 60},
+      {"standard", 100, 100},
+      {"exhaustive", 1000, 100},
+  };
+  return profiles;
+}
+
+std::optional<SuiteProfile> find_suite_profile(std::string_view name) {
+  for (const auto& p : suite_profiles())
+    if (p.name == name) return p;
+  return std::nullopt;
+}
+
+std::string_view outcome_status_name(OutcomeStatus status) {
+  switch (status) {
+    case OutcomeStatus::Passed: return "passed";
+    case OutcomeStatus::Failed: return "failed";
+    case OutcomeStatus::Skipped: return "skipped";
+  }
+  return "?";
+}
+
+namespace {
+
+// Without a listener RapidCheck stays silent: the engine reports through PropertyOutcome.
+class QuietListener : public rc::detail::TestListener {
+ public:
+  void onTestCaseFinished(const rc::detail::CaseDescription&) override {}
+  void onShrinkTried(const rc::detail::CaseDescription&, bool) override {}
+  void onTestFinished(const rc::detail::TestMetadata&, const rc::detail::TestResult&) override {}
+};
+
+std::string encode_reproduce(const std::string& id, const rc::detail::Reproduce& reproduce) {
+  rc::detail::Configuration config;
+  config.reproduce[id] = reproduce;
+  return rc::detail::configToMinimalString(config);
+}
+
+}  // namespace
+
+PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DType dtype, const RunSettings& settings) {
+  const auto start = std::chrono::steady_clock::now();
+  PropertyOutcome outcome;
+  outcome.property = property.name;
+  outcome.backend = std::string(backend.name());
+  outcome.dtype = dtype;
+  outcome.seed = settings.seed;
+  auto finish = [&](OutcomeStatus status, std::string message) {
+    outcome.status = status;
+    outcome.message = std::move(message);
+    outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return outcome;
+  };
+
+  std::optional<NumericsProfile> profile;
+  try {
+    profile = backend.profile(dtype);
+  } catch (const std::exception& e) {
+    return finish(OutcomeStatus::Failed, fmt::format("get_profile failed: {}", e.what()));
+  }
+  if (!profile) return finish(OutcomeStatus::Skipped, fmt::format("{} inputs are not supported", dtype_name(dtype)));
+  if (property.needs_layer && !backend.has_layer())
+    return finish(OutcomeStatus::Skipped, "the backend has no layer entry point (forward_layer is NULL)");
+
+  if (property.skip_reason) {
+    if (std::string reason = property.skip_reason(*profile); !reason.empty()) return finish(OutcomeStatus::Skipped, reason);
+  }
+
+  CaseLog log;
+  PropertyContext context(backend, dtype, *profile, log, settings.problem_filter);
+  rc::detail::TestMetadata metadata;
+  metadata.id = property.name;
+  metadata.description = property.why;
+  rc::detail::TestParams params;
+  params.seed = settings.seed;
+  params.maxSuccess = settings.cases;
+  params.maxSize = settings.max_size;
+  params.disableShrinking = !settings.shrink;
+  params.maxDiscardRatio = 20;
+  std::unordered_map<std::string, rc::detail::Reproduce> reproduce_map;
+  if (!settings.reproduce.empty()) {
+    try {
+      const auto config = rc::detail::configFromString(settings.reproduce);
+      reproduce_map = config.reproduce;
+    } catch (const std::exception& e) {
+      return finish(OutcomeStatus::Failed, fmt::format("cannot parse the reproduce string: {}", e.what()));
+    }
+  }
+
+  QuietListener listener;
+  const auto body = property.body;
+  const auto result = rc::detail::checkProperty(
+      rc::detail::toProperty([&context, body] { body(context); }), metadata, params, listener, reproduce_map);
+
+  outcome.worst_ratio = log.worst_ratio;
+  outcome.worst_case = log.worst_case;
+  outcome.coverage = log.coverage;
+  outcome.cases_skipped = log.skipped;
+  rc::detail::SuccessResult success;
+  rc::detail::FailureResult failure;
+  rc::detail::GaveUpResult gave_up;
+  if (result.match(success)) {
+    outcome.cases_passed = success.numSuccess;
+    return finish(OutcomeStatus::Passed, "");
+  }
+  if (result.match(failure)) {
+    outcome.cases_passed = failure.numSuccess;
+    outcome.shrunk_case = log.last_failure_case;
+    outcome.shrunk_verdict = log.last_failure_verdict;
+    outcome.reproduce = encode_reproduce(property.name, failure.reproduce);
+    return finish(OutcomeStatus::Failed, failure.description);
+  }
+  if (result.match(gave_up)) {
+    outcome.cases_passed = gave_up.numSuccess;
+    // Declined problems are skips, not failures: a backend that supports few of the drawn
+    // problems is reported with how many it did check.
+    return finish(gave_up.numSuccess > 0 ? OutcomeStatus::Passed : OutcomeStatus::Skipped,
+                  fmt::format("the backend declined most drawn problems ({} checked, {} declined): {}",
+                              gave_up.numSuccess, log.skipped, gave_up.description));
+  }
+  return finish(OutcomeStatus::Failed, "RapidCheck returned an unknown result");
+}
+
+std::string reproduce_command(const PropertyOutcome& outcome, const std::string& backend_spec) {
+  return fmt::format("attncheck run --backend {} --property '^{}$' --dtype {} --seed {} --reproduce '{}'", backend_spec,
+                     outcome.property, dtype_name(outcome.dtype), outcome.seed, outcome.reproduce);
+}
+
+}  // namespace attncheck

@@ -1,0 +1,102 @@
+#include "attncheck/generators.h"
+
+#include <algorithm>
+
+namespace attncheck {
+namespace {
+
+// Head dims from anchors.md's bug classes: 1 and 3 (degenerate), 59 and 111 (odd, not a tile
+// multiple), 256 (the largest common). The first element is what shrinking converges to.
+const std::vector<std::int64_t> kSmallHeadDims = {4, 1, 3, 8};
+const std::vector<std::int64_t> kAllHeadDims = {4, 1, 3, 8, 16, 32, 59, 64, 111, 128, 256};
+// Lengths at tile boundaries ± 1 for tiles of 16, 32, 64.
+const std::vector<std::int64_t> kBoundaryLengths = {15, 16, 17, 31, 32, 33, 63, 64, 65};
+
+// Keeps one case's reference work (∝ B·Hq·Lq·Lk·max(Dk, Dv)) bounded so that a property's cases
+// run in milliseconds; lengths give way first since the other dimensions carry the bug classes.
+constexpr std::int64_t kWorkBudget = 3'000'000;
+
+}  // namespace
+
+rc::Gen<Problem> gen_problem(const ProblemSpace& space) {
+  return rc::gen::withSize([space](int size) {
+    return rc::gen::exec([space, size] {
+      Problem p;
+      const bool big = size >= 30;
+      p.batch = *rc::gen::inRange<std::int64_t>(1, 2 + size / 40);
+
+      // MHA first (shrinks to it), then MQA and GQA with ratios 2, 3 and 12: a mapping written
+      // h % Hkv instead of h / (Hq/Hkv) agrees with the right one when the ratio or Hkv is 1.
+      const int variant = space.gqa ? *rc::gen::element(0, 1, 2) : 0;
+      if (variant == 0) {
+        p.q_heads = p.kv_heads = *rc::gen::inRange<std::int64_t>(1, 1 + std::min<std::int64_t>(space.max_heads, 1 + size / 15));
+      } else if (variant == 1) {
+        p.kv_heads = 1;
+        p.q_heads = *rc::gen::inRange<std::int64_t>(2, 1 + std::max<std::int64_t>(2, std::min<std::int64_t>(space.max_heads, 2 + size / 10)));
+      } else {
+        p.kv_heads = *rc::gen::inRange<std::int64_t>(2, 4);
+        p.q_heads = p.kv_heads * *rc::gen::element<std::int64_t>(2, 3, 12);
+      }
+
+      const auto& dims = big ? kAllHeadDims : kSmallHeadDims;
+      p.qk_dim = *rc::gen::elementOf(dims);
+      p.v_dim = space.distinct_dims && *rc::gen::element(false, true) ? *rc::gen::elementOf(dims) : p.qk_dim;
+
+      const std::int64_t max_len = std::max<std::int64_t>(2, space.max_len * std::min(size, 100) / 100);
+      auto length = [&] {
+        if (big && *rc::gen::element(false, false, true)) return *rc::gen::elementOf(kBoundaryLengths);
+        return *rc::gen::inRange<std::int64_t>(1, max_len + 1);
+      };
+      p.k_len = length();
+      p.q_len = space.decode && *rc::gen::element(false, false, false, true) ? 1 : length();
+
+      const std::int64_t widest = std::max(p.qk_dim, p.v_dim);
+      const std::int64_t per_pair = p.batch * p.q_heads * widest;
+      while (per_pair * p.q_len * p.k_len > kWorkBudget && (p.q_len > 1 || p.k_len > 1)) {
+        if (p.k_len >= p.q_len) p.k_len = std::max<std::int64_t>(1, p.k_len / 2);
+        else p.q_len = std::max<std::int64_t>(1, p.q_len / 2);
+      }
+
+      if (space.key_lengths) p.has_key_lengths = *rc::gen::element(false, true);
+      if (space.causal) {
+        p.causal = *rc::gen::element(false, true);
+        std::vector<Alignment> alignments = {Alignment::TopLeft, Alignment::BottomRight, Alignment::Offset};
+        if (p.has_key_lengths) alignments.push_back(Alignment::KeyLengths);
+        p.alignment = *rc::gen::elementOf(alignments);
+        if (p.alignment == Alignment::Offset) p.diagonal_offset = *rc::gen::inRange<std::int64_t>(0, p.k_len + 1);
+      }
+      if (space.window && *rc::gen::element(false, true)) {
+        p.window_left = *rc::gen::inRange<std::int64_t>(-1, p.k_len + 1);
+        p.window_right = *rc::gen::inRange<std::int64_t>(-1, p.k_len + 1);
+      }
+      if (space.softcap && *rc::gen::element(false, true)) p.softcap = *rc::gen::element(50.0, 1.0, 15.0);
+      if (space.mask) {
+        p.mask = *rc::gen::element(MaskKind::None, MaskKind::Boolean, MaskKind::Additive);
+        if (p.mask != MaskKind::None) {
+          p.mask_batch = *rc::gen::element(p.batch, std::int64_t{1});
+          p.mask_heads = *rc::gen::element(p.q_heads, std::int64_t{1});
+          p.mask_q_len = *rc::gen::element(p.q_len, std::int64_t{1});
+          p.mask_k_len = *rc::gen::element(false, false, true) ? *rc::gen::inRange<std::int64_t>(1, p.k_len + 1) : p.k_len;
+        }
+      }
+      if (*rc::gen::element(false, false, false, true)) p.scale = *rc::gen::element(0.5, 0.0, 2.0);
+      return p;
+    });
+  });
+}
+
+rc::Gen<AttentionCase> gen_case(DType dtype, const ProblemSpace& space, std::vector<ValueKind> kinds) {
+  return rc::gen::exec([dtype, space, kinds] {
+    AttentionCase c;
+    c.problem = *gen_problem(space);
+    c.dtype = dtype;
+    c.values = *rc::gen::elementOf(kinds);
+    if (space.layouts) c.sequence_major = *rc::gen::element(false, true);
+    const bool has_dead_keys = c.problem.has_key_lengths || c.problem.mask != MaskKind::None;
+    if (space.poison && has_dead_keys) c.poison_masked = *rc::gen::element(false, true);
+    c.seed = *rc::gen::inRange<std::uint64_t>(0, 1u << 20);
+    return c;
+  });
+}
+
+}  // namespace attncheck

@@ -1,0 +1,63 @@
+#include "attncheck/property.h"
+
+#include <fmt/format.h>
+#include <rapidcheck.h>
+
+namespace attncheck {
+
+void PropertyContext::require_supported(const Problem& problem) {
+  std::optional<std::string> reason;
+  try {
+    reason = backend_.unsupported_reason(problem, dtype_, kDLCPU);
+  } catch (const BackendError& e) {
+    reason = e.what();
+  }
+  if (reason) {
+    ++log_.skipped;
+    RC_DISCARD(fmt::format("{} declines {}: {}", backend_.name(), problem.describe(), *reason));
+  }
+}
+
+BackendRun PropertyContext::run(const AttentionCase& c, const CaseData& data, const RunOptions& options) {
+  require_supported(c.problem);
+  RunOptions opts = options;
+  opts.sequence_major = c.sequence_major;
+  BackendRun result;
+  try {
+    result = run_backend(backend_, c.problem, profile_, data.inputs(c.problem), opts);
+  } catch (const BackendError& e) {
+    fail(c, fmt::format("the backend returned '{}': {}", status_name(e.status()), e.what()));
+  }
+  if (!result.memory_findings.empty()) fail(c, fmt::format("memory probe: {}", fmt::join(result.memory_findings, "; ")));
+  return result;
+}
+
+void PropertyContext::classify(const AttentionCase& c) {
+  if (case_filter_ && !case_filter_(c.describe())) RC_DISCARD("the problem filter rejects this case");
+  const Problem& p = c.problem;
+  const char* variant = p.kv_heads == p.q_heads ? "mha" : p.kv_heads == 1 ? "mqa" : "gqa";
+  const std::string causal = p.causal ? std::string(alignment_name(p.alignment)) : std::string("none");
+  ++log_.coverage[fmt::format("{} {} mask={} causal={}", variant, dtype_name(c.dtype), mask_kind_name(p.mask), causal)];
+}
+
+void PropertyContext::expect(const Verdict& verdict, const AttentionCase& c, std::string_view what) {
+  ++log_.evaluated;
+  if (verdict.max_ratio > log_.worst_ratio || log_.worst_case.empty()) {
+    log_.worst_ratio = std::max(log_.worst_ratio, verdict.max_ratio);
+    log_.worst_case = c.describe();
+  }
+  if (!verdict.passed) {
+    log_.last_failure_verdict = verdict;
+    log_.last_failure_case = c.describe();
+    RC_FAIL(fmt::format("{}: {}\n  case: {}", what, verdict.summary(), c.describe()));
+  }
+}
+
+void PropertyContext::fail(const AttentionCase& c, const std::string& message) {
+  log_.last_failure_case = c.describe();
+  log_.last_failure_verdict.reset();
+  RC_FAIL(fmt::format("{}\n  case: {}", message, c.describe()));
+  std::terminate();  // unreachable: RC_FAIL throws
+}
+
+}  // namespace attncheck

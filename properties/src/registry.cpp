@@ -1,0 +1,31 @@
+// The list of property families. Adding a property: a new file in properties/families/ whose
+// last function returns its PropertyDefs, plus one line here.
+#include "attncheck/property.h"
+
+namespace attncheck {
+namespace props {
+std::vector<PropertyDef> conformance_properties();
+std::vector<PropertyDef> normalization_properties();
+std::vector<PropertyDef> independence_properties();
+std::vector<PropertyDef> invariance_properties();
+std::vector<PropertyDef> causality_properties();
+std::vector<PropertyDef> determinism_properties();
+std::vector<PropertyDef> shapes_properties();
+std::vector<PropertyDef> toy_properties();
+std::vector<PropertyDef> layer_properties();
+}  // namespace props
+
+const std::vector<PropertyDef>& all_properties() {
+  // Built once, immutable afterwards: a function-local constant, not mutable global state.
+  static const std::vector<PropertyDef> properties = [] {
+    std::vector<PropertyDef> all;
+    for (auto family : {props::conformance_properties, props::toy_properties, props::normalization_properties,
+                        props::independence_properties, props::invariance_properties, props::causality_properties,
+                        props::determinism_properties, props::shapes_properties, props::layer_properties})
+      for (auto& property : family()) all.push_back(std::move(property));
+    return all;
+  }();
+  return properties;
+}
+
+}  // namespace attncheck
