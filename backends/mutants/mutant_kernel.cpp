@@ -1,0 +1,237 @@
+#include "mutant_kernel.h"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "attncheck/backend_impl.h"
+
+namespace attncheck::mutants {
+namespace {
+
+using impl::TensorArg;
+
+class MutantBackend final : public impl::BackendImpl {
+ public:
+  explicit MutantBackend(Mutation mutation) : mutation_(mutation) {}
+
+  attncheck_numerics_profile profile(DLDataType input) const override {
+    if (!impl::same_dtype(input, impl::kF32)) impl::unsupported("mutants compute in float32 only");
+    attncheck_numerics_profile p{};
+    p.input_dtype = p.score_dtype = p.probability_dtype = p.accumulator_dtype = p.output_dtype = impl::kF32;
+    p.accumulation_rounding = kAttncheckRoundNearest;
+    p.products_per_rounding = 1;
+    p.softmax_block = 0;
+    p.deterministic = 1;
+    p.empty_row = kAttncheckEmptyRowZeros;
+    p.accepts_strides = 1;
+    p.writes_lse = 0;
+    return p;
+  }
+
+  void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
+    impl::check_problem(problem);
+    if (!impl::same_dtype(input, impl::kF32)) impl::unsupported("mutants compute in float32 only");
+    if (device != kDLCPU) impl::unsupported("mutants run on the CPU only");
+  }
+
+  void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
+    impl::check_problem(p);
+    const TensorArg q = impl::check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+    const TensorArg k = impl::check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+    const TensorArg v = impl::check_cpu_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+    const TensorArg o = impl::check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+    TensorArg mask, lengths;
+    if (p.mask_kind != kAttncheckMaskNone)
+      mask = impl::check_cpu_tensor(t.mask, "mask", {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]},
+                                    {"batch", "heads", "query length", "key length"},
+                                    {p.mask_kind == kAttncheckMaskBoolean ? impl::kU8 : impl::kF32});
+    if (p.has_key_lengths) lengths = impl::check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+    compute(p, q, k, v, mask, lengths, o);
+  }
+
+  bool has_layer() const override { return true; }
+
+  // The layer: project per head with plain loops, run the core, project the concatenation.
+  void forward_layer(const attncheck_layer_problem& lp, const attncheck_layer_tensors& t) override {
+    const attncheck_problem& p = lp.attention;
+    impl::check_problem(p);
+    const std::int64_t dm = lp.model_dim, lq = p.q_len, lk = p.k_len, dk = p.qk_dim, dv = p.v_dim;
+    const TensorArg x = impl::check_cpu_tensor(t.x, "x", {p.batch, lq, dm}, {"batch", "length", "model dim"}, {impl::kF32});
+    const TensorArg xkv = lp.self_attention ? x : impl::check_cpu_tensor(t.x_kv, "x_kv", {p.batch, lk, dm}, {"batch", "length", "model dim"}, {impl::kF32});
+    const TensorArg wq = impl::check_cpu_tensor(t.w_q, "w_q", {p.q_heads, dm, dk}, {"heads", "model dim", "dim"}, {impl::kF32});
+    const TensorArg wk = impl::check_cpu_tensor(t.w_k, "w_k", {p.kv_heads, dm, dk}, {"heads", "model dim", "dim"}, {impl::kF32});
+    const TensorArg wv = impl::check_cpu_tensor(t.w_v, "w_v", {p.kv_heads, dm, dv}, {"heads", "model dim", "dim"}, {impl::kF32});
+    const TensorArg wo = impl::check_cpu_tensor(t.w_o, "w_o", {p.q_heads * dv, dm}, {"heads x dim", "model dim"}, {impl::kF32});
+    TensorArg bq, bk, bv, bo, mask, lengths;
+    if (lp.has_qkv_bias) {
+      bq = impl::check_cpu_tensor(t.b_q, "b_q", {p.q_heads, dk}, {"heads", "dim"}, {impl::kF32});
+      bk = impl::check_cpu_tensor(t.b_k, "b_k", {p.kv_heads, dk}, {"heads", "dim"}, {impl::kF32});
+      bv = impl::check_cpu_tensor(t.b_v, "b_v", {p.kv_heads, dv}, {"heads", "dim"}, {impl::kF32});
+    }
+    if (lp.has_out_bias) bo = impl::check_cpu_tensor(t.b_o, "b_o", {dm}, {"model dim"}, {impl::kF32});
+    const TensorArg out = impl::check_cpu_tensor(t.out, "out", {p.batch, lq, dm}, {"batch", "length", "model dim"}, {impl::kF32});
+    if (p.mask_kind != kAttncheckMaskNone)
+      mask = impl::check_cpu_tensor(t.mask, "mask", {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]},
+                                    {"batch", "heads", "query length", "key length"},
+                                    {p.mask_kind == kAttncheckMaskBoolean ? impl::kU8 : impl::kF32});
+    if (p.has_key_lengths) lengths = impl::check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+
+    auto project = [&](const TensorArg& in, std::int64_t len, const TensorArg& w, const TensorArg& bias, std::int64_t heads,
+                       std::int64_t dim) {
+      std::vector<float> result(static_cast<size_t>(p.batch * heads * len * dim));
+      for (std::int64_t b = 0; b < p.batch; ++b)
+        for (std::int64_t h = 0; h < heads; ++h) {
+          const std::int64_t wh = mutation_ == Mutation::SharedProjection ? 0 : h;
+          for (std::int64_t i = 0; i < len; ++i)
+            for (std::int64_t d = 0; d < dim; ++d) {
+              float acc = bias.present() ? *bias.at<float>(wh, d) : 0.0f;
+              for (std::int64_t m = 0; m < dm; ++m) acc += *in.at<float>(b, i, m) * *w.at<float>(wh, m, d);
+              result[static_cast<size_t>(((b * heads + h) * len + i) * dim + d)] = acc;
+            }
+        }
+      return result;
+    };
+    std::vector<float> qs = project(x, lq, wq, bq, p.q_heads, dk), ks = project(xkv, lk, wk, bk, p.kv_heads, dk),
+                       vs = project(xkv, lk, wv, bv, p.kv_heads, dv), heads(static_cast<size_t>(p.batch * p.q_heads * lq * dv));
+    auto compact = [](std::vector<float>& data, std::int64_t a, std::int64_t b, std::int64_t c, std::int64_t d) {
+      TensorArg arg;
+      arg.data = reinterpret_cast<const char*>(data.data());
+      arg.dtype = impl::kF32;
+      arg.ndim = 4;
+      arg.shape = {a, b, c, d};
+      arg.strides = {b * c * d, c * d, d, 1};
+      return arg;
+    };
+    compute(p, compact(qs, p.batch, p.q_heads, lq, dk), compact(ks, p.batch, p.kv_heads, lk, dk),
+            compact(vs, p.batch, p.kv_heads, lk, dv), mask, lengths, compact(heads, p.batch, p.q_heads, lq, dv));
+    for (std::int64_t b = 0; b < p.batch; ++b)
+      for (std::int64_t i = 0; i < lq; ++i)
+        for (std::int64_t m = 0; m < dm; ++m) {
+          float acc = bo.present() ? *bo.at<float>(m) : 0.0f;
+          for (std::int64_t h = 0; h < p.q_heads; ++h)
+            for (std::int64_t d = 0; d < dv; ++d)
+              acc += heads[static_cast<size_t>(((b * p.q_heads + h) * lq + i) * dv + d)] * *wo.at<float>(h * dv + d, m);
+          *out.mut<float>(b, i, m) = acc;
+        }
+  }
+
+ private:
+  // Plain three-pass softmax per row: scores, max, exp and sum, weighted sum of V.
+  void compute(const attncheck_problem& p, TensorArg q, TensorArg k, TensorArg v, const TensorArg& mask,
+               const TensorArg& lengths, TensorArg o) const {
+    if (mutation_ == Mutation::TransposedAxes) {
+      // The bug: compact [B, L, H, D] strides assumed whatever the caller passed.
+      for (TensorArg* t : {&q, &k, &v, &o}) {
+        const auto& s = t->shape;  // logical [B, H, L, D]
+        t->strides = {s[2] * s[1] * s[3], s[3], s[1] * s[3], 1};
+      }
+    }
+    const double scale = mutation_ == Mutation::ScaleOneOverD ? 1.0 / static_cast<double>(p.qk_dim) : p.scale;
+    const std::int64_t group = p.q_heads / p.kv_heads;
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+    std::vector<float> s(static_cast<size_t>(p.k_len));
+    std::vector<char> allowed(static_cast<size_t>(p.k_len));
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      const std::int64_t key_length = lengths.present() ? *lengths.at<std::int64_t>(b) : p.k_len;
+      const std::int64_t offset = impl::diagonal_offset(p, key_length);
+      for (std::int64_t h = 0; h < p.q_heads; ++h) {
+        const std::int64_t g = mutation_ == Mutation::GqaModulo ? h % p.kv_heads : h / group;
+        for (std::int64_t i = 0; i < p.q_len; ++i) {
+          const std::int64_t diagonal = i + offset;
+          std::int64_t visible_keys = p.k_len;
+          if (mutation_ == Mutation::DropsLastPartialTile) visible_keys = p.k_len / 16 * 16 > 0 ? p.k_len / 16 * 16 : p.k_len;
+          float row_max = neg_inf;
+          for (std::int64_t j = 0; j < p.k_len; ++j) {
+            bool ok = j < key_length && j < visible_keys;
+            if (p.mask_kind != kAttncheckMaskNone && j >= p.mask_shape[3]) ok = false;
+            if (p.causal) ok = ok && (mutation_ == Mutation::CausalOffByOne ? j < diagonal : j <= diagonal);
+            if (p.window_left >= 0) ok = ok && j >= diagonal - p.window_left;
+            if (p.window_right >= 0) ok = ok && j <= diagonal + p.window_right;
+            float score = 0;
+            if (ok) {
+              for (std::int64_t d = 0; d < p.qk_dim; ++d) score += *q.at<float>(b, h, i, d) * *k.at<float>(b, g, j, d);
+              score = static_cast<float>(score * scale);
+              if (p.softcap > 0) score = static_cast<float>(p.softcap * std::tanh(score / p.softcap));
+              if (p.mask_kind != kAttncheckMaskNone) {
+                const std::int64_t mb = p.mask_shape[0] == 1 ? 0 : b, mh = p.mask_shape[1] == 1 ? 0 : h,
+                                   mi = p.mask_shape[2] == 1 ? 0 : i;
+                if (p.mask_kind == kAttncheckMaskBoolean) ok = *mask.at<std::uint8_t>(mb, mh, mi, j) != 0;
+                else score += *mask.at<float>(mb, mh, mi, j);
+              }
+            }
+            allowed[static_cast<size_t>(j)] = ok && score != neg_inf;
+            s[static_cast<size_t>(j)] = allowed[static_cast<size_t>(j)] ? score : neg_inf;
+            if (allowed[static_cast<size_t>(j)]) row_max = std::max(row_max, score);
+          }
+          if (mutation_ == Mutation::NoMaxSubtraction) row_max = 0;
+          float sum = 0;
+          for (std::int64_t j = 0; j < p.k_len; ++j)
+            if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak) sum += std::exp(s[static_cast<size_t>(j)] - row_max);
+          for (std::int64_t d = 0; d < p.v_dim; ++d) {
+            float acc = 0;
+            for (std::int64_t j = 0; j < p.k_len; ++j)
+              if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak)
+                acc += std::exp(s[static_cast<size_t>(j)] - row_max) * *v.at<float>(b, g, j, d);
+            // A row with no allowed key has sum 0: write the declared zeros.
+            *o.mut<float>(b, h, i, d) = sum > 0 ? acc / sum : 0.0f;
+          }
+        }
+      }
+    }
+    if (mutation_ == Mutation::WritesPastOutput) {
+      const auto& sh = o.shape;
+      float* last = o.mut<float>(sh[0] - 1, sh[1] - 1, sh[2] - 1, sh[3] - 1);
+      last[o.strides[3]] = 0.0f;  // one element past the last one
+    }
+  }
+
+  Mutation mutation_;
+};
+
+}  // namespace
+
+attncheck_backend* make_mutant(Mutation mutation, const char* name, const char* description) {
+  return impl::make_backend_table<MutantBackend>(name, description, mutation);
+}
+
+}  // namespace attncheck::mutants
+
+extern "C" {
+attncheck_backend* attncheck_mutant_transposed_axes_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::TransposedAxes, "mutant-transposed-axes",
+                                         "indexes tensors as compact [B, L, H, D] whatever their strides");
+}
+attncheck_backend* attncheck_mutant_shared_projection_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::SharedProjection, "mutant-shared-projection",
+                                         "the layer projects every head with head 0's weights");
+}
+attncheck_backend* attncheck_mutant_gqa_modulo_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::GqaModulo, "mutant-gqa-modulo",
+                                         "query head h reads kv head h % Hkv");
+}
+attncheck_backend* attncheck_mutant_scale_one_over_d_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::ScaleOneOverD, "mutant-scale-one-over-d",
+                                         "scale 1/D instead of the problem's scale");
+}
+attncheck_backend* attncheck_mutant_no_max_subtraction_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::NoMaxSubtraction, "mutant-no-max-subtraction",
+                                         "softmax without subtracting the row max");
+}
+attncheck_backend* attncheck_mutant_causal_off_by_one_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::CausalOffByOne, "mutant-causal-off-by-one",
+                                         "causal mask excludes the diagonal");
+}
+attncheck_backend* attncheck_mutant_drops_last_tile_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::DropsLastPartialTile, "mutant-drops-last-tile",
+                                         "the last partial key tile of 16 is skipped");
+}
+attncheck_backend* attncheck_mutant_nan_leak_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::NanLeak, "mutant-nan-leak",
+                                         "masked keys weighted by zero: 0·NaN leaks from padding");
+}
+attncheck_backend* attncheck_mutant_writes_past_output_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::WritesPastOutput, "mutant-writes-past-output",
+                                         "writes one element past the end of the output");
+}
+}
