@@ -41,23 +41,43 @@ void PropertyContext::classify(const AttentionCase& c) {
 }
 
 void PropertyContext::expect(const Verdict& verdict, const AttentionCase& c, std::string_view what) {
+  expect(verdict, c.describe(), what);
+}
+
+void PropertyContext::expect(const Verdict& verdict, const std::string& description, std::string_view what) {
   ++log_.evaluated;
-  if (verdict.max_ratio > log_.worst_ratio || log_.worst_case.empty()) {
+  if (log_.worst_case.empty() || verdict.max_ratio > log_.worst_ratio) {
     log_.worst_ratio = std::max(log_.worst_ratio, verdict.max_ratio);
-    log_.worst_case = c.describe();
+    log_.worst_case = description;
   }
   if (!verdict.passed) {
     log_.last_failure_verdict = verdict;
-    log_.last_failure_case = c.describe();
-    RC_FAIL(fmt::format("{}: {}\n  case: {}", what, verdict.summary(), c.describe()));
+    log_.last_failure_case = description;
+    RC_FAIL(fmt::format("{}: {}\n  case: {}", what, verdict.summary(), description));
   }
 }
 
-void PropertyContext::fail(const AttentionCase& c, const std::string& message) {
-  log_.last_failure_case = c.describe();
+void PropertyContext::fail(const AttentionCase& c, const std::string& message) { fail(c.describe(), message); }
+
+void PropertyContext::fail(const std::string& description, const std::string& message) {
+  log_.last_failure_case = description;
   log_.last_failure_verdict.reset();
-  RC_FAIL(fmt::format("{}\n  case: {}", message, c.describe()));
+  RC_FAIL(fmt::format("{}\n  case: {}", message, description));
   std::terminate();  // unreachable: RC_FAIL throws
+}
+
+BackendRun PropertyContext::run_layer(const LayerProblem& problem, const std::string& description,
+                                      const LayerInputs& inputs) {
+  require_supported(problem.attention);
+  BackendRun result;
+  try {
+    result = run_backend_layer(backend_, problem, profile_, inputs);
+  } catch (const BackendError& e) {
+    fail(description, fmt::format("the backend's layer returned '{}': {}", status_name(e.status()), e.what()));
+  }
+  if (!result.memory_findings.empty())
+    fail(description, fmt::format("memory probe: {}", fmt::join(result.memory_findings, "; ")));
+  return result;
 }
 
 }  // namespace attncheck

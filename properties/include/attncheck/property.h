@@ -57,8 +57,13 @@ class PropertyContext {
   void classify(const AttentionCase& c);
   /// Records the verdict and fails the property (RC_FAIL) with its summary if it did not pass.
   void expect(const Verdict& verdict, const AttentionCase& c, std::string_view what);
+  void expect(const Verdict& verdict, const std::string& case_description, std::string_view what);
   /// Fails the property with `message` about case `c`.
   [[noreturn]] void fail(const AttentionCase& c, const std::string& message);
+  [[noreturn]] void fail(const std::string& case_description, const std::string& message);
+  /// The layer entry point on `inputs` (values in the profile's input dtype); fails on a
+  /// non-ok status or a memory finding.
+  BackendRun run_layer(const LayerProblem& problem, const std::string& case_description, const LayerInputs& inputs);
 
  private:
   Backend& backend_;
