@@ -172,8 +172,11 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   const std::int64_t keys = std::max<std::int64_t>(key1 - key0, 0);
   auto lse = [&](std::int64_t r) -> double& { return out_.lse(0, b, h, i0 + r); };
   if (keys == 0) {  // every row of the block is empty
-    for (std::int64_t r = 0; r < rows; ++r) lse(r) = kNegInf;
-    return;  // out is zero-initialized
+    for (std::int64_t r = 0; r < rows; ++r) {
+      lse(r) = kNegInf;
+      if (opt_.row_statistics) out_.stats->max_score(0, b, h, i0 + r) = kNegInf;  // m of an empty row
+    }
+    return;  // out and the other statistics are zero-initialized
   }
   for (KeyRange& range : ws.ranges) {  // relative to key0; empty ranges collapse to [0, 0)
     range = range.first < range.last ? KeyRange{range.first - key0, range.last - key0} : KeyRange{0, 0};

@@ -29,6 +29,10 @@ void expect_agreement(const Problem& p, const AttentionResult& ref, const PlainR
           for (std::int64_t j = 0; j < p.v_dim; ++j)
             EXPECT_TRUE(fail(ref.out(b, h, i, j) == 0.0 && !std::signbit(ref.out(b, h, i, j))))
                 << where << ": empty row must give +0, got " << ref.out(b, h, i, j);
+          if (ref.stats) {
+            EXPECT_TRUE(fail(ref.stats->allowed_keys(0, b, h, i) == 0.0)) << where << ": n of an empty row";
+            EXPECT_TRUE(fail(ref.stats->max_score(0, b, h, i) == -inf)) << where << ": m of an empty row";
+          }
           continue;
         }
         ++report.live_rows;

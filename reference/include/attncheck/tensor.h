@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace attncheck {
@@ -31,6 +32,12 @@ struct View4 {
     return data[i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]];
   }
   bool empty() const { return data == nullptr; }
+  /// A view of mutable data is also a read-only view of it (AttentionInputs takes those).
+  operator View4<const T>() const
+    requires(!std::is_const_v<T>)
+  {
+    return {data, shape, strides};
+  }
 };
 
 /// A compact row-major tensor of doubles, the currency of the reference.
