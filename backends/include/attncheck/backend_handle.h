@@ -79,7 +79,7 @@ class Backend {
  private:
   attncheck_backend* table_;
   std::string origin_;
-  std::shared_ptr<void> library_;  // declared after table_: the table is destroyed first
+  std::shared_ptr<void> library_;  // released after ~Backend()'s body has destroyed the table
 };
 
 /// Loads a plug-in: dlopen(path), the entry symbol, the table, the ABI major check.

@@ -1,0 +1,319 @@
+/// \file backend_impl.h
+/// \brief For backend authors writing C++: derive from BackendImpl, hand it to make_backend_table()
+/// and return the table from your entry function. The table's entry points wrap every call in
+/// try/catch, so no exception ever crosses the C ABI: a thrown AbiError becomes its status, any
+/// other exception kAttncheckInternalError, and the message is kept for last_error().
+///
+///   class MyBackend final : public attncheck::impl::BackendImpl { ... };
+///   extern "C" attncheck_backend* my_backend_entry(void) {
+///     return attncheck::impl::make_backend_table<MyBackend>("my-backend", "one line");
+///   }
+///
+/// Also here: checks of DLTensor arguments whose errors name the tensor, the dimension, the
+/// expected and the given value, and a strided accessor. Header only, C++20, no dependency beyond
+/// backend.h, so a third-party plug-in can use it as is.
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <initializer_list>
+#include <memory>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "attncheck/backend.h"
+
+namespace attncheck::impl {
+
+/// Thrown inside a backend to return `status` with `what()` as last_error().
+class AbiError : public std::runtime_error {
+ public:
+  AbiError(attncheck_status status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  attncheck_status status() const { return status_; }
+
+ private:
+  attncheck_status status_;
+};
+
+/// kAttncheckInvalidProblem with `message`.
+[[noreturn]] inline void invalid(const std::string& message) { throw AbiError(kAttncheckInvalidProblem, message); }
+/// kAttncheckNotSupported with `message` (a skip for the suite).
+[[noreturn]] inline void unsupported(const std::string& message) { throw AbiError(kAttncheckNotSupported, message); }
+
+// --- dtypes -----------------------------------------------------------------------------------------
+
+inline constexpr DLDataType kF32{kDLFloat, 32, 1};
+inline constexpr DLDataType kF16{kDLFloat, 16, 1};
+inline constexpr DLDataType kBF16{kDLBfloat, 16, 1};
+inline constexpr DLDataType kF64{kDLFloat, 64, 1};
+inline constexpr DLDataType kU8{kDLUInt, 8, 1};
+inline constexpr DLDataType kI64{kDLInt, 64, 1};
+
+inline bool same_dtype(DLDataType a, DLDataType b) { return a.code == b.code && a.bits == b.bits && a.lanes == b.lanes; }
+
+/// "float32", "bfloat16", "uint8", "code 9 bits 8 lanes 2" for anything else.
+inline std::string dtype_string(DLDataType d) {
+  const char* base = nullptr;
+  switch (d.code) {
+    case kDLFloat: base = "float"; break;
+    case kDLBfloat: base = "bfloat"; break;
+    case kDLInt: base = "int"; break;
+    case kDLUInt: base = "uint"; break;
+    default: break;
+  }
+  if (base == nullptr || d.lanes != 1)
+    return "code " + std::to_string(d.code) + " bits " + std::to_string(d.bits) + " lanes " + std::to_string(d.lanes);
+  return std::string(base) + std::to_string(d.bits);
+}
+
+// --- tensors ----------------------------------------------------------------------------------------
+
+/// A checked CPU tensor of at most 4 dimensions: base pointer with byte_offset applied, shape and
+/// strides in elements (compact row-major strides filled in when the DLTensor's are NULL).
+struct TensorArg {
+  const char* data = nullptr;
+  DLDataType dtype{};
+  int ndim = 0;
+  std::array<std::int64_t, 4> shape{};
+  std::array<std::int64_t, 4> strides{};
+
+  bool present() const { return data != nullptr || ndim != 0; }
+  /// Element pointer at a logical index (any strides, including 0 and negative ones).
+  template <class T>
+  const T* at(std::int64_t i0, std::int64_t i1 = 0, std::int64_t i2 = 0, std::int64_t i3 = 0) const {
+    return reinterpret_cast<const T*>(data) + (i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]);
+  }
+  template <class T>
+  T* mut(std::int64_t i0, std::int64_t i1 = 0, std::int64_t i2 = 0, std::int64_t i3 = 0) const {
+    return const_cast<T*>(at<T>(i0, i1, i2, i3));
+  }
+};
+
+/// Checks `tensor` (named `name`, e.g. "k") against its expected logical shape, one of the
+/// accepted dtypes and the CPU device; throws AbiError(kAttncheckInvalidProblem) with a message
+/// such as "k: dim 2 (key length) is 5, expected Lk = 7". Dimension names come from `dims`.
+inline TensorArg check_cpu_tensor(const DLTensor* tensor, std::string_view name,
+                                  std::initializer_list<std::int64_t> shape,
+                                  std::initializer_list<std::string_view> dims,
+                                  std::initializer_list<DLDataType> dtypes) {
+  const std::string n(name);
+  if (tensor == nullptr) invalid(n + ": is NULL, but the problem requires it");
+  if (tensor->device.device_type != kDLCPU && tensor->device.device_type != kDLCUDAHost)
+    invalid(n + ": device type is " + std::to_string(tensor->device.device_type) + ", expected CPU (1)");
+  if (tensor->ndim != static_cast<std::int32_t>(shape.size()))
+    invalid(n + ": has " + std::to_string(tensor->ndim) + " dimensions, expected " + std::to_string(shape.size()));
+  bool dtype_ok = false;
+  std::string accepted;
+  for (DLDataType d : dtypes) {
+    dtype_ok = dtype_ok || same_dtype(d, tensor->dtype);
+    accepted += (accepted.empty() ? "" : " or ") + dtype_string(d);
+  }
+  if (!dtype_ok) invalid(n + ": dtype is " + dtype_string(tensor->dtype) + ", expected " + accepted);
+  TensorArg arg;
+  arg.dtype = tensor->dtype;
+  arg.ndim = tensor->ndim;
+  auto dim_name = dims.begin();
+  int d = 0;
+  std::int64_t elements = 1;
+  for (std::int64_t expected : shape) {
+    const std::int64_t got = tensor->shape[d];
+    if (got != expected)
+      invalid(n + ": dim " + std::to_string(d) + " (" + std::string(dim_name != dims.end() ? *dim_name : "?") +
+              ") is " + std::to_string(got) + ", expected " + std::to_string(expected));
+    arg.shape[d] = got;
+    elements *= got;
+    ++d;
+    if (dim_name != dims.end()) ++dim_name;
+  }
+  std::int64_t compact = 1;
+  for (int i = tensor->ndim - 1; i >= 0; --i) {
+    arg.strides[i] = tensor->strides != nullptr ? tensor->strides[i] : compact;
+    compact *= tensor->shape[i];
+  }
+  if (tensor->data == nullptr && elements > 0) invalid(n + ": data is NULL");
+  arg.data = static_cast<const char*>(tensor->data) + tensor->byte_offset;
+  return arg;
+}
+
+// --- the problem ------------------------------------------------------------------------------------
+
+/// The structural checks every backend needs before it indexes anything; throws
+/// AbiError(kAttncheckInvalidProblem) naming the field.
+inline void check_problem(const attncheck_problem& p) {
+  auto positive = [](std::int64_t v, const char* field) {
+    if (v < 1) invalid(std::string("problem.") + field + " is " + std::to_string(v) + ", but must be >= 1");
+  };
+  positive(p.batch, "batch");
+  positive(p.q_heads, "q_heads");
+  positive(p.kv_heads, "kv_heads");
+  positive(p.q_len, "q_len");
+  positive(p.k_len, "k_len");
+  positive(p.qk_dim, "qk_dim");
+  positive(p.v_dim, "v_dim");
+  if (p.q_heads % p.kv_heads != 0)
+    invalid("problem.kv_heads is " + std::to_string(p.kv_heads) + ", but q_heads = " + std::to_string(p.q_heads) +
+            " is not a multiple of it");
+  if (!std::isfinite(p.scale)) invalid("problem.scale is not finite");
+  if (!std::isfinite(p.softcap) || p.softcap < 0) invalid("problem.softcap must be finite and >= 0");
+  if (p.alignment < kAttncheckAlignTopLeft || p.alignment > kAttncheckAlignKeyLengths)
+    invalid("problem.alignment is " + std::to_string(p.alignment) + ", not a known attncheck_alignment");
+  if (p.alignment == kAttncheckAlignKeyLengths && !p.has_key_lengths)
+    invalid("problem.alignment is key-lengths, but has_key_lengths is 0");
+  if (p.window_left < -1 || p.window_right < -1) invalid("problem.window_left/right must be >= -1");
+  if (p.mask_kind < kAttncheckMaskNone || p.mask_kind > kAttncheckMaskAdditive)
+    invalid("problem.mask_kind is " + std::to_string(p.mask_kind) + ", not a known attncheck_mask_kind");
+  if (p.mask_kind != kAttncheckMaskNone) {
+    const std::int64_t full[4] = {p.batch, p.q_heads, p.q_len, p.k_len};
+    const char* names[4] = {"batch", "heads", "query length", "key length"};
+    for (int d = 0; d < 3; ++d)
+      if (p.mask_shape[d] != 1 && p.mask_shape[d] != full[d])
+        invalid("problem.mask_shape[" + std::to_string(d) + "] (" + names[d] + ") is " + std::to_string(p.mask_shape[d]) +
+                ", expected 1 or " + std::to_string(full[d]));
+    if (p.mask_shape[3] < 1 || p.mask_shape[3] > p.k_len)
+      invalid("problem.mask_shape[3] (key length) is " + std::to_string(p.mask_shape[3]) + ", expected 1.." +
+              std::to_string(p.k_len));
+  }
+}
+
+/// The diagonal offset of batch b (problem.h): row i's diagonal is p = i + offset.
+inline std::int64_t diagonal_offset(const attncheck_problem& p, std::int64_t key_length_b) {
+  switch (p.alignment) {
+    case kAttncheckAlignBottomRight: return p.k_len - p.q_len;
+    case kAttncheckAlignOffset: return p.diagonal_offset;
+    case kAttncheckAlignKeyLengths: return key_length_b - p.q_len;
+    default: return 0;
+  }
+}
+
+// --- the table --------------------------------------------------------------------------------------
+
+/// What a C++ backend implements. Each method may throw; the table turns that into a status.
+class BackendImpl {
+ public:
+  virtual ~BackendImpl() = default;
+  /// The profile for inputs of `input`; throw AbiError(kAttncheckNotSupported) if not handled.
+  virtual attncheck_numerics_profile profile(DLDataType input) const = 0;
+  /// Throw AbiError(kAttncheckNotSupported, reason) if `problem` is not handled; return otherwise.
+  virtual void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const = 0;
+  virtual void forward(const attncheck_problem& problem, const attncheck_attention_tensors& tensors) = 0;
+  /// Whether forward_layer is implemented (the table's pointer is NULL otherwise).
+  virtual bool has_layer() const { return false; }
+  virtual void forward_layer(const attncheck_layer_problem&, const attncheck_layer_tensors&) {
+    unsupported("this backend implements the attention core only");
+  }
+};
+
+namespace detail {
+
+/// The table and what it owns; context points back here.
+struct TableHolder {
+  attncheck_backend table{};
+  std::unique_ptr<BackendImpl> impl;
+  std::string name, description;
+  mutable std::string last_error = "no error";
+};
+
+inline TableHolder& holder(const attncheck_backend* self) { return *static_cast<TableHolder*>(self->context); }
+
+/// Runs `body`, mapping exceptions to statuses and remembering the message.
+template <class Body>
+attncheck_status guarded(const attncheck_backend* self, Body&& body) noexcept {
+  TableHolder& h = holder(self);
+  try {
+    body(h);
+    return kAttncheckOk;
+  } catch (const AbiError& e) {
+    h.last_error.assign(e.what());
+    return e.status();
+  } catch (const std::bad_alloc&) {
+    h.last_error.assign(h.name + ": out of memory");
+    return kAttncheckInternalError;
+  } catch (const std::exception& e) {
+    h.last_error.assign(h.name + ": " + e.what());
+    return kAttncheckInternalError;
+  } catch (...) {
+    h.last_error.assign(h.name + ": unknown exception");
+    return kAttncheckInternalError;
+  }
+}
+
+inline void copy_reason(const std::string& text, char* reason, size_t reason_size) {
+  if (reason == nullptr || reason_size == 0) return;
+  const size_t n = text.size() < reason_size - 1 ? text.size() : reason_size - 1;
+  std::memcpy(reason, text.data(), n);
+  reason[n] = '\0';
+}
+
+}  // namespace detail
+
+/// Builds the C table around `impl`. Returns NULL (never throws) if allocation fails.
+inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, const char* name,
+                                             const char* description) noexcept {
+  try {
+    auto h = std::make_unique<detail::TableHolder>();
+    h->impl = std::move(impl);
+    h->name = name;
+    h->description = description != nullptr ? description : "";
+    attncheck_backend& t = h->table;
+    t.abi_version = {ATTNCHECK_ABI_VERSION_MAJOR, ATTNCHECK_ABI_VERSION_MINOR};
+    t.struct_size = sizeof(attncheck_backend);
+    t.name = h->name.c_str();
+    t.description = h->description.c_str();
+    t.context = h.get();
+    t.get_profile = [](const attncheck_backend* self, DLDataType input, attncheck_numerics_profile* out) {
+      return detail::guarded(self, [&](detail::TableHolder& holder) {
+        if (out == nullptr) invalid("get_profile: profile is NULL");
+        *out = holder.impl->profile(input);
+        out->struct_size = sizeof(attncheck_numerics_profile);
+      });
+    };
+    t.supports = [](const attncheck_backend* self, const attncheck_problem* problem, DLDataType input,
+                    DLDeviceType device, char* reason, size_t reason_size) {
+      const attncheck_status status = detail::guarded(self, [&](detail::TableHolder& holder) {
+        if (problem == nullptr) invalid("supports: problem is NULL");
+        holder.impl->check_supported(*problem, input, device);
+      });
+      detail::copy_reason(status == kAttncheckOk ? std::string() : detail::holder(self).last_error, reason, reason_size);
+      return status;
+    };
+    t.forward = [](attncheck_backend* self, const attncheck_problem* problem, const attncheck_attention_tensors* tensors) {
+      return detail::guarded(self, [&](detail::TableHolder& holder) {
+        if (problem == nullptr || tensors == nullptr) invalid("forward: problem or tensors is NULL");
+        holder.impl->forward(*problem, *tensors);
+      });
+    };
+    if (h->impl->has_layer()) {
+      t.forward_layer = [](attncheck_backend* self, const attncheck_layer_problem* problem,
+                           const attncheck_layer_tensors* tensors) {
+        return detail::guarded(self, [&](detail::TableHolder& holder) {
+          if (problem == nullptr || tensors == nullptr) invalid("forward_layer: problem or tensors is NULL");
+          holder.impl->forward_layer(*problem, *tensors);
+        });
+      };
+    }
+    t.last_error = [](const attncheck_backend* self) { return detail::holder(self).last_error.c_str(); };
+    t.destroy = [](attncheck_backend* self) { delete &detail::holder(self); };
+    return &h.release()->table;
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+/// Convenience: constructs Impl(args...) and builds its table; NULL if construction throws.
+template <class Impl, class... Args>
+attncheck_backend* make_backend_table(const char* name, const char* description, Args&&... args) noexcept {
+  try {
+    return make_backend_table(std::make_unique<Impl>(std::forward<Args>(args)...), name, description);
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+}  // namespace attncheck::impl

@@ -1,0 +1,218 @@
+// Conversions between the suite's types and the ABI's, defined once (backend_handle.h).
+#include <cstddef>
+#include <fmt/format.h>
+
+#include "attncheck/backend_handle.h"
+
+namespace attncheck {
+
+std::string_view status_name(attncheck_status status) {
+  switch (status) {
+    case kAttncheckOk: return "ok";
+    case kAttncheckNotSupported: return "not supported";
+    case kAttncheckInvalidProblem: return "invalid problem";
+    case kAttncheckInternalError: return "internal error";
+    default: return "unknown status";
+  }
+}
+
+namespace {
+
+[[noreturn]] void bad_field(const std::string& message) { throw BackendError(kAttncheckInvalidProblem, message); }
+
+std::string dlpack_string(DLDataType d) { return fmt::format("code {} bits {} lanes {}", d.code, d.bits, d.lanes); }
+
+attncheck_alignment alignment_to_abi(Alignment a) {
+  switch (a) {
+    case Alignment::TopLeft: return kAttncheckAlignTopLeft;
+    case Alignment::BottomRight: return kAttncheckAlignBottomRight;
+    case Alignment::Offset: return kAttncheckAlignOffset;
+    case Alignment::KeyLengths: return kAttncheckAlignKeyLengths;
+  }
+  return kAttncheckAlignTopLeft;
+}
+
+attncheck_mask_kind mask_to_abi(MaskKind k) {
+  switch (k) {
+    case MaskKind::None: return kAttncheckMaskNone;
+    case MaskKind::Boolean: return kAttncheckMaskBoolean;
+    case MaskKind::Additive: return kAttncheckMaskAdditive;
+  }
+  return kAttncheckMaskNone;
+}
+
+attncheck_empty_row empty_row_to_abi(EmptyRowConvention c) {
+  switch (c) {
+    case EmptyRowConvention::Zeros: return kAttncheckEmptyRowZeros;
+    case EmptyRowConvention::NaN: return kAttncheckEmptyRowNaN;
+    case EmptyRowConvention::MeanOfV: return kAttncheckEmptyRowMeanOfV;
+  }
+  return kAttncheckEmptyRowZeros;
+}
+
+DType dtype_field(DLDataType d, const char* field) {
+  if (auto t = from_dlpack(d)) return *t;
+  bad_field(fmt::format("profile.{}: DLPack dtype ({}) is not one attncheck knows (f32, f16, bf16, f64)", field,
+                        dlpack_string(d)));
+}
+
+}  // namespace
+
+DLDataType to_dlpack(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return {kDLFloat, 32, 1};
+    case DType::F16: return {kDLFloat, 16, 1};
+    case DType::BF16: return {kDLBfloat, 16, 1};
+    case DType::F64: return {kDLFloat, 64, 1};
+  }
+  return {kDLFloat, 32, 1};
+}
+
+std::optional<DType> from_dlpack(DLDataType d) {
+  if (d.lanes != 1) return std::nullopt;
+  if (d.code == kDLFloat && d.bits == 32) return DType::F32;
+  if (d.code == kDLFloat && d.bits == 16) return DType::F16;
+  if (d.code == kDLBfloat && d.bits == 16) return DType::BF16;
+  if (d.code == kDLFloat && d.bits == 64) return DType::F64;
+  return std::nullopt;
+}
+
+attncheck_problem to_abi(const Problem& p) {
+  attncheck_problem a{};
+  a.batch = p.batch;
+  a.q_heads = p.q_heads;
+  a.kv_heads = p.kv_heads;
+  a.q_len = p.q_len;
+  a.k_len = p.k_len;
+  a.qk_dim = p.qk_dim;
+  a.v_dim = p.v_dim;
+  // The ABI carries the scale actually applied, so a backend never re-derives the default.
+  a.scale = p.effective_scale();
+  a.softcap = p.softcap;
+  a.causal = p.causal ? 1 : 0;
+  a.alignment = alignment_to_abi(p.alignment);
+  a.diagonal_offset = p.diagonal_offset;
+  a.window_left = p.window_left;
+  a.window_right = p.window_right;
+  a.mask_kind = mask_to_abi(p.mask);
+  a.has_key_lengths = p.has_key_lengths ? 1 : 0;
+  a.mask_shape[0] = p.mask_batch;
+  a.mask_shape[1] = p.mask_heads;
+  a.mask_shape[2] = p.mask_q_len;
+  a.mask_shape[3] = p.mask_k_len;
+  return a;
+}
+
+Problem from_abi(const attncheck_problem& a) {
+  Problem p;
+  p.batch = a.batch;
+  p.q_heads = a.q_heads;
+  p.kv_heads = a.kv_heads;
+  p.q_len = a.q_len;
+  p.k_len = a.k_len;
+  p.qk_dim = a.qk_dim;
+  p.v_dim = a.v_dim;
+  p.scale = a.scale;  // always explicit: the ABI does not say whether it was the default
+  p.softcap = a.softcap;
+  p.causal = a.causal != 0;
+  switch (a.alignment) {
+    case kAttncheckAlignTopLeft: p.alignment = Alignment::TopLeft; break;
+    case kAttncheckAlignBottomRight: p.alignment = Alignment::BottomRight; break;
+    case kAttncheckAlignOffset: p.alignment = Alignment::Offset; break;
+    case kAttncheckAlignKeyLengths: p.alignment = Alignment::KeyLengths; break;
+    default: bad_field(fmt::format("problem.alignment: {} is not an attncheck_alignment (0..3)", a.alignment));
+  }
+  p.diagonal_offset = a.diagonal_offset;
+  p.window_left = a.window_left;
+  p.window_right = a.window_right;
+  switch (a.mask_kind) {
+    case kAttncheckMaskNone: p.mask = MaskKind::None; break;
+    case kAttncheckMaskBoolean: p.mask = MaskKind::Boolean; break;
+    case kAttncheckMaskAdditive: p.mask = MaskKind::Additive; break;
+    default: bad_field(fmt::format("problem.mask_kind: {} is not an attncheck_mask_kind (0..2)", a.mask_kind));
+  }
+  p.has_key_lengths = a.has_key_lengths != 0;
+  p.mask_batch = a.mask_shape[0];
+  p.mask_heads = a.mask_shape[1];
+  p.mask_q_len = a.mask_shape[2];
+  p.mask_k_len = a.mask_shape[3];
+  return p;
+}
+
+attncheck_layer_problem to_abi(const LayerProblem& p) {
+  attncheck_layer_problem a{};
+  a.attention = to_abi(p.attention);
+  a.model_dim = p.model_dim;
+  a.self_attention = p.self_attention ? 1 : 0;
+  a.has_qkv_bias = p.has_qkv_bias ? 1 : 0;
+  a.has_out_bias = p.has_out_bias ? 1 : 0;
+  return a;
+}
+
+NumericsProfile from_abi(const attncheck_numerics_profile& a) {
+  // Every field of minor 0 must be present; later minors only append.
+  constexpr std::size_t v1_0_size =
+      offsetof(attncheck_numerics_profile, tanh_relative_error) + sizeof(a.tanh_relative_error);
+  if (a.struct_size < v1_0_size)
+    bad_field(fmt::format("profile.struct_size: {} bytes, but ABI 1.0 needs at least {}", a.struct_size, v1_0_size));
+  NumericsProfile p;
+  p.input = dtype_field(a.input_dtype, "input_dtype");
+  p.score = dtype_field(a.score_dtype, "score_dtype");
+  p.probability = dtype_field(a.probability_dtype, "probability_dtype");
+  p.accumulator = dtype_field(a.accumulator_dtype, "accumulator_dtype");
+  p.output = dtype_field(a.output_dtype, "output_dtype");
+  switch (a.accumulation_rounding) {
+    case kAttncheckRoundNearest: p.accumulation_rounding = Rounding::Nearest; break;
+    case kAttncheckRoundTowardZero: p.accumulation_rounding = Rounding::TowardZero; break;
+    default:
+      bad_field(fmt::format("profile.accumulation_rounding: {} is not an attncheck_rounding (0..1)",
+                            a.accumulation_rounding));
+  }
+  if (a.products_per_rounding < 1)
+    bad_field(fmt::format("profile.products_per_rounding: {}, but k0 must be >= 1", a.products_per_rounding));
+  p.products_per_rounding = a.products_per_rounding;
+  if (a.softmax_block < 0)
+    bad_field(fmt::format("profile.softmax_block: {}, but must be >= 0 (0 = three-pass)", a.softmax_block));
+  p.softmax_block = a.softmax_block;
+  p.deterministic = a.deterministic != 0;
+  switch (a.empty_row) {
+    case kAttncheckEmptyRowZeros: p.empty_row = EmptyRowConvention::Zeros; break;
+    case kAttncheckEmptyRowNaN: p.empty_row = EmptyRowConvention::NaN; break;
+    case kAttncheckEmptyRowMeanOfV: p.empty_row = EmptyRowConvention::MeanOfV; break;
+    default: bad_field(fmt::format("profile.empty_row: {} is not an attncheck_empty_row (0..2)", a.empty_row));
+  }
+  p.flushes_subnormals = a.flushes_subnormals != 0;
+  p.accepts_strides = a.accepts_strides != 0;
+  p.writes_lse = a.writes_lse != 0;
+  if (!(a.exp_relative_error >= 0) || !(a.exp_relative_error < 1))
+    bad_field(fmt::format("profile.exp_relative_error: {}, but must be in [0, 1)", a.exp_relative_error));
+  if (!(a.tanh_relative_error >= 0) || !(a.tanh_relative_error < 1))
+    bad_field(fmt::format("profile.tanh_relative_error: {}, but must be in [0, 1)", a.tanh_relative_error));
+  p.exp_relative_error = a.exp_relative_error;
+  p.tanh_relative_error = a.tanh_relative_error;
+  return p;
+}
+
+attncheck_numerics_profile to_abi(const NumericsProfile& p) {
+  attncheck_numerics_profile a{};
+  a.struct_size = sizeof(attncheck_numerics_profile);
+  a.input_dtype = to_dlpack(p.input);
+  a.score_dtype = to_dlpack(p.score);
+  a.probability_dtype = to_dlpack(p.probability);
+  a.accumulator_dtype = to_dlpack(p.accumulator);
+  a.output_dtype = to_dlpack(p.output);
+  a.accumulation_rounding =
+      p.accumulation_rounding == Rounding::Nearest ? kAttncheckRoundNearest : kAttncheckRoundTowardZero;
+  a.products_per_rounding = p.products_per_rounding;
+  a.softmax_block = p.softmax_block;
+  a.deterministic = p.deterministic ? 1 : 0;
+  a.empty_row = empty_row_to_abi(p.empty_row);
+  a.flushes_subnormals = p.flushes_subnormals ? 1 : 0;
+  a.accepts_strides = p.accepts_strides ? 1 : 0;
+  a.writes_lse = p.writes_lse ? 1 : 0;
+  a.exp_relative_error = p.exp_relative_error;
+  a.tanh_relative_error = p.tanh_relative_error;
+  return a;
+}
+
+}  // namespace attncheck

@@ -1,0 +1,86 @@
+// The owning handle on a backend table. Statuses become exceptions here, on our side of the ABI.
+#include <fmt/format.h>
+#include <utility>
+
+#include "attncheck/backend_handle.h"
+
+namespace attncheck {
+
+Backend::Backend(attncheck_backend* table, std::string origin, std::shared_ptr<void> library)
+    : table_(table), origin_(std::move(origin)), library_(std::move(library)) {
+  if (table_ == nullptr) throw std::invalid_argument("Backend: table is NULL (origin " + origin_ + ")");
+}
+
+Backend::Backend(Backend&& other) noexcept
+    : table_(std::exchange(other.table_, nullptr)), origin_(std::move(other.origin_)), library_(std::move(other.library_)) {}
+
+Backend& Backend::operator=(Backend&& other) noexcept {
+  if (this != &other) {
+    if (table_ != nullptr) table_->destroy(table_);
+    table_ = std::exchange(other.table_, nullptr);
+    origin_ = std::move(other.origin_);
+    library_ = std::move(other.library_);  // after destroy(): the old library may unload now
+  }
+  return *this;
+}
+
+Backend::~Backend() {
+  // The body runs before the members are destroyed, so the table is gone before library_ can
+  // unload the code that destroy() lives in.
+  if (table_ != nullptr) table_->destroy(table_);
+}
+
+std::string_view Backend::name() const { return table_->name != nullptr ? table_->name : ""; }
+std::string_view Backend::description() const { return table_->description != nullptr ? table_->description : ""; }
+attncheck_abi_version Backend::abi_version() const { return table_->abi_version; }
+bool Backend::has_layer() const { return table_->forward_layer != nullptr; }
+
+namespace {
+
+std::string last_error_of(const attncheck_backend* t) {
+  const char* message = t->last_error != nullptr ? t->last_error(t) : nullptr;
+  return message != nullptr && *message != '\0' ? message : "(the backend gave no message)";
+}
+
+[[noreturn]] void fail(const attncheck_backend* t, std::string_view call, attncheck_status status) {
+  throw BackendError(status, fmt::format("{}: {} returned '{}': {}", t->name != nullptr ? t->name : "?", call,
+                                         status_name(status), last_error_of(t)));
+}
+
+}  // namespace
+
+std::optional<NumericsProfile> Backend::profile(DType input) const {
+  attncheck_numerics_profile p{};
+  const attncheck_status status = table_->get_profile(table_, to_dlpack(input), &p);
+  if (status == kAttncheckNotSupported) return std::nullopt;
+  if (status != kAttncheckOk) fail(table_, "get_profile", status);
+  return from_abi(p);
+}
+
+std::optional<std::string> Backend::unsupported_reason(const Problem& problem, DType input, DLDeviceType device) const {
+  const attncheck_problem p = to_abi(problem);
+  char reason[1024] = {};
+  const attncheck_status status = table_->supports(table_, &p, to_dlpack(input), device, reason, sizeof reason);
+  if (status == kAttncheckOk) return std::nullopt;
+  if (status == kAttncheckNotSupported || status == kAttncheckInvalidProblem) {
+    std::string text = reason[0] != '\0' ? std::string(reason) : last_error_of(table_);
+    return fmt::format("{} ({})", text, status_name(status));
+  }
+  fail(table_, "supports", status);
+}
+
+void Backend::forward(const Problem& problem, const attncheck_attention_tensors& tensors) {
+  const attncheck_problem p = to_abi(problem);
+  const attncheck_status status = table_->forward(table_, &p, &tensors);
+  if (status != kAttncheckOk) fail(table_, "forward", status);
+}
+
+void Backend::forward_layer(const LayerProblem& problem, const attncheck_layer_tensors& tensors) {
+  if (table_->forward_layer == nullptr)
+    throw BackendError(kAttncheckNotSupported, fmt::format("{}: implements the attention core only (no forward_layer)", name()));
+  const attncheck_layer_problem p = to_abi(problem);
+  const attncheck_status status = table_->forward_layer(table_, &p, &tensors);
+  if (status != kAttncheckOk) fail(table_, "forward_layer", status);
+}
+
+}  // namespace attncheck

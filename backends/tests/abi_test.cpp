@@ -1,0 +1,185 @@
+// The ABI header in C and C++, the conversions, and the handle's mapping of statuses.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "attncheck/backend.h"
+#include "attncheck/backend_handle.h"
+#include "attncheck/backend_impl.h"
+
+extern "C" attncheck_backend* attncheck_c_mock_entry(void);
+
+namespace attncheck {
+namespace {
+
+// c_abi_mock.c builds its table as C; here the same header is read as C++.
+TEST(CAbi, TableBuiltInCDrivesThroughTheHandle) {
+  static_assert(offsetof(attncheck_backend, abi_version) == 0, "abi_version is the frozen first field");
+  Backend backend(attncheck_c_mock_entry(), "c-mock");
+  EXPECT_EQ(backend.name(), "c-mock");
+  EXPECT_EQ(backend.abi_version().major, static_cast<uint32_t>(ATTNCHECK_ABI_VERSION_MAJOR));
+  EXPECT_EQ(backend.table()->struct_size, sizeof(attncheck_backend));
+  EXPECT_FALSE(backend.has_layer());
+
+  const auto profile = backend.profile(DType::F32);
+  ASSERT_TRUE(profile.has_value());
+  EXPECT_EQ(profile->empty_row, EmptyRowConvention::NaN);  // what the C file declares
+  EXPECT_FALSE(backend.profile(DType::F16).has_value());
+
+  Problem p;
+  p.q_len = 3, p.k_len = 2, p.v_dim = 2;
+  const auto reason = backend.unsupported_reason(p, DType::F32, kDLCPU);
+  ASSERT_TRUE(reason.has_value());
+  EXPECT_NE(reason->find("Lk = 1 only"), std::string::npos) << *reason;
+
+  p.k_len = 1;
+  EXPECT_FALSE(backend.unsupported_reason(p, DType::F32, kDLCPU).has_value());
+  std::vector<float> q(3, 0.f), k(1, 0.f), v{1.5f, -2.f}, out(6, 0.f);
+  std::int64_t qs[4] = {1, 1, 3, 1}, ks[4] = {1, 1, 1, 1}, vs[4] = {1, 1, 1, 2}, os[4] = {1, 1, 3, 2};
+  auto tensor = [](float* data, std::int64_t* shape) {
+    DLTensor t{};
+    t.data = data, t.device = {kDLCPU, 0}, t.ndim = 4, t.dtype = {kDLFloat, 32, 1}, t.shape = shape;
+    return t;
+  };
+  DLTensor tq = tensor(q.data(), qs), tk = tensor(k.data(), ks), tv = tensor(v.data(), vs), to = tensor(out.data(), os);
+  attncheck_attention_tensors t{&tq, &tk, &tv, nullptr, nullptr, &to, nullptr};
+  backend.forward(p, t);
+  // One key: every row's output is that key's value row (the mock's whole contract).
+  EXPECT_EQ(out, (std::vector<float>{1.5f, -2.f, 1.5f, -2.f, 1.5f, -2.f}));
+
+  p.k_len = 2;
+  try {
+    backend.forward(p, t);
+    FAIL() << "forward should fail for Lk = 2";
+  } catch (const BackendError& e) {
+    EXPECT_EQ(e.status(), kAttncheckNotSupported);
+    EXPECT_STREQ(e.what(), "c-mock: forward returned 'not supported': the C mock handles Lk = 1 only");
+  }
+}
+
+TEST(Conversions, ProblemRoundTripsThroughTheAbi) {
+  Problem p;
+  p.batch = 2, p.q_heads = 12, p.kv_heads = 1, p.q_len = 7, p.k_len = 40, p.qk_dim = 48, p.v_dim = 80;
+  p.scale = 0.25, p.softcap = 30, p.causal = true, p.alignment = Alignment::Offset, p.diagonal_offset = 33;
+  p.window_left = 5, p.window_right = 0, p.mask = MaskKind::Additive;
+  p.mask_batch = 1, p.mask_heads = 12, p.mask_q_len = 1, p.mask_k_len = 39, p.has_key_lengths = true;
+  const attncheck_problem a = to_abi(p);
+  EXPECT_EQ(a.alignment, kAttncheckAlignOffset);
+  EXPECT_EQ(a.mask_kind, kAttncheckMaskAdditive);
+  EXPECT_EQ(a.mask_shape[3], 39);
+  EXPECT_EQ(from_abi(a), p);
+}
+
+TEST(Conversions, DefaultScaleIsResolvedForTheAbi) {
+  Problem p;
+  p.qk_dim = 64;
+  // problem.h: an unset scale means 1/sqrt(Dk) = 1/8; the ABI carries the applied value.
+  EXPECT_EQ(to_abi(p).scale, 0.125);
+  EXPECT_EQ(from_abi(to_abi(p)).scale, std::optional<double>(0.125));
+}
+
+TEST(Conversions, UnknownEnumeratorsNameTheField) {
+  attncheck_problem a = to_abi(Problem{});
+  a.alignment = 9;
+  try {
+    (void)from_abi(a);
+    FAIL();
+  } catch (const BackendError& e) {
+    EXPECT_EQ(e.status(), kAttncheckInvalidProblem);
+    EXPECT_STREQ(e.what(), "problem.alignment: 9 is not an attncheck_alignment (0..3)");
+  }
+  a = to_abi(Problem{});
+  a.mask_kind = -1;
+  EXPECT_THROW((void)from_abi(a), BackendError);
+}
+
+TEST(Conversions, DtypesMapBothWays) {
+  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::F64}) EXPECT_EQ(from_dlpack(to_dlpack(d)), d);
+  EXPECT_EQ(to_dlpack(DType::BF16).code, kDLBfloat);
+  EXPECT_FALSE(from_dlpack(DLDataType{kDLInt, 32, 1}).has_value());
+  EXPECT_FALSE(from_dlpack(DLDataType{kDLFloat, 32, 4}).has_value());  // vector lanes are not an element type
+}
+
+TEST(Conversions, ProfileRoundTripsAndBadFieldsAreNamed) {
+  NumericsProfile p;
+  p.input = DType::BF16, p.probability = DType::BF16, p.output = DType::BF16, p.softmax_block = 128;
+  p.accumulation_rounding = Rounding::TowardZero, p.products_per_rounding = 16, p.deterministic = true;
+  p.empty_row = EmptyRowConvention::MeanOfV, p.writes_lse = true, p.exp_relative_error = 0x1p-21;
+  EXPECT_EQ(from_abi(to_abi(p)), p);
+
+  attncheck_numerics_profile a = to_abi(p);
+  a.score_dtype = DLDataType{kDLInt, 8, 1};
+  try {
+    (void)from_abi(a);
+    FAIL();
+  } catch (const BackendError& e) {
+    EXPECT_STREQ(e.what(), "profile.score_dtype: DLPack dtype (code 0 bits 8 lanes 1) is not one attncheck knows (f32, f16, bf16, f64)");
+  }
+  a = to_abi(p);
+  a.products_per_rounding = 0;
+  EXPECT_THROW((void)from_abi(a), BackendError);
+  a = to_abi(p);
+  a.struct_size = 8;  // a table from a build that predates most fields
+  EXPECT_THROW((void)from_abi(a), BackendError);
+}
+
+TEST(Conversions, StatusNames) {
+  EXPECT_EQ(status_name(kAttncheckOk), "ok");
+  EXPECT_EQ(status_name(kAttncheckNotSupported), "not supported");
+  EXPECT_EQ(status_name(kAttncheckInvalidProblem), "invalid problem");
+  EXPECT_EQ(status_name(kAttncheckInternalError), "internal error");
+}
+
+// backend_impl.h: exceptions never cross the table.
+class Throwing final : public impl::BackendImpl {
+ public:
+  attncheck_numerics_profile profile(DLDataType) const override { throw std::runtime_error("boom"); }
+  void check_supported(const attncheck_problem&, DLDataType, DLDeviceType) const override {
+    impl::unsupported("never, on purpose");
+  }
+  void forward(const attncheck_problem&, const attncheck_attention_tensors&) override { throw 42; }
+};
+
+TEST(BackendImpl, ExceptionsBecomeStatusesAndMessages) {
+  Backend b(impl::make_backend_table<Throwing>("throwing", nullptr), "test");
+  try {
+    (void)b.profile(DType::F32);
+    FAIL();
+  } catch (const BackendError& e) {
+    EXPECT_EQ(e.status(), kAttncheckInternalError);
+    EXPECT_STREQ(e.what(), "throwing: get_profile returned 'internal error': throwing: boom");
+  }
+  EXPECT_EQ(b.unsupported_reason(Problem{}, DType::F32, kDLCPU), std::optional<std::string>("never, on purpose (not supported)"));
+  try {
+    b.forward(Problem{}, attncheck_attention_tensors{});
+    FAIL();
+  } catch (const BackendError& e) {
+    EXPECT_STREQ(e.what(), "throwing: forward returned 'internal error': throwing: unknown exception");
+  }
+  EXPECT_FALSE(b.has_layer());
+}
+
+TEST(BackendImpl, TensorChecksNameTensorAndDimension) {
+  std::int64_t shape[4] = {1, 2, 5, 8};
+  DLTensor t{};
+  float data[80] = {};
+  t.data = data, t.device = {kDLCPU, 0}, t.ndim = 4, t.dtype = impl::kF32, t.shape = shape;
+  try {
+    (void)impl::check_cpu_tensor(&t, "k", {1, 2, 7, 8}, {"batch", "kv heads", "key length", "head dim"}, {impl::kF32});
+    FAIL();
+  } catch (const impl::AbiError& e) {
+    EXPECT_STREQ(e.what(), "k: dim 2 (key length) is 5, expected 7");
+  }
+  try {
+    (void)impl::check_cpu_tensor(&t, "q", {1, 2, 5, 8}, {}, {impl::kF16, impl::kBF16});
+    FAIL();
+  } catch (const impl::AbiError& e) {
+    EXPECT_STREQ(e.what(), "q: dtype is float32, expected float16 or bfloat16");
+  }
+  const impl::TensorArg a = impl::check_cpu_tensor(&t, "q", {1, 2, 5, 8}, {}, {impl::kF32});
+  EXPECT_EQ(a.strides, (std::array<std::int64_t, 4>{80, 40, 8, 1}));  // NULL strides mean compact row-major
+}
+
+}  // namespace
+}  // namespace attncheck
