@@ -44,6 +44,13 @@ struct Verdict {
   double max_ulps_row_scale = 0;       ///< max |Ô − O| / ulp_out(A_j)
   double nmse = 0;                     ///< Σ(Ô − O)² / ΣO²
   double lse_max_ratio = 0;            ///< when LSE is checked
+  ElementIndex lse_worst;              ///< where lse_max_ratio occurs (col = −1)
+  /// Aggregate check (numerics.md §4): ‖Ô − O‖₂ over the τ-checked elements divided by the bound
+  /// a healthy kernel meets with probability ≥ 1 − CompareOptions::aggregate_false_alarm under
+  /// the probabilistic model. Gated (> 1 fails) only when aggregate_checked.
+  double aggregate_ratio = 0;
+  bool aggregate_checked = false;
+  std::int64_t empty_rows = 0;         ///< rows with no allowed key, checked against the convention
   std::int64_t elements = 0;
   std::int64_t nonfinite_violations = 0;  ///< NaN/Inf where the convention forbids, or missing where it requires
 
@@ -53,6 +60,9 @@ struct Verdict {
 
 struct CompareOptions {
   DataCharacter data = DataCharacter::GenericRandom;
+  /// False-alarm budget of the aggregate check per verdict (compare.cpp derives its threshold
+  /// from it); 2^-30 ≈ 9.3e-10. A budget, not a tolerance: it sets x = ln(1/β) in the tail bound.
+  double aggregate_false_alarm = 0x1p-30;
 };
 
 /// Judges a backend's output against the reference. `reference` must carry row statistics

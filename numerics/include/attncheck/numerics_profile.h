@@ -3,6 +3,7 @@
 /// attncheck_numerics_profile. The tolerance model derives every bound from it.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "attncheck/dtype.h"
@@ -17,6 +18,9 @@ enum class Rounding : std::uint8_t { Nearest, TowardZero };
 struct NumericsProfile {
   DType input = DType::F32;        ///< q, k, v as the kernel receives them
   DType score = DType::F32;        ///< u_S: Q·Kᵀ accumulator and stored scores
+  /// Q·Kᵀ accumulator when it is wider than the stored scores (eager code: fp32 GEMM, fp16
+  /// logits). Unset: the product is accumulated in `score` itself (the conservative reading).
+  std::optional<DType> score_accumulator;
   DType probability = DType::F32;  ///< u_P: P as stored for P·V (= accumulator if not re-rounded)
   DType accumulator = DType::F32;  ///< u_A: P·V and row-sum accumulator
   DType output = DType::F32;       ///< u_O

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <vector>
 
 #include "attncheck/compare.h"
 #include "attncheck/numerics_profile.h"
@@ -20,6 +21,10 @@ struct ToleranceTerms {
   double accumulation = 0;  ///< E_A
   double reference = 0;     ///< E_ref
   double output = 0;        ///< u_O(|O| + E) + η_O
+  // The aggregate check's model of a healthy error at this element (compare.cpp, "aggregate"):
+  // error = coherent part + random part. Not part of total().
+  double coherent = 0;        ///< bound on the part that does not average out (exp, constants, E_ref, tails)
+  double noise_variance = 0;  ///< sub-Gaussian variance proxy of the random part (uniform rounding-error model)
   double total() const { return logit + probability + accumulation + reference + output; }
   /// Name of the largest term.
   const char* dominant() const;
@@ -29,6 +34,14 @@ struct ToleranceTerms {
 class ToleranceModel {
  public:
   ToleranceModel(const Problem& problem, const NumericsProfile& profile, DataCharacter data);
+  /// As above, and reads max |V| per (batch, kv head, column) from `inputs`, which bounds the
+  /// keys whose weight is below fp32's normal range (E_P's tail for fp32/bf16 P). Without it
+  /// that bound uses the largest finite value of the input dtype, which is loose for f32/bf16.
+  ToleranceModel(const Problem& problem, const NumericsProfile& profile, DataCharacter data,
+                 const AttentionInputs& inputs);
+  /// Whether the probabilistic (λ√N) accumulation bounds apply (numerics.md §3: RN
+  /// accumulation and generic random data); the aggregate check exists only when they do.
+  bool probabilistic() const;
   /// τ's terms at output element (b, h, i, j).
   ToleranceTerms at(const AttentionResult& reference, std::int64_t b, std::int64_t h, std::int64_t i,
                     std::int64_t j) const;
@@ -39,6 +52,7 @@ class ToleranceModel {
   Problem problem_;
   NumericsProfile profile_;
   DataCharacter data_;
+  std::vector<double> max_abs_v_;  ///< [B, Hkv, Dv]; empty: unknown
 };
 
 }  // namespace attncheck

@@ -1,0 +1,310 @@
+// τ_ij, the a-priori bound of numerics.md §2–§3, and the LSE bound.
+//
+// Notation follows numerics.md §2. For one row (b, h, i) with n allowed keys:
+//   s_k final scores, m = max s_k, Z = Σ e^{s_k−m}, p_k = e^{s_k−m}/Z, O_j = Σ p_k V_kj,
+//   a_k = |σ|Σ_l|q_l k_kl|, M = max|s_k| over keys of non-negligible weight.
+// The reference's RowStatistics give, per element, A_j, W_j, C_j, Ca_j, Cs_j and the fp16 tail.
+//
+// Units of the profile:
+//   u_D  Q·Kᵀ accumulator   (score_accumulator, else score; doubled under round-toward-zero)
+//   u_S  stored scores and the softmax arithmetic on them (score)
+//   u_E  exp, u_T tanh      (declared, default 2^-22)
+//   u_P  P as stored for P·V: 0 unless P is re-rounded below the fp32 the exp produces
+//   u_A  P·V and row-sum accumulator (doubled under round-toward-zero, §3 rec. 2)
+//   u_O  output
+#include "attncheck/tolerance.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+#include <limits>
+#include <stdexcept>
+
+namespace attncheck {
+namespace {
+
+constexpr double kLambda = 10.0;  // numerics.md §3 rec. 3: ≈3e-18 per sum at N = 8192
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// γ_N(u) = Nu/(1 − Nu) [Higham]; +inf once Nu ≥ 1, where no bound exists.
+double gamma(double n, double u) {
+  const double nu = n * u;
+  return nu < 1.0 ? nu / (1.0 - nu) : kInf;
+}
+
+// The probabilistic G_N of §3 in Higham & Mary's rigorous form [HM, Thm. 3.1]:
+// γ̃_N(λ) = exp(λ√N·u + N·u²/(1 − u)) − 1, which is λ√N·u to first order (the note's form) and
+// stays a bound where N·u ≥ 1 leaves γ_N without a value. It holds with probability
+// ≥ 1 − 2N·e^{−λ²(1−u)²/2}, ≈ 3e-18 at N = 8192, λ = 10.
+double gamma_probabilistic(double n, double u) {
+  return std::expm1(kLambda * std::sqrt(n) * u + n * u * u / (1 - u));
+}
+
+// Spacing of `dtype` at x ≥ 0: 2u·2^⌊log2 x⌋, or the subnormal spacing below the normal range.
+double ulp_of(DType dtype, double x) {
+  if (!(x >= smallest_normal(dtype))) return smallest_subnormal(dtype);
+  return std::ldexp(2 * unit_roundoff(dtype), std::ilogb(x));
+}
+
+double default_if_zero(double value) { return value > 0 ? value : 0x1p-22; }
+
+// The row's unit roundoffs and counts, shared by every element of the row.
+struct Units {
+  double u_dot, u_s, u_e, u_t, u_p, u_a, u_a_rounding, u_o, eta_o;
+  bool narrow_score_store;  // scores rounded to `score` after a wider accumulator
+};
+
+Units units_of(const NumericsProfile& p) {
+  Units u{};
+  const bool rz = p.accumulation_rounding == Rounding::TowardZero;
+  // Round-toward-zero errs by up to a whole ulp, 2u, and always in the same direction (§3 rec. 2).
+  const double rounding_factor = rz ? 2.0 : 1.0;
+  const DType dot = p.score_accumulator.value_or(p.score);
+  u.u_dot = rounding_factor * unit_roundoff(dot);
+  u.u_s = unit_roundoff(p.score);
+  u.narrow_score_store = unit_roundoff(p.score) > unit_roundoff(dot);
+  u.u_e = default_if_zero(p.exp_relative_error);
+  u.u_t = default_if_zero(p.tanh_relative_error);
+  // The exp delivers e^{x} with relative error u_E in fp32 (or wider): that rounding is inside
+  // u_E. P costs a separate rounding only when it is stored narrower than fp32. In particular
+  // P kept in an fp32 accumulator is not re-rounded, and the product p_k·V_kj's own rounding
+  // belongs to the accumulation's γ_N (an inner-product bound counts its products' roundings).
+  // An fp16 accumulator with fp16 P still rounds the fp32 exp result to fp16: that is E_P.
+  u.u_p = unit_roundoff(p.probability) > unit_roundoff(DType::F32) ? unit_roundoff(p.probability) : 0.0;
+  u.u_a = unit_roundoff(p.accumulator);
+  u.u_a_rounding = rounding_factor * u.u_a;
+  u.u_o = unit_roundoff(p.output);
+  // η_O: half the output's subnormal spacing, or its smallest normal when subnormals flush.
+  u.eta_o = p.flushes_subnormals ? smallest_normal(p.output)
+                                 : std::max(smallest_subnormal(p.output) / 2, std::numeric_limits<double>::denorm_min());
+  return u;
+}
+
+// Number of online-softmax rescales, R = ⌈n/B_c⌉ (worst case, §2 "3-pass vs online").
+double rescales(const NumericsProfile& p, double n) {
+  return p.softmax_block > 0 ? std::ceil(n / p.softmax_block) : 0.0;
+}
+
+// The accumulation count N = ⌈n/k0⌉ + R (§2 "Accumulation").
+double accumulations(const NumericsProfile& p, double n) {
+  const double k0 = std::max(1, p.products_per_rounding);
+  return std::ceil(n / k0) + rescales(p, n);
+}
+
+// Δ_k = α·a_k + β·|s_k| + γ0: the logit perturbation of §2, affine in a_k and |s_k|, so that
+// Σ_k p_k Δ_k |V_kj − O_j| = α·Ca_j + β·Cs_j + γ0·C_j exactly.
+struct LogitBound {
+  double alpha = 0, beta = 0, gamma0 = 0;
+  double max = 0;  // Δmax over keys of non-negligible weight: α·max a_k + β·M + γ0
+};
+
+// Derivation of the terms (numerics.md §2, "Logit stage"):
+//  1. Dot product: |fl(Σ q_l k_l) − Σ q_l k_l| ≤ γ_d(u_D)·Σ|q_l k_l| in any order, product
+//     roundings included [Higham]; scaled by |σ| this is γ_d(u_D)·a_k.
+//  2. Scale, shift and base-2 conversion (3 roundings of size ≤ |s_k| + M, since |m| ≤ M):
+//     3u_S(|s_k| + M). An error common to all keys — the computed max itself — cancels exactly
+//     (softmax is shift invariant), so only the rounding of s_k − m̃ counts.
+//  3. exp: u_E.
+//  4. R online rescales e^{m_old − m_new}, each an exp (u_E) of an argument carrying ≤ 6u_S·M.
+//  5. Scores re-rounded to a narrow score dtype after a wider accumulator (eager code storing
+//     fp16 logits): s̃_k = s_k(1 + δ), |δ| ≤ u_S, one more rounding of size u_S|s_k|. The stored
+//     max is one of the stored scores, so its error is common to every key and cancels (as in 2).
+//     When the dot is accumulated in `score` itself the last accumulation is that rounding and
+//     no term is added.
+//  6. Additive bias: s_k = σq·k + b_k costs one rounding of the sum, u_S|s_k|.
+//  7. Softcap c·tanh(t/c) (§6): its slope is ≤ 1, so 1–2 pass through unchanged; t/c, the tanh
+//     and the product with c add (u_T + 2u_S)|s′_k|, |s′_k| the capped score, because
+//     x·sech²x ≤ tanh x makes the argument's rounding count at most |s′_k|. Without a bias
+//     s′_k = s_k (β term); with one |s′_k| ≤ |σq·k| ≤ a_k (α term).
+LogitBound logit_bound(const Problem& problem, const NumericsProfile& profile, const Units& u, double n,
+                       double big_m, double max_a) {
+  LogitBound l;
+  const double r = rescales(profile, n);
+  const bool bias = problem.mask == MaskKind::Additive;
+  l.alpha = gamma(static_cast<double>(problem.qk_dim), u.u_dot);
+  l.beta = 3 * u.u_s;
+  if (u.narrow_score_store) l.beta += u.u_s;
+  if (bias) l.beta += u.u_s;
+  if (problem.softcap > 0) (bias ? l.alpha : l.beta) += u.u_t + 2 * u.u_s;
+  l.gamma0 = 3 * u.u_s * big_m + u.u_e + r * (u.u_e + 6 * u.u_s * big_m);
+  l.max = l.alpha * max_a + l.beta * big_m + l.gamma0;
+  return l;
+}
+
+}  // namespace
+
+const char* ToleranceTerms::dominant() const {
+  const std::pair<double, const char*> terms[] = {{logit, "logit"},
+                                                  {probability, "probability"},
+                                                  {accumulation, "accumulation"},
+                                                  {reference, "reference"},
+                                                  {output, "output"}};
+  const auto* best = std::max_element(std::begin(terms), std::end(terms),
+                                      [](const auto& a, const auto& b) { return a.first < b.first; });
+  return best->second;
+}
+
+ToleranceModel::ToleranceModel(const Problem& problem, const NumericsProfile& profile, DataCharacter data)
+    : problem_(problem), profile_(profile), data_(data) {
+  problem_.validate();
+  if (profile_.products_per_rounding < 1)
+    throw std::invalid_argument(fmt::format("numerics profile: products_per_rounding (k0) is {}, but must be ≥ 1",
+                                            profile_.products_per_rounding));
+  if (profile_.softmax_block < 0)
+    throw std::invalid_argument(
+        fmt::format("numerics profile: softmax_block is {}, but must be ≥ 0 (0 = three-pass)", profile_.softmax_block));
+}
+
+ToleranceModel::ToleranceModel(const Problem& problem, const NumericsProfile& profile, DataCharacter data,
+                               const AttentionInputs& inputs)
+    : ToleranceModel(problem, profile, data) {
+  const auto& v = inputs.v;
+  if (v.data == nullptr || v.shape != Shape4{problem.batch, problem.kv_heads, problem.k_len, problem.v_dim})
+    throw std::invalid_argument(fmt::format("ToleranceModel: V has shape {}, but the problem expects {}",
+                                            shape_string(v.shape),
+                                            shape_string({problem.batch, problem.kv_heads, problem.k_len, problem.v_dim})));
+  max_abs_v_.assign(static_cast<size_t>(problem.batch * problem.kv_heads * problem.v_dim), 0.0);
+  for (std::int64_t b = 0; b < problem.batch; ++b)
+    for (std::int64_t h = 0; h < problem.kv_heads; ++h)
+      for (std::int64_t k = 0; k < problem.k_len; ++k)
+        for (std::int64_t j = 0; j < problem.v_dim; ++j) {
+          const double x = std::fabs(v(b, h, k, j));
+          // Non-finite V only reaches the output where its key is allowed, and then the
+          // reference is non-finite too and the element is not a τ check.
+          if (!std::isfinite(x)) continue;
+          double& slot = max_abs_v_[static_cast<size_t>((b * problem.kv_heads + h) * problem.v_dim + j)];
+          slot = std::max(slot, x);
+        }
+}
+
+bool ToleranceModel::probabilistic() const {
+  return profile_.accumulation_rounding == Rounding::Nearest && data_ == DataCharacter::GenericRandom;
+}
+
+ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t b, std::int64_t h, std::int64_t i,
+                                  std::int64_t j) const {
+  if (!reference.stats) throw std::invalid_argument("ToleranceModel::at: the reference carries no row statistics");
+  const RowStatistics& st = *reference.stats;
+  const Units u = units_of(profile_);
+  const double n = st.allowed_keys(0, b, h, i);
+  const double big_m = st.max_abs_score(0, b, h, i);
+  const double max_a = st.max_dot_abs(0, b, h, i);
+  const double o = std::fabs(reference.out(b, h, i, j));
+  const double a = st.row_scale(b, h, i, j), w = st.spread(b, h, i, j);
+  const double c = st.centered(b, h, i, j), ca = st.centered_dot(b, h, i, j), cs = st.centered_score(b, h, i, j);
+  const double r = rescales(profile_, n);
+  const double big_n = accumulations(profile_, n);
+  const bool prob = probabilistic();
+
+  ToleranceTerms t;
+  // E_L = e^{2Δmax} Σ_k p_k Δ_k |V_kj − O_j| (§2, exact first-order identity for δO_j, with
+  // |e^ε − 1| ≤ |ε|e^{|ε|} and E^{-1} ≤ e^{Δmax}). Keys below the M cut-off (weight < 2^-149)
+  // are covered by the tail term below, whose per-key allowance exceeds their whole weight.
+  const LogitBound l = logit_bound(problem_, profile_, u, n, big_m, max_a);
+  const double growth = std::exp(2 * l.max);
+  t.logit = growth * (l.alpha * ca + l.beta * cs + l.gamma0 * c);
+
+  // E_P (§2, "P storage"): deterministic u_P(A_j + |O_j|) — the numerator's rounding plus, when
+  // the row sum is taken over the rounded P, the denominator's — or λ·u_P·W_j (§3), never more
+  // than the deterministic one.
+  if (u.u_p > 0) {
+    const double det = u.u_p * (a + o);
+    t.probability = prob ? std::min(det, kLambda * u.u_p * w) : det;
+  }
+  // Sub-normal weights (§2, η_P). P in fp16: weights e^{s−m} < ν_P = 2^-14 lose their relative
+  // accuracy and err by ≤ η_P = 2^-25 (half the fp16 subnormal spacing), or ≤ ν_P under FTZ.
+  // Any P format: a weight below fp32's normal range (2^-126) — the exp's fp32 result, or bf16,
+  // which shares fp32's exponent — is off by less than 2^-125 in every rounding mode (its true
+  // and computed values are both below 2ν), and Σ over such keys of |V_kj| ≤ n·max_k|V_kj|, Z ≥ 1.
+  double tails = 0;
+  if (profile_.probability == DType::F16)
+    tails += (profile_.flushes_subnormals ? 0x1p-14 : 0x1p-25) * st.fp16_tail(b, h, i, j);
+  const double v_bound =
+      max_abs_v_.empty()
+          ? largest_finite(profile_.input)
+          : max_abs_v_[static_cast<size_t>((b * problem_.kv_heads + problem_.kv_head_of(h)) * problem_.v_dim + j)];
+  tails += 0x1p-125 * n * v_bound;
+  t.probability += tails;
+
+  // E_A (§2, "Accumulation"): N = ⌈n/k0⌉ + R roundings, then one division (2u: reciprocal and
+  // product, or a division and the final conversion to the accumulator).
+  const double g_det = gamma(big_n, u.u_a_rounding);
+  const double g = prob ? std::min(g_det, gamma_probabilistic(big_n, u.u_a)) : g_det;
+  t.accumulation = g * a + (g + 2 * u.u_a_rounding) * o;
+
+  // E_ref: the double reference's own dot product (d), row sum and P·V (n), shift and exp: a
+  // γ_{d+n+8}(2^-53) relative error on every quantity above; negligible by design (§1).
+  const double u64 = unit_roundoff(DType::F64);
+  t.reference = gamma(static_cast<double>(problem_.qk_dim) + n + 8, u64) * (a + o + ca + cs + (big_m + 1) * c);
+
+  // Output rounding (§2): no safety factor.
+  const double e = t.logit + t.probability + t.accumulation + t.reference;
+  t.output = u.u_o * (o + e) + u.eta_o;
+
+  // The aggregate check's split (compare.cpp): which parts of the healthy error average out.
+  // Random part: sums of independent rounding errors, each c·θ with θ uniform on [−1, 1] — the
+  // classical statistical model of rounding to nearest on data-random values, the model behind
+  // §3's λ√N bounds made specific. A uniform θ is strictly sub-Gaussian (E e^{tθ} = sinh t / t ≤
+  // e^{t²/6}), so a sum Σ c_t θ_t has variance proxy Σ c_t²/3:
+  //  - P rounding: Σ_k (u_P p_k(|V_kj| + |O_j|))² = (u_P W_j)²;
+  //  - P·V partial sums (≤ A_j each) and the row sum (relative, times |O_j|): N u_A²(A_j² + O_j²),
+  //    and the division's 2 roundings 2u_A²O_j²;
+  //  - per-key logit roundings (dot: d products and sums with partial sums ≤ a_k, so (d+1)u_D²a_k²;
+  //    the shift's ≤ 3 roundings of size ≤ 2M; a stored score, bias or softcap rounding ≤ u_S·M
+  //    each), which reach O_j as Σ_k p_k ε_k (V_kj − O_j): Σ_k p_k² c_k² (V_kj − O_j)² ≤ c_max² W_j²;
+  //  - the R rescales' argument roundings, each moving a block of keys: R(6u_S M C_j)²;
+  //  - the output rounding, half the output's spacing at |O_j| + E (≤ u_O(|O_j| + E) + η_O).
+  // Coherent part (bounded, not assumed to average): the exp's error as a function of its
+  // argument — in every weight and every rescale — the rounded constants σ·log2e and m·c (a
+  // relative change of every logit and a common shift), the tanh's error, E_ref and the tails.
+  const double logit_random_per_key =
+      std::sqrt(static_cast<double>(problem_.qk_dim) + 1) * u.u_dot * max_a + 6 * u.u_s * big_m +
+      (l.beta - 3 * u.u_s) * big_m;
+  const double out_half_spacing = profile_.flushes_subnormals && o + e < smallest_normal(profile_.output)
+                                      ? smallest_normal(profile_.output)
+                                      : ulp_of(profile_.output, o + e) / 2;
+  t.noise_variance = (std::pow(growth * logit_random_per_key * w, 2) + r * std::pow(growth * 6 * u.u_s * big_m * c, 2) +
+                      std::pow(u.u_p * w, 2) + big_n * u.u_a * u.u_a * (a * a + o * o) + 2 * u.u_a * u.u_a * o * o +
+                      out_half_spacing * out_half_spacing) /
+                     3;
+  t.coherent = growth * ((1 + r) * u.u_e * c + u.u_s * (cs + big_m * c) +
+                         (problem_.softcap > 0 ? u.u_t * (problem_.mask == MaskKind::Additive ? ca : cs) : 0.0)) +
+               t.reference + tails;
+  return t;
+}
+
+// LSE = m + log Z. The kernel returns m̃ + log Z̃ with Z̃ = fl(Σ_k e^{s_k − m̃ + ε_k}), |ε_k| ≤ Δ_k.
+//  1. Logit perturbation: Σ e^{s_k−m̃+ε_k} = e^{m − m̃}·Z·E, E = Σ_k p_k e^{ε_k}; the e^{m−m̃}
+//     cancels against the m̃ added back. Jensen gives log E ≥ Σ p_k ε_k ≥ −Σ p_k Δ_k, and
+//     log E ≤ log Σ p_k e^{Δ_k} ≤ Σ p_k (e^{Δ_k} − 1) ≤ e^{Δmax} Σ p_k Δ_k. The row data hold no
+//     p-weighted mean of Δ_k, so Σ p_k Δ_k ≤ Δmax: |log E| ≤ Δmax e^{Δmax}.
+//  2. The sum of positive terms carries a relative error ≤ G_N (the same G as E_A): −log(1 − G).
+//  3. The log's relative error u_E and a base conversion rounding u_X on |log Z̃| ≤ log n + (1) + (2).
+//  4. Adding m̃ back: rounding of m·c (|m| ≤ M) and of the final sum (≈ |LSE|), u_X each, where
+//     u_X is the coarser of the score and accumulator formats (the softmax arithmetic).
+//  5. The reference's own error, γ_{d+n+8}(2^-53) on every magnitude involved.
+double ToleranceModel::lse_bound(const AttentionResult& reference, std::int64_t b, std::int64_t h,
+                                 std::int64_t i) const {
+  if (!reference.stats) throw std::invalid_argument("ToleranceModel::lse_bound: the reference carries no row statistics");
+  const RowStatistics& st = *reference.stats;
+  const Units u = units_of(profile_);
+  const double n = st.allowed_keys(0, b, h, i);
+  if (n == 0) return 0;
+  const double big_m = st.max_abs_score(0, b, h, i);
+  const double max_a = st.max_dot_abs(0, b, h, i);
+  const double lse = std::fabs(reference.lse(0, b, h, i));
+  const LogitBound l = logit_bound(problem_, profile_, u, n, big_m, max_a);
+  const double big_n = accumulations(profile_, n);
+  const double g_det = gamma(big_n, u.u_a_rounding);
+  const double g = probabilistic() ? std::min(g_det, gamma_probabilistic(big_n, u.u_a)) : g_det;
+  const double u_x = std::max(u.u_s, u.u_a_rounding);
+  const double perturbation = l.max * std::exp(l.max);
+  const double sum = g < 1 ? -std::log1p(-g) : kInf;
+  const double log_error = (u.u_e + u_x) * (std::log(n) + perturbation + sum);
+  const double add_back = u_x * (big_m + lse + perturbation + sum + log_error);
+  const double ref = gamma(static_cast<double>(problem_.qk_dim) + n + 8, unit_roundoff(DType::F64)) *
+                     (max_a + big_m + std::log(n) + lse);
+  return perturbation + sum + log_error + add_back + ref;
+}
+
+}  // namespace attncheck

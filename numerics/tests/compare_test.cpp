@@ -1,0 +1,232 @@
+// Tests of the comparator's rules (numerics.md §4, §6, §7): NaN/Inf policy, empty-row
+// conventions, refusal of vacuous checks, the LSE bound, and the exact modes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "attncheck/compare.h"
+#include "attncheck/tolerance.h"
+#include "sim_kernels.h"
+
+namespace attncheck {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// A small fp32 case: 4 query rows, 64 keys, d = 16; Q, K, V ~ N(0, 1).
+struct Small {
+  sim::Case c = sim::make_case(DType::F32, 64, 16, 4, 99, 1.0);
+  AttentionResult ref = sim::reference_of(c);
+  NumericsProfile profile = sim::KernelSpec{}.declared();
+  HostTensor out, lse;
+  Small() { out = sim::run_kernel(sim::KernelSpec{}, c, &lse); }
+  Verdict judge(DataCharacter data = DataCharacter::GenericRandom) const {
+    CompareOptions options;
+    options.data = data;
+    return compare_attention(c.problem, profile, c.inputs(), ref, out, &lse, options);
+  }
+};
+
+TEST(CompareAttention, HealthyFp32KernelPassesWithAOneLineSummary) {
+  Small s;
+  const Verdict v = s.judge();
+  EXPECT_TRUE(v.passed) << v.summary();
+  EXPECT_EQ(v.elements, 4 * 16);
+  EXPECT_EQ(v.summary().rfind("PASS max r=", 0), 0u) << v.summary();
+  EXPECT_EQ(v.summary().find('\n'), std::string::npos);
+}
+
+TEST(CompareAttention, OneElementJustOutsideTauFailsAndIsLocated) {
+  Small s;
+  const ToleranceModel model(s.c.problem, s.profile, DataCharacter::GenericRandom, s.c.inputs());
+  const double tau = model.at(s.ref, 0, 0, 2, 5).total();
+  // The reference plus 1.01·τ (in double; τ ≫ ulp of the value): r = 1.01 by construction.
+  s.out(0, 0, 2, 5) = s.ref.out(0, 0, 2, 5) + 1.01 * tau;
+  const Verdict v = s.judge();
+  EXPECT_FALSE(v.passed);
+  EXPECT_NEAR(v.max_ratio, 1.01, 1e-9);
+  EXPECT_EQ(v.worst.row, 2);
+  EXPECT_EQ(v.worst.col, 5);
+  EXPECT_NE(v.failure.find("exceeds τ"), std::string::npos) << v.failure;
+}
+
+TEST(CompareAttention, NaNOrInfAgainstAFiniteReferenceFails) {
+  for (double bad : {kNaN, kInf, -kInf}) {
+    Small s;
+    s.out(0, 0, 1, 3) = bad;
+    const Verdict v = s.judge();
+    EXPECT_FALSE(v.passed) << bad;
+    EXPECT_EQ(v.nonfinite_violations, 1) << v.summary();
+  }
+}
+
+TEST(CompareAttention, LseOutsideItsBoundFails) {
+  Small s;
+  ASSERT_TRUE(s.judge().passed);
+  const ToleranceModel model(s.c.problem, s.profile, DataCharacter::GenericRandom, s.c.inputs());
+  s.lse(0, 0, 0, 1) = s.ref.lse(0, 0, 0, 1) + 2 * model.lse_bound(s.ref, 0, 0, 1);
+  const Verdict v = s.judge();
+  EXPECT_FALSE(v.passed);
+  EXPECT_GE(v.lse_max_ratio, 1.5);  // ≥ 2 − (the kernel's own error, < 0.5 of the bound)
+  EXPECT_EQ(v.lse_worst.row, 1);
+}
+
+TEST(CompareAttention, RefusesAnAllZeroReference) {
+  Small s;
+  for (double& x : s.c.v.values) x = 0.0;
+  s.ref = sim::reference_of(s.c);
+  s.out = sim::run_kernel(sim::KernelSpec{}, s.c, &s.lse);
+  const Verdict v = s.judge();
+  EXPECT_FALSE(v.passed);
+  EXPECT_NE(v.failure.find("all zeros"), std::string::npos) << v.failure;
+}
+
+TEST(CompareAttention, RefusesANonFiniteReferenceFromFiniteInputs) {
+  Small s;
+  s.ref.out(0, 0, 0, 0) = kNaN;  // a broken reference: the inputs are finite
+  const Verdict v = s.judge();
+  EXPECT_FALSE(v.passed);
+  EXPECT_NE(v.failure.find("refused"), std::string::npos) << v.failure;
+}
+
+TEST(CompareAttention, RefusesAnUnboundedTau) {
+  // An fp16 accumulator over n = 4096 keys on structured data (deterministic bounds, §3):
+  // N·u = 4096·2^-11 = 2 ≥ 1, γ_N has no value.
+  Small s;
+  s.c = sim::make_case(DType::F16, 4096, 16, 1, 5, 1.0);
+  s.ref = sim::reference_of(s.c);
+  s.profile.input = DType::F16;
+  s.profile.accumulator = DType::F16;
+  s.profile.probability = DType::F16;
+  sim::KernelSpec k;
+  k.input = DType::F16;
+  s.out = sim::run_kernel(k, s.c, &s.lse);
+  const Verdict v = s.judge(DataCharacter::Structured);
+  EXPECT_FALSE(v.passed);
+  EXPECT_NE(v.failure.find("unbounded"), std::string::npos) << v.failure;
+}
+
+// §6: rows with no allowed key are checked exactly against the declared convention. Row 1 of
+// a boolean mask is all false; the other rows attend to every key.
+struct EmptyRow {
+  Problem p;
+  HostTensor q{{1, 1, 3, 4}}, k{{1, 1, 8, 4}}, v{{1, 1, 8, 2}}, mask{{1, 1, 3, 8}, 1.0};
+  AttentionResult ref;
+  HostTensor out, lse;
+  EmptyRow() {
+    p.q_len = 3;
+    p.k_len = 8;
+    p.qk_dim = 4;
+    p.v_dim = 2;
+    p.mask = MaskKind::Boolean;
+    p.mask_q_len = 3;
+    p.mask_k_len = 8;
+    sim::Normal normal(3);
+    for (auto* t : {&q, &k, &v})
+      for (double& x : t->values) x = round_to(DType::F32, normal());
+    for (std::int64_t j = 0; j < 8; ++j) mask(0, 0, 1, j) = 0.0;
+    ReferenceOptions ro;
+    ro.row_statistics = true;
+    ref = reference_attention(p, inputs(), ro);
+    out = ref.out;  // exact on the live rows: r = 0 there
+    for (double& x : out.values) x = round_to(DType::F32, x);
+    lse = ref.lse;
+  }
+  AttentionInputs inputs() const { return {q.view(), k.view(), v.view(), mask.view(), {}}; }
+  Verdict judge(EmptyRowConvention convention) const {
+    NumericsProfile profile;
+    profile.empty_row = convention;
+    return compare_attention(p, profile, inputs(), ref, out, &lse);
+  }
+  double mean_v(std::int64_t j) const {
+    double sum = 0;
+    for (std::int64_t key = 0; key < 8; ++key) sum += v(0, 0, key, j);
+    return sum / 8;
+  }
+};
+
+TEST(CompareAttention, EmptyRowZerosConvention) {
+  EmptyRow e;
+  ASSERT_EQ(e.ref.lse(0, 0, 0, 1), -kInf);
+  const Verdict ok = e.judge(EmptyRowConvention::Zeros);
+  EXPECT_TRUE(ok.passed) << ok.summary();
+  EXPECT_EQ(ok.empty_rows, 1);
+  e.lse(0, 0, 0, 1) = kInf;  // FlashAttention's LSE for an empty row
+  EXPECT_TRUE(e.judge(EmptyRowConvention::Zeros).passed);
+  e.out(0, 0, 1, 1) = 0x1p-149;  // not exactly zero
+  const Verdict bad = e.judge(EmptyRowConvention::Zeros);
+  EXPECT_FALSE(bad.passed);
+  EXPECT_EQ(bad.nonfinite_violations, 1);
+  EXPECT_FALSE(e.judge(EmptyRowConvention::NaN).passed) << "a finite value where NaN is declared fails";
+}
+
+TEST(CompareAttention, EmptyRowNaNConvention) {
+  EmptyRow e;
+  e.out(0, 0, 1, 0) = kNaN;
+  e.out(0, 0, 1, 1) = kNaN;
+  EXPECT_TRUE(e.judge(EmptyRowConvention::NaN).passed);
+  EXPECT_FALSE(e.judge(EmptyRowConvention::Zeros).passed);
+  e.out(0, 0, 1, 1) = 0.0;
+  EXPECT_FALSE(e.judge(EmptyRowConvention::NaN).passed);
+}
+
+TEST(CompareAttention, EmptyRowMeanOfVConvention) {
+  EmptyRow e;
+  // The mean of V over the 8 keys, rounded to fp32 as the kernel's output is: within one
+  // output rounding, well inside the bound.
+  for (std::int64_t j = 0; j < 2; ++j) e.out(0, 0, 1, j) = round_to(DType::F32, e.mean_v(j));
+  const Verdict ok = e.judge(EmptyRowConvention::MeanOfV);
+  EXPECT_TRUE(ok.passed) << ok.summary();
+  EXPECT_FALSE(e.judge(EmptyRowConvention::Zeros).passed);
+  // Off by 2^-10 relative: beyond γ_8(2^-24)·mean|V| + output rounding ≈ 1e-6 relative.
+  e.out(0, 0, 1, 0) = e.mean_v(0) * (1 + 0x1p-10);
+  EXPECT_FALSE(e.judge(EmptyRowConvention::MeanOfV).passed);
+}
+
+TEST(CompareExact, Bitwise) {
+  HostTensor expected({1, 1, 1, 4});
+  expected.values = {1.5, -0.0, kNaN, 3.0};
+  HostTensor actual = expected;
+  EXPECT_TRUE(compare_exact(expected, actual, DType::F32, ExactMode::Bitwise).passed) << "NaN matches NaN";
+  actual.values[1] = 0.0;  // +0 against −0
+  const Verdict v = compare_exact(expected, actual, DType::F32, ExactMode::Bitwise);
+  EXPECT_FALSE(v.passed);
+  EXPECT_EQ(v.worst.col, 1);
+  actual = expected;
+  actual.values[3] = std::nextafter(3.0f, 4.0f);  // one fp32 ulp
+  const Verdict w = compare_exact(expected, actual, DType::F32, ExactMode::Bitwise);
+  EXPECT_FALSE(w.passed);
+  EXPECT_DOUBLE_EQ(w.max_ulps_row_scale, 1.0) << "ulp of fp32 at 3 is 2^-22";
+}
+
+TEST(CompareExact, RoundedExact) {
+  HostTensor expected({1, 1, 1, 2});
+  expected.values = {1.0 / 3.0, 1e-3};
+  HostTensor actual({1, 1, 1, 2});
+  actual.values = {round_to(DType::F16, 1.0 / 3.0), round_to(DType::F16, 1e-3)};
+  EXPECT_TRUE(compare_exact(expected, actual, DType::F16, ExactMode::RoundedExact).passed);
+  EXPECT_FALSE(compare_exact(expected, actual, DType::F16, ExactMode::Bitwise).passed)
+      << "1/3 is not an fp16 value, so bitwise equality must fail";
+  actual.values[0] = std::nextafter(actual.values[0], 1.0);  // not an fp16 neighbour, but off
+  EXPECT_FALSE(compare_exact(expected, actual, DType::F16, ExactMode::RoundedExact).passed);
+}
+
+TEST(NumericsProfile, DescribeNamesEveryField) {
+  NumericsProfile p;
+  p.input = DType::F16;
+  p.probability = DType::F16;
+  p.output = DType::F16;
+  p.softmax_block = 128;
+  p.deterministic = true;
+  // The example of numerics_profile.h's describe().
+  EXPECT_EQ(p.describe(), "in=f16 S=f32 P=f16 acc=f32 out=f16 RN k0=1 block=128 det zeros");
+  p.score_accumulator = DType::F32;
+  p.score = DType::F16;
+  p.accumulation_rounding = Rounding::TowardZero;
+  EXPECT_EQ(p.describe(), "in=f16 S=f16 Sacc=f32 P=f16 acc=f32 out=f16 RZ k0=1 block=128 det zeros");
+}
+
+}  // namespace
+}  // namespace attncheck
