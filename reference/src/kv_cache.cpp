@@ -40,7 +40,7 @@ Problem decode_step_problem(const Problem& model, std::int64_t past_len, std::in
     throw ProblemError("mask: the model problem has a mask, but a step's mask shape depends on the step; "
                        "set it on the returned problem");
   if (past_len < 0) throw ProblemError(fmt::format("past_k: dim 2 (length) is {}, but must be >= 0", past_len));
-  if (new_len < 1) throw ProblemError(fmt::format("q: dim 2 (new tokens) is {}, but must be at least 1", new_len));
+  if (new_len < 1) throw ProblemError(fmt::format("Q: dim 2 (new tokens) is {}, but must be at least 1", new_len));
   Problem step = model;
   step.q_len = new_len;
   step.k_len = past_len + new_len;
