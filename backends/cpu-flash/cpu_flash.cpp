@@ -1,0 +1,423 @@
+/// \file cpu_flash.cpp
+/// \brief cpu-flash: FlashAttention-2-style attention on the CPU. Online softmax over key tiles of
+/// 64 with a running max and a rescaled fp32 accumulator, query tiles of 96 rows, threads over
+/// (batch, head, query tile), AVX-512 / AVX2 / portable kernels picked at run time. Inputs f32,
+/// f16 or bf16 (tiles converted to fp32 as they are packed), output in the input dtype with
+/// round-to-nearest, LSE in fp32. See flash_tile.inl for the kernel itself.
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attncheck/backend_impl.h"
+#include "flash_kernel.h"
+
+namespace attncheck::cpu_flash {
+
+namespace {
+std::int64_t round64(std::int64_t floats) { return (floats + 15) / 16 * 16; }  // 16 floats = 64 bytes
+}  // namespace
+
+std::int64_t workspace_floats(std::int64_t qk_dim, std::int64_t dv_pad) {
+  return round64(kBlockRows * qk_dim) + round64(qk_dim * kBlockKeys) + round64(kBlockKeys * dv_pad) +
+         2 * round64(kBlockRows * kBlockKeys) + round64(kBlockRows * dv_pad) + 3 * round64(kBlockRows);
+}
+
+Workspace carve_workspace(float* base, std::int64_t qk_dim, std::int64_t dv_pad) {
+  Workspace ws{};
+  float* p = base;
+  auto take = [&](std::int64_t n) {
+    float* at = p;
+    p += round64(n);
+    return at;
+  };
+  ws.q = take(kBlockRows * qk_dim);
+  ws.kt = take(qk_dim * kBlockKeys);
+  ws.v = take(kBlockKeys * dv_pad);
+  ws.s = take(kBlockRows * kBlockKeys);
+  ws.bias = take(kBlockRows * kBlockKeys);
+  ws.o = take(kBlockRows * dv_pad);
+  ws.m = take(kBlockRows);
+  ws.l = take(kBlockRows);
+  ws.alpha = take(kBlockRows);
+  return ws;
+}
+
+namespace {
+
+using TileFn = void (*)(const FlashParams&, std::int64_t, std::int64_t, std::int64_t, const Workspace&);
+
+/// The widest kernel this CPU runs. x86 only: elsewhere the portable one.
+TileFn pick_kernel(const char** isa) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    *isa = "avx512";
+    return &flash_tile_avx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    *isa = "avx2";
+    return &flash_tile_avx2;
+  }
+#endif
+  *isa = "generic";
+  return &flash_tile_generic;
+}
+
+/// A fixed set of workers for fork-join loops; the calling thread works too. Owned by one
+/// backend instance (no global pool), and used by one call at a time (backend.h's threading rule).
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads) {
+    for (int w = 1; w < threads; ++w)
+      workers_.emplace_back([this, w](std::stop_token stop) { work(stop, w); });
+  }
+  ~ThreadPool() {
+    for (auto& t : workers_) t.request_stop();
+    wake_.notify_all();
+  }
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  /// Calls task(worker, item) for item in [0, items), spread over the threads; rethrows the first
+  /// exception a task threw once every thread is done.
+  void run(std::int64_t items, const std::function<void(int, std::int64_t)>& task) {
+    {
+      std::lock_guard lock(mutex_);
+      task_ = &task;
+      items_ = items;
+      next_.store(0);
+      busy_ = static_cast<int>(workers_.size());
+      error_ = nullptr;
+      ++generation_;
+    }
+    wake_.notify_all();
+    drain(0);
+    std::unique_lock lock(mutex_);
+    done_.wait(lock, [&] { return busy_ == 0; });
+    task_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void drain(int worker) {
+    try {
+      for (std::int64_t i = next_.fetch_add(1); i < items_; i = next_.fetch_add(1)) (*task_)(worker, i);
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+      next_.store(items_);  // the others stop taking items
+    }
+  }
+
+  void work(std::stop_token stop, int worker) {
+    std::uint64_t seen = 0;
+    while (true) {
+      {
+        std::unique_lock lock(mutex_);
+        if (!wake_.wait(lock, stop, [&] { return generation_ != seen; })) return;
+        seen = generation_;
+      }
+      drain(worker);
+      std::lock_guard lock(mutex_);
+      if (--busy_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable_any wake_;
+  std::condition_variable done_;
+  const std::function<void(int, std::int64_t)>* task_ = nullptr;
+  std::int64_t items_ = 0;
+  std::atomic<std::int64_t> next_{0};
+  int busy_ = 0;
+  std::uint64_t generation_ = 0;
+  std::exception_ptr error_;
+  std::vector<std::jthread> workers_;  // last: joined before the state above is destroyed
+};
+
+struct AlignedFree {
+  void operator()(float* p) const { std::free(p); }
+};
+
+Elem elem_of(DLDataType d) {
+  if (impl::same_dtype(d, impl::kF16)) return Elem::F16;
+  if (impl::same_dtype(d, impl::kBF16)) return Elem::BF16;
+  if (impl::same_dtype(d, impl::kU8)) return Elem::U8;
+  return Elem::F32;
+}
+
+Strided strided(const impl::TensorArg& t) {
+  Strided s;
+  s.data = t.data;
+  s.type = elem_of(t.dtype);
+  for (int d = 0; d < 4; ++d) s.stride[d] = d < t.ndim ? t.strides[d] : 0;
+  return s;
+}
+
+bool is_input_dtype(DLDataType d) {
+  return impl::same_dtype(d, impl::kF32) || impl::same_dtype(d, impl::kF16) || impl::same_dtype(d, impl::kBF16);
+}
+
+class CpuFlash final : public impl::BackendImpl {
+ public:
+  explicit CpuFlash(int threads) : pool_(threads) { kernel_ = pick_kernel(&isa_); }
+
+  attncheck_numerics_profile profile(DLDataType input) const override {
+    if (!is_input_dtype(input))
+      impl::unsupported("cpu-flash takes float32, float16 or bfloat16 inputs, not " + impl::dtype_string(input));
+    attncheck_numerics_profile p{};
+    p.input_dtype = input;
+    p.score_dtype = impl::kF32;        // Q·Kᵀ accumulated in fp32 (f16/bf16 products are exact there)
+    p.probability_dtype = impl::kF32;  // P stays fp32 for P·V
+    p.accumulator_dtype = impl::kF32;
+    p.output_dtype = input;            // O rounded once, to nearest, into the input dtype
+    p.accumulation_rounding = kAttncheckRoundNearest;
+    p.products_per_rounding = 1;       // FMA chains: every product is added with one rounding
+    p.softmax_block = static_cast<std::int32_t>(kBlockKeys);
+    p.deterministic = 1;               // each row has a fixed tile order, whatever the thread count
+    p.empty_row = kAttncheckEmptyRowZeros;
+    p.flushes_subnormals = 0;          // no FTZ/DAZ; exp rounds subnormal results (flash_tile.inl)
+    p.accepts_strides = 1;
+    p.writes_lse = 1;
+    // Measured by backends/tests/flash_exp_test.cpp for every kernel this machine runs:
+    // ≤ 2^-22 relative for the vector exp (Cephes polynomial) and for the C library's expf.
+    p.exp_relative_error = 0x1p-22;
+    p.tanh_relative_error = 0x1p-22;   // glibc tanhf, 2 ulp
+    return p;
+  }
+
+  void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
+    impl::check_problem(problem);
+    if (!is_input_dtype(input))
+      impl::unsupported("cpu-flash takes float32, float16 or bfloat16 inputs, not " + impl::dtype_string(input));
+    if (device != kDLCPU) impl::unsupported("cpu-flash reads host memory only (device type " + std::to_string(device) + ")");
+    // The query-tile loop keeps per-row state on the stack and offsets in int: far beyond any test.
+    if (problem.k_len > (std::int64_t{1} << 30) || problem.q_len > (std::int64_t{1} << 40))
+      impl::unsupported("cpu-flash handles Lk up to 2^30 keys");
+  }
+
+  void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
+    impl::check_problem(p);
+    using impl::check_cpu_tensor;
+    if (t.q == nullptr) impl::invalid("q: is NULL, but the problem requires it");
+    const DLDataType dt = t.q->dtype;
+    if (!is_input_dtype(dt)) impl::invalid("q: dtype is " + impl::dtype_string(dt) + ", expected float32, float16 or bfloat16");
+    const auto q = check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {dt});
+    const auto k = check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt});
+    const auto v = check_cpu_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt});
+    const auto out = check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "query heads", "query length", "value dim"}, {dt});
+
+    FlashParams fp;
+    fp.batch = p.batch, fp.q_heads = p.q_heads, fp.kv_heads = p.kv_heads, fp.q_len = p.q_len, fp.k_len = p.k_len;
+    fp.qk_dim = p.qk_dim, fp.v_dim = p.v_dim, fp.group = p.q_heads / p.kv_heads;
+    fp.dv_pad = (p.v_dim + kPad - 1) / kPad * kPad;
+    fp.scale = static_cast<float>(p.scale);
+    fp.softcap = static_cast<float>(p.softcap);
+    fp.causal = p.causal != 0;
+    fp.window_left = p.window_left, fp.window_right = p.window_right;
+    fp.q = strided(q), fp.k = strided(k), fp.v = strided(v), fp.out = strided(out);
+    if (t.lse != nullptr) {
+      const auto lse = check_cpu_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "query heads", "query length"}, {impl::kF32});
+      fp.lse = reinterpret_cast<float*>(const_cast<char*>(lse.data));
+      for (int d = 0; d < 3; ++d) fp.lse_stride[d] = lse.strides[d];
+    }
+    fp.mask_kind = p.mask_kind;
+    if (p.mask_kind != kAttncheckMaskNone) {
+      const std::initializer_list<std::int64_t> shape{p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]};
+      const std::initializer_list<std::string_view> dims{"batch", "heads", "query length", "key length"};
+      const auto m = p.mask_kind == kAttncheckMaskBoolean ? check_cpu_tensor(t.mask, "mask", shape, dims, {impl::kU8})
+                                                          : check_cpu_tensor(t.mask, "mask", shape, dims, {dt, impl::kF32});
+      fp.mask = strided(m);
+      for (int d = 0; d < 3; ++d)
+        if (p.mask_shape[d] == 1) fp.mask.stride[d] = 0;  // broadcast: every b, h, i reads index 0
+    } else if (t.mask != nullptr) {
+      impl::invalid("mask: given, but problem.mask_kind is none");
+    }
+    std::vector<std::int64_t> offset(static_cast<std::size_t>(p.batch)), limit(static_cast<std::size_t>(p.batch));
+    impl::TensorArg kl;
+    if (p.has_key_lengths) kl = check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      std::int64_t len = p.k_len;
+      if (p.has_key_lengths) {
+        len = *kl.at<std::int64_t>(b);
+        if (len < 0 || len > p.k_len)
+          impl::invalid("key_lengths[" + std::to_string(b) + "] is " + std::to_string(len) + ", expected 0..Lk = " + std::to_string(p.k_len));
+      }
+      offset[b] = impl::diagonal_offset(p, len);
+      limit[b] = std::min(len, p.mask_kind != kAttncheckMaskNone ? p.mask_shape[3] : p.k_len);
+    }
+    fp.offset = offset.data();
+    fp.key_limit = limit.data();
+
+    // One workspace per thread, reused across calls while the dims allow.
+    const std::int64_t floats = workspace_floats(fp.qk_dim, fp.dv_pad);
+    if (floats > workspace_floats_) {
+      scratch_.clear();
+      for (int w = 0; w < pool_.size(); ++w) {
+        float* mem = static_cast<float*>(std::aligned_alloc(64, static_cast<std::size_t>(floats) * sizeof(float)));
+        if (mem == nullptr) throw std::bad_alloc();
+        scratch_.emplace_back(mem);
+      }
+      workspace_floats_ = floats;
+    }
+    std::vector<Workspace> ws;
+    for (auto& s : scratch_) ws.push_back(carve_workspace(s.get(), fp.qk_dim, fp.dv_pad));
+
+    const std::int64_t tiles = (p.q_len + kBlockRows - 1) / kBlockRows;
+    const TileFn kernel = kernel_;
+    pool_.run(p.batch * p.q_heads * tiles, [&](int worker, std::int64_t item) {
+      const std::int64_t tile = item % tiles, bh = item / tiles;
+      kernel(fp, bh / p.q_heads, bh % p.q_heads, tile * kBlockRows, ws[static_cast<std::size_t>(worker)]);
+    });
+  }
+
+  bool has_layer() const override { return true; }
+  void forward_layer(const attncheck_layer_problem& lp, const attncheck_layer_tensors& t) override;
+
+  const char* isa() const { return isa_; }
+
+ private:
+  ThreadPool pool_;
+  TileFn kernel_ = nullptr;
+  const char* isa_ = "";
+  std::vector<std::unique_ptr<float[], AlignedFree>> scratch_;
+  std::int64_t workspace_floats_ = 0;
+};
+
+/// A compact fp32 DLTensor over owned storage.
+struct Owned {
+  std::vector<float> storage;
+  std::vector<std::int64_t> shape;
+  DLTensor tensor{};
+  explicit Owned(std::initializer_list<std::int64_t> dims) : shape(dims) {
+    std::int64_t n = 1;
+    for (std::int64_t d : dims) n *= d;
+    storage.assign(static_cast<std::size_t>(n), 0.0f);
+    tensor.data = storage.data();
+    tensor.device = {kDLCPU, 0};
+    tensor.ndim = static_cast<std::int32_t>(shape.size());
+    tensor.dtype = impl::kF32;
+    tensor.shape = shape.data();
+  }
+};
+
+float read_elem(const impl::TensorArg& t, std::int64_t i0, std::int64_t i1 = 0, std::int64_t i2 = 0) {
+  const char* p = t.data;
+  const std::int64_t off = i0 * t.strides[0] + (t.ndim > 1 ? i1 * t.strides[1] : 0) + (t.ndim > 2 ? i2 * t.strides[2] : 0);
+  if (impl::same_dtype(t.dtype, impl::kF32)) return *(reinterpret_cast<const float*>(p) + off);
+  std::uint16_t h;
+  __builtin_memcpy(&h, p + off * 2, 2);
+  if (impl::same_dtype(t.dtype, impl::kBF16)) {
+    const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+  }
+  return half_to_float_exact(h);
+}
+
+// The layer: fp32 projections (this file's loops, fp32 accumulation), the fp32 core above on the
+// projected heads (they are not re-rounded to the input dtype), fp32 output projection, and one
+// round-to-nearest into the input dtype at the end.
+void CpuFlash::forward_layer(const attncheck_layer_problem& lp, const attncheck_layer_tensors& t) {
+  const attncheck_problem& p = lp.attention;
+  impl::check_problem(p);
+  if (lp.model_dim < 1) impl::invalid("layer.model_dim is " + std::to_string(lp.model_dim) + ", but must be >= 1");
+  if (lp.self_attention && p.k_len != p.q_len)
+    impl::invalid("layer: self-attention needs Lk = Lq, but Lk = " + std::to_string(p.k_len) + " and Lq = " + std::to_string(p.q_len));
+  if (t.x == nullptr) impl::invalid("x: is NULL, but the layer requires it");
+  const DLDataType dt = t.x->dtype;
+  if (!is_input_dtype(dt)) impl::invalid("x: dtype is " + impl::dtype_string(dt) + ", expected float32, float16 or bfloat16");
+  using impl::check_cpu_tensor;
+  const std::int64_t B = p.batch, Hq = p.q_heads, Hkv = p.kv_heads, Lq = p.q_len, Lk = p.k_len;
+  const std::int64_t Dk = p.qk_dim, Dv = p.v_dim, dm = lp.model_dim;
+  const auto x = check_cpu_tensor(t.x, "x", {B, Lq, dm}, {"batch", "query length", "model dim"}, {dt});
+  const auto xkv = lp.self_attention ? x : check_cpu_tensor(t.x_kv, "x_kv", {B, Lk, dm}, {"batch", "key length", "model dim"}, {dt});
+  const auto wq = check_cpu_tensor(t.w_q, "w_q", {Hq, dm, Dk}, {"query heads", "model dim", "head dim"}, {dt});
+  const auto wk = check_cpu_tensor(t.w_k, "w_k", {Hkv, dm, Dk}, {"kv heads", "model dim", "head dim"}, {dt});
+  const auto wv = check_cpu_tensor(t.w_v, "w_v", {Hkv, dm, Dv}, {"kv heads", "model dim", "value dim"}, {dt});
+  const auto wo = check_cpu_tensor(t.w_o, "w_o", {Hq * Dv, dm}, {"heads x value dim", "model dim"}, {dt});
+  impl::TensorArg bq, bk, bv, bo;
+  if (lp.has_qkv_bias) {
+    bq = check_cpu_tensor(t.b_q, "b_q", {Hq, Dk}, {"query heads", "head dim"}, {dt});
+    bk = check_cpu_tensor(t.b_k, "b_k", {Hkv, Dk}, {"kv heads", "head dim"}, {dt});
+    bv = check_cpu_tensor(t.b_v, "b_v", {Hkv, Dv}, {"kv heads", "value dim"}, {dt});
+  }
+  if (lp.has_out_bias) bo = check_cpu_tensor(t.b_o, "b_o", {dm}, {"model dim"}, {dt});
+  const auto out = check_cpu_tensor(t.out, "out", {B, Lq, dm}, {"batch", "query length", "model dim"}, {dt});
+
+  auto project = [&](const impl::TensorArg& src, const impl::TensorArg& w, const impl::TensorArg& bias, std::int64_t heads,
+                     std::int64_t len, std::int64_t dim, Owned& dst) {
+    pool_.run(B * heads, [&](int, std::int64_t bh) {
+      const std::int64_t b = bh / heads, h = bh % heads;
+      std::vector<float> row(static_cast<std::size_t>(dim));
+      for (std::int64_t i = 0; i < len; ++i) {
+        for (std::int64_t e = 0; e < dim; ++e) row[e] = bias.present() ? read_elem(bias, h, e) : 0.0f;
+        for (std::int64_t m = 0; m < dm; ++m) {
+          const float xv = read_elem(src, b, i, m);
+          for (std::int64_t e = 0; e < dim; ++e) row[e] = __builtin_fmaf(xv, read_elem(w, h, m, e), row[e]);
+        }
+        std::copy(row.begin(), row.end(), dst.storage.begin() + ((b * heads + h) * len + i) * dim);
+      }
+    });
+  };
+  Owned q{B, Hq, Lq, Dk}, k{B, Hkv, Lk, Dk}, v{B, Hkv, Lk, Dv}, o{B, Hq, Lq, Dv};
+  project(x, wq, bq, Hq, Lq, Dk, q);
+  project(xkv, wk, bk, Hkv, Lk, Dk, k);
+  project(xkv, wv, bv, Hkv, Lk, Dv, v);
+  attncheck_attention_tensors core{&q.tensor, &k.tensor, &v.tensor, t.mask, t.key_lengths, &o.tensor, nullptr};
+  if (t.mask != nullptr && p.mask_kind == kAttncheckMaskAdditive && !impl::same_dtype(t.mask->dtype, impl::kF32) &&
+      !impl::same_dtype(t.mask->dtype, dt))
+    impl::invalid("mask: dtype is " + impl::dtype_string(t.mask->dtype) + ", expected the input dtype or float32");
+  forward(p, core);
+
+  const Elem oe = elem_of(dt);
+  pool_.run(B * Lq, [&](int, std::int64_t bi) {
+    const std::int64_t b = bi / Lq, i = bi % Lq;
+    std::vector<float> acc(static_cast<std::size_t>(dm));
+    for (std::int64_t n = 0; n < dm; ++n) acc[n] = bo.present() ? read_elem(bo, n) : 0.0f;
+    for (std::int64_t h = 0; h < Hq; ++h)
+      for (std::int64_t e = 0; e < Dv; ++e) {
+        const float ov = o.storage[static_cast<std::size_t>(((b * Hq + h) * Lq + i) * Dv + e)];
+        for (std::int64_t n = 0; n < dm; ++n) acc[n] = __builtin_fmaf(ov, read_elem(wo, h * Dv + e, n), acc[n]);
+      }
+    for (std::int64_t n = 0; n < dm; ++n) {
+      char* dst = const_cast<char*>(out.data) + (b * out.strides[0] + i * out.strides[1] + n * out.strides[2]) * (oe == Elem::F32 ? 4 : 2);
+      if (oe == Elem::F32) {
+        __builtin_memcpy(dst, &acc[n], 4);
+      } else {
+        // Round to nearest even, as the attention output is.
+        std::uint32_t u;
+        __builtin_memcpy(&u, &acc[n], 4);
+        std::uint16_t hbits;
+        if (oe == Elem::BF16) {
+          hbits = (u & 0x7fffffffu) > 0x7f800000u ? static_cast<std::uint16_t>((u >> 16) | 0x40u)
+                                                  : static_cast<std::uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        } else {
+          hbits = float_to_half_rn(acc[n]);
+        }
+        __builtin_memcpy(dst, &hbits, 2);
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace attncheck::cpu_flash
+
+extern "C" attncheck_backend* attncheck_cpu_flash_entry(void) {
+  const unsigned hw = std::thread::hardware_concurrency();
+  return attncheck::impl::make_backend_table<attncheck::cpu_flash::CpuFlash>(
+      "cpu-flash", "online softmax, tiled, threaded, AVX-512/AVX2: f32, f16, bf16 in, fp32 accumulation",
+      static_cast<int>(hw == 0 ? 1 : hw));
+}

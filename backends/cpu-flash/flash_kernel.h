@@ -1,0 +1,70 @@
+/// \file flash_kernel.h
+/// \brief cpu-flash's tile kernel interface: plain data in, one query tile of one (batch, head)
+/// out. Implemented once (flash_tile.inl) over a SIMD traits type and compiled three times:
+/// kernel_avx512.cpp, kernel_avx2.cpp (per-file ISA flags, see backends/CMakeLists.txt) and
+/// kernel_generic.cpp (portable). cpu_flash.cpp picks one at run time (__builtin_cpu_supports).
+#pragma once
+
+#include <cstdint>
+
+namespace attncheck::cpu_flash {
+
+/// Keys per tile (the online-softmax block declared in the profile) and query rows per tile.
+inline constexpr std::int64_t kBlockKeys = 64;
+inline constexpr std::int64_t kBlockRows = 96;
+/// The value dim is padded to a multiple of this in the workspace (the widest vector).
+inline constexpr std::int64_t kPad = 16;
+
+enum class Elem : std::int32_t { F32, F16, BF16, U8 };
+
+/// A strided tensor in elements; data already includes the DLTensor's byte_offset. Broadcast
+/// dimensions carry stride 0.
+struct Strided {
+  const char* data = nullptr;
+  Elem type = Elem::F32;
+  std::int64_t stride[4] = {0, 0, 0, 0};
+};
+
+struct FlashParams {
+  std::int64_t batch = 1, q_heads = 1, kv_heads = 1, q_len = 1, k_len = 1, qk_dim = 1, v_dim = 1;
+  std::int64_t group = 1;   ///< Hq / Hkv
+  std::int64_t dv_pad = kPad;  ///< v_dim rounded up to kPad
+  float scale = 1, softcap = 0;
+  bool causal = false;
+  std::int64_t window_left = -1, window_right = -1;
+  const std::int64_t* offset = nullptr;     ///< [B]: diagonal of row i is i + offset[b]
+  const std::int64_t* key_limit = nullptr;  ///< [B]: keys >= key_limit[b] are masked (Lk, key length, mask length)
+  Strided q, k, v;
+  std::int32_t mask_kind = 0;  ///< attncheck_mask_kind
+  Strided mask;                ///< [Bm, Hm, Lqm, Lkm] with stride 0 on broadcast dims
+  Strided out;                 ///< written in the input dtype
+  float* lse = nullptr;        ///< compact-strided float32 or NULL
+  std::int64_t lse_stride[3] = {0, 0, 0};
+};
+
+/// Per-thread scratch (floats), sized by workspace_floats().
+struct Workspace {
+  float *q, *kt, *v, *s, *bias, *o, *m, *l, *alpha;
+};
+
+/// Floats a workspace needs for these dims (each array rounded to 64-byte multiples).
+std::int64_t workspace_floats(std::int64_t qk_dim, std::int64_t dv_pad);
+/// Carves a workspace out of `base` (64-byte aligned, workspace_floats() long).
+Workspace carve_workspace(float* base, std::int64_t qk_dim, std::int64_t dv_pad);
+
+/// Computes and writes rows [q0, q0 + kBlockRows) ∩ [0, Lq) of (batch b, query head h): out, and
+/// lse when params.lse is set.
+void flash_tile_avx512(const FlashParams& params, std::int64_t b, std::int64_t h, std::int64_t q0, const Workspace& ws);
+void flash_tile_avx2(const FlashParams& params, std::int64_t b, std::int64_t h, std::int64_t q0, const Workspace& ws);
+void flash_tile_generic(const FlashParams& params, std::int64_t b, std::int64_t h, std::int64_t q0, const Workspace& ws);
+
+/// Scalar binary16 conversions (portable): exact widening, and round-to-nearest-even narrowing.
+float half_to_float_exact(std::uint16_t h);
+std::uint16_t float_to_half_rn(float x);
+
+/// The vectorized exp of each path, for the test that measures it against the declared u_E.
+void exp_avx512(const float* x, float* y, std::int64_t n);
+void exp_avx2(const float* x, float* y, std::int64_t n);
+void exp_generic(const float* x, float* y, std::int64_t n);
+
+}  // namespace attncheck::cpu_flash
