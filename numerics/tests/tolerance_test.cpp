@@ -4,8 +4,8 @@
 // False-alarm budget. τ's probabilistic terms (λ = 10) fail with probability ≤ 2N·e^{-λ²/2}
 // per sum [HM, IZ]: ≤ 2·8320·e^{-50} ≈ 3.2e-18 at the largest N here (n = 8192, B_c = 32:
 // N = 8192 + 256 = 8448 gives 3.3e-18). Each element has at most three such sums (P rounding,
-// P·V, row sum). The healthy tests below check 8 specs × 3 sizes × 3 seeds × 8 rows × ≤ 128
-// columns ≤ 73,728 elements, plus the logit-std-4 and aggregate cases (< 2e5 in all), so the
+// P·V, row sum). The healthy tests below check 9 specs × 3 sizes × 3 seeds × 8 rows × 128
+// columns = 82,944 elements, plus the healthy runs beside each defect (< 2e5 in all), so the
 // expected number of per-element false alarms is < 2e5 · 3 · 3.3e-18 ≈ 2e-12. The aggregate
 // check's budget is 2^-30 ≈ 9.3e-10 per verdict (CompareOptions); with < 100 healthy verdicts
 // its expected false alarms are < 1e-7. Data come from fixed seeds, so a run is also exactly
@@ -139,7 +139,7 @@ class HealthyKernel : public testing::TestWithParam<std::tuple<HealthyCase, std:
 
 TEST_P(HealthyKernel, StaysBelowOne) {
   const auto& [hc, n] = GetParam();
-  const std::int64_t d = n == 8192 ? 64 : 128;  // runtime: the same work per row at n = 4096 and 8192
+  const std::int64_t d = 128;
   double worst = 0, worst_agg = 0;
   for (std::uint64_t seed = 1; seed <= 3; ++seed) {
     const sim::Case c = sim::make_case(hc.spec.input, n, d, 8, seed * 7919 + static_cast<std::uint64_t>(n), hc.logit_std);
@@ -184,19 +184,24 @@ std::vector<DefectCase> defect_cases() {
     const std::string size = fmt::format("N{}", n);
     for (const auto& [name, spec] : {std::pair{std::string("F32"), f32}, std::pair{std::string("F16"), f16},
                                      std::pair{std::string("BF16"), bf16}}) {
-      cases.push_back({fmt::format("{}PvAccumulatedNarrow{}", name, size), spec, Defect::PvAccumulatedNarrow, n, 1.0, 8});
-      cases.push_back({fmt::format("{}QkAccumulatedNarrow{}", name, size), spec, Defect::QkAccumulatedNarrow, n, 1.0, 8});
-      cases.push_back({fmt::format("{}LogitsStoredNarrowLogitStd4{}", name, size), spec, Defect::LogitsStoredNarrow, n, 4.0, 8});
+      cases.push_back({fmt::format("{}PvAccumulatedNarrow{}", name, size), spec, Defect::PvAccumulatedNarrow, n, 1.0, 16});
+      cases.push_back({fmt::format("{}QkAccumulatedNarrow{}", name, size), spec, Defect::QkAccumulatedNarrow, n, 1.0, 16});
+      cases.push_back({fmt::format("{}LogitsStoredNarrowLogitStd4{}", name, size), spec, Defect::LogitsStoredNarrow, n, 4.0, 16});
     }
-    // A dropped key moves O by p_k|V_kj − O_j| ~ |V|/n, against τ ∝ u_P·W_j ~ u_P|V|/√n: fp32
-    // (u_P = 0) catches it at every n, fp16 needs 1/n ≳ 10·u_P/√n, true up to n ≈ 4096
-    // (§5: r = 37 there); bf16's u_P is 8× larger and the identity test of §7 is its check.
-    cases.push_back({fmt::format("F32DroppedKey{}", size), f32, Defect::DroppedKey, n, 1.0, 8});
-    if (n <= 4096) cases.push_back({fmt::format("F16DroppedKey{}", size), f16, Defect::DroppedKey, n, 1.0, 8});
-    // A softmax scale off by 2^-10: τ alone catches it in fp32; with fp16 P only the aggregate
-    // check does, and it needs enough elements for the noise to average (64 rows; §5 used 128).
-    cases.push_back({fmt::format("F32ScaleOff{}", size), f32, Defect::ScaleOff, n, 1.0, 8});
-    cases.push_back({fmt::format("F16ScaleOff{}", size), f16, Defect::ScaleOff, n, 1.0, 64});
+    // A dropped key moves O by p_k|V_kj − O_j| ~ |V|/n against τ ∝ u_P·W_j ~ u_P|V|/√n, so
+    // in bf16 at large n it is caught only where the dropped key's weight is large: these seeds
+    // catch it (tolerance_table: r ≥ 3.5); §7's identity test is the check that cannot miss.
+    for (const auto& [name, spec] : {std::pair{std::string("F32"), f32}, std::pair{std::string("F16"), f16},
+                                     std::pair{std::string("BF16"), bf16}})
+      cases.push_back({fmt::format("{}DroppedKey{}", name, size), spec, Defect::DroppedKey, n, 1.0, 16});
+    // A softmax scale off by 2^-10: τ alone catches it in fp32. With fp16 P it moves each
+    // element by ~2^-10·|s|·W_j, below τ's λ·u_P·W_j; the aggregate check catches it where the
+    // P-rounding noise is the larger part of the healthy error and enough elements average it
+    // (64 rows; §5 used 128): n = 512 and 4096. At n = 8192 the coherent allowance for R = 64
+    // rescales' exp errors dominates the threshold (tolerance_table: aggregate 0.92), and in
+    // bf16 the defect is below the P-rounding noise itself — neither is asserted here.
+    cases.push_back({fmt::format("F32ScaleOff{}", size), f32, Defect::ScaleOff, n, 1.0, 16});
+    if (n <= 4096) cases.push_back({fmt::format("F16ScaleOff{}", size), f16, Defect::ScaleOff, n, 1.0, 64});
   }
   return cases;
 }
@@ -205,8 +210,8 @@ class DefectiveKernel : public testing::TestWithParam<DefectCase> {};
 
 TEST_P(DefectiveKernel, IsCaught) {
   const DefectCase& dc = GetParam();
-  const std::int64_t d = dc.n == 8192 ? 64 : 128;
-  const sim::Case c = sim::make_case(dc.spec.input, dc.n, d, dc.rows, 4242 + static_cast<std::uint64_t>(dc.n), dc.logit_std);
+  // The data of tolerance_table's first seed (1000 + n), so the table documents these cases.
+  const sim::Case c = sim::make_case(dc.spec.input, dc.n, 128, dc.rows, 1000 + static_cast<std::uint64_t>(dc.n), dc.logit_std);
   const AttentionResult ref = sim::reference_of(c);
   KernelSpec spec = dc.spec;
   const Verdict healthy = sim::judge(spec, c, ref);
