@@ -28,8 +28,8 @@ std::int64_t round64(std::int64_t floats) { return (floats + 15) / 16 * 16; }  /
 }  // namespace
 
 std::int64_t workspace_floats(std::int64_t qk_dim, std::int64_t dv_pad) {
-  return round64(kBlockRows * qk_dim) + round64(qk_dim * kBlockKeys) + round64(kBlockKeys * dv_pad) +
-         2 * round64(kBlockRows * kBlockKeys) + round64(kBlockRows * dv_pad) + 3 * round64(kBlockRows);
+  return round64(kBlockRows * qk_dim) + 2 * round64(kBlockRows * kBlockKeys) + round64(kBlockRows * dv_pad) +
+         3 * round64(kBlockRows);
 }
 
 Workspace carve_workspace(float* base, std::int64_t qk_dim, std::int64_t dv_pad) {
@@ -41,8 +41,6 @@ Workspace carve_workspace(float* base, std::int64_t qk_dim, std::int64_t dv_pad)
     return at;
   };
   ws.q = take(kBlockRows * qk_dim);
-  ws.kt = take(qk_dim * kBlockKeys);
-  ws.v = take(kBlockKeys * dv_pad);
   ws.s = take(kBlockRows * kBlockKeys);
   ws.bias = take(kBlockRows * kBlockKeys);
   ws.o = take(kBlockRows * dv_pad);
@@ -55,23 +53,27 @@ Workspace carve_workspace(float* base, std::int64_t qk_dim, std::int64_t dv_pad)
 namespace {
 
 using TileFn = void (*)(const FlashParams&, std::int64_t, std::int64_t, std::int64_t, const Workspace&);
+using PackFn = void (*)(const FlashParams&, std::int64_t, std::int64_t, std::int64_t, float*, float*, unsigned char*);
 
-/// The widest kernel this CPU runs. x86 only: elsewhere the portable one.
-TileFn pick_kernel(const char** isa) {
+struct Kernels {
+  TileFn tile;
+  PackFn pack;
+  const char* isa;
+};
+
+/// The widest kernels this CPU runs. x86 only: elsewhere the portable ones.
+Kernels pick_kernels() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
-    *isa = "avx512";
-    return &flash_tile_avx512;
+    return {&flash_tile_avx512, &pack_kv_avx512, "avx512"};
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
-    *isa = "avx2";
-    return &flash_tile_avx2;
+    return {&flash_tile_avx2, &pack_kv_avx2, "avx2"};
   }
 #endif
-  *isa = "generic";
-  return &flash_tile_generic;
+  return {&flash_tile_generic, &pack_kv_generic, "generic"};
 }
 
 /// A fixed set of workers for fork-join loops; the calling thread works too. Owned by one
@@ -170,7 +172,7 @@ bool is_input_dtype(DLDataType d) {
 
 class CpuFlash final : public impl::BackendImpl {
  public:
-  explicit CpuFlash(int threads) : pool_(threads) { kernel_ = pick_kernel(&isa_); }
+  explicit CpuFlash(int threads) : pool_(threads), kernels_(pick_kernels()) {}
 
   attncheck_numerics_profile profile(DLDataType input) const override {
     if (!is_input_dtype(input))
@@ -273,8 +275,25 @@ class CpuFlash final : public impl::BackendImpl {
     std::vector<Workspace> ws;
     for (auto& s : scratch_) ws.push_back(carve_workspace(s.get(), fp.qk_dim, fp.dv_pad));
 
+    // Phase 1: K and V in fp32, packed once for every query tile and every head of a group.
+    fp.key_tiles = (p.k_len + kBlockKeys - 1) / kBlockKeys;
+    const std::int64_t kv_tiles = p.batch * p.kv_heads * fp.key_tiles;
+    const auto grow = [](auto& buffer, std::int64_t n) {
+      if (static_cast<std::int64_t>(buffer.size()) < n) buffer.resize(static_cast<std::size_t>(n));
+    };
+    grow(packed_k_, kv_tiles * fp.qk_dim * kBlockKeys);
+    grow(packed_v_, kv_tiles * kBlockKeys * fp.dv_pad);
+    grow(v_finite_, kv_tiles);
+    fp.packed_k = packed_k_.data(), fp.packed_v = packed_v_.data(), fp.v_finite = v_finite_.data();
+    const PackFn pack = kernels_.pack;
+    pool_.run(kv_tiles, [&](int, std::int64_t item) {
+      const std::int64_t key_tile = item % fp.key_tiles, bg = item / fp.key_tiles;
+      pack(fp, bg / p.kv_heads, bg % p.kv_heads, key_tile, packed_k_.data(), packed_v_.data(), v_finite_.data());
+    });
+
+    // Phase 2: every (batch, head, query tile), dynamically scheduled (causal tiles differ in cost).
     const std::int64_t tiles = (p.q_len + kBlockRows - 1) / kBlockRows;
-    const TileFn kernel = kernel_;
+    const TileFn kernel = kernels_.tile;
     pool_.run(p.batch * p.q_heads * tiles, [&](int worker, std::int64_t item) {
       const std::int64_t tile = item % tiles, bh = item / tiles;
       kernel(fp, bh / p.q_heads, bh % p.q_heads, tile * kBlockRows, ws[static_cast<std::size_t>(worker)]);
@@ -284,12 +303,13 @@ class CpuFlash final : public impl::BackendImpl {
   bool has_layer() const override { return true; }
   void forward_layer(const attncheck_layer_problem& lp, const attncheck_layer_tensors& t) override;
 
-  const char* isa() const { return isa_; }
+  const char* isa() const { return kernels_.isa; }
 
  private:
   ThreadPool pool_;
-  TileFn kernel_ = nullptr;
-  const char* isa_ = "";
+  Kernels kernels_;
+  std::vector<float> packed_k_, packed_v_;  // grown, never shrunk: reused across calls
+  std::vector<unsigned char> v_finite_;
   std::vector<std::unique_ptr<float[], AlignedFree>> scratch_;
   std::int64_t workspace_floats_ = 0;
 };

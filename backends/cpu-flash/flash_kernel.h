@@ -40,11 +40,16 @@ struct FlashParams {
   Strided out;                 ///< written in the input dtype
   float* lse = nullptr;        ///< compact-strided float32 or NULL
   std::int64_t lse_stride[3] = {0, 0, 0};
+  // K and V packed once per call by pack_kv_*: tile t of (b, g) is tile (b·Hkv + g)·key_tiles + t.
+  std::int64_t key_tiles = 0;          ///< ceil(Lk / kBlockKeys)
+  const float* packed_k = nullptr;     ///< [tiles][Dk][kBlockKeys]
+  const float* packed_v = nullptr;     ///< [tiles][kBlockKeys][dv_pad]
+  const unsigned char* v_finite = nullptr;  ///< [tiles]: V's tile holds no NaN/Inf
 };
 
 /// Per-thread scratch (floats), sized by workspace_floats().
 struct Workspace {
-  float *q, *kt, *v, *s, *bias, *o, *m, *l, *alpha;
+  float *q, *s, *bias, *o, *m, *l, *alpha;
 };
 
 /// Floats a workspace needs for these dims (each array rounded to 64-byte multiples).
@@ -61,6 +66,14 @@ void flash_tile_generic(const FlashParams& params, std::int64_t b, std::int64_t 
 /// Scalar binary16 conversions (portable): exact widening, and round-to-nearest-even narrowing.
 float half_to_float_exact(std::uint16_t h);
 std::uint16_t float_to_half_rn(float x);
+
+/// Packs key tile t of (batch b, kv head g) into the buffers FlashParams::packed_* point to.
+void pack_kv_avx512(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
+                    float* packed_v, unsigned char* v_finite);
+void pack_kv_avx2(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
+                  float* packed_v, unsigned char* v_finite);
+void pack_kv_generic(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
+                     float* packed_v, unsigned char* v_finite);
 
 /// The vectorized exp of each path, for the test that measures it against the declared u_E.
 void exp_avx512(const float* x, float* y, std::int64_t n);

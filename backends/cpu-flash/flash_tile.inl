@@ -164,30 +164,20 @@ struct FlashTile {
     for (std::int64_t i = rows * dk; i < rows_pad * dk; ++i) ws.q[i] = 0.0f;
     for (std::int64_t i = 0; i < rows_pad * dv_pad; ++i) ws.o[i] = 0.0f;
     for (std::int64_t r = 0; r < rows_pad; ++r) ws.m[r] = neg_inf, ws.l[r] = 0.0f, ws.alpha[r] = 0.0f;
-    // V's padding columns stay zero for the whole call.
-    for (std::int64_t i = 0; i < Bc * dv_pad; ++i) ws.v[i] = 0.0f;
 
+    const std::int64_t kv_tile0 = (b * P.kv_heads + g) * P.key_tiles;
     for (std::int64_t k0 = kmin / Bc * Bc; k0 < kmax; k0 += Bc) {
       const std::int64_t kc = min64(Bc, P.k_len - k0);
-      // Kᵀ tile [dk][Bc] and V tile [Bc][dv_pad], in fp32. Columns kc.. of Kᵀ are zero.
-      bool finite_v = true;
-      for (std::int64_t c = 0; c < kc; ++c) {
-        float* vrow = ws.v + c * dv_pad;
-        load_row<V>(P.v, b, g, k0 + c, dv, vrow);
-        for (std::int64_t d = 0; d < dv; ++d) finite_v &= (vrow[d] - vrow[d] == 0.0f);
-        // Reuse the S buffer as a staging row for K (it is overwritten by Q·Kᵀ below).
-        float* krow_buf = ws.s;
-        load_row<V>(P.k, b, g, k0 + c, dk, krow_buf);
-        for (std::int64_t d = 0; d < dk; ++d) ws.kt[d * Bc + c] = krow_buf[d];
-      }
-      if (kc < Bc)
-        for (std::int64_t d = 0; d < dk; ++d)
-          for (std::int64_t c = kc; c < Bc; ++c) ws.kt[d * Bc + c] = 0.0f;
+      // Kᵀ [dk][Bc] and V [Bc][dv_pad] of this key tile, packed in fp32 by pack_kv().
+      const std::int64_t tile = kv_tile0 + k0 / Bc;
+      const float* kt = P.packed_k + tile * dk * Bc;
+      const float* vt = P.packed_v + tile * Bc * dv_pad;
+      const bool finite_v = P.v_finite[tile] != 0;
 
       // S = Q·Kᵀ.
       for (std::int64_t r0 = 0; r0 < rows_pad; r0 += MR)
         for (std::int64_t c0 = 0; c0 < Bc; c0 += V::QK_NV * W)
-          qk_micro<V::QK_NV>(ws.q + r0 * dk, dk, ws.kt + c0, ws.s + r0 * Bc + c0);
+          qk_micro<V::QK_NV>(ws.q + r0 * dk, dk, kt + c0, ws.s + r0 * Bc + c0);
 
       // An elementwise mask becomes a bias tile: -inf where not allowed (interval, boolean false,
       // additive -inf), else the additive value (0 for boolean).
@@ -259,10 +249,10 @@ struct FlashTile {
           std::int64_t c0 = 0;
           const float* p = ws.s + r0 * Bc;
           float* o = ws.o + r0 * dv_pad;
-          pv_columns<V::PV_NV>(p, kc, ws.v, dv_pad, o, ws.alpha + r0, c0);
-          if constexpr (V::PV_NV > 3) pv_columns<3>(p, kc, ws.v, dv_pad, o, ws.alpha + r0, c0);
-          if constexpr (V::PV_NV > 2) pv_columns<2>(p, kc, ws.v, dv_pad, o, ws.alpha + r0, c0);
-          if constexpr (V::PV_NV > 1) pv_columns<1>(p, kc, ws.v, dv_pad, o, ws.alpha + r0, c0);
+          pv_columns<V::PV_NV>(p, kc, vt, dv_pad, o, ws.alpha + r0, c0);
+          if constexpr (V::PV_NV > 3) pv_columns<3>(p, kc, vt, dv_pad, o, ws.alpha + r0, c0);
+          if constexpr (V::PV_NV > 2) pv_columns<2>(p, kc, vt, dv_pad, o, ws.alpha + r0, c0);
+          if constexpr (V::PV_NV > 1) pv_columns<1>(p, kc, vt, dv_pad, o, ws.alpha + r0, c0);
         }
       } else {
         // NaN or Inf in this V tile: weights of exactly zero (masked keys) are skipped instead of
@@ -273,7 +263,7 @@ struct FlashTile {
           for (std::int64_t k = 0; k < kc; ++k) {
             const float p = ws.s[r * Bc + k];
             if (p == 0.0f) continue;
-            for (std::int64_t d = 0; d < dv; ++d) o[d] = __builtin_fmaf(p, ws.v[k * dv_pad + d], o[d]);
+            for (std::int64_t d = 0; d < dv; ++d) o[d] = __builtin_fmaf(p, vt[k * dv_pad + d], o[d]);
           }
         }
       }
@@ -293,6 +283,34 @@ struct FlashTile {
     }
   }
 };
+
+/// Packs key tile t of (batch b, kv head g) once per call, for every query tile and every head of
+/// the group: Kᵀ [dk][Bc] and V [Bc][dv_pad] in fp32, zero beyond the last key and Dv, and a flag
+/// saying whether V's tile is all finite (flash_tile.inl's P·V takes a guarded path if not).
+template <class V>
+void pack_kv_tile(const FlashParams& P, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k, float* packed_v,
+                  unsigned char* v_finite) {
+  constexpr std::int64_t Bc = kBlockKeys;
+  const std::int64_t dk = P.qk_dim, dv = P.v_dim, dv_pad = P.dv_pad, k0 = t * Bc, kc = min64(Bc, P.k_len - k0);
+  const std::int64_t tile = (b * P.kv_heads + g) * P.key_tiles + t;
+  float* kt = packed_k + tile * dk * Bc;
+  float* vt = packed_v + tile * Bc * dv_pad;
+  const int kbytes = elem_bytes(P.k.type);
+  for (std::int64_t c = 0; c < kc; ++c) {
+    const char* krow = P.k.data + (b * P.k.stride[0] + g * P.k.stride[1] + (k0 + c) * P.k.stride[2]) * kbytes;
+    for (std::int64_t d = 0; d < dk; ++d) kt[d * Bc + c] = load_elem<V>(krow + d * P.k.stride[3] * kbytes, P.k.type);
+    float* vrow = vt + c * dv_pad;
+    load_row<V>(P.v, b, g, k0 + c, dv, vrow);
+    for (std::int64_t d = dv; d < dv_pad; ++d) vrow[d] = 0.0f;
+  }
+  for (std::int64_t d = 0; d < dk; ++d)
+    for (std::int64_t c = kc; c < Bc; ++c) kt[d * Bc + c] = 0.0f;
+  for (std::int64_t i = kc * dv_pad; i < Bc * dv_pad; ++i) vt[i] = 0.0f;
+  // x·0 is NaN exactly when x is NaN or ±inf; the sum of those products is 0 iff all are finite.
+  typename V::reg z = V::zero();
+  for (std::int64_t i = 0; i < kc * dv_pad; i += V::W) z = V::add(z, V::mul(V::load(vt + i), V::zero()));
+  v_finite[tile] = V::hsum(z) == 0.0f ? 1 : 0;
+}
 
 template <class V>
 void exp_array(const float* x, float* y, std::int64_t n) {

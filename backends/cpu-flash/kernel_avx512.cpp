@@ -1,6 +1,11 @@
 // The AVX-512 instance of cpu-flash's tile kernel (compiled with -mavx512f/bw/dq/vl -mfma -mf16c;
 // called only when the CPU has them). 16 lanes; Q·Kᵀ micro-tile 6 rows × 64 keys and P·V
 // micro-tile 6 rows × 64 columns: 24 accumulators of the 32 zmm registers.
+// GCC 12's _mm512_reduce_* helpers start from `__m256 __Y = __Y;`, which -Wuninitialized reports
+// once they are inlined here: a false positive in the compiler's own header (GCC PR 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstdint>
@@ -68,6 +73,11 @@ struct Avx512 {
 
 void flash_tile_avx512(const FlashParams& params, std::int64_t b, std::int64_t h, std::int64_t q0, const Workspace& ws) {
   FlashTile<Avx512>::run(params, b, h, q0, ws);
+}
+
+void pack_kv_avx512(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
+                  float* packed_v, unsigned char* v_finite) {
+  pack_kv_tile<Avx512>(params, b, g, t, packed_k, packed_v, v_finite);
 }
 
 void exp_avx512(const float* x, float* y, std::int64_t n) { exp_array<Avx512>(x, y, n); }
