@@ -1,0 +1,60 @@
+/// \file commands.h
+/// \brief The subcommands of `attncheck`, separated from argument parsing (main.cpp) so that
+/// each takes plain options and an environment snapshot and returns an exit code.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace attncheck::cli {
+
+/// The exit codes are the CI contract (tools/README.md): 0 all passed (skips allowed),
+/// 1 a conformance failure, 2 a usage or environment error.
+enum ExitCode : int { kExitPassed = 0, kExitFailed = 1, kExitUsage = 2 };
+
+/// Seed of a run without --seed or ATTNCHECK_SEED: fixed, so that two runs of one build check the
+/// same cases and a CI failure reproduces from the log alone.
+inline constexpr std::uint64_t kDefaultSeed = 0x5EED;
+
+/// What the process was started with beyond its arguments, read once in main() so that the
+/// commands read no global state.
+struct Environment {
+  std::optional<std::string> gtest_total_shards;
+  std::optional<std::string> gtest_shard_index;
+  std::optional<std::string> gtest_shard_status_file;  ///< touched to say "this binary shards", as gtest does
+  std::optional<std::string> seed;                     ///< ATTNCHECK_SEED
+  bool stdout_is_tty = false;
+  bool no_color = false;                               ///< NO_COLOR set and not empty
+  std::string version;
+};
+
+struct RunOptions {
+  std::string backend;
+  std::string profile = "standard";
+  std::string property_regex;
+  std::string problem_regex;
+  std::string dtypes = "f32,f16,bf16";
+  std::optional<std::uint64_t> seed;
+  std::optional<int> cases;
+  std::optional<std::string> shard;
+  std::string junit_path, json_path, markdown_path;
+  std::string reproduce;
+  bool require_backend = false;
+};
+
+struct MergeOptions {
+  std::string output;
+  std::vector<std::string> inputs;
+  std::string junit_path, markdown_path;
+  bool allow_missing = false;
+};
+
+int run_command(const RunOptions& options, const Environment& env, std::ostream& out, std::ostream& err);
+/// `what`: backends | properties | profiles. `plugins`: extra plug-in paths to describe.
+int list_command(const std::string& what, const std::vector<std::string>& plugins, std::ostream& out, std::ostream& err);
+int merge_command(const MergeOptions& options, const Environment& env, std::ostream& out, std::ostream& err);
+
+}  // namespace attncheck::cli

@@ -1,0 +1,116 @@
+#include "console.h"
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include <fmt/color.h>
+#include <fmt/format.h>
+
+namespace attncheck::cli {
+
+namespace {
+
+// The first line of a possibly multi-line message, for one-line listings.
+std::string_view first_line(std::string_view text) { return text.substr(0, text.find('\n')); }
+
+std::string ratio_text(const UnitResult& u) {
+  if (u.cases == 0 && u.worst_ratio == 0) return "-";
+  return fmt::format("{:.3g}", u.worst_ratio);
+}
+
+}  // namespace
+
+void Console::progress(std::string_view text) {
+  if (!tty_) return;
+  // \r plus "erase to end of line": the next progress or result line replaces this one.
+  out_ << "\r\x1b[K" << text << std::flush;
+  progress_shown_ = true;
+}
+
+void Console::line(std::string_view text) {
+  if (progress_shown_) out_ << "\r\x1b[K";
+  progress_shown_ = false;
+  out_ << text << '\n' << std::flush;
+}
+
+std::string Console::paint(std::string_view text, UnitStatus status) const {
+  if (!color_) return std::string(text);
+  const fmt::color colour = status == UnitStatus::Passed   ? fmt::color::green
+                            : status == UnitStatus::Failed ? fmt::color::red
+                                                           : fmt::color::yellow;
+  return fmt::format("{}", fmt::styled(text, fmt::fg(colour) | fmt::emphasis::bold));
+}
+
+std::string Console::label(UnitStatus status) const {
+  switch (status) {
+    case UnitStatus::Passed: return paint("PASS", status);
+    case UnitStatus::Failed: return paint("FAIL", status);
+    case UnitStatus::Skipped: return paint("SKIP", status);
+  }
+  return "????";
+}
+
+void Console::unit_line(const UnitResult& u, std::size_t position, std::size_t count) {
+  const int width = static_cast<int>(std::to_string(count).size());
+  std::string text = fmt::format("[{:>{}}/{}] {}  {} {}", position, width, count, label(u.status), u.property, u.dtype);
+  switch (u.status) {
+    case UnitStatus::Passed:
+      text += fmt::format("  {} cases  worst r={}  {:.2f} s", u.cases, ratio_text(u), u.seconds);
+      break;
+    case UnitStatus::Skipped: text += fmt::format("  ({})", first_line(u.message)); break;
+    case UnitStatus::Failed:
+      text += fmt::format("  after {} cases  {:.2f} s: {}", u.cases, u.seconds, first_line(u.message));
+      break;
+  }
+  line(text);
+}
+
+void Console::summary(const RunReport& report) {
+  static constexpr std::array<std::string_view, 7> kHeader = {"property", "dtype",    "status", "worst ratio",
+                                                              "cases",    "declined", "time"};
+  std::vector<std::array<std::string, 7>> rows;
+  for (const UnitResult& u : report.units)
+    rows.push_back({u.property, u.dtype, std::string(unit_status_name(u.status)), ratio_text(u), std::to_string(u.cases),
+                    std::to_string(u.skipped), fmt::format("{:.2f} s", u.seconds)});
+  std::array<std::size_t, 7> width{};
+  for (std::size_t c = 0; c < width.size(); ++c) {
+    width[c] = kHeader[c].size();
+    for (const auto& row : rows) width[c] = std::max(width[c], row[c].size());
+  }
+  // Text columns left-aligned, numbers right-aligned; the status is coloured after padding so
+  // that escape codes do not count towards the widths.
+  auto format_row = [&](const auto& cells, const UnitResult* unit) {
+    std::string text = " ";
+    for (std::size_t c = 0; c < cells.size(); ++c) {
+      const std::string_view cell = cells[c];
+      std::string padded = c < 3 ? fmt::format(" {:<{}}", cell, width[c]) : fmt::format(" {:>{}}", cell, width[c]);
+      if (c == 2 && unit != nullptr) padded = paint(padded, unit->status);
+      text += padded;
+    }
+    return text;
+  };
+  line("");
+  line(format_row(kHeader, nullptr));
+  std::size_t total_width = 1;
+  for (std::size_t w : width) total_width += w + 1;
+  line(fmt::format(" {:-<{}}", "", total_width));
+  for (std::size_t i = 0; i < rows.size(); ++i) line(format_row(rows[i], &report.units[i]));
+
+  for (const UnitResult& u : report.units) {
+    if (u.status != UnitStatus::Failed) continue;
+    line("");
+    line(fmt::format("{} {} {}", label(u.status), u.property, u.dtype));
+    if (!u.message.empty()) line(fmt::format("  {}", u.message));
+    if (u.shrunk_verdict) line(fmt::format("  verdict:     {}", u.shrunk_verdict->summary));
+    if (!u.shrunk_case.empty()) line(fmt::format("  shrunk case: {}", u.shrunk_case));
+    if (!u.reproduce_command.empty()) line(fmt::format("  reproduce:   {}", u.reproduce_command));
+  }
+
+  const ReportTotals t = totals(report);
+  line("");
+  line(fmt::format("{} units: {} passed, {} failed, {} skipped ({:.1f} s)", t.units, t.passed, t.failed, t.skipped,
+                   report.run.seconds));
+}
+
+}  // namespace attncheck::cli

@@ -1,0 +1,145 @@
+// attncheck: checks an attention kernel against the suite's properties from the command line.
+//
+//   attncheck run --backend NAME|PATH [...]   run the properties, gate CI with the exit code
+//   attncheck merge OUT.json IN.json...       combine the JSON reports of shards
+//   attncheck list backends|properties|profiles
+//
+// Argument parsing lives here; each subcommand is a function of plain options (commands.h).
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "commands.h"
+
+#ifndef ATTNCHECK_VERSION
+#error "ATTNCHECK_VERSION must be defined by the build (tools/attncheck/CMakeLists.txt)"
+#endif
+
+namespace {
+
+std::optional<std::string> environment_variable(const char* name) {
+  const char* value = std::getenv(name);
+  return value == nullptr ? std::nullopt : std::optional<std::string>(value);
+}
+
+constexpr const char* kRunExamples = R"(
+Examples:
+  attncheck run --backend cpu-flash
+  attncheck run --backend ./build/libmykernel.so --profile quick --junit attncheck.xml
+  attncheck run --backend cpu-naive --property 'causal|padding' --dtype f16,bf16 --seed 7
+  attncheck run --backend cuda-flash --shard 0/4 --json shard0.json --require-backend
+  attncheck run --backend mutant-gqa-modulo --property '^gqa-equivalence$' --dtype f32 \
+                --seed 24301 --reproduce '<string printed by a failing run>'
+
+Exit status: 0 all units passed (skips allowed), 1 a conformance failure,
+2 a usage or environment error (unknown backend, load error, bad regex,
+unwritable report). A run in which every unit was skipped exits 0 unless
+--require-backend is given (then 2).
+Sharding: --shard i/n, or GTEST_TOTAL_SHARDS and GTEST_SHARD_INDEX, runs the
+units whose index % n == i. Seed: --seed, else ATTNCHECK_SEED, else 24301.)";
+
+constexpr const char* kMergeExamples = R"(
+Examples:
+  attncheck merge all.json shard0.json shard1.json shard2.json shard3.json
+  attncheck merge all.json shard*.json --junit all.xml --markdown "$GITHUB_STEP_SUMMARY"
+
+Fails (exit 2) when the reports are not the shards of one run (backend, seed,
+profile, filters, dtypes or shard count differ), when two cover the same shard
+or unit, or when a shard is missing (unless --allow-missing). Otherwise exits
+like `run`: 1 if a merged unit failed, else 0.)";
+
+constexpr const char* kListExamples = R"(
+Examples:
+  attncheck list backends
+  attncheck list backends ./build/libmykernel.so
+  attncheck list properties
+  attncheck list profiles)";
+
+constexpr const char* kMainExamples = R"(
+Examples:
+  attncheck list backends
+  attncheck run --backend cpu-flash --profile quick --junit attncheck.xml
+  attncheck run --help
+
+Documentation: tools/README.md in the attncheck sources.)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace attncheck::cli;
+  Environment env;
+  env.gtest_total_shards = environment_variable("GTEST_TOTAL_SHARDS");
+  env.gtest_shard_index = environment_variable("GTEST_SHARD_INDEX");
+  env.gtest_shard_status_file = environment_variable("GTEST_SHARD_STATUS_FILE");
+  env.seed = environment_variable("ATTNCHECK_SEED");
+  env.stdout_is_tty = isatty(STDOUT_FILENO) == 1;
+  // https://no-color.org: present and not empty disables colour.
+  const auto no_color = environment_variable("NO_COLOR");
+  env.no_color = no_color && !no_color->empty();
+  env.version = ATTNCHECK_VERSION;
+
+  CLI::App app{"attncheck: conformance and property-based tests for attention kernels", "attncheck"};
+  app.set_version_flag("--version", std::string("attncheck ") + ATTNCHECK_VERSION);
+  app.require_subcommand(1);
+  app.footer(kMainExamples);
+
+  RunOptions run;
+  std::uint64_t seed = 0;
+  int cases = 0;
+  std::string shard;
+  CLI::App* run_app = app.add_subcommand("run", "Run the properties against one backend");
+  run_app->footer(kRunExamples);
+  run_app->add_option("--backend,-b", run.backend, "Built-in backend name or plug-in library path")->required();
+  run_app->add_option("--profile", run.profile, "Effort: quick, standard or exhaustive")
+      ->check(CLI::IsMember({"quick", "standard", "exhaustive"}))
+      ->capture_default_str();
+  run_app->add_option("--property,-p", run.property_regex, "Only properties whose name matches this regex (search)");
+  run_app->add_option("--problem", run.problem_regex,
+                      "Only cases whose description (AttentionCase::describe()) matches this regex");
+  run_app->add_option("--dtype", run.dtypes, "Comma-separated input dtypes")->capture_default_str();
+  CLI::Option* seed_option = run_app->add_option("--seed", seed, "Random seed (default: ATTNCHECK_SEED, else 24301)");
+  CLI::Option* cases_option = run_app->add_option("--cases", cases, "Cases per unit, overriding the profile");
+  CLI::Option* shard_option = run_app->add_option("--shard", shard, "Run shard i of n (0-based): i/n");
+  run_app->add_option("--junit", run.junit_path, "Write a JUnit XML report");
+  run_app->add_option("--json", run.json_path, "Write a JSON report (tools/README.md documents the schema)");
+  run_app->add_option("--markdown", run.markdown_path, "Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)");
+  run_app->add_option("--reproduce", run.reproduce, "Replay a failure: the reproduce string a failing run printed");
+  run_app->add_flag("--require-backend", run.require_backend, "Exit 2 when every unit was skipped");
+
+  MergeOptions merge;
+  CLI::App* merge_app = app.add_subcommand("merge", "Combine the JSON reports of the shards of one run");
+  merge_app->footer(kMergeExamples);
+  merge_app->add_option("OUT", merge.output, "Merged JSON report to write")->required();
+  merge_app->add_option("IN", merge.inputs, "Shard JSON reports")->required()->check(CLI::ExistingFile);
+  merge_app->add_option("--junit", merge.junit_path, "Also write the merged JUnit XML report");
+  merge_app->add_option("--markdown", merge.markdown_path, "Also write the merged Markdown summary");
+  merge_app->add_flag("--allow-missing", merge.allow_missing, "Merge even if some shards' reports are absent");
+
+  std::string what;
+  std::vector<std::string> plugins;
+  CLI::App* list_app = app.add_subcommand("list", "List backends, properties or profiles");
+  list_app->footer(kListExamples);
+  list_app->add_option("what", what, "backends | properties | profiles")
+      ->required()
+      ->check(CLI::IsMember({"backends", "properties", "profiles"}));
+  list_app->add_option("plugins", plugins, "Plug-in libraries to describe as well (with `list backends`)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Help and --version exit 0; every parse error is a usage error: 2, whatever CLI11's code.
+    return app.exit(e) == 0 ? kExitPassed : kExitUsage;
+  }
+
+  if (*run_app) {
+    if (seed_option->count() > 0) run.seed = seed;
+    if (cases_option->count() > 0) run.cases = cases;
+    if (shard_option->count() > 0) run.shard = shard;
+    return run_command(run, env, std::cout, std::cerr);
+  }
+  if (*merge_app) return merge_command(merge, env, std::cout, std::cerr);
+  return list_command(what, plugins, std::cout, std::cerr);
+}

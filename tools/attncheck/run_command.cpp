@@ -1,0 +1,231 @@
+// `attncheck run`: plans the units, opens the backend, runs each unit through the engine and
+// writes the reports. Everything that can be wrong with the invocation (a bad regex, an unknown
+// backend, a report path that cannot be written) is found before the first property runs, so a
+// long run never ends in a usage error.
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <memory>
+#include <regex>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "attncheck/engine.h"
+#include "attncheck/report.h"
+#include "attncheck/shard.h"
+#include "commands.h"
+#include "console.h"
+
+namespace attncheck::cli {
+
+namespace {
+
+std::vector<std::string> parse_dtype_list(const std::string& list) {
+  std::vector<std::string> dtypes;
+  std::size_t start = 0;
+  while (start <= list.size()) {
+    const std::size_t comma = std::min(list.find(',', start), list.size());
+    const std::string item = list.substr(start, comma - start);
+    const auto dtype = parse_dtype(item);
+    if (!dtype) throw UsageError(fmt::format("--dtype '{}': '{}' is not a dtype (use f32, f16, bf16)", list, item));
+    const std::string name(dtype_name(*dtype));
+    if (std::find(dtypes.begin(), dtypes.end(), name) != dtypes.end())
+      throw UsageError(fmt::format("--dtype '{}': {} is listed twice", list, name));
+    dtypes.push_back(name);
+    start = comma + 1;
+  }
+  return dtypes;
+}
+
+std::uint64_t resolve_seed(const RunOptions& options, const Environment& env) {
+  if (options.seed) return *options.seed;
+  if (!env.seed) return kDefaultSeed;
+  std::uint64_t seed = 0;
+  const std::string& text = *env.seed;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), seed);
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size())
+    throw UsageError(fmt::format("ATTNCHECK_SEED='{}': expected an unsigned 64-bit integer", text));
+  return seed;
+}
+
+Shard resolve_shard(const RunOptions& options, const Environment& env) {
+  // --shard wins over the environment: an explicit flag is the more specific request.
+  if (options.shard) return parse_shard(*options.shard);
+  return shard_from_gtest_variables(env.gtest_total_shards ? env.gtest_total_shards->c_str() : nullptr,
+                                    env.gtest_shard_index ? env.gtest_shard_index->c_str() : nullptr)
+      .value_or(Shard{});
+}
+
+// Opened (and truncated) before the run so that a path that cannot be written is a usage error
+// at once, not after an hour of checking.
+std::unique_ptr<std::ofstream> open_report(const std::string& path, std::string_view flag) {
+  if (path.empty()) return nullptr;
+  auto file = std::make_unique<std::ofstream>(path, std::ios::out | std::ios::trunc);
+  if (!*file) throw UsageError(fmt::format("{} '{}': cannot open for writing ({})", flag, path, std::strerror(errno)));
+  return file;
+}
+
+void finish_report(std::ofstream* file, const std::string& path, std::string_view flag) {
+  if (file == nullptr) return;
+  file->close();
+  if (!*file) throw UsageError(fmt::format("{} '{}': writing the report failed", flag, path));
+}
+
+std::string utc_now() {
+  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                     tm.tm_min, tm.tm_sec);
+}
+
+std::string host_name() {
+  char buffer[256] = {};
+  if (gethostname(buffer, sizeof buffer - 1) != 0) return "localhost";
+  return buffer;
+}
+
+const PropertyDef& find_property(const std::string& name) {
+  for (const PropertyDef& p : all_properties())
+    if (p.name == name) return p;
+  throw std::logic_error(fmt::format("planned property '{}' is not registered", name));
+}
+
+int run(const RunOptions& options, const Environment& env, std::ostream& out) {
+  const std::uint64_t seed = resolve_seed(options, env);
+  // First, before anything can fail or print: the one number that reproduces this run.
+  out << fmt::format("Using seed={}\n", seed) << std::flush;
+
+  const auto profile = find_suite_profile(options.profile);
+  if (!profile) throw UsageError(fmt::format("--profile '{}': not a profile (quick, standard, exhaustive)", options.profile));
+  if (options.cases && *options.cases < 1) throw UsageError(fmt::format("--cases {}: must be at least 1", *options.cases));
+  const std::vector<std::string> dtypes = parse_dtype_list(options.dtypes);
+  const Shard shard = resolve_shard(options, env);
+  if (env.gtest_shard_status_file) {
+    // GoogleTest's protocol: a test binary that understands sharding creates this file.
+    std::ofstream status(*env.gtest_shard_status_file);
+    if (!status) throw UsageError(fmt::format("GTEST_SHARD_STATUS_FILE '{}': cannot create", *env.gtest_shard_status_file));
+  }
+
+  std::vector<std::string> names;
+  for (const PropertyDef& p : all_properties()) names.push_back(p.name);
+  const std::vector<PlannedUnit> plan = plan_units(names, options.property_regex, dtypes);
+  if (plan.empty())
+    throw UsageError(fmt::format("--property '{}' matches none of the {} properties (see `attncheck list properties`)",
+                                 options.property_regex, names.size()));
+  const std::vector<PlannedUnit> mine = select_shard(plan, shard);
+
+  RunSettings settings;
+  settings.cases = options.cases.value_or(profile->cases);
+  settings.max_size = profile->max_size;
+  settings.seed = seed;
+  settings.reproduce = options.reproduce;
+  if (!options.problem_regex.empty()) {
+    std::shared_ptr<const std::regex> filter;
+    try {
+      filter = std::make_shared<const std::regex>(options.problem_regex, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      throw UsageError(fmt::format("--problem '{}': not a valid regular expression ({})", options.problem_regex, e.what()));
+    }
+    settings.problem_filter = [filter](const std::string& description) { return std::regex_search(description, *filter); };
+  }
+
+  auto junit = open_report(options.junit_path, "--junit");
+  auto json = open_report(options.json_path, "--json");
+  auto markdown = open_report(options.markdown_path, "--markdown");
+
+  Backend backend = [&] {
+    try {
+      return open_backend(options.backend);
+    } catch (const LoadError& e) {
+      throw UsageError(fmt::format("--backend '{}': {}", options.backend, e.what()));
+    }
+  }();
+
+  RunReport report;
+  RunMetadata& run = report.run;
+  run.attncheck_version = env.version;
+  run.backend = std::string(backend.name());
+  run.backend_spec = options.backend;
+  run.backend_origin = backend.origin();
+  run.profile = profile->name;
+  run.cases = settings.cases;
+  run.max_size = settings.max_size;
+  run.seed = seed;
+  run.property_filter = options.property_regex;
+  run.problem_filter = options.problem_regex;
+  run.dtypes = dtypes;
+  run.reproduce = options.reproduce;
+  run.shard = shard;
+  run.total_units = plan.size();
+  run.started_at = utc_now();
+  run.hostname = host_name();
+
+  Console console(out, env.stdout_is_tty, env.stdout_is_tty && !env.no_color);
+  console.line(fmt::format("attncheck {}: backend {} ({}), profile {} ({} cases, size <= {}), {}", env.version, run.backend,
+                           run.backend_origin, run.profile, run.cases, run.max_size,
+                           shard.count > 1 ? fmt::format("shard {}: {} of {} units", shard_name(shard), mine.size(), plan.size())
+                                           : fmt::format("{} units", plan.size())));
+
+  const auto start = std::chrono::steady_clock::now();
+  for (std::size_t i = 0; i < mine.size(); ++i) {
+    const PlannedUnit& planned = mine[i];
+    console.progress(fmt::format("[{}/{}] running {} {} ...", i + 1, mine.size(), planned.property, planned.dtype));
+    const DType dtype = *parse_dtype(planned.dtype);
+    PropertyOutcome outcome;
+    try {
+      outcome = run_property(find_property(planned.property), backend, dtype, settings);
+    } catch (const std::exception& e) {
+      // The engine turns a backend's misbehaviour into a failed outcome; anything else escaping
+      // it must still fail the gate, never pass it.
+      outcome.property = planned.property;
+      outcome.backend = run.backend;
+      outcome.dtype = dtype;
+      outcome.status = OutcomeStatus::Failed;
+      outcome.message = fmt::format("the engine threw: {}", e.what());
+      outcome.seed = seed;
+    }
+    UnitResult unit = to_unit_result(outcome, planned.index, options.backend);
+    // The engine's command replays property, dtype and seed; a problem filter changes which
+    // cases are drawn, so it must travel with the command too.
+    if (!unit.reproduce_command.empty() && !options.problem_regex.empty())
+      unit.reproduce_command += fmt::format(" --problem '{}'", options.problem_regex);
+    console.unit_line(unit, i + 1, mine.size());
+    report.units.push_back(std::move(unit));
+  }
+  run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  console.summary(report);
+  if (json) write_json(*json, report);
+  if (junit) write_junit(*junit, report);
+  if (markdown) write_markdown(*markdown, report);
+  finish_report(json.get(), options.json_path, "--json");
+  finish_report(junit.get(), options.junit_path, "--junit");
+  finish_report(markdown.get(), options.markdown_path, "--markdown");
+
+  const ReportTotals t = totals(report);
+  if (t.failed > 0) return kExitFailed;
+  if (t.units > 0 && t.skipped == t.units && options.require_backend)
+    throw UsageError(fmt::format("--require-backend: backend {} checked nothing; every unit was skipped (first reason: {})",
+                                 run.backend, report.units.front().message));
+  return kExitPassed;
+}
+
+}  // namespace
+
+int run_command(const RunOptions& options, const Environment& env, std::ostream& out, std::ostream& err) {
+  try {
+    return run(options, env, out);
+  } catch (const UsageError& e) {
+    out << std::flush;
+    err << "attncheck run: error: " << e.what() << '\n';
+    return kExitUsage;
+  }
+}
+
+}  // namespace attncheck::cli

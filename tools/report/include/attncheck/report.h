@@ -1,0 +1,151 @@
+/// \file report.h
+/// \brief The results of one `attncheck run` as plain data, and the three report formats CI
+/// consumes: JSON (the archival form, read back by `attncheck merge` and by drift tracking),
+/// JUnit XML (test dashboards) and Markdown (a job summary).
+///
+/// The data model does not depend on the engine: a report read back from disk months later is the
+/// same type as one produced now. to_unit_result() is the one bridge from the engine's
+/// PropertyOutcome. The JSON schema is documented in tools/README.md; bump kReportSchemaVersion
+/// when a field changes meaning or disappears (adding a field does not need a bump).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "attncheck/shard.h"
+
+namespace attncheck {
+
+struct PropertyOutcome;
+
+/// "format" in every JSON report, so that a stray JSON file is refused with a clear message.
+inline constexpr std::string_view kReportFormat = "attncheck-report";
+inline constexpr int kReportSchemaVersion = 1;
+
+/// A report cannot be read, written or merged: one line saying what and where.
+class ReportError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class UnitStatus : std::uint8_t { Passed, Failed, Skipped };
+std::string_view unit_status_name(UnitStatus status);  ///< "passed", "failed", "skipped"
+std::optional<UnitStatus> parse_unit_status(std::string_view name);
+
+/// The metrics of the shrunk failing case's verdict worth tracking over time (numerics.md §4).
+struct VerdictMetrics {
+  double max_ratio = 0;           ///< max |Ô − O| / τ: the gated metric
+  double nmse = 0;
+  double max_abs_error = 0;
+  double max_ulps_row_scale = 0;
+  std::string summary;            ///< Verdict::summary(), one line
+  bool operator==(const VerdictMetrics&) const = default;
+};
+
+/// One unit of work: one property for one input dtype.
+struct UnitResult {
+  std::size_t index = 0;        ///< position in the unsplit run's unit list (see plan.h)
+  std::string property;
+  std::string dtype;            ///< "f32", "f16", "bf16"
+  UnitStatus status = UnitStatus::Skipped;
+  std::string message;          ///< failure description or skip reason; empty when passed
+  int cases = 0;                ///< cases judged and passed
+  int skipped = 0;              ///< cases the backend declined
+  double worst_ratio = 0;       ///< largest bound ratio among judged cases
+  std::string worst_case;       ///< AttentionCase::describe() of that case
+  std::string shrunk_case;      ///< on failure: the minimal failing case
+  std::optional<VerdictMetrics> shrunk_verdict;
+  std::string reproduce;        ///< on failure: RapidCheck's reproduce string
+  std::string reproduce_command;  ///< on failure: the command line that replays it
+  double seconds = 0;
+  std::map<std::string, int> coverage;  ///< cases per coverage cell
+  bool operator==(const UnitResult&) const = default;
+};
+
+/// What was run, where and how: enough to tell whether two shard reports belong together.
+struct RunMetadata {
+  std::string attncheck_version;
+  std::string backend;          ///< the backend's own name (from its table)
+  std::string backend_spec;     ///< what was given to --backend: a name or a path
+  std::string backend_origin;   ///< "built-in" or the library path
+  std::string profile;          ///< quick | standard | exhaustive
+  int cases = 0;                ///< cases per unit (the profile's, or --cases)
+  int max_size = 0;
+  std::uint64_t seed = 0;
+  std::string property_filter;  ///< --property regex ("" = all)
+  std::string problem_filter;   ///< --problem regex ("" = all)
+  std::vector<std::string> dtypes;
+  std::string reproduce;        ///< --reproduce, when replaying
+  Shard shard;                  ///< {0, 1} for an unsplit or merged run
+  std::size_t total_units = 0;  ///< units of the unsplit run, before sharding
+  int merged_shards = 0;        ///< 0, or how many shard reports were merged into this one
+  std::string started_at;       ///< UTC, "YYYY-MM-DDTHH:MM:SS" (the JUnit timestamp format)
+  std::string hostname;
+  double seconds = 0;           ///< wall time of the whole run
+  bool operator==(const RunMetadata&) const = default;
+};
+
+struct RunReport {
+  RunMetadata run;
+  std::vector<UnitResult> units;  ///< ascending index
+  bool operator==(const RunReport&) const = default;
+};
+
+struct ReportTotals {
+  std::size_t units = 0, passed = 0, failed = 0, skipped = 0;
+  double seconds = 0;
+};
+ReportTotals totals(const RunReport& report);
+
+/// The engine's outcome as a report unit. `backend_spec` goes into the reproduce command.
+UnitResult to_unit_result(const PropertyOutcome& outcome, std::size_t index, const std::string& backend_spec);
+
+// --- JSON --------------------------------------------------------------------------------------
+nlohmann::json to_json(const RunReport& report);
+/// Throws ReportError naming the missing or mistyped field ("units[3].status: …").
+RunReport report_from_json(const nlohmann::json& json);
+/// Pretty-printed, with invalid UTF-8 replaced (a backend's message may hold any bytes).
+void write_json(std::ostream& out, const RunReport& report);
+/// `source` names the input in error messages (a file name).
+RunReport read_json(std::istream& in, std::string_view source);
+
+// --- JUnit XML -----------------------------------------------------------------------------------
+/// <testsuites> with one <testsuite name="backend.dtype"> per dtype, one <testcase
+/// classname="backend.dtype" name="property"> per unit, <failure> or <skipped> with a message.
+/// Satisfies both the Ant and the Jenkins JUnit schemas.
+void write_junit(std::ostream& out, const RunReport& report);
+/// Text escaped for XML 1.0 attribute values and character data: markup characters become
+/// entities, characters XML 1.0 forbids (most C0 controls) and invalid UTF-8 become U+FFFD.
+std::string xml_escape(std::string_view text);
+
+// --- Markdown ------------------------------------------------------------------------------------
+/// A heading, a totals line, a table of every unit and a section per failure (for
+/// $GITHUB_STEP_SUMMARY and the like).
+void write_markdown(std::ostream& out, const RunReport& report);
+/// Text safe inside one Markdown table cell: '|' escaped, line breaks as <br>, HTML escaped.
+std::string markdown_cell(std::string_view text);
+
+// --- Merging shards ------------------------------------------------------------------------------
+struct ShardReport {
+  std::string source;  ///< file name, for error messages
+  RunReport report;
+};
+/// Combines the reports of the n shards of one run into the report of the unsplit run. Throws
+/// ReportError when they do not belong together (different backend, seed, filters, profile,
+/// dtypes, shard count or unit count), when two cover the same shard or unit, when a unit sits in
+/// the wrong shard, or when units are missing (unless `allow_missing`).
+RunReport merge_reports(const std::vector<ShardReport>& shards, bool allow_missing = false);
+
+/// Replaces invalid UTF-8 sequences with U+FFFD.
+std::string sanitize_utf8(std::string_view text);
+
+}  // namespace attncheck

@@ -1,0 +1,324 @@
+// The report model, its JSON form and the bridge from the engine's outcomes.
+#include "attncheck/report.h"
+
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "attncheck/engine.h"
+
+namespace attncheck {
+
+using nlohmann::json;
+
+std::string_view unit_status_name(UnitStatus status) {
+  switch (status) {
+    case UnitStatus::Passed: return "passed";
+    case UnitStatus::Failed: return "failed";
+    case UnitStatus::Skipped: return "skipped";
+  }
+  return "?";
+}
+
+std::optional<UnitStatus> parse_unit_status(std::string_view name) {
+  for (UnitStatus s : {UnitStatus::Passed, UnitStatus::Failed, UnitStatus::Skipped})
+    if (unit_status_name(s) == name) return s;
+  return std::nullopt;
+}
+
+ReportTotals totals(const RunReport& report) {
+  ReportTotals t;
+  for (const UnitResult& u : report.units) {
+    ++t.units;
+    t.seconds += u.seconds;
+    switch (u.status) {
+      case UnitStatus::Passed: ++t.passed; break;
+      case UnitStatus::Failed: ++t.failed; break;
+      case UnitStatus::Skipped: ++t.skipped; break;
+    }
+  }
+  return t;
+}
+
+UnitResult to_unit_result(const PropertyOutcome& outcome, std::size_t index, const std::string& backend_spec) {
+  UnitResult unit;
+  unit.index = index;
+  unit.property = outcome.property;
+  unit.dtype = std::string(dtype_name(outcome.dtype));
+  switch (outcome.status) {
+    case OutcomeStatus::Passed: unit.status = UnitStatus::Passed; break;
+    case OutcomeStatus::Failed: unit.status = UnitStatus::Failed; break;
+    case OutcomeStatus::Skipped: unit.status = UnitStatus::Skipped; break;
+  }
+  unit.message = outcome.message;
+  unit.cases = outcome.cases_passed;
+  unit.skipped = outcome.cases_skipped;
+  unit.worst_ratio = outcome.worst_ratio;
+  unit.worst_case = outcome.worst_case;
+  unit.shrunk_case = outcome.shrunk_case;
+  if (outcome.shrunk_verdict) {
+    const Verdict& v = *outcome.shrunk_verdict;
+    unit.shrunk_verdict = VerdictMetrics{v.max_ratio, v.nmse, v.max_abs_error, v.max_ulps_row_scale, v.summary()};
+  }
+  unit.reproduce = outcome.reproduce;
+  // Only a failure has something to replay; a reproduce command for a pass would mislead.
+  if (outcome.status == OutcomeStatus::Failed && !outcome.reproduce.empty())
+    unit.reproduce_command = reproduce_command(outcome, backend_spec);
+  unit.seconds = outcome.seconds;
+  unit.coverage = outcome.coverage;
+  return unit;
+}
+
+std::string sanitize_utf8(std::string_view text) {
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t length = 0;
+    std::uint32_t min = 0;
+    if (c < 0x80) length = 1;
+    else if ((c & 0xE0) == 0xC0) length = 2, min = 0x80;
+    else if ((c & 0xF0) == 0xE0) length = 3, min = 0x800;
+    else if ((c & 0xF8) == 0xF0) length = 4, min = 0x10000;
+    bool valid = length > 0 && i + length <= text.size();
+    std::uint32_t code = length == 1 ? c : (c & (0x7F >> length));
+    for (std::size_t k = 1; valid && k < length; ++k) {
+      const auto cc = static_cast<unsigned char>(text[i + k]);
+      valid = (cc & 0xC0) == 0x80;
+      code = (code << 6) | (cc & 0x3F);
+    }
+    // Overlong forms, surrogates and values beyond U+10FFFF are invalid UTF-8 too.
+    if (valid && length > 1) valid = code >= min && code <= 0x10FFFF && !(code >= 0xD800 && code <= 0xDFFF);
+    if (valid) {
+      out.append(text.substr(i, length));
+      i += length;
+    } else {
+      out.append(kReplacement);
+      ++i;
+    }
+  }
+  return out;
+}
+
+// --- JSON ----------------------------------------------------------------------------------------
+
+namespace {
+
+// JSON has no infinity or NaN; a failing kernel produces both (a NaN output has an infinite bound
+// ratio), and drift tracking must not read them as 0. They are written as strings.
+json number(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  return value;
+}
+
+std::string path_of(std::string_view parent, std::string_view key) {
+  return parent.empty() ? std::string(key) : fmt::format("{}.{}", parent, key);
+}
+
+const json& field(const json& object, std::string_view key, std::string_view parent) {
+  if (!object.is_object()) throw ReportError(fmt::format("{}: expected a JSON object", parent.empty() ? "report" : parent));
+  const auto it = object.find(key);
+  if (it == object.end()) throw ReportError(fmt::format("{}: missing", path_of(parent, key)));
+  return *it;
+}
+
+[[noreturn]] void wrong_type(std::string_view parent, std::string_view key, std::string_view expected, const json& value) {
+  throw ReportError(fmt::format("{}: expected {}, found {}", path_of(parent, key), expected, value.type_name()));
+}
+
+std::string get_string(const json& object, std::string_view key, std::string_view parent) {
+  const json& value = field(object, key, parent);
+  if (!value.is_string()) wrong_type(parent, key, "a string", value);
+  return value.get<std::string>();
+}
+
+template <typename Int>
+Int get_integer(const json& object, std::string_view key, std::string_view parent) {
+  const json& value = field(object, key, parent);
+  if (!value.is_number_integer()) wrong_type(parent, key, "an integer", value);
+  if constexpr (std::is_unsigned_v<Int>) {
+    if (value.is_number_unsigned()) return value.get<Int>();
+    if (value.get<std::int64_t>() < 0) wrong_type(parent, key, "a non-negative integer", value);
+  }
+  return value.get<Int>();
+}
+
+double get_number(const json& object, std::string_view key, std::string_view parent) {
+  const json& value = field(object, key, parent);
+  if (value.is_number()) return value.get<double>();
+  if (value.is_string()) {
+    const auto& s = value.get_ref<const std::string&>();
+    if (s == "nan") return std::numeric_limits<double>::quiet_NaN();
+    if (s == "inf") return std::numeric_limits<double>::infinity();
+    if (s == "-inf") return -std::numeric_limits<double>::infinity();
+  }
+  wrong_type(parent, key, "a number (or \"inf\", \"-inf\", \"nan\")", value);
+}
+
+json metadata_json(const RunMetadata& m) {
+  return json{{"attncheck_version", m.attncheck_version},
+              {"backend", m.backend},
+              {"backend_spec", m.backend_spec},
+              {"backend_origin", m.backend_origin},
+              {"profile", m.profile},
+              {"cases", m.cases},
+              {"max_size", m.max_size},
+              {"seed", m.seed},
+              {"property_filter", m.property_filter},
+              {"problem_filter", m.problem_filter},
+              {"dtypes", m.dtypes},
+              {"reproduce", m.reproduce},
+              {"shard", {{"index", m.shard.index}, {"count", m.shard.count}}},
+              {"total_units", m.total_units},
+              {"merged_shards", m.merged_shards},
+              {"started_at", m.started_at},
+              {"hostname", m.hostname},
+              {"seconds", number(m.seconds)}};
+}
+
+RunMetadata metadata_from_json(const json& j) {
+  const std::string p = "run";
+  RunMetadata m;
+  m.attncheck_version = get_string(j, "attncheck_version", p);
+  m.backend = get_string(j, "backend", p);
+  m.backend_spec = get_string(j, "backend_spec", p);
+  m.backend_origin = get_string(j, "backend_origin", p);
+  m.profile = get_string(j, "profile", p);
+  m.cases = get_integer<int>(j, "cases", p);
+  m.max_size = get_integer<int>(j, "max_size", p);
+  m.seed = get_integer<std::uint64_t>(j, "seed", p);
+  m.property_filter = get_string(j, "property_filter", p);
+  m.problem_filter = get_string(j, "problem_filter", p);
+  const json& dtypes = field(j, "dtypes", p);
+  if (!dtypes.is_array()) wrong_type(p, "dtypes", "an array", dtypes);
+  for (std::size_t i = 0; i < dtypes.size(); ++i) {
+    if (!dtypes[i].is_string()) wrong_type(p, fmt::format("dtypes[{}]", i), "a string", dtypes[i]);
+    m.dtypes.push_back(dtypes[i].get<std::string>());
+  }
+  m.reproduce = get_string(j, "reproduce", p);
+  const json& shard = field(j, "shard", p);
+  m.shard.index = get_integer<int>(shard, "index", "run.shard");
+  m.shard.count = get_integer<int>(shard, "count", "run.shard");
+  if (m.shard.count < 1 || m.shard.index < 0 || m.shard.index >= m.shard.count)
+    throw ReportError(fmt::format("run.shard: {}/{} is not a shard (need 0 <= index < count)", m.shard.index, m.shard.count));
+  m.total_units = get_integer<std::size_t>(j, "total_units", p);
+  m.merged_shards = get_integer<int>(j, "merged_shards", p);
+  m.started_at = get_string(j, "started_at", p);
+  m.hostname = get_string(j, "hostname", p);
+  m.seconds = get_number(j, "seconds", p);
+  return m;
+}
+
+json unit_json(const UnitResult& u) {
+  json verdict = nullptr;
+  if (u.shrunk_verdict)
+    verdict = json{{"max_ratio", number(u.shrunk_verdict->max_ratio)},
+                   {"nmse", number(u.shrunk_verdict->nmse)},
+                   {"max_abs_error", number(u.shrunk_verdict->max_abs_error)},
+                   {"max_ulps_row_scale", number(u.shrunk_verdict->max_ulps_row_scale)},
+                   {"summary", u.shrunk_verdict->summary}};
+  return json{{"index", u.index},
+              {"property", u.property},
+              {"dtype", u.dtype},
+              {"status", unit_status_name(u.status)},
+              {"message", u.message},
+              {"cases", u.cases},
+              {"skipped", u.skipped},
+              {"worst_ratio", number(u.worst_ratio)},
+              {"worst_case", u.worst_case},
+              {"shrunk_case", u.shrunk_case},
+              {"shrunk_verdict", verdict},
+              {"reproduce", u.reproduce},
+              {"reproduce_command", u.reproduce_command},
+              {"seconds", number(u.seconds)},
+              {"coverage", u.coverage}};
+}
+
+UnitResult unit_from_json(const json& j, std::size_t position) {
+  const std::string p = fmt::format("units[{}]", position);
+  UnitResult u;
+  u.index = get_integer<std::size_t>(j, "index", p);
+  u.property = get_string(j, "property", p);
+  u.dtype = get_string(j, "dtype", p);
+  const std::string status = get_string(j, "status", p);
+  const auto parsed = parse_unit_status(status);
+  if (!parsed) throw ReportError(fmt::format("{}.status: '{}' is not passed, failed or skipped", p, status));
+  u.status = *parsed;
+  u.message = get_string(j, "message", p);
+  u.cases = get_integer<int>(j, "cases", p);
+  u.skipped = get_integer<int>(j, "skipped", p);
+  u.worst_ratio = get_number(j, "worst_ratio", p);
+  u.worst_case = get_string(j, "worst_case", p);
+  u.shrunk_case = get_string(j, "shrunk_case", p);
+  if (const auto it = j.find("shrunk_verdict"); it != j.end() && !it->is_null()) {
+    const std::string vp = p + ".shrunk_verdict";
+    u.shrunk_verdict = VerdictMetrics{get_number(*it, "max_ratio", vp), get_number(*it, "nmse", vp),
+                                      get_number(*it, "max_abs_error", vp), get_number(*it, "max_ulps_row_scale", vp),
+                                      get_string(*it, "summary", vp)};
+  }
+  u.reproduce = get_string(j, "reproduce", p);
+  u.reproduce_command = get_string(j, "reproduce_command", p);
+  u.seconds = get_number(j, "seconds", p);
+  if (const auto it = j.find("coverage"); it != j.end()) {
+    if (!it->is_object()) wrong_type(p, "coverage", "an object", *it);
+    for (const auto& [cell, count] : it->items()) {
+      if (!count.is_number_integer()) wrong_type(p + ".coverage", cell, "an integer", count);
+      u.coverage[cell] = count.get<int>();
+    }
+  }
+  return u;
+}
+
+}  // namespace
+
+json to_json(const RunReport& report) {
+  const ReportTotals t = totals(report);
+  json units = json::array();
+  for (const UnitResult& u : report.units) units.push_back(unit_json(u));
+  return json{{"format", kReportFormat},
+              {"schema_version", kReportSchemaVersion},
+              {"run", metadata_json(report.run)},
+              // Derived from units; written for readers that only want the headline, ignored on read.
+              {"summary", {{"units", t.units}, {"passed", t.passed}, {"failed", t.failed}, {"skipped", t.skipped}}},
+              {"units", std::move(units)}};
+}
+
+RunReport report_from_json(const json& j) {
+  const std::string format = get_string(j, "format", "");
+  if (format != kReportFormat)
+    throw ReportError(fmt::format("format: '{}' is not an attncheck report (expected '{}')", format, kReportFormat));
+  const int version = get_integer<int>(j, "schema_version", "");
+  if (version != kReportSchemaVersion)
+    throw ReportError(fmt::format("schema_version: {} is not supported (this attncheck reads version {})", version,
+                                  kReportSchemaVersion));
+  RunReport report;
+  report.run = metadata_from_json(field(j, "run", ""));
+  const json& units = field(j, "units", "");
+  if (!units.is_array()) wrong_type("", "units", "an array", units);
+  for (std::size_t i = 0; i < units.size(); ++i) report.units.push_back(unit_from_json(units[i], i));
+  return report;
+}
+
+void write_json(std::ostream& out, const RunReport& report) {
+  out << to_json(report).dump(2, ' ', false, json::error_handler_t::replace) << '\n';
+}
+
+RunReport read_json(std::istream& in, std::string_view source) {
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw ReportError(fmt::format("{}: not valid JSON ({})", source, e.what()));
+  }
+  try {
+    return report_from_json(j);
+  } catch (const ReportError& e) {
+    throw ReportError(fmt::format("{}: {}", source, e.what()));
+  }
+}
+
+}  // namespace attncheck

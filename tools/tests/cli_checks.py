@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""End-to-end checks of the `attncheck` binary, one CTest test per check.
+
+Standard library only (xml.etree for the JUnit schema check), so CI needs no pip install.
+
+    cli_checks.py --attncheck build/tools/attncheck/attncheck --workdir /tmp/x CHECK
+
+Checks: exit-pass, exit-fail, exit-usage, require-backend, junit-schema, sharding, list-and-help.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+# Units of a small, fast, deterministic run used by the sharding check: a few properties of
+# different families times the three dtypes, on the three-pass reference-like backend.
+SHARD_PROPERTIES = "two-token|permutation|shift-invariance|linearity"
+SHARD_ARGS = ["--backend", "cpu-naive", "--profile", "quick", "--cases", "5", "--property", SHARD_PROPERTIES]
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+class Runner:
+    def __init__(self, binary, workdir):
+        self.binary = binary
+        self.workdir = workdir
+
+    def path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def run(self, args, env_extra=None, expect_code=None):
+        env = dict(os.environ)
+        for name in ("GTEST_TOTAL_SHARDS", "GTEST_SHARD_INDEX", "GTEST_SHARD_STATUS_FILE", "ATTNCHECK_SEED"):
+            env.pop(name, None)  # a check sets what it needs; the caller's CTest sharding must not leak in
+        env.update(env_extra or {})
+        proc = subprocess.run([self.binary] + args, env=env, capture_output=True, text=True, timeout=900)
+        shown = " ".join(shlex.quote(a) for a in args)
+        if expect_code is not None and proc.returncode != expect_code:
+            raise CheckFailed(f"`attncheck {shown}` exited {proc.returncode}, expected {expect_code}\n"
+                              f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        print(f"ok: attncheck {shown} -> {proc.returncode}")
+        return proc
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --- JUnit schema -----------------------------------------------------------------------------------
+# The constraints of the Jenkins/Surefire junit-10.xsd that dashboards rely on: element nesting,
+# required attributes and their types, and counts that agree with the children.
+
+DECIMAL = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$")  # ISO 8601, no zone (XSD)
+
+
+def check_int(element, attribute):
+    value = element.get(attribute)
+    expect(value is not None, f"<{element.tag}> lacks the required attribute {attribute}")
+    expect(re.fullmatch(r"[0-9]+", value) is not None, f"<{element.tag} {attribute}='{value}'> is not a count")
+    return int(value)
+
+
+def validate_junit(path):
+    """Validates a JUnit file; returns (tests, failures, skipped) of the whole file."""
+    root = ET.parse(path).getroot()
+    expect(root.tag == "testsuites", f"{path}: root is <{root.tag}>, expected <testsuites>")
+    totals = {"tests": 0, "failures": 0, "skipped": 0, "errors": 0}
+    for suite in root:
+        expect(suite.tag == "testsuite", f"{path}: <testsuites> holds <{suite.tag}>")
+        for attribute in ("name", "timestamp", "hostname", "id", "package", "time"):
+            expect(suite.get(attribute) is not None, f"{path}: <testsuite> lacks {attribute}")
+        expect(TIMESTAMP.match(suite.get("timestamp")), f"{path}: bad timestamp {suite.get('timestamp')}")
+        expect(DECIMAL.match(suite.get("time")), f"{path}: bad time {suite.get('time')}")
+        counted = {"tests": 0, "failures": 0, "skipped": 0, "errors": 0}
+        order = [child.tag for child in suite]
+        expect(order[:1] == ["properties"], f"{path}: <testsuite> must start with <properties>, has {order[:1]}")
+        expect(order[-2:] == ["system-out", "system-err"], f"{path}: <testsuite> must end with system-out, system-err")
+        for prop in suite.find("properties"):
+            expect(prop.tag == "property" and prop.get("name") is not None and prop.get("value") is not None,
+                   f"{path}: malformed <property>")
+        for case in suite.findall("testcase"):
+            counted["tests"] += 1
+            for attribute in ("name", "classname", "time"):
+                expect(case.get(attribute) is not None, f"{path}: <testcase> lacks {attribute}")
+            expect(case.get("classname") == suite.get("name"),
+                   f"{path}: classname {case.get('classname')} is not its suite's name {suite.get('name')}")
+            expect(DECIMAL.match(case.get("time")), f"{path}: bad testcase time {case.get('time')}")
+            kinds = [child.tag for child in case]
+            expect(len(kinds) <= 1 and set(kinds) <= {"failure", "skipped", "error"},
+                   f"{path}: <testcase {case.get('name')}> holds {kinds}")
+            for child in case:
+                if child.tag == "failure":
+                    counted["failures"] += 1
+                    expect(child.get("message") is not None and child.get("type") is not None,
+                           f"{path}: <failure> lacks message or type")
+                elif child.tag == "skipped":
+                    counted["skipped"] += 1
+        for key in counted:
+            expect(check_int(suite, key) == counted[key],
+                   f"{path}: testsuite {suite.get('name')} says {key}={suite.get(key)}, children say {counted[key]}")
+            totals[key] += counted[key]
+    for key in totals:
+        expect(check_int(root, key) == totals[key], f"{path}: testsuites says {key}={root.get(key)}, sum is {totals[key]}")
+    return totals["tests"], totals["failures"], totals["skipped"]
+
+
+# --- checks -------------------------------------------------------------------------------------------
+
+def check_exit_pass(r):
+    proc = r.run(["run", "--backend", "cpu-naive", "--profile", "quick", "--property", "two-token", "--dtype", "f32"],
+                 expect_code=0)
+    expect(proc.stdout.startswith("Using seed="), f"the first line is not the seed: {proc.stdout[:80]!r}")
+    expect("\r" not in proc.stdout and "\x1b[" not in proc.stdout, "progress or colour codes in a non-TTY log")
+
+
+def check_exit_fail(r):
+    report = r.path("fail.json")
+    proc = r.run(["run", "--backend", "mutant-gqa-modulo", "--profile", "quick", "--property", "gqa-equivalence",
+                  "--dtype", "f32", "--json", report], expect_code=1)
+    units = load(report)["units"]
+    failed = [u for u in units if u["status"] == "failed"]
+    expect(len(failed) == 1, f"expected one failed unit, report has {[u['status'] for u in units]}")
+    unit = failed[0]
+    expect(unit["shrunk_case"], "the failure has no shrunk case")
+    expect(unit["reproduce_command"].startswith("attncheck run --backend mutant-gqa-modulo"),
+           f"unexpected reproduce command: {unit['reproduce_command']}")
+    expect(unit["reproduce_command"] in proc.stdout, "the console does not print the reproduce command")
+    expect(unit["shrunk_case"] in proc.stdout, "the console does not print the shrunk case")
+    # The printed command must replay the failure by itself, down to the same shrunk case.
+    args = shlex.split(unit["reproduce_command"])[1:] + ["--json", r.path("replay.json")]
+    r.run(args, expect_code=1)
+    replay = [u for u in load(r.path("replay.json"))["units"] if u["status"] == "failed"]
+    expect(len(replay) == 1 and replay[0]["shrunk_case"] == unit["shrunk_case"],
+           f"the replay did not reproduce the shrunk case {unit['shrunk_case']!r}")
+
+
+def check_exit_usage(r):
+    base = ["run", "--profile", "quick", "--property", "two-token", "--dtype", "f32"]
+    cases = {
+        "unknown backend": ["run", "--backend", "no-such-backend"],
+        "missing plug-in": ["run", "--backend", r.path("missing/libnothing.so")],
+        "bad property regex": ["run", "--backend", "cpu-naive", "--property", "("],
+        "property regex matching nothing": ["run", "--backend", "cpu-naive", "--property", "^no-such-property$"],
+        "bad problem regex": base + ["--backend", "cpu-naive", "--problem", "[unclosed"],
+        "unwritable junit path": base + ["--backend", "cpu-naive", "--junit", r.path("no/such/dir/out.xml")],
+        "unwritable json path": base + ["--backend", "cpu-naive", "--json", "/proc/attncheck.json"],
+        "bad shard": base + ["--backend", "cpu-naive", "--shard", "4/4"],
+        "bad dtype": base + ["--backend", "cpu-naive", "--dtype", "f8"],
+        "unknown profile": ["run", "--backend", "cpu-naive", "--profile", "slow"],
+        "missing backend flag": ["run"],
+        "unknown subcommand": ["frobnicate"],
+        "bad list target": ["list", "widgets"],
+    }
+    for name, args in cases.items():
+        proc = r.run(args, expect_code=2)
+        expect(proc.stderr.strip(), f"{name}: exit 2 without a message on stderr")
+    proc = r.run(["run", "--backend", "cpu-naive"], env_extra={"GTEST_TOTAL_SHARDS": "2"}, expect_code=2)
+    expect("GTEST_SHARD_INDEX" in proc.stderr, f"half-set gtest sharding not explained: {proc.stderr}")
+
+
+def check_require_backend(r):
+    # f64 inputs: no built-in CPU backend declares them, so every unit is skipped, exactly like a
+    # GPU backend on a machine without a GPU.
+    args = ["run", "--backend", "cpu-naive", "--profile", "quick", "--property", "two-token", "--dtype", "f64",
+            "--json", r.path("skipped.json")]
+    r.run(args, expect_code=0)
+    units = load(r.path("skipped.json"))["units"]
+    expect(units and all(u["status"] == "skipped" for u in units), f"expected only skips: {units}")
+    proc = r.run(args + ["--require-backend"], expect_code=2)
+    expect("skipped" in proc.stderr, f"--require-backend failure not explained: {proc.stderr}")
+
+
+def check_junit_schema(r):
+    # A real run with passes, a failure and skips (f64 is declined by every built-in backend).
+    junit = r.path("mixed.xml")
+    r.run(["run", "--backend", "mutant-gqa-modulo", "--profile", "quick", "--cases", "10", "--property",
+           "gqa-equivalence|two-token", "--dtype", "f32,f64", "--junit", junit, "--json", r.path("mixed.json")],
+          expect_code=1)
+    tests, failures, skipped = validate_junit(junit)
+    report = load(r.path("mixed.json"))
+    statuses = [u["status"] for u in report["units"]]
+    expect((tests, failures, skipped) == (len(statuses), statuses.count("failed"), statuses.count("skipped")),
+           f"JUnit counts {(tests, failures, skipped)} disagree with the JSON statuses {statuses}")
+    expect(failures >= 1 and skipped >= 1, f"the mixed run should fail and skip something: {statuses}")
+
+    # Hostile text through the writer: markup, quotes, "]]>", control characters, non-ASCII and
+    # invalid UTF-8 must come out as well-formed XML that reads back as the same text.
+    report["units"][0]["status"] = "failed"
+    nasty = "a<b>&c \"q\" 'p' ]]> τ≤1\nnext line\ttab"
+    report["units"][0]["message"] = nasty + "\x01"
+    report["units"][0]["property"] = "prop<&>\"'"
+    with open(r.path("nasty.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f)
+    r.run(["merge", r.path("nasty-merged.json"), r.path("nasty.json"), "--junit", r.path("nasty.xml")], expect_code=1)
+    validate_junit(r.path("nasty.xml"))
+    root = ET.parse(r.path("nasty.xml")).getroot()
+    case = next(c for c in root.iter("testcase") if c.get("name") == "prop<&>\"'")
+    failure = case.find("failure")
+    expect(failure.get("message") == "a<b>&c \"q\" 'p' ]]> τ≤1", f"message attribute: {failure.get('message')!r}")
+    expect(nasty + "\ufffd" in failure.text, f"failure text lost characters: {failure.text!r}")
+
+
+def unit_key(unit):
+    return (unit["index"], unit["property"], unit["dtype"])
+
+
+def comparable(unit):
+    # Everything a shard must reproduce exactly; wall time naturally differs.
+    return {k: v for k, v in unit.items() if k != "seconds"}
+
+
+def check_sharding(r):
+    whole = r.path("whole.json")
+    r.run(["run"] + SHARD_ARGS + ["--json", whole], expect_code=0)
+    whole_units = load(whole)["units"]
+    expect(len(whole_units) >= 8, f"the unsplit run has only {len(whole_units)} units; the check needs several per shard")
+
+    shard_files = []
+    for i in range(4):
+        path = r.path(f"shard{i}.json")
+        shard_files.append(path)
+        if i < 2:  # half through the flag, half through GoogleTest's variables
+            r.run(["run"] + SHARD_ARGS + ["--shard", f"{i}/4", "--json", path], expect_code=0)
+        else:
+            status = r.path(f"shard{i}.status")
+            r.run(["run"] + SHARD_ARGS + ["--json", path],
+                  env_extra={"GTEST_TOTAL_SHARDS": "4", "GTEST_SHARD_INDEX": str(i), "GTEST_SHARD_STATUS_FILE": status},
+                  expect_code=0)
+            expect(os.path.exists(status), "GTEST_SHARD_STATUS_FILE was not created")
+
+    seen = {}
+    for i, path in enumerate(shard_files):
+        report = load(path)
+        expect(report["run"]["shard"] == {"index": i, "count": 4}, f"{path}: shard metadata {report['run']['shard']}")
+        for unit in report["units"]:
+            key = unit_key(unit)
+            expect(key not in seen, f"unit {key} ran in shard {seen.get(key)} and shard {i}")
+            seen[key] = i
+    expect(set(seen) == {unit_key(u) for u in whole_units},
+           f"shards cover {sorted(seen)}, the unsplit run {sorted(unit_key(u) for u in whole_units)}")
+
+    merged = r.path("merged.json")
+    r.run(["merge", merged] + list(reversed(shard_files)) + ["--junit", r.path("merged.xml")], expect_code=0)
+    merged_units = load(merged)["units"]
+    expect([comparable(u) for u in merged_units] == [comparable(u) for u in whole_units],
+           "the merged shards differ from the unsplit run")
+    validate_junit(r.path("merged.xml"))
+
+    # Overlapping and inconsistent shards are refused.
+    r.run(["merge", r.path("bad.json"), shard_files[0], shard_files[0]], expect_code=2)
+    r.run(["merge", r.path("bad.json"), shard_files[0], shard_files[1]], expect_code=2)  # shards 2, 3 missing
+    other = load(shard_files[1])
+    other["run"]["seed"] += 1
+    with open(r.path("other-seed.json"), "w", encoding="utf-8") as f:
+        json.dump(other, f)
+    r.run(["merge", r.path("bad.json"), shard_files[0], r.path("other-seed.json"), shard_files[2], shard_files[3]],
+          expect_code=2)
+
+
+def check_list_and_help(r):
+    backends = r.run(["list", "backends"], expect_code=0).stdout
+    expect(re.search(r"^cpu-naive\s+built-in\s", backends, re.M), f"cpu-naive missing from:\n{backends}")
+    props = r.run(["list", "properties"], expect_code=0).stdout
+    expect(re.search(r"^gqa-equivalence\s+independence\s+\S", props, re.M), f"gqa-equivalence missing from:\n{props}")
+    profiles = r.run(["list", "profiles"], expect_code=0).stdout
+    for name in ("quick", "standard", "exhaustive"):
+        expect(re.search(rf"^{name}\s+\d+\s+\d+$", profiles, re.M), f"profile {name} missing from:\n{profiles}")
+    for sub in ([], ["run"], ["merge"], ["list"]):
+        text = r.run(sub + ["--help"], expect_code=0).stdout
+        expect("Examples:" in text, f"`attncheck {' '.join(sub)} --help` has no examples")
+    expect(r.run(["--version"], expect_code=0).stdout.startswith("attncheck "), "--version")
+
+
+CHECKS = {
+    "exit-pass": check_exit_pass,
+    "exit-fail": check_exit_fail,
+    "exit-usage": check_exit_usage,
+    "require-backend": check_require_backend,
+    "junit-schema": check_junit_schema,
+    "sharding": check_sharding,
+    "list-and-help": check_list_and_help,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--attncheck", required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--validate-junit", action="store_true", help="treat CHECK as a JUnit file and validate it")
+    parser.add_argument("check")
+    args = parser.parse_args()
+    if args.validate_junit:
+        print(validate_junit(args.check))
+        return 0
+    if args.check not in CHECKS:
+        parser.error(f"unknown check {args.check}; known: {', '.join(CHECKS)}")
+    workdir = os.path.join(args.workdir, args.check)
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir)
+    try:
+        CHECKS[args.check](Runner(args.attncheck, workdir))
+    except CheckFailed as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.check}: passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
