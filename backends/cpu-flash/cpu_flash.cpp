@@ -15,6 +15,7 @@
 #include <mutex>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -61,18 +62,30 @@ struct Kernels {
   const char* isa;
 };
 
-/// The widest kernels this CPU runs. x86 only: elsewhere the portable ones.
-Kernels pick_kernels() {
+bool has_avx512() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
-    return {&flash_tile_avx512, &pack_kv_avx512, "avx512"};
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
-    return {&flash_tile_avx2, &pack_kv_avx2, "avx2"};
-  }
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
 #endif
+}
+
+bool has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+/// The kernels of `isa`, or the widest this CPU runs when `isa` is empty. x86 only: elsewhere the
+/// portable ones.
+Kernels pick_kernels(std::string_view isa) {
+  if ((isa.empty() && has_avx512()) || isa == "avx512") return {&flash_tile_avx512, &pack_kv_avx512, "avx512"};
+  if ((isa.empty() && has_avx2()) || isa == "avx2") return {&flash_tile_avx2, &pack_kv_avx2, "avx2"};
   return {&flash_tile_generic, &pack_kv_generic, "generic"};
 }
 
@@ -172,7 +185,7 @@ bool is_input_dtype(DLDataType d) {
 
 class CpuFlash final : public impl::BackendImpl {
  public:
-  explicit CpuFlash(int threads) : pool_(threads), kernels_(pick_kernels()) {}
+  CpuFlash(int threads, std::string_view isa) : pool_(threads), kernels_(pick_kernels(isa)) {}
 
   attncheck_numerics_profile profile(DLDataType input) const override {
     if (!is_input_dtype(input))
@@ -191,8 +204,8 @@ class CpuFlash final : public impl::BackendImpl {
     p.flushes_subnormals = 0;          // no FTZ/DAZ; exp rounds subnormal results (flash_tile.inl)
     p.accepts_strides = 1;
     p.writes_lse = 1;
-    // Measured by backends/tests/flash_exp_test.cpp for every kernel this machine runs:
-    // ≤ 2^-22 relative for the vector exp (Cephes polynomial) and for the C library's expf.
+    // The vector exp (Cephes polynomial, flash_tile.inl) and the C library's expf: measured below
+    // 2^-22 relative by backends/tests/flash_kernel_test.cpp for every kernel the machine runs.
     p.exp_relative_error = 0x1p-22;
     p.tanh_relative_error = 0x1p-22;   // glibc tanhf, 2 ulp
     return p;
@@ -433,11 +446,23 @@ void CpuFlash::forward_layer(const attncheck_layer_problem& lp, const attncheck_
 }
 
 }  // namespace
+
+bool cpu_flash_isa_available(const char* isa) {
+  const std::string_view name = isa != nullptr ? isa : "";
+  return name.empty() || name == "generic" || (name == "avx2" && has_avx2()) || (name == "avx512" && has_avx512());
+}
+
+attncheck_backend* make_cpu_flash(int threads, const char* isa) {
+  if (!cpu_flash_isa_available(isa)) return nullptr;
+  if (threads <= 0) {
+    const unsigned hw = std::thread::hardware_concurrency();
+    threads = hw == 0 ? 1 : static_cast<int>(hw);
+  }
+  return impl::make_backend_table<CpuFlash>(
+      "cpu-flash", "online softmax, tiled, threaded, AVX-512/AVX2: f32, f16, bf16 in, fp32 accumulation", threads,
+      std::string_view(isa != nullptr ? isa : ""));
+}
+
 }  // namespace attncheck::cpu_flash
 
-extern "C" attncheck_backend* attncheck_cpu_flash_entry(void) {
-  const unsigned hw = std::thread::hardware_concurrency();
-  return attncheck::impl::make_backend_table<attncheck::cpu_flash::CpuFlash>(
-      "cpu-flash", "online softmax, tiled, threaded, AVX-512/AVX2: f32, f16, bf16 in, fp32 accumulation",
-      static_cast<int>(hw == 0 ? 1 : hw));
-}
+extern "C" attncheck_backend* attncheck_cpu_flash_entry(void) { return attncheck::cpu_flash::make_cpu_flash(0, nullptr); }

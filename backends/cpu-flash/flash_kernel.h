@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "attncheck/backend.h"
+
 namespace attncheck::cpu_flash {
 
 /// Keys per tile (the online-softmax block declared in the profile) and query rows per tile.
@@ -62,6 +64,14 @@ Workspace carve_workspace(float* base, std::int64_t qk_dim, std::int64_t dv_pad)
 void flash_tile_avx512(const FlashParams& params, std::int64_t b, std::int64_t h, std::int64_t q0, const Workspace& ws);
 void flash_tile_avx2(const FlashParams& params, std::int64_t b, std::int64_t h, std::int64_t q0, const Workspace& ws);
 void flash_tile_generic(const FlashParams& params, std::int64_t b, std::int64_t h, std::int64_t q0, const Workspace& ws);
+
+/// A cpu-flash table with `threads` threads (0: one per hardware thread) and the kernels of `isa`
+/// ("avx512", "avx2", "generic"; NULL or "": the widest this CPU runs). NULL if `isa` is unknown
+/// or this CPU cannot run it. For tests of every kernel path and for benchmarks; the registry's
+/// entry is make_cpu_flash(0, NULL).
+attncheck_backend* make_cpu_flash(int threads, const char* isa);
+/// Whether this CPU runs the kernels of `isa`.
+bool cpu_flash_isa_available(const char* isa);
 
 /// Scalar binary16 conversions (portable): exact widening, and round-to-nearest-even narrowing.
 float half_to_float_exact(std::uint16_t h);

@@ -10,6 +10,7 @@
 
 #include "attncheck/backend_handle.h"
 #include "attncheck/reference.h"
+#include "flash_kernel.h"
 #include "harness.h"
 
 namespace attncheck::test {
@@ -141,7 +142,14 @@ const std::vector<Case>& all_cases() {
 struct Target {
   std::string backend;
   DType dtype;
+  std::string isa;  ///< cpu-flash only: force the kernels of this instruction set ("" = the widest)
 };
+
+/// The backend a target names: the registry's, or cpu-flash with forced kernels.
+Backend open_target(const Target& t) {
+  if (t.isa.empty()) return open_backend(t.backend);
+  return Backend(cpu_flash::make_cpu_flash(0, t.isa.c_str()), "cpu-flash@" + t.isa);
+}
 
 // The CPU backends of this folder. The CUDA backends have their own grid (backends/cuda/tests)
 // and the mutants are the mutation test's business: a mutant must fail.
@@ -153,7 +161,10 @@ const std::vector<std::string>& cpu_backends() {
 std::vector<Target> targets() {
   std::vector<Target> t;
   for (const std::string& name : cpu_backends())
-    for (DType d : {DType::F32, DType::F16, DType::BF16}) t.push_back({name, d});
+    for (DType d : {DType::F32, DType::F16, DType::BF16}) t.push_back({name, d, ""});
+  // cpu-flash's narrower kernel paths, which the registry's instance never picks on a wide CPU.
+  for (const char* isa : {"avx2", "generic"})
+    for (DType d : {DType::F32, DType::F16, DType::BF16}) t.push_back({"cpu-flash", d, isa});
   return t;
 }
 
@@ -164,7 +175,9 @@ class Conformance : public testing::TestWithParam<Param> {};
 TEST_P(Conformance, MatchesReference) {
   const auto& [target, index] = GetParam();
   const Case& c = all_cases()[index];
-  Backend backend = open_backend(target.backend);
+  if (!target.isa.empty() && !cpu_flash::cpu_flash_isa_available(target.isa.c_str()))
+    GTEST_SKIP() << "this CPU does not run cpu-flash's " << target.isa << " kernels";
+  Backend backend = open_target(target);
   const auto profile = backend.profile(target.dtype);
   if (!profile) GTEST_SKIP() << target.backend << " does not take " << dtype_name(target.dtype) << " inputs";
   Prepared pr = prepare(c, target.dtype, profile->output);
@@ -199,6 +212,10 @@ std::string param_name(const testing::TestParamInfo<Param>& info) {
     backend += upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(ch))) : ch;
     upper = false;
   }
+  if (!target.isa.empty()) {
+    backend += static_cast<char>(std::toupper(static_cast<unsigned char>(target.isa[0])));
+    backend += target.isa.substr(1);
+  }
   std::string dtype(dtype_name(target.dtype));
   dtype[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(dtype[0])));
   return backend + dtype + all_cases()[index].name;
@@ -226,6 +243,18 @@ TEST(Determinism, RepeatedCallsAreBitwiseEqualWhenDeclared) {
     backend.forward(b.problem, tb);
     EXPECT_TRUE(a.sout.bytes == b.sout.bytes) << name << " declares determinism";
   }
+}
+
+TEST(Determinism, CpuFlashIsBitwiseEqualWhateverTheThreadCount) {
+  // Each row has a fixed tile order and one thread computes it: the thread count cannot matter.
+  Case c = all_cases()[0];
+  c.problem = causal(grouped(8, 2, 300, 400, 64), Alignment::BottomRight);
+  Backend one(cpu_flash::make_cpu_flash(1, nullptr), "cpu-flash@1"), three(cpu_flash::make_cpu_flash(3, nullptr), "cpu-flash@3");
+  Prepared a = prepare(c, DType::F32, DType::F32), b = prepare(c, DType::F32, DType::F32);
+  auto ta = a.abi_tensors(), tb = b.abi_tensors();
+  one.forward(a.problem, ta);
+  three.forward(b.problem, tb);
+  EXPECT_TRUE(a.sout.bytes == b.sout.bytes && a.slse.bytes == b.slse.bytes);
 }
 
 TEST(Errors, WrongShapeIsAnInvalidProblemNamingTheTensor) {
