@@ -11,9 +11,6 @@ namespace attncheck::cli {
 
 namespace {
 
-// The first line of a possibly multi-line message, for one-line listings.
-std::string_view first_line(std::string_view text) { return text.substr(0, text.find('\n')); }
-
 std::string ratio_text(const UnitResult& u) {
   if (u.cases == 0 && u.worst_ratio == 0) return "-";
   return fmt::format("{:.3g}", u.worst_ratio);
@@ -58,9 +55,9 @@ void Console::unit_line(const UnitResult& u, std::size_t position, std::size_t c
     case UnitStatus::Passed:
       text += fmt::format("  {} cases  worst r={}  {:.2f} s", u.cases, ratio_text(u), u.seconds);
       break;
-    case UnitStatus::Skipped: text += fmt::format("  ({})", first_line(u.message)); break;
+    case UnitStatus::Skipped: text += fmt::format("  ({})", message_headline(u.message)); break;
     case UnitStatus::Failed:
-      text += fmt::format("  after {} cases  {:.2f} s: {}", u.cases, u.seconds, first_line(u.message));
+      text += fmt::format("  after {} cases  {:.2f} s: {}", u.cases, u.seconds, message_headline(u.message));
       break;
   }
   line(text);
@@ -81,20 +78,20 @@ void Console::summary(const RunReport& report) {
   // Text columns left-aligned, numbers right-aligned; the status is coloured after padding so
   // that escape codes do not count towards the widths.
   auto format_row = [&](const auto& cells, const UnitResult* unit) {
-    std::string text = " ";
+    std::string text;
     for (std::size_t c = 0; c < cells.size(); ++c) {
       const std::string_view cell = cells[c];
-      std::string padded = c < 3 ? fmt::format(" {:<{}}", cell, width[c]) : fmt::format(" {:>{}}", cell, width[c]);
+      std::string padded = c < 3 ? fmt::format("{:<{}}", cell, width[c]) : fmt::format("{:>{}}", cell, width[c]);
       if (c == 2 && unit != nullptr) padded = paint(padded, unit->status);
-      text += padded;
+      text += "  " + padded;
     }
     return text;
   };
   line("");
   line(format_row(kHeader, nullptr));
-  std::size_t total_width = 1;
-  for (std::size_t w : width) total_width += w + 1;
-  line(fmt::format(" {:-<{}}", "", total_width));
+  std::size_t total_width = 0;
+  for (std::size_t w : width) total_width += w + 2;
+  line(fmt::format("  {:-<{}}", "", total_width - 2));
   for (std::size_t i = 0; i < rows.size(); ++i) line(format_row(rows[i], &report.units[i]));
 
   for (const UnitResult& u : report.units) {

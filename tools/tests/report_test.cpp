@@ -236,6 +236,14 @@ TEST(ReportMarkdown, CellsCannotBreakTheTable) {
   EXPECT_EQ(markdown_cell("trailing\n"), "trailing");
 }
 
+TEST(ReportMessage, HeadlineSkipsRapidCheckLocation) {
+  // The shape of an RC_FAIL description as RapidCheck formats it (rapidcheck/detail/Results).
+  EXPECT_EQ(message_headline("/src/property.cpp:56:\nRC_FAIL(x)\n\nO = P: FAIL (r = 4)\n  case: B=1"), "O = P: FAIL (r = 4)");
+  EXPECT_EQ(message_headline("f16 inputs are not supported"), "f16 inputs are not supported");
+  EXPECT_EQ(message_headline("\nsecond"), "second");
+  EXPECT_EQ(message_headline(""), "");
+}
+
 // --- merge -----------------------------------------------------------------------------------------
 
 // The sample split into `n` shards by unit index, as n shard runs would have written it.

@@ -50,12 +50,10 @@ std::string failure_body(const UnitResult& u) {
   return body;
 }
 
-// The first line of a message: a failure attribute is shown in one line by every dashboard.
+// One line: a failure attribute is shown in one line by every dashboard.
 std::string headline(const UnitResult& u) {
-  std::string_view m = u.message;
-  if (m.empty() && u.shrunk_verdict) m = u.shrunk_verdict->summary;
-  const auto newline = m.find('\n');
-  return std::string(newline == std::string_view::npos ? m : m.substr(0, newline));
+  if (u.message.empty() && u.shrunk_verdict) return u.shrunk_verdict->summary;
+  return message_headline(u.message);
 }
 
 }  // namespace

@@ -37,6 +37,14 @@ std::string fenced(std::string_view text) {
   return fmt::format("{}\n{}\n{}\n", fence, sanitize_utf8(text), fence);
 }
 
+// A code span outside a table: only the backticks need care (a longer delimiter, CommonMark §6.1).
+std::string inline_code(std::string_view raw) {
+  std::string text = sanitize_utf8(raw);
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  const std::string ticks = text.find('`') == std::string::npos ? "`" : "`` ";
+  return ticks + text + (ticks.size() > 1 ? " ``" : "`");
+}
+
 }  // namespace
 
 std::string markdown_cell(std::string_view raw) {
@@ -71,14 +79,13 @@ void write_markdown(std::ostream& out, const RunReport& report) {
   out << fmt::format("Backend `{}` ({}) · profile {} ({} cases) · seed {} · {} · attncheck {} · {:.1f} s\n\n",
                      markdown_cell(run.backend_spec), markdown_cell(run.backend_origin), markdown_cell(run.profile),
                      run.cases, run.seed, shard, markdown_cell(run.attncheck_version), run.seconds);
-  if (!run.property_filter.empty() || !run.problem_filter.empty())
-    out << fmt::format("Filters: property `{}`, problem `{}`\n\n", markdown_cell(run.property_filter),
-                       markdown_cell(run.problem_filter));
+  if (!run.property_filter.empty()) out << fmt::format("Property filter: {}\n\n", inline_code(run.property_filter));
+  if (!run.problem_filter.empty()) out << fmt::format("Problem filter: {}\n\n", inline_code(run.problem_filter));
 
   out << "| property | dtype | status | worst ratio | cases | declined | time | note |\n";
   out << "|---|---|---|---:|---:|---:|---:|---|\n";
   for (const UnitResult& u : report.units) {
-    const std::string note = u.status == UnitStatus::Passed ? "" : markdown_cell(u.message);
+    const std::string note = u.status == UnitStatus::Passed ? "" : markdown_cell(message_headline(u.message));
     out << fmt::format("| {} | {} | {} | {} | {} | {} | {:.2f} s | {} |\n", markdown_cell(u.property),
                        markdown_cell(u.dtype), status_cell(u.status), ratio_cell(u), u.cases, u.skipped, u.seconds,
                        note);

@@ -2,7 +2,9 @@
 #include "attncheck/report.h"
 
 #include <cmath>
+#include <algorithm>
 #include <limits>
+#include <regex>
 
 #include <fmt/format.h>
 
@@ -101,6 +103,24 @@ std::string sanitize_utf8(std::string_view text) {
     }
   }
   return out;
+}
+
+std::string message_headline(std::string_view message) {
+  std::vector<std::string_view> lines;
+  for (std::size_t start = 0; start <= message.size();) {
+    const std::size_t end = std::min(message.find('\n', start), message.size());
+    lines.push_back(message.substr(start, end - start));
+    start = end + 1;
+  }
+  // RapidCheck's shape: "path/file.cpp:56:", the expression, a blank line, then the message.
+  static const std::regex location(R"(^\S+:[0-9]+:$)");
+  std::size_t first = 0;
+  if (!lines.empty() && std::regex_match(lines[0].begin(), lines[0].end(), location)) {
+    while (first < lines.size() && !lines[first].empty()) ++first;
+  }
+  for (std::size_t i = first; i < lines.size(); ++i)
+    if (!lines[i].empty()) return std::string(lines[i]);
+  return lines.empty() ? std::string() : std::string(lines[0]);
 }
 
 // --- JSON ----------------------------------------------------------------------------------------

@@ -145,6 +145,11 @@ struct ShardReport {
 /// the wrong shard, or when units are missing (unless `allow_missing`).
 RunReport merge_reports(const std::vector<ShardReport>& shards, bool allow_missing = false);
 
+/// The line of a (possibly multi-line) failure or skip message that says what went wrong, for
+/// one-line listings. RapidCheck prefixes an RC_FAIL description with "file:line:" and the
+/// failing expression; those lines are skipped.
+std::string message_headline(std::string_view message);
+
 /// Replaces invalid UTF-8 sequences with U+FFFD.
 std::string sanitize_utf8(std::string_view text);
 
