@@ -143,10 +143,12 @@ struct Target {
   std::string backend;
   DType dtype;
   std::string isa;  ///< cpu-flash only: force the kernels of this instruction set ("" = the widest)
+  std::string plugin;  ///< a plug-in's path: loaded through load_backend_library instead
 };
 
 /// The backend a target names: the registry's, or cpu-flash with forced kernels.
 Backend open_target(const Target& t) {
+  if (!t.plugin.empty()) return load_backend_library(t.plugin);
   if (t.isa.empty()) return open_backend(t.backend);
   return Backend(cpu_flash::make_cpu_flash(0, t.isa.c_str()), "cpu-flash@" + t.isa);
 }
@@ -161,10 +163,12 @@ const std::vector<std::string>& cpu_backends() {
 std::vector<Target> targets() {
   std::vector<Target> t;
   for (const std::string& name : cpu_backends())
-    for (DType d : {DType::F32, DType::F16, DType::BF16}) t.push_back({name, d, ""});
+    for (DType d : {DType::F32, DType::F16, DType::BF16}) t.push_back({name, d, "", ""});
   // cpu-flash's narrower kernel paths, which the registry's instance never picks on a wide CPU.
   for (const char* isa : {"avx2", "generic"})
-    for (DType d : {DType::F32, DType::F16, DType::BF16}) t.push_back({"cpu-flash", d, isa});
+    for (DType d : {DType::F32, DType::F16, DType::BF16}) t.push_back({"cpu-flash", d, isa, ""});
+  // cpu-naive built as a separate MODULE and loaded by path: a plug-in is checked like a built-in.
+  t.push_back({"plugin-cpu-naive", DType::F32, "", ATTNCHECK_PLUGIN_CPU_NAIVE});
   return t;
 }
 
