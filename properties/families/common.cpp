@@ -19,8 +19,9 @@ Verdict judge(PropertyContext& ctx, const AttentionCase& c, const CaseData& data
                            run.lse ? &*run.lse : nullptr, options);
 }
 
-HostTensor tolerance_of(const PropertyContext& ctx, const AttentionCase& c, const AttentionResult& reference) {
-  const ToleranceModel model(c.problem, ctx.profile(), data_character(c.values));
+HostTensor tolerance_of(const PropertyContext& ctx, const AttentionCase& c, const CaseData& data,
+                        const AttentionResult& reference) {
+  const ToleranceModel model(c.problem, ctx.profile(), data_character(c.values), data.inputs(c.problem));
   HostTensor tau(reference.out.shape);
   const Shape4& s = tau.shape;
   for (std::int64_t b = 0; b < s[0]; ++b)
@@ -72,7 +73,7 @@ JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c, CaseData d
   JudgedRun j{std::move(data), {}, {}, {}};
   j.run = ctx.run(c, j.data);
   j.reference = reference_for(c.problem, j.data);
-  j.tau = tolerance_of(ctx, c, j.reference);
+  j.tau = tolerance_of(ctx, c, j.data, j.reference);
   return j;
 }
 

@@ -40,8 +40,9 @@ class QuietListener : public rc::detail::TestListener {
   void onTestFinished(const rc::detail::TestMetadata&, const rc::detail::TestResult&) override {}
 };
 
-std::string encode_reproduce(const std::string& id, const rc::detail::Reproduce& reproduce) {
+std::string encode_reproduce(const std::string& id, const rc::detail::Reproduce& reproduce, std::uint64_t seed) {
   rc::detail::Configuration config;
+  config.testParams.seed = seed;
   config.reproduce[id] = reproduce;
   return rc::detail::configToMinimalString(config);
 }
@@ -117,7 +118,7 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
     outcome.cases_passed = failure.numSuccess;
     outcome.shrunk_case = log.last_failure_case;
     outcome.shrunk_verdict = log.last_failure_verdict;
-    outcome.reproduce = encode_reproduce(property.name, failure.reproduce);
+    outcome.reproduce = encode_reproduce(property.name, failure.reproduce, settings.seed);
     return finish(OutcomeStatus::Failed, failure.description);
   }
   if (result.match(gave_up)) {

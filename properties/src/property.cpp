@@ -4,6 +4,15 @@
 #include <rapidcheck.h>
 
 namespace attncheck {
+namespace {
+
+// RapidCheck's RC_FAIL prefixes the message with this file's path and line, which says nothing
+// to the user; the engine's messages carry their own context, so the result is thrown directly.
+[[noreturn]] void fail_case(std::string message) {
+  throw rc::detail::CaseResult(rc::detail::CaseResult::Type::Failure, std::move(message));
+}
+
+}  // namespace
 
 void PropertyContext::require_supported(const Problem& problem) {
   std::optional<std::string> reason;
@@ -53,7 +62,7 @@ void PropertyContext::expect(const Verdict& verdict, const std::string& descript
   if (!verdict.passed) {
     log_.last_failure_verdict = verdict;
     log_.last_failure_case = description;
-    RC_FAIL(fmt::format("{}: {}\n  case: {}", what, verdict.summary(), description));
+    fail_case(fmt::format("{}: {}\n  case: {}", what, verdict.summary(), description));
   }
 }
 
@@ -62,8 +71,7 @@ void PropertyContext::fail(const AttentionCase& c, const std::string& message) {
 void PropertyContext::fail(const std::string& description, const std::string& message) {
   log_.last_failure_case = description;
   log_.last_failure_verdict.reset();
-  RC_FAIL(fmt::format("{}\n  case: {}", message, description));
-  std::terminate();  // unreachable: RC_FAIL throws
+  fail_case(fmt::format("{}\n  case: {}", message, description));
 }
 
 BackendRun PropertyContext::run_layer(const LayerProblem& problem, const std::string& description,
