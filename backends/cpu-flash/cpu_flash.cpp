@@ -251,7 +251,8 @@ class CpuFlash final : public impl::BackendImpl {
       const std::initializer_list<std::int64_t> shape{p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]};
       const std::initializer_list<std::string_view> dims{"batch", "heads", "query length", "key length"};
       const auto m = p.mask_kind == kAttncheckMaskBoolean ? check_cpu_tensor(t.mask, "mask", shape, dims, {impl::kU8})
-                                                          : check_cpu_tensor(t.mask, "mask", shape, dims, {dt, impl::kF32});
+                                                            // The input dtype, or wider: the layer hands its own fp32 projections with the caller's mask.
+                                                          : check_cpu_tensor(t.mask, "mask", shape, dims, {impl::kF32, impl::kF16, impl::kBF16});
       fp.mask = strided(m);
       for (int d = 0; d < 3; ++d)
         if (p.mask_shape[d] == 1) fp.mask.stride[d] = 0;  // broadcast: every b, h, i reads index 0

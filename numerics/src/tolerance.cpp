@@ -80,15 +80,19 @@ Units units_of(const NumericsProfile& p) {
   return u;
 }
 
-// Number of online-softmax rescales, R = ⌈n/B_c⌉ (worst case, §2 "3-pass vs online").
-double rescales(const NumericsProfile& p, double n) {
-  return p.softmax_block > 0 ? std::ceil(n / p.softmax_block) : 0.0;
+// Number of online-softmax rescales. numerics.md §2 takes R = ⌈n/B_c⌉, which holds when the n
+// allowed keys are contiguous. A kernel whose key tiles sit at fixed positions rescales once per
+// tile holding an allowed key, and a mask can scatter n keys over every tile: up to
+// min(n, ⌈Lk/B_c⌉ + 1) tiles (+1: tiles need not start at key 0, e.g. at a window's edge).
+double rescales(const NumericsProfile& p, double n, double key_len) {
+  if (p.softmax_block <= 0) return 0.0;
+  return std::min(n, std::ceil(key_len / p.softmax_block) + 1);
 }
 
 // The accumulation count N = ⌈n/k0⌉ + R (§2 "Accumulation").
-double accumulations(const NumericsProfile& p, double n) {
+double accumulations(const NumericsProfile& p, double n, double key_len) {
   const double k0 = std::max(1, p.products_per_rounding);
-  return std::ceil(n / k0) + rescales(p, n);
+  return std::ceil(n / k0) + rescales(p, n, key_len);
 }
 
 // Δ_k = α·a_k + β·|s_k| + γ0: the logit perturbation of §2, affine in a_k and |s_k|, so that
@@ -119,7 +123,7 @@ struct LogitBound {
 LogitBound logit_bound(const Problem& problem, const NumericsProfile& profile, const Units& u, double n,
                        double big_m, double max_a) {
   LogitBound l;
-  const double r = rescales(profile, n);
+  const double r = rescales(profile, n, static_cast<double>(problem.k_len));
   const bool bias = problem.mask == MaskKind::Additive;
   l.alpha = gamma(static_cast<double>(problem.qk_dim), u.u_dot);
   l.beta = 3 * u.u_s;
@@ -192,8 +196,8 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   const double o = std::fabs(reference.out(b, h, i, j));
   const double a = st.row_scale(b, h, i, j), w = st.spread(b, h, i, j);
   const double c = st.centered(b, h, i, j), ca = st.centered_dot(b, h, i, j), cs = st.centered_score(b, h, i, j);
-  const double r = rescales(profile_, n);
-  const double big_n = accumulations(profile_, n);
+  const double r = rescales(profile_, n, static_cast<double>(problem_.k_len));
+  const double big_n = accumulations(profile_, n, static_cast<double>(problem_.k_len));
   const bool prob = probabilistic();
 
   ToleranceTerms t;
@@ -294,7 +298,7 @@ double ToleranceModel::lse_bound(const AttentionResult& reference, std::int64_t 
   const double max_a = st.max_dot_abs(0, b, h, i);
   const double lse = std::fabs(reference.lse(0, b, h, i));
   const LogitBound l = logit_bound(problem_, profile_, u, n, big_m, max_a);
-  const double big_n = accumulations(profile_, n);
+  const double big_n = accumulations(profile_, n, static_cast<double>(problem_.k_len));
   const double g_det = gamma(big_n, u.u_a_rounding);
   const double g = probabilistic() ? std::min(g_det, gamma_probabilistic(big_n, u.u_a)) : g_det;
   const double u_x = std::max(u.u_s, u.u_a_rounding);
