@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The package test: does an installed attncheck work for a project outside the tree?
+#
+#   check.sh <attncheck-build-dir> [<work-dir>]
+#
+# 1. installs attncheck from the (already built) build dir into a fresh prefix (cmake --install);
+# 2. configures and builds this example against that prefix, runs its ctest: must pass;
+# 3. rebuilds with -DEXAMPLE_PLANT_BUG=ON: its ctest must fail, and fail as a conformance
+#    failure recorded in the JUnit report (not a crash, not a usage error).
+# CMake honours CMAKE_GENERATOR from the environment, so the caller picks the generator.
+set -euo pipefail
+
+if [[ $# -lt 1 || $# -gt 2 ]]; then
+  echo "usage: $0 <attncheck-build-dir> [<work-dir>]" >&2
+  exit 2
+fi
+build=$(cd "$1" && pwd)
+work=${2:-$(mktemp -d)}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+rm -rf "$work"
+mkdir -p "$work"
+prefix="$work/prefix"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "install attncheck from $build into $prefix"
+cmake --install "$build" --prefix "$prefix"
+
+step "configure and build the example against the installed package"
+cmake -S "$here" -B "$work/good" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release
+cmake --build "$work/good"
+
+step "the example's conformance test must pass"
+ctest --test-dir "$work/good" --output-on-failure --no-tests=error
+
+step "rebuild with the planted bug"
+cmake -S "$here" -B "$work/bug" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release -DEXAMPLE_PLANT_BUG=ON
+cmake --build "$work/bug"
+
+step "its conformance test must fail"
+if ctest --test-dir "$work/bug" --output-on-failure --no-tests=error >"$work/bug-ctest.log" 2>&1; then
+  cat "$work/bug-ctest.log"
+  echo "check.sh: FAILED: the kernel with the planted causal bug passed its conformance test" >&2
+  exit 1
+fi
+junit="$work/bug/naive_kernel_conformance.junit.xml"
+if ! grep -q '<failure ' "$junit" 2>/dev/null; then
+  cat "$work/bug-ctest.log"
+  echo "check.sh: FAILED: the planted-bug test failed, but $junit records no conformance failure" >&2
+  exit 1
+fi
+grep -B1 '<failure ' "$junit" | grep -o 'testcase name="[^"]*" classname="[^"]*"' | sed 's/^/caught by: /'
+
+printf '\ncheck.sh: passed (installed package works; the planted bug is caught)\n'
