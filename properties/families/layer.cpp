@@ -13,35 +13,6 @@
 namespace attncheck::props {
 namespace {
 
-struct LayerCase {
-  LayerProblem problem;
-  DType dtype = DType::F32;
-  std::uint64_t seed = 0;
-  std::string describe() const { return fmt::format("{} dtype={} seed={}", problem.describe(), dtype_name(dtype), seed); }
-};
-
-struct LayerData {
-  HostTensor x, x_kv, w_q, w_k, w_v, b_q, b_k, b_v, w_o, b_o, mask;
-
-  LayerInputs inputs(const LayerProblem& lp) const {
-    LayerInputs in;
-    in.x = x.view();
-    if (!lp.self_attention) in.x_kv = x_kv.view();
-    in.w_q = w_q.view();
-    in.w_k = w_k.view();
-    in.w_v = w_v.view();
-    if (lp.has_qkv_bias) {
-      in.b_q = b_q.view();
-      in.b_k = b_k.view();
-      in.b_v = b_v.view();
-    }
-    in.w_o = w_o.view();
-    if (lp.has_out_bias) in.b_o = b_o.view();
-    if (lp.attention.mask != MaskKind::None) in.mask = mask.view();
-    return in;
-  }
-};
-
 // Layer problems without rows that lose every key (the layer has no empty-row convention to
 // check): causal only top-left, windows only for self-attention, additive masks finite.
 rc::Gen<LayerCase> gen_layer_case(DType dtype) {
@@ -76,33 +47,7 @@ rc::Gen<LayerCase> gen_layer_case(DType dtype) {
   });
 }
 
-// Weights ~ N(0, 1/fan_in) keep every projection O(1), as trained layers are.
-LayerData make_layer_data(const LayerCase& c) {
-  const Problem& p = c.problem.attention;
-  const std::int64_t dm = c.problem.model_dim;
-  PortableRandom rng(c.seed);
-  auto draw = [&](const Shape4& shape, double spread) {
-    HostTensor t(shape);
-    for (double& x : t.values) x = round_to(c.dtype, spread * rng.normal());
-    return t;
-  };
-  const double w_in = 1.0 / std::sqrt(static_cast<double>(dm)), w_out = 1.0 / std::sqrt(static_cast<double>(p.q_heads * p.v_dim));
-  LayerData d;
-  d.x = draw({1, p.batch, p.q_len, dm}, 1.0);
-  if (!c.problem.self_attention) d.x_kv = draw({1, p.batch, p.k_len, dm}, 1.0);
-  d.w_q = draw({1, p.q_heads, dm, p.qk_dim}, w_in);
-  d.w_k = draw({1, p.kv_heads, dm, p.qk_dim}, w_in);
-  d.w_v = draw({1, p.kv_heads, dm, p.v_dim}, w_in);
-  d.b_q = draw({1, 1, p.q_heads, p.qk_dim}, 0.1);
-  d.b_k = draw({1, 1, p.kv_heads, p.qk_dim}, 0.1);
-  d.b_v = draw({1, 1, p.kv_heads, p.v_dim}, 0.1);
-  d.w_o = draw({1, 1, p.q_heads * p.v_dim, dm}, w_out);
-  d.b_o = draw({1, 1, 1, dm}, 0.1);
-  if (p.mask != MaskKind::None) d.mask = draw({p.mask_batch, p.mask_heads, p.mask_q_len, p.mask_k_len}, 1.0);
-  return d;
-}
-
-LayerResult reference_layer_for(const LayerCase& c, const LayerData& d) {
+LayerResult reference_layer_for(const LayerCase& c, const LayerCaseData& d) {
   ReferenceOptions options;
   options.row_statistics = true;
   options.probabilities = true;
@@ -111,7 +56,7 @@ LayerResult reference_layer_for(const LayerCase& c, const LayerData& d) {
 
 void layer_agreement(PropertyContext& ctx) {
   const LayerCase c = *gen_layer_case(ctx.dtype());
-  const LayerData data = make_layer_data(c);
+  const LayerCaseData data = make_layer_case_data(c);
   const BackendRun run = ctx.run_layer(c.problem, c.describe(), data.inputs(c.problem));
   const LayerResult reference = reference_layer_for(c, data);
   ctx.expect(compare_layer(c.problem, ctx.profile(), DataCharacter::GenericRandom, data.inputs(c.problem), reference, run.out),
@@ -119,8 +64,8 @@ void layer_agreement(PropertyContext& ctx) {
 }
 
 // Two layer runs equal in exact arithmetic: |a − b| ≤ τa + τb.
-Verdict compare_layer_runs(PropertyContext& ctx, const LayerCase& ca, const LayerData& da, const BackendRun& ra,
-                           const LayerCase& cb, const LayerData& db, const BackendRun& rb) {
+Verdict compare_layer_runs(PropertyContext& ctx, const LayerCase& ca, const LayerCaseData& da, const BackendRun& ra,
+                           const LayerCase& cb, const LayerCaseData& db, const BackendRun& rb) {
   const HostTensor ta = layer_tolerance(ca.problem, ctx.profile(), DataCharacter::GenericRandom, da.inputs(ca.problem),
                                         reference_layer_for(ca, da));
   const HostTensor tb = layer_tolerance(cb.problem, ctx.profile(), DataCharacter::GenericRandom, db.inputs(cb.problem),
@@ -138,11 +83,11 @@ void layer_shared_kv_equivalence(PropertyContext& ctx) {
     p.q_heads = std::max<std::int64_t>(p.q_heads, 3);
     if (p.mask_heads != 1) p.mask_heads = p.q_heads;
   }
-  const LayerData grouped = make_layer_data(c);
+  const LayerCaseData grouped = make_layer_case_data(c);
   const BackendRun grouped_run = ctx.run_layer(c.problem, c.describe(), grouped.inputs(c.problem));
   LayerCase mha = c;
   mha.problem.attention.kv_heads = p.q_heads;
-  LayerData replicated = grouped;
+  LayerCaseData replicated = grouped;
   auto replicate = [&](const HostTensor& t, bool bias) {
     HostTensor r = bias ? HostTensor({1, 1, p.q_heads, t.shape[3]}) : HostTensor({1, p.q_heads, t.shape[2], t.shape[3]});
     for (std::int64_t h = 0; h < p.q_heads; ++h)
@@ -174,10 +119,10 @@ void layer_head_independence(PropertyContext& ctx) {
   c.problem.model_dim = p.q_heads * p.v_dim;
   c.problem.has_out_bias = false;
   const std::int64_t target = *rc::gen::inRange<std::int64_t>(0, p.q_heads);
-  LayerData data = make_layer_data(c);
+  LayerCaseData data = make_layer_case_data(c);
   data.w_o = HostTensor({1, 1, c.problem.model_dim, c.problem.model_dim});
   for (std::int64_t m = 0; m < c.problem.model_dim; ++m) data.w_o(0, 0, m, m) = 1.0;  // block selector
-  LayerData changed = data;
+  LayerCaseData changed = data;
   PortableRandom rng(c.seed + 23);
   const double w_in = 1.0 / std::sqrt(static_cast<double>(c.problem.model_dim));
   for (std::int64_t m = 0; m < c.problem.model_dim; ++m)

@@ -183,4 +183,53 @@ CaseData make_case_data(const AttentionCase& c) {
   return d;
 }
 
+std::string LayerCase::describe() const {
+  return fmt::format("{} dtype={} seed={}", problem.describe(), dtype_name(dtype), seed);
+}
+
+LayerInputs LayerCaseData::inputs(const LayerProblem& lp) const {
+  LayerInputs in;
+  in.x = x.view();
+  if (!lp.self_attention) in.x_kv = x_kv.view();
+  in.w_q = w_q.view();
+  in.w_k = w_k.view();
+  in.w_v = w_v.view();
+  if (lp.has_qkv_bias) {
+    in.b_q = b_q.view();
+    in.b_k = b_k.view();
+    in.b_v = b_v.view();
+  }
+  in.w_o = w_o.view();
+  if (lp.has_out_bias) in.b_o = b_o.view();
+  if (lp.attention.mask != MaskKind::None) in.mask = mask.view();
+  return in;
+}
+
+LayerCaseData make_layer_case_data(const LayerCase& c) {
+  c.problem.validate();
+  const Problem& p = c.problem.attention;
+  const std::int64_t dm = c.problem.model_dim;
+  PortableRandom rng(c.seed);
+  auto draw = [&](const Shape4& shape, double spread) {
+    HostTensor t(shape);
+    for (double& x : t.values) x = round_to(c.dtype, spread * rng.normal());
+    return t;
+  };
+  const double w_in = 1.0 / std::sqrt(static_cast<double>(dm));
+  const double w_out = 1.0 / std::sqrt(static_cast<double>(p.q_heads * p.v_dim));
+  LayerCaseData d;
+  d.x = draw({1, p.batch, p.q_len, dm}, 1.0);
+  if (!c.problem.self_attention) d.x_kv = draw({1, p.batch, p.k_len, dm}, 1.0);
+  d.w_q = draw({1, p.q_heads, dm, p.qk_dim}, w_in);
+  d.w_k = draw({1, p.kv_heads, dm, p.qk_dim}, w_in);
+  d.w_v = draw({1, p.kv_heads, dm, p.v_dim}, w_in);
+  d.b_q = draw({1, 1, p.q_heads, p.qk_dim}, 0.1);
+  d.b_k = draw({1, 1, p.kv_heads, p.qk_dim}, 0.1);
+  d.b_v = draw({1, 1, p.kv_heads, p.v_dim}, 0.1);
+  d.w_o = draw({1, 1, p.q_heads * p.v_dim, dm}, w_out);
+  d.b_o = draw({1, 1, 1, dm}, 0.1);
+  if (p.mask != MaskKind::None) d.mask = draw({p.mask_batch, p.mask_heads, p.mask_q_len, p.mask_k_len}, 1.0);
+  return d;
+}
+
 }  // namespace attncheck

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "attncheck/compare.h"
+#include "attncheck/layer.h"
 #include "attncheck/problem.h"
 #include "attncheck/reference.h"
 #include "attncheck/tensor.h"
@@ -59,6 +60,26 @@ struct CaseData {
 /// Deterministic: the same case gives the same data on every machine (std::mt19937_64 and our
 /// own normal/uniform transforms, not the implementation-defined std distributions).
 CaseData make_case_data(const AttentionCase& c);
+
+/// A layer case: the problem, the dtype of X and the weights, and the seed of their values.
+struct LayerCase {
+  LayerProblem problem;
+  DType dtype = DType::F32;
+  std::uint64_t seed = 0;
+  /// LayerProblem::describe() plus " dtype=f16 seed=42".
+  std::string describe() const;
+};
+
+/// The inputs of a layer case, rounded to its dtype, as 4-d tensors right-aligned with leading 1s
+/// (layer.h's convention).
+struct LayerCaseData {
+  HostTensor x, x_kv, w_q, w_k, w_v, b_q, b_k, b_v, w_o, b_o, mask;
+  LayerInputs inputs(const LayerProblem& problem) const;
+};
+
+/// X ~ N(0, 1); weights ~ N(0, 1/fan-in), so every projection is O(1) as in trained layers;
+/// biases ~ N(0, 0.01); an additive mask ~ N(0, 1). Deterministic, like make_case_data.
+LayerCaseData make_layer_case_data(const LayerCase& c);
 
 /// A small deterministic generator with portable distributions, shared by everything that draws
 /// values (std::normal_distribution differs between standard libraries).
