@@ -1,7 +1,10 @@
 #include "mutant_kernel.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
+#include <random>
 #include <vector>
 
 #include "attncheck/backend_impl.h"
@@ -127,14 +130,41 @@ class MutantBackend final : public impl::BackendImpl {
         t->strides = {s[2] * s[1] * s[3], s[3], s[1] * s[3], 1};
       }
     }
-    const double scale = mutation_ == Mutation::ScaleOneOverD ? 1.0 / static_cast<double>(p.qk_dim) : p.scale;
+    if (mutation_ == Mutation::CrashOnSingleKey && p.k_len == 1) {
+      volatile float* nowhere = nullptr;
+      *nowhere = 1.0f;  // the bug: a null dereference on a single key
+    }
+    if (mutation_ == Mutation::HangOnSingleHead && p.q_heads == 1 && p.kv_heads == 1) {
+      for (volatile bool forever = true; forever;) {
+      }
+    }
+    if (mutation_ == Mutation::ModifiesQ) {
+      for (std::int64_t b = 0; b < p.batch; ++b)
+        for (std::int64_t h = 0; h < p.q_heads; ++h)
+          for (std::int64_t i = 0; i < p.q_len; ++i)
+            for (std::int64_t d = 0; d < p.qk_dim; ++d) *q.mut<float>(b, h, i, d) *= static_cast<float>(p.scale);
+    }
+    // A mutant that scales Q in place then uses scale 1 computes the right answer, so only the
+    // probe on its inputs can tell.
+    const double scale = mutation_ == Mutation::ScaleOneOverD ? 1.0 / static_cast<double>(p.qk_dim)
+                         : mutation_ == Mutation::ModifiesQ   ? 1.0
+                                                              : p.scale;
+    std::vector<std::int64_t> key_order(static_cast<size_t>(p.k_len));
+    std::iota(key_order.begin(), key_order.end(), 0);
+    if (mutation_ == Mutation::Nondeterministic) {
+      std::random_device entropy;  // a fresh order on every call
+      std::mt19937 shuffle(entropy());
+      std::shuffle(key_order.begin(), key_order.end(), shuffle);
+    }
+    std::vector<float> column_sums;
     const std::int64_t group = p.q_heads / p.kv_heads;
     const float neg_inf = -std::numeric_limits<float>::infinity();
     std::vector<float> s(static_cast<size_t>(p.k_len));
     std::vector<char> allowed(static_cast<size_t>(p.k_len));
     for (std::int64_t b = 0; b < p.batch; ++b) {
       const std::int64_t key_length = lengths.present() ? *lengths.at<std::int64_t>(b) : p.k_len;
-      const std::int64_t offset = impl::diagonal_offset(p, key_length);
+      const std::int64_t offset = mutation_ == Mutation::IgnoresAlignment ? 0 : impl::diagonal_offset(p, key_length);
+      const std::int64_t kb = mutation_ == Mutation::IgnoresKBatchStride ? 0 : b;
       for (std::int64_t h = 0; h < p.q_heads; ++h) {
         const std::int64_t g = mutation_ == Mutation::GqaModulo ? h % p.kv_heads : h / group;
         for (std::int64_t i = 0; i < p.q_len; ++i) {
@@ -146,11 +176,12 @@ class MutantBackend final : public impl::BackendImpl {
             bool ok = j < key_length && j < visible_keys;
             if (p.mask_kind != kAttncheckMaskNone && j >= p.mask_shape[3]) ok = false;
             if (p.causal) ok = ok && (mutation_ == Mutation::CausalOffByOne ? j < diagonal : j <= diagonal);
-            if (p.window_left >= 0) ok = ok && j >= diagonal - p.window_left;
-            if (p.window_right >= 0) ok = ok && j <= diagonal + p.window_right;
+            const bool exclusive = mutation_ == Mutation::WindowExclusive;
+            if (p.window_left >= 0) ok = ok && (exclusive ? j > diagonal - p.window_left : j >= diagonal - p.window_left);
+            if (p.window_right >= 0) ok = ok && (exclusive ? j < diagonal + p.window_right : j <= diagonal + p.window_right);
             float score = 0;
             if (ok) {
-              for (std::int64_t d = 0; d < p.qk_dim; ++d) score += *q.at<float>(b, h, i, d) * *k.at<float>(b, g, j, d);
+              for (std::int64_t d = 0; d < p.qk_dim; ++d) score += *q.at<float>(b, h, i, d) * *k.at<float>(kb, g, j, d);
               score = static_cast<float>(score * scale);
               if (p.softcap > 0) score = static_cast<float>(p.softcap * std::tanh(score / p.softcap));
               if (p.mask_kind != kAttncheckMaskNone) {
@@ -165,16 +196,21 @@ class MutantBackend final : public impl::BackendImpl {
             if (allowed[static_cast<size_t>(j)]) row_max = std::max(row_max, score);
           }
           if (mutation_ == Mutation::NoMaxSubtraction) row_max = 0;
+          if (mutation_ == Mutation::LastRowUnwritten && i == p.q_len - 1) continue;
           float sum = 0;
-          for (std::int64_t j = 0; j < p.k_len; ++j)
+          for (std::int64_t j : key_order)
             if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak) sum += std::exp(s[static_cast<size_t>(j)] - row_max);
+          if (mutation_ == Mutation::SoftmaxOverQueries) sum = query_axis_sum(p, q, k, b, h, g, kb, scale, i);
           for (std::int64_t d = 0; d < p.v_dim; ++d) {
             float acc = 0;
-            for (std::int64_t j = 0; j < p.k_len; ++j)
-              if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak)
-                acc += std::exp(s[static_cast<size_t>(j)] - row_max) * *v.at<float>(b, g, j, d);
-            // A row with no allowed key has sum 0: write the declared zeros.
-            *o.mut<float>(b, h, i, d) = sum > 0 ? acc / sum : 0.0f;
+            for (std::int64_t j : key_order)
+              if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak) {
+                const float term = std::exp(s[static_cast<size_t>(j)] - row_max) * *v.at<float>(b, g, j, d);
+                acc = mutation_ == Mutation::PvInHalf ? static_cast<float>(static_cast<_Float16>(acc + term)) : acc + term;
+              }
+            // A row with no allowed key has sum 0: write the declared zeros (or, mutated, NaN).
+            const float empty = mutation_ == Mutation::EmptyRowNaN ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+            *o.mut<float>(b, h, i, d) = sum > 0 ? acc / sum : empty;
           }
         }
       }
@@ -184,6 +220,20 @@ class MutantBackend final : public impl::BackendImpl {
       float* last = o.mut<float>(sh[0] - 1, sh[1] - 1, sh[2] - 1, sh[3] - 1);
       last[o.strides[3]] = 0.0f;  // one element past the last one
     }
+  }
+
+  // The bug of SoftmaxOverQueries: the normalizer of row i taken down the query axis, Σ_i' e^{s_i'·}
+  // over the same key positions, instead of along the keys. Summed over every key of the row.
+  float query_axis_sum(const attncheck_problem& p, const TensorArg& q, const TensorArg& k, std::int64_t b,
+                       std::int64_t h, std::int64_t g, std::int64_t kb, double scale, std::int64_t) const {
+    float sum = 0;
+    for (std::int64_t i2 = 0; i2 < p.q_len; ++i2)
+      for (std::int64_t j = 0; j < p.k_len; ++j) {
+        float score = 0;
+        for (std::int64_t d = 0; d < p.qk_dim; ++d) score += *q.at<float>(b, h, i2, d) * *k.at<float>(kb, g, j, d);
+        sum += std::exp(static_cast<float>(score * scale)) / static_cast<float>(p.k_len);
+      }
+    return sum;
   }
 
   Mutation mutation_;
@@ -233,5 +283,49 @@ attncheck_backend* attncheck_mutant_nan_leak_entry(void) {
 attncheck_backend* attncheck_mutant_writes_past_output_entry(void) {
   return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::WritesPastOutput, "mutant-writes-past-output",
                                          "writes one element past the end of the output");
+}
+attncheck_backend* attncheck_mutant_softmax_over_queries_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::SoftmaxOverQueries, "mutant-softmax-over-queries",
+                                         "softmax normalized over the query axis");
+}
+attncheck_backend* attncheck_mutant_ignores_alignment_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::IgnoresAlignment, "mutant-ignores-alignment",
+                                         "causal always top-left, whatever alignment is declared");
+}
+attncheck_backend* attncheck_mutant_window_exclusive_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::WindowExclusive, "mutant-window-exclusive",
+                                         "window bounds exclusive instead of inclusive");
+}
+attncheck_backend* attncheck_mutant_empty_row_nan_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::EmptyRowNaN, "mutant-empty-row-nan",
+                                         "rows with no allowed key give NaN while zeros are declared");
+}
+attncheck_backend* attncheck_mutant_pv_in_half_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::PvInHalf, "mutant-pv-in-half",
+                                         "P·V accumulated in fp16 while fp32 is declared");
+}
+attncheck_backend* attncheck_mutant_modifies_q_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::ModifiesQ, "mutant-modifies-q",
+                                         "scales Q in place");
+}
+attncheck_backend* attncheck_mutant_last_row_unwritten_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::LastRowUnwritten, "mutant-last-row-unwritten",
+                                         "never writes the last query row");
+}
+attncheck_backend* attncheck_mutant_nondeterministic_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::Nondeterministic, "mutant-nondeterministic",
+                                         "sums keys in a random order while determinism is declared");
+}
+attncheck_backend* attncheck_mutant_ignores_k_batch_stride_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::IgnoresKBatchStride, "mutant-ignores-k-batch-stride",
+                                         "reads batch 0's K for every batch");
+}
+attncheck_backend* attncheck_mutant_crash_on_single_key_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::CrashOnSingleKey, "mutant-crash-on-single-key",
+                                         "dereferences a null pointer when Lk = 1");
+}
+attncheck_backend* attncheck_mutant_hang_on_single_head_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::HangOnSingleHead, "mutant-hang-on-single-head",
+                                         "loops forever when Hq = Hkv = 1");
 }
 }

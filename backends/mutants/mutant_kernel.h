@@ -17,6 +17,17 @@ enum class Mutation {
   DropsLastPartialTile, ///< keys are processed in tiles of 16 and a last partial tile is skipped
   NanLeak,              ///< masked keys are weighted by exp(-inf) = 0 instead of skipped: 0·NaN leaks
   WritesPastOutput,     ///< writes one element past the end of the output
+  SoftmaxOverQueries,   ///< normalizes each key's column over the queries instead of each row over keys
+  IgnoresAlignment,     ///< causal is always top-left, whatever alignment the problem declares
+  WindowExclusive,      ///< window bounds exclusive: p − left < j < p + right
+  EmptyRowNaN,          ///< a row with no allowed key gives NaN while zeros are declared
+  PvInHalf,             ///< P·V accumulated in fp16 while fp32 accumulation is declared
+  ModifiesQ,            ///< scales Q in place
+  LastRowUnwritten,     ///< never writes the last query row
+  Nondeterministic,     ///< sums keys in a random order while determinism is declared
+  IgnoresKBatchStride,  ///< reads batch 0's K for every batch
+  CrashOnSingleKey,     ///< dereferences a null pointer when Lk = 1
+  HangOnSingleHead,     ///< loops forever when Hq = Hkv = 1
 };
 
 attncheck_backend* make_mutant(Mutation mutation, const char* name, const char* description);

@@ -50,7 +50,7 @@ double default_if_zero(double value) { return value > 0 ? value : 0x1p-22; }
 
 // The row's unit roundoffs and counts, shared by every element of the row.
 struct Units {
-  double u_dot, u_s, u_e, u_t, u_p, u_a, u_a_rounding, u_o, eta_o;
+  double u_dot, u_s, u_e, u_t, u_p, u_a, u_a_rounding, u_o, eta_o, eta_a;
   bool narrow_score_store;  // scores rounded to `score` after a wider accumulator
 };
 
@@ -75,6 +75,10 @@ Units units_of(const NumericsProfile& p) {
   u.u_a_rounding = rounding_factor * u.u_a;
   u.u_o = unit_roundoff(p.output);
   // η_O: half the output's subnormal spacing, or its smallest normal when subnormals flush.
+  // η_A: the absolute error of one accumulator operation whose result is subnormal (half the
+  // subnormal spacing, or the smallest normal under FTZ). The relative model fl(x∘y) =
+  // (x∘y)(1 + δ) does not hold there [Higham §2.1]; it matters when V itself is tiny.
+  u.eta_a = p.flushes_subnormals ? smallest_normal(p.accumulator) : smallest_subnormal(p.accumulator) / 2;
   u.eta_o = p.flushes_subnormals ? smallest_normal(p.output)
                                  : std::max(smallest_subnormal(p.output) / 2, std::numeric_limits<double>::denorm_min());
   return u;
@@ -234,7 +238,9 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   // product, or a division and the final conversion to the accumulator).
   const double g_det = gamma(big_n, u.u_a_rounding);
   const double g = prob ? std::min(g_det, gamma_probabilistic(big_n, u.u_a)) : g_det;
-  t.accumulation = g * a + (g + 2 * u.u_a_rounding) * o;
+  // Plus, per rounding, the underflow allowance η_A: N products and sums and the final division,
+  // each of which may land among the subnormals (numerics.md §6 "Denormals").
+  t.accumulation = g * a + (g + 2 * u.u_a_rounding) * o + (big_n + 2) * u.eta_a;
 
   // E_ref: the double reference's own dot product (d), row sum and P·V (n), shift and exp: a
   // γ_{d+n+8}(2^-53) relative error on every quantity above; negligible by design (§1).

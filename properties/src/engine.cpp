@@ -78,7 +78,10 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
   }
 
   CaseLog log;
-  PropertyContext context(backend, dtype, *profile, log, settings.problem_filter);
+  RunOptions call_options;
+  call_options.isolate = settings.isolate;
+  call_options.timeout_seconds = settings.timeout_seconds;
+  PropertyContext context(backend, dtype, *profile, log, settings.problem_filter, call_options);
   rc::detail::TestMetadata metadata;
   metadata.id = property.name;
   metadata.description = property.why;
@@ -132,9 +135,21 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
   return finish(OutcomeStatus::Failed, "RapidCheck returned an unknown result");
 }
 
+namespace {
+
+// Single-quoted for a POSIX shell: a path with spaces or quotes survives copy and paste.
+std::string shell_quote(const std::string& text) {
+  std::string quoted = "'";
+  for (char ch : text) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return quoted + "'";
+}
+
+}  // namespace
+
 std::string reproduce_command(const PropertyOutcome& outcome, const std::string& backend_spec) {
-  return fmt::format("attncheck run --backend {} --property '^{}$' --dtype {} --seed {} --reproduce '{}'", backend_spec,
-                     outcome.property, dtype_name(outcome.dtype), outcome.seed, outcome.reproduce);
+  return fmt::format("attncheck run --backend {} --property {} --dtype {} --seed {} --reproduce {}", shell_quote(backend_spec),
+                     shell_quote("^" + outcome.property + "$"), dtype_name(outcome.dtype), outcome.seed,
+                     shell_quote(outcome.reproduce));
 }
 
 }  // namespace attncheck

@@ -1,10 +1,17 @@
 #include "attncheck/execute.h"
 
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <bit>
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <fmt/format.h>
 #include <memory>
+#include <thread>
 
 namespace attncheck {
 namespace {
@@ -74,6 +81,27 @@ bool holds_sentinel(DType dtype, const std::byte* at) {
   return bits == sentinel_bits(dtype);
 }
 
+// Bytes in an anonymous shared mapping: a child forked for an isolated call writes here and the
+// parent sees it, so nothing a crashing kernel computed before it died is lost to the probes.
+class SharedBytes {
+ public:
+  explicit SharedBytes(size_t size) : size_(size) {
+    void* p = mmap(nullptr, std::max<size_t>(size, 1), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    data_ = static_cast<std::byte*>(p);
+  }
+  SharedBytes(const SharedBytes&) = delete;
+  SharedBytes& operator=(const SharedBytes&) = delete;
+  ~SharedBytes() { munmap(data_, std::max<size_t>(size_, 1)); }
+  std::byte* data() const { return data_; }
+  size_t size() const { return size_; }
+  std::byte& operator[](size_t i) const { return data_[i]; }
+
+ private:
+  std::byte* data_;
+  size_t size_;
+};
+
 // One tensor handed to the backend: element storage between two guard regions, the DLTensor
 // that describes it, and a copy of the bytes an input held before the call.
 class GuardedTensor {
@@ -87,9 +115,9 @@ class GuardedTensor {
     bool any_empty = false;
     for (auto s : shape_) any_empty |= s == 0;
     data_bytes_ = any_empty ? 0 : span * element_bytes_;
-    storage_.resize(static_cast<size_t>(data_bytes_ + 2 * guard_bytes_));
-    fill_pattern(0, storage_.size());
-    tensor_.data = storage_.data() + guard_bytes_;
+    storage_ = std::make_unique<SharedBytes>(static_cast<size_t>(data_bytes_ + 2 * guard_bytes_));
+    fill_pattern(0, storage_->size());
+    tensor_.data = storage_->data() + guard_bytes_;
     tensor_.device = {kDLCPU, 0};
     tensor_.ndim = static_cast<int>(shape_.size());
     tensor_.dtype = dl_type;
@@ -101,37 +129,38 @@ class GuardedTensor {
   std::byte* element(const std::vector<std::int64_t>& index) {
     std::int64_t offset = 0;
     for (size_t d = 0; d < index.size(); ++d) offset += index[d] * strides_[d];
-    return storage_.data() + guard_bytes_ + offset * element_bytes_;
+    return storage_->data() + guard_bytes_ + offset * element_bytes_;
   }
   DLTensor* dl() { return &tensor_; }
 
   /// Sets every byte of the buffer (data and guards) to the pattern an output is pre-filled with.
   void prefill_output(DType dtype) {
     const std::uint64_t bits = sentinel_bits(dtype);
-    for (size_t at = 0; at + static_cast<size_t>(element_bytes_) <= storage_.size(); at += static_cast<size_t>(element_bytes_))
-      std::memcpy(storage_.data() + at, &bits, static_cast<size_t>(element_bytes_));
-    before_ = storage_;
+    for (size_t at = 0; at + static_cast<size_t>(element_bytes_) <= storage_->size(); at += static_cast<size_t>(element_bytes_))
+      std::memcpy(storage_->data() + at, &bits, static_cast<size_t>(element_bytes_));
+    snapshot();
   }
   /// Remembers the bytes of an input after it was written, to detect writes by the backend.
-  void seal_input() { before_ = storage_; }
+  void seal_input() { snapshot(); }
 
   void check(std::vector<std::string>& findings) const {
     check_guard("before the start", 0, findings);
     check_guard("after the end", static_cast<size_t>(guard_bytes_ + data_bytes_), findings);
-    if (!is_output_ && std::memcmp(before_.data() + guard_bytes_, storage_.data() + guard_bytes_,
+    if (!is_output_ && std::memcmp(before_.data() + guard_bytes_, storage_->data() + guard_bytes_,
                                    static_cast<size_t>(data_bytes_)) != 0) {
       std::int64_t first = 0;
-      while (before_[static_cast<size_t>(guard_bytes_ + first)] == storage_[static_cast<size_t>(guard_bytes_ + first)]) ++first;
+      while (before_[static_cast<size_t>(guard_bytes_ + first)] == (*storage_)[static_cast<size_t>(guard_bytes_ + first)]) ++first;
       findings.push_back(fmt::format("{}: the backend wrote to this input (first changed byte at offset {})", name_, first));
     }
   }
 
  private:
   void fill_pattern(size_t from, size_t to) {
-    for (size_t i = from; i < to; ++i) storage_[i] = std::byte{0xa5};
+    for (size_t i = from; i < to; ++i) (*storage_)[i] = std::byte{0xa5};
   }
+  void snapshot() { before_.assign(storage_->data(), storage_->data() + storage_->size()); }
   void check_guard(const char* side, size_t start, std::vector<std::string>& findings) const {
-    const std::byte* now = storage_.data() + start;
+    const std::byte* now = storage_->data() + start;
     const std::byte* was = before_.empty() ? nullptr : before_.data() + start;
     for (std::int64_t i = 0; i < guard_bytes_; ++i) {
       const std::byte expected = was ? was[i] : std::byte{0xa5};
@@ -150,7 +179,8 @@ class GuardedTensor {
   std::vector<std::int64_t> shape_, strides_;
   std::int64_t guard_bytes_, data_bytes_ = 0;
   bool is_output_;
-  std::vector<std::byte> storage_, before_;
+  std::unique_ptr<SharedBytes> storage_;
+  std::vector<std::byte> before_;
   DLTensor tensor_{};
 };
 
@@ -255,6 +285,73 @@ std::unique_ptr<GuardedTensor> make_output(const std::string& name, const std::v
   return t;
 }
 
+// What the child reports back: the backend's status and message (a fixed-size block in shared
+// memory; nothing else crosses).
+struct ChildReport {
+  attncheck_status status;
+  int finished;
+  char message[2048];
+};
+
+std::string signal_description(int signal) {
+  const char* name = sigabbrev_np(signal);
+  return fmt::format("SIG{} ({})", name ? name : std::to_string(signal).c_str(), strsignal(signal));
+}
+
+// Runs `call` on a fresh instance of the backend in a forked child. A fresh instance because the
+// parent's may own threads, which do not survive fork, and because a sticky device error must
+// not outlive its case.
+template <class Call>
+void run_isolated(const Backend& backend, double timeout_seconds, Call&& call) {
+  SharedBytes report_bytes(sizeof(ChildReport));
+  auto* report = new (report_bytes.data()) ChildReport{kAttncheckInternalError, 0, {}};
+  const std::string spec = backend.origin() == "built-in" ? std::string(backend.name()) : backend.origin();
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) throw BackendError(kAttncheckInternalError, fmt::format("cannot fork an isolated child: {}", strerror(errno)));
+  if (pid == 0) {
+    attncheck_status status = kAttncheckOk;
+    std::string message;
+    try {
+      Backend fresh = open_backend(spec);
+      call(fresh);
+    } catch (const BackendError& e) {
+      status = e.status();
+      message = e.what();
+    } catch (const std::exception& e) {
+      status = kAttncheckInternalError;
+      message = e.what();
+    }
+    report->status = status;
+    std::snprintf(report->message, sizeof(report->message), "%s", message.c_str());
+    report->finished = 1;
+    _exit(0);  // no atexit handlers, no stdio flush: the parent owns both
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_seconds);
+  auto pause = std::chrono::microseconds(50);
+  int wstatus = 0;
+  while (true) {
+    const pid_t done = waitpid(pid, &wstatus, WNOHANG);
+    if (done == pid) break;
+    if (done < 0 && errno != EINTR)
+      throw BackendError(kAttncheckInternalError, fmt::format("waiting for the isolated child failed: {}", strerror(errno)));
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &wstatus, 0);
+      throw BackendError(kAttncheckInternalError,
+                         fmt::format("the backend did not return within {} s (hang; the child was killed)", timeout_seconds));
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(20000));
+  }
+  if (WIFSIGNALED(wstatus))
+    throw BackendError(kAttncheckInternalError, fmt::format("the backend crashed: {}", signal_description(WTERMSIG(wstatus))));
+  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0 || !report->finished)
+    throw BackendError(kAttncheckInternalError,
+                       fmt::format("the backend exited the process (status {}) instead of returning", WEXITSTATUS(wstatus)));
+  if (report->status != kAttncheckOk) throw BackendError(report->status, report->message);
+}
+
 }  // namespace
 
 struct PreparedCall::Buffers {
@@ -303,7 +400,11 @@ BackendRun PreparedCall::finish() {
 BackendRun run_backend(Backend& backend, const Problem& p, const NumericsProfile& profile, const AttentionInputs& in,
                        const RunOptions& options) {
   PreparedCall call(p, profile, in, options);
-  backend.forward(p, call.tensors());
+  if (options.isolate) {
+    run_isolated(backend, options.timeout_seconds, [&](Backend& fresh) { fresh.forward(p, call.tensors()); });
+  } else {
+    backend.forward(p, call.tensors());
+  }
   return call.finish();
 }
 
@@ -332,7 +433,11 @@ BackendRun run_backend_layer(Backend& backend, const LayerProblem& lp, const Num
   auto dl = [](const std::unique_ptr<GuardedTensor>& t) -> const DLTensor* { return t ? t->dl() : nullptr; };
   attncheck_layer_tensors tensors{x->dl(), dl(x_kv), w_q->dl(), w_k->dl(), w_v->dl(), dl(b_q), dl(b_k), dl(b_v),
                                   w_o->dl(), dl(b_o), dl(mask), dl(lengths), out->dl()};
-  backend.forward_layer(lp, tensors);
+  if (options.isolate) {
+    run_isolated(backend, options.timeout_seconds, [&](Backend& fresh) { fresh.forward_layer(lp, tensors); });
+  } else {
+    backend.forward_layer(lp, tensors);
+  }
 
   BackendRun run;
   for (GuardedTensor* t : {x.get(), x_kv.get(), w_q.get(), w_k.get(), w_v.get(), w_o.get(), b_q.get(), b_k.get(),

@@ -31,6 +31,8 @@ BackendRun PropertyContext::run(const AttentionCase& c, const CaseData& data, co
   require_supported(c.problem);
   RunOptions opts = options;
   opts.sequence_major = c.sequence_major;
+  opts.isolate = call_options_.isolate;
+  opts.timeout_seconds = call_options_.timeout_seconds;
   BackendRun result;
   try {
     result = run_backend(backend_, c.problem, profile_, data.inputs(c.problem), opts);
@@ -79,7 +81,7 @@ BackendRun PropertyContext::run_layer(const LayerProblem& problem, const std::st
   require_supported(problem.attention);
   BackendRun result;
   try {
-    result = run_backend_layer(backend_, problem, profile_, inputs);
+    result = run_backend_layer(backend_, problem, profile_, inputs, call_options_);
   } catch (const BackendError& e) {
     fail(description, fmt::format("the backend's layer returned '{}': {}", status_name(e.status()), e.what()));
   }

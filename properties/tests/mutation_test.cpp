@@ -24,6 +24,11 @@ class MutantTest : public testing::Test {
     settings.max_size = quick.max_size;
     const char* seed = std::getenv("ATTNCHECK_SEED");
     settings.seed = seed ? std::strtoull(seed, nullptr, 10) : 20261123;
+    // Isolated, as a run against an untrusted plug-in is: the crashing and hanging mutants must be
+    // caught as failures of their case, not take the test down. Mutants answer tiny problems in
+    // milliseconds, so a short limit only shortens the hang mutant's shrinking.
+    settings.isolate = true;
+    settings.timeout_seconds = 2;
     Backend backend = open_backend(mutant_);
     const auto start = std::chrono::steady_clock::now();
     for (const PropertyDef& property : all_properties()) {

@@ -35,6 +35,10 @@ struct RunSettings {
   std::string reproduce;
   /// Optional: only cases whose AttentionCase::describe() it accepts are checked (--problem).
   std::function<bool(const std::string& case_description)> problem_filter;
+  /// Every backend call in a forked child with a fresh backend instance (RunOptions::isolate):
+  /// a crash or a hang fails that case, with its reproduction, and the run goes on.
+  bool isolate = false;
+  double timeout_seconds = 30;
 };
 
 enum class OutcomeStatus : std::uint8_t { Passed, Failed, Skipped };

@@ -23,6 +23,11 @@ struct RunOptions {
   bool sequence_major = false;        ///< Q, K, V and O as [B, L, H, D] in memory
   bool want_lse = true;               ///< pass an LSE tensor when the backend writes one
   std::int64_t guard_elements = 256;  ///< guard region on each side of every buffer, in elements
+  /// Run the call in a forked child with a fresh instance of the backend: a crash (signal), an
+  /// abnormal exit or a hang past `timeout_seconds` becomes a BackendError for this call, and
+  /// the caller goes on. Buffers live in shared memory, so the probes see the child's writes.
+  bool isolate = false;
+  double timeout_seconds = 30;
 };
 
 struct BackendRun {
@@ -51,7 +56,7 @@ class PreparedCall {
 };
 
 /// Calls backend.forward on `inputs` (values already in the profile's input dtype). Throws
-/// BackendError when the backend returns a non-ok status.
+/// BackendError when the backend returns a non-ok status, or — isolated — crashes or hangs.
 BackendRun run_backend(Backend& backend, const Problem& problem, const NumericsProfile& profile,
                        const AttentionInputs& inputs, const RunOptions& options = {});
 

@@ -40,9 +40,11 @@ struct CaseLog {
 
 class PropertyContext {
  public:
+  /// `call_options` carries the run's isolation settings into every backend call.
   PropertyContext(Backend& backend, DType dtype, NumericsProfile profile, CaseLog& log,
-                  std::function<bool(const std::string&)> case_filter = {})
-      : backend_(backend), dtype_(dtype), profile_(std::move(profile)), log_(log), case_filter_(std::move(case_filter)) {}
+                  std::function<bool(const std::string&)> case_filter = {}, RunOptions call_options = {})
+      : backend_(backend), dtype_(dtype), profile_(std::move(profile)), log_(log), case_filter_(std::move(case_filter)),
+        call_options_(call_options) {}
 
   Backend& backend() { return backend_; }
   DType dtype() const { return dtype_; }
@@ -71,6 +73,7 @@ class PropertyContext {
   NumericsProfile profile_;
   CaseLog& log_;
   std::function<bool(const std::string&)> case_filter_;
+  RunOptions call_options_;
 };
 
 struct PropertyDef {
