@@ -9,6 +9,7 @@ packages=(
   libeigen3-dev libfmt-dev libdlpack-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
   python3 python3-venv
+  clang libclang-rt-14-dev
 )
 
 missing=()
