@@ -27,6 +27,7 @@ if(ATTNCHECK_NATIVE)
 endif()
 
 # attncheck_target(<target>): our warning flags on a target of ours.
+# BUILD_INTERFACE: the flags are ours to build with, not something installed targets carry.
 function(attncheck_target target)
-  target_link_libraries(${target} PRIVATE attncheck_warnings)
+  target_link_libraries(${target} PRIVATE $<BUILD_INTERFACE:attncheck_warnings>)
 endfunction()

@@ -43,6 +43,33 @@ struct RunOptions {
   std::string junit_path, json_path, markdown_path;
   std::string reproduce;
   bool require_backend = false;
+  /// Each backend call in a forked child (a crash or hang fails its case; the run goes on).
+  /// Unset: on for plug-ins loaded by path, off for built-ins.
+  std::optional<bool> isolate;
+  double timeout_seconds = 30;
+};
+
+struct GenerateOptions {
+  std::string suite = "golden";
+  std::string out_dir;
+  std::uint64_t seed = 2026;
+};
+
+struct VerifyOptions {
+  std::string backend;
+  std::vector<std::string> paths;  ///< fixture files or directories of them
+};
+
+struct ReferenceCommandOptions {
+  std::string input;
+  std::string output;
+};
+
+struct BenchOptions {
+  std::string backend;
+  std::vector<std::string> shapes;  ///< "B,H,L,D" each; empty: the default set
+  std::string dtype = "f32";
+  int repeats = 3;
 };
 
 struct MergeOptions {
@@ -56,5 +83,9 @@ int run_command(const RunOptions& options, const Environment& env, std::ostream&
 /// `what`: backends | properties | profiles. `plugins`: extra plug-in paths to describe.
 int list_command(const std::string& what, const std::vector<std::string>& plugins, std::ostream& out, std::ostream& err);
 int merge_command(const MergeOptions& options, const Environment& env, std::ostream& out, std::ostream& err);
+int generate_command(const GenerateOptions& options, std::ostream& out, std::ostream& err);
+int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream& err);
+int reference_command(const ReferenceCommandOptions& options, std::ostream& out, std::ostream& err);
+int bench_command(const BenchOptions& options, std::ostream& out, std::ostream& err);
 
 }  // namespace attncheck::cli

@@ -3,6 +3,8 @@
 //   attncheck run --backend NAME|PATH [...]   run the properties, gate CI with the exit code
 //   attncheck merge OUT.json IN.json...       combine the JSON reports of shards
 //   attncheck list backends|properties|profiles
+//   attncheck generate / verify / reference      golden fixtures
+//   attncheck bench --backend B                  speed beside the reference, on validated cases
 //
 // Argument parsing lives here; each subcommand is a function of plain options (commands.h).
 #include <unistd.h>
@@ -58,6 +60,42 @@ Examples:
   attncheck list properties
   attncheck list profiles)";
 
+constexpr const char* kGenerateExamples = R"(
+Examples:
+  attncheck generate --suite golden --out fixtures/golden
+  attncheck generate --suite golden --out /tmp/golden --seed 7
+
+The same suite and seed always give byte-identical files; each file is
+written to a temporary name and renamed, so an interrupted run leaves no
+half-written fixture.)";
+
+constexpr const char* kVerifyExamples = R"(
+Examples:
+  attncheck verify --backend cpu-flash fixtures/golden
+  attncheck verify --backend ./libmykernel.so regression/case_1234.safetensors
+
+Each fixture is judged with the tolerance from the backend's declared profile.
+Exit status: 0 every supported fixture passed, 1 a fixture failed, 2 a file
+could not be read (truncated, corrupt, checksum mismatch) or the backend
+could not be loaded.)";
+
+constexpr const char* kReferenceExamples = R"(
+Examples:
+  attncheck reference failing_inputs.safetensors -o regression/case_1234.safetensors
+
+The input holds q, k, v (and mask, key_lengths, or the layer's tensors) and
+the problem in its metadata (fixtures/README.md); out and lse are computed by
+the double-precision reference and written beside them.)";
+
+constexpr const char* kBenchExamples = R"(
+Examples:
+  attncheck bench --backend cpu-flash
+  attncheck bench --backend cpu-flash --shape 1,8,2048,64 --shape 1,8,2048,128 --dtype f16
+
+Each shape is first checked against the reference (a wrong kernel has no
+speed); then the best of --repeats runs is reported in GF/s
+(4·B·H·L²·D flop) beside the reference's time.)";
+
 constexpr const char* kMainExamples = R"(
 Examples:
   attncheck list backends
@@ -108,6 +146,42 @@ int main(int argc, char** argv) {
   run_app->add_option("--markdown", run.markdown_path, "Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)");
   run_app->add_option("--reproduce", run.reproduce, "Replay a failure: the reproduce string a failing run printed");
   run_app->add_flag("--require-backend", run.require_backend, "Exit 2 when every unit was skipped");
+  bool isolate = false, no_isolate = false;
+  run_app->add_flag("--isolate", isolate, "Run every backend call in a forked child (default for plug-ins loaded by path)");
+  run_app->add_flag("--no-isolate", no_isolate, "Run backend calls in this process, even for a plug-in");
+  run_app->add_option("--timeout", run.timeout_seconds, "Seconds an isolated call may take before it counts as a hang")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+
+  GenerateOptions generate;
+  CLI::App* generate_app = app.add_subcommand("generate", "Write a suite of golden fixtures (deterministic, atomic)");
+  generate_app->footer(kGenerateExamples);
+  generate_app->add_option("--suite", generate.suite, "Suite name")->capture_default_str();
+  generate_app->add_option("--out,-o", generate.out_dir, "Directory to write the fixtures to")->required();
+  generate_app->add_option("--seed", generate.seed, "Seed of the suite's inputs")->capture_default_str();
+
+  VerifyOptions verify;
+  CLI::App* verify_app = app.add_subcommand("verify", "Check a backend against fixture files");
+  verify_app->footer(kVerifyExamples);
+  verify_app->add_option("--backend,-b", verify.backend, "Built-in backend name or plug-in library path")->required();
+  verify_app->add_option("FIXTURES", verify.paths, "Fixture files or directories")->required();
+
+  ReferenceCommandOptions reference;
+  CLI::App* reference_app =
+      app.add_subcommand("reference", "Compute the reference outputs of a fixture's inputs (a regression fixture)");
+  reference_app->footer(kReferenceExamples);
+  reference_app->add_option("IN", reference.input, "Fixture with inputs (expected outputs are optional)")->required();
+  reference_app->add_option("-o,--out", reference.output, "Where to write the fixture with out and lse")->required();
+
+  BenchOptions bench;
+  CLI::App* bench_app = app.add_subcommand("bench", "Time a backend beside the reference on validated cases");
+  bench_app->footer(kBenchExamples);
+  bench_app->add_option("--backend,-b", bench.backend, "Built-in backend name or plug-in library path")->required();
+  bench_app->add_option("--shape", bench.shapes, "B,H,L,D (repeatable); default: 1,8,L,64 for L = 512..4096");
+  bench_app->add_option("--dtype", bench.dtype, "Input dtype")->capture_default_str();
+  bench_app->add_option("--repeats", bench.repeats, "Timed repetitions per shape (the best is reported)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 
   MergeOptions merge;
   CLI::App* merge_app = app.add_subcommand("merge", "Combine the JSON reports of the shards of one run");
@@ -138,8 +212,17 @@ int main(int argc, char** argv) {
     if (seed_option->count() > 0) run.seed = seed;
     if (cases_option->count() > 0) run.cases = cases;
     if (shard_option->count() > 0) run.shard = shard;
+    if (isolate && no_isolate) {
+      std::cerr << "attncheck run: --isolate and --no-isolate contradict each other\n";
+      return kExitUsage;
+    }
+    if (isolate || no_isolate) run.isolate = isolate;
     return run_command(run, env, std::cout, std::cerr);
   }
   if (*merge_app) return merge_command(merge, env, std::cout, std::cerr);
+  if (*generate_app) return generate_command(generate, std::cout, std::cerr);
+  if (*verify_app) return verify_command(verify, std::cout, std::cerr);
+  if (*reference_app) return reference_command(reference, std::cout, std::cerr);
+  if (*bench_app) return bench_command(bench, std::cout, std::cerr);
   return list_command(what, plugins, std::cout, std::cerr);
 }

@@ -147,6 +147,10 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
     }
   }();
 
+  // Untrusted code runs isolated by default: a plug-in's crash must not take the run down.
+  settings.isolate = options.isolate.value_or(backend.origin() != "built-in");
+  settings.timeout_seconds = options.timeout_seconds;
+
   RunReport report;
   RunMetadata& run = report.run;
   run.attncheck_version = env.version;

@@ -1,0 +1,121 @@
+// `attncheck generate`, `verify` and `reference`: golden fixtures made, checked and extended by
+// the same engine that runs the properties (fixtures/include/attncheck/golden.h).
+#include <algorithm>
+#include <filesystem>
+#include <fmt/format.h>
+
+#include "attncheck/golden.h"
+#include "commands.h"
+
+namespace attncheck::cli {
+namespace fs = std::filesystem;
+
+int generate_command(const GenerateOptions& options, std::ostream& out, std::ostream& err) {
+  std::vector<GeneratedFixture> fixtures;
+  try {
+    fixtures = generate_suite(options.suite, options.seed);
+  } catch (const std::invalid_argument& e) {
+    err << "attncheck generate: " << e.what() << "\n";
+    return kExitUsage;
+  }
+  std::error_code ec;
+  fs::create_directories(options.out_dir, ec);
+  if (ec) {
+    err << fmt::format("attncheck generate: cannot create '{}': {}\n", options.out_dir, ec.message());
+    return kExitUsage;
+  }
+  std::uintmax_t bytes = 0;
+  for (const GeneratedFixture& g : fixtures) {
+    const fs::path path = fs::path(options.out_dir) / g.file_name;
+    try {
+      write_fixture(path, g.fixture);
+    } catch (const FixtureError& e) {
+      err << "attncheck generate: " << e.what() << "\n";
+      return kExitUsage;
+    }
+    bytes += fs::file_size(path);
+  }
+  out << fmt::format("wrote {} fixtures of suite '{}' (seed {}, {:.1f} KiB) to {}\n", fixtures.size(), options.suite,
+                     options.seed, static_cast<double>(bytes) / 1024.0, options.out_dir);
+  return kExitPassed;
+}
+
+namespace {
+
+std::vector<fs::path> fixture_files(const std::vector<std::string>& paths, std::ostream& err, bool& missing) {
+  std::vector<fs::path> files;
+  for (const std::string& p : paths) {
+    if (fs::is_directory(p)) {
+      std::vector<fs::path> in_dir;
+      for (const auto& entry : fs::directory_iterator(p))
+        if (entry.path().extension() == ".safetensors") in_dir.push_back(entry.path());
+      std::sort(in_dir.begin(), in_dir.end());
+      files.insert(files.end(), in_dir.begin(), in_dir.end());
+    } else if (fs::exists(p)) {
+      files.emplace_back(p);
+    } else {
+      err << fmt::format("{}: no such file or directory\n", p);
+      missing = true;
+    }
+  }
+  return files;
+}
+
+}  // namespace
+
+int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream& err) {
+  std::optional<Backend> backend;
+  try {
+    backend.emplace(open_backend(options.backend));
+  } catch (const LoadError& e) {
+    err << fmt::format("attncheck verify: --backend '{}': {}\n", options.backend, e.what());
+    return kExitUsage;
+  }
+  bool unreadable = false;
+  const std::vector<fs::path> files = fixture_files(options.paths, err, unreadable);
+  int passed = 0, failed = 0, skipped = 0;
+  for (const fs::path& path : files) {
+    Fixture fixture;
+    try {
+      fixture = read_fixture(path);
+    } catch (const FixtureError& e) {
+      err << e.what() << "\n";  // one line, naming the file
+      unreadable = true;
+      continue;
+    }
+    FixtureVerdict verdict;
+    try {
+      verdict = verify_fixture(*backend, fixture);
+    } catch (const std::exception& e) {
+      err << fmt::format("{}: {}\n", path.string(), e.what());
+      unreadable = true;
+      continue;
+    }
+    const char* word = verdict.status == FixtureStatus::Passed ? "PASS" : verdict.status == FixtureStatus::Failed ? "FAIL" : "SKIP";
+    out << fmt::format("{} {}  {}\n", word, path.filename().string(), verdict.message);
+    passed += verdict.status == FixtureStatus::Passed;
+    failed += verdict.status == FixtureStatus::Failed;
+    skipped += verdict.status == FixtureStatus::Skipped;
+  }
+  out << fmt::format("{} passed, {} failed, {} skipped\n", passed, failed, skipped);
+  if (unreadable) return kExitUsage;
+  return failed > 0 ? kExitFailed : kExitPassed;
+}
+
+int reference_command(const ReferenceCommandOptions& options, std::ostream& out, std::ostream& err) {
+  try {
+    Fixture fixture = read_fixture(options.input);
+    fixture = with_reference_outputs(std::move(fixture));
+    write_fixture(options.output, fixture);
+    out << fmt::format("wrote {} with the reference's out{} ({})\n", options.output,
+                       fixture.tensors.count("lse") ? " and lse" : "", fixture.problem.describe());
+    return kExitPassed;
+  } catch (const FixtureError& e) {
+    err << e.what() << "\n";
+  } catch (const ProblemError& e) {
+    err << fmt::format("{}: {}\n", options.input, e.what());
+  }
+  return kExitUsage;
+}
+
+}  // namespace attncheck::cli
