@@ -1,0 +1,95 @@
+// libFuzzer target: decode_fixture on arbitrary bytes.
+//
+// decode_fixture promises to treat its input as hostile and to refuse every defect with
+// FixtureError. Anything else (another exception, a sanitizer report, a leak) is a bug. A fixture
+// it accepts must then be safe to use, so the harness also
+//   * checks the canonical form: encode_fixture of an accepted fixture decodes again, and encoding
+//     that gives the same bytes (a reader and writer that disagree corrupt the golden set);
+//   * computes the reference outputs from it, as regenerating a golden file does; that may refuse
+//     the fixture with FixtureError or ProblemError, and nothing else.
+//
+// The data section is covered by a SHA-256 in the header, which random mutation never matches,
+// so nearly every mutant would stop at the checksum. Each input is therefore decoded twice: as
+// given (the checksum path itself), and with the header's sha256 value overwritten by the hash of
+// the actual data section, which lets mutations reach the shape, offset and problem checks.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attncheck/fixture.h"
+#include "attncheck/golden.h"
+#include "attncheck/sha256.h"
+#include "fuzz_support.h"
+
+namespace {
+
+using attncheck::fuzz::invariant_broken;
+
+std::string_view as_text(std::span<const std::byte> bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+// The input with its "sha256" metadata value replaced by the hash of its data section, or nullopt
+// when the input has no such value in its header (or it already matches). The value keeps its
+// length, so every offset in the file stays where it was.
+std::optional<std::vector<std::byte>> with_true_checksum(std::span<const std::byte> bytes) {
+  if (bytes.size() < 8) return std::nullopt;
+  std::uint64_t header_length = 0;
+  for (int i = 7; i >= 0; --i) header_length = header_length << 8 | std::to_integer<std::uint64_t>(bytes[i]);
+  if (header_length > bytes.size() - 8) return std::nullopt;
+  const std::string_view header = as_text(bytes.subspan(8, header_length));
+  constexpr std::string_view key = "\"sha256\":\"";
+  const auto at = header.find(key);
+  constexpr std::size_t kHexDigits = 64;
+  if (at == std::string_view::npos || header.size() - (at + key.size()) < kHexDigits) return std::nullopt;
+  const std::string actual = attncheck::sha256_hex(bytes.subspan(8 + header_length));
+  const std::size_t value_at = 8 + at + key.size();
+  if (as_text(bytes.subspan(value_at, kHexDigits)) == actual) return std::nullopt;
+  std::vector<std::byte> repaired(bytes.begin(), bytes.end());
+  std::transform(actual.begin(), actual.end(), repaired.begin() + static_cast<std::ptrdiff_t>(value_at),
+                 [](char c) { return static_cast<std::byte>(c); });
+  return repaired;
+}
+
+void check_canonical_form(const attncheck::Fixture& fixture) {
+  // Exceptions here escape on purpose: the writer refusing what the reader accepted is a bug.
+  const std::vector<std::byte> first = attncheck::encode_fixture(fixture);
+  const attncheck::Fixture again = attncheck::decode_fixture(first, "<re-encoded>");
+  const std::vector<std::byte> second = attncheck::encode_fixture(again);
+  if (first != second)
+    invariant_broken("encode(decode(encode(f))) differs from encode(f)", as_text(first), as_text(second));
+}
+
+void use_fixture(const attncheck::Fixture& fixture) {
+  try {
+    (void)attncheck::with_reference_outputs(fixture);
+  } catch (const attncheck::FixtureError&) {
+  } catch (const attncheck::ProblemError&) {
+  }
+}
+
+void decode_and_use(std::span<const std::byte> bytes) {
+  std::optional<attncheck::Fixture> fixture;
+  try {
+    fixture = attncheck::decode_fixture(bytes, "<fuzz>");
+  } catch (const attncheck::FixtureError&) {
+    return;  // the documented refusal
+  }
+  check_canonical_form(*fixture);
+  use_fixture(*fixture);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);
+  decode_and_use(bytes);
+  if (const auto repaired = with_true_checksum(bytes)) decode_and_use(*repaired);
+  return 0;
+}
