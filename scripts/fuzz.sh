@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of fuzz/ with clang in build-fuzz/ and runs each for a fixed time
-# budget from its seed corpus (the golden fixtures, the toy cases, the problem texts). Fails on
-# any crash, uncaught exception, sanitizer report, leak, timeout or out-of-memory.
+# budget from its seed corpus (the golden fixtures, the toy cases, the problem texts) and the
+# inputs of past bugs (fuzz/regressions). Fails on any crash, uncaught exception, sanitizer report,
+# leak, timeout or out-of-memory.
 #
 #   scripts/fuzz.sh [target...]      # default: every target
 #
@@ -53,8 +54,10 @@ for target in "${targets[@]}"; do
   [[ -n $dict ]] && args+=(-dict="$root/fuzz/$dict")
   echo "fuzz: $target for ${seconds} s (log: $log)"
   status=0
-  # The first directory receives new inputs; the seed directory is only read.
-  "$fuzz_dir/$target" "${args[@]}" "${extra[@]}" "$corpus" "$fuzz_dir/seeds/$target" >"$log" 2>&1 || status=$?
+  # The first directory receives new inputs; the seeds and fuzz/regressions are only read.
+  dirs=("$corpus" "$fuzz_dir/seeds/$target")
+  [[ -d $root/fuzz/regressions/$target ]] && dirs+=("$root/fuzz/regressions/$target")
+  "$fuzz_dir/$target" "${args[@]}" "${extra[@]}" "${dirs[@]}" >"$log" 2>&1 || status=$?
 
   # libFuzzer's -print_final_stats lines, printed on a clean finish and on a crash alike.
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
