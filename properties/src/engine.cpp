@@ -1,6 +1,9 @@
 #include "attncheck/engine.h"
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cstring>
 #include <fmt/format.h>
 #include <rapidcheck.h>
 
@@ -137,8 +140,13 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
 
 namespace {
 
-// Single-quoted for a POSIX shell: a path with spaces or quotes survives copy and paste.
+// Quoted for a POSIX shell when it has to be: a path with spaces or quotes survives copy and
+// paste, and a plain name stays readable.
 std::string shell_quote(const std::string& text) {
+  const bool plain = !text.empty() && std::all_of(text.begin(), text.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || std::strchr("_@%+=:,./-", ch) != nullptr;
+  });
+  if (plain) return text;
   std::string quoted = "'";
   for (char ch : text) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
   return quoted + "'";
