@@ -4,6 +4,9 @@
 /// (batch, head, query tile), AVX-512 / AVX2 / portable kernels picked at run time. Inputs f32,
 /// f16 or bf16 (tiles converted to fp32 as they are packed), output in the input dtype with
 /// round-to-nearest, LSE in fp32. See flash_tile.inl for the kernel itself.
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -62,11 +65,21 @@ struct Kernels {
   const char* isa;
 };
 
+// F16C from cpuid: clang 14's __builtin_cpu_supports does not know the "f16c" feature string.
+bool has_f16c() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+#else
+  return false;
+#endif
+}
+
 bool has_avx512() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") && has_f16c();
 #else
   return false;
 #endif
@@ -75,7 +88,7 @@ bool has_avx512() {
 bool has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
 #else
   return false;
 #endif

@@ -14,6 +14,16 @@ namespace {
 
 using impl::TensorArg;
 
+// x rounded to the nearest binary16 value (ties to even), kept in a float: the quantum of the
+// binade holding x is 2^(e − 10), or 2^-24 among the subnormals; values past 65520 overflow.
+float round_to_half(float x) {
+  if (!std::isfinite(x) || x == 0.0f) return x;
+  if (std::fabs(x) >= 65520.0f) return std::copysign(std::numeric_limits<float>::infinity(), x);
+  const int exponent = std::max(std::ilogb(x), -14);
+  const float quantum = std::ldexp(1.0f, exponent - 10);
+  return std::nearbyint(x / quantum) * quantum;
+}
+
 class MutantBackend final : public impl::BackendImpl {
  public:
   explicit MutantBackend(Mutation mutation) : mutation_(mutation) {}
@@ -206,7 +216,7 @@ class MutantBackend final : public impl::BackendImpl {
             for (std::int64_t j : key_order)
               if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak) {
                 const float term = std::exp(s[static_cast<size_t>(j)] - row_max) * *v.at<float>(b, g, j, d);
-                acc = mutation_ == Mutation::PvInHalf ? static_cast<float>(static_cast<_Float16>(acc + term)) : acc + term;
+                acc = mutation_ == Mutation::PvInHalf ? round_to_half(acc + term) : acc + term;
               }
             // A row with no allowed key has sum 0: write the declared zeros (or, mutated, NaN).
             const float empty = mutation_ == Mutation::EmptyRowNaN ? std::numeric_limits<float>::quiet_NaN() : 0.0f;

@@ -1,5 +1,6 @@
 #include "attncheck/case.h"
 
+#include <charconv>
 #include <cmath>
 #include <fmt/format.h>
 #include <limits>
@@ -64,9 +65,12 @@ AttentionCase parse_case(std::string_view text) {
       if (value != "blhd" && value != "bhld") throw ProblemError(fmt::format("case text: layout={} is not bhld or blhd", value));
       c.sequence_major = value == "blhd";
     } else if (key == "poison") {
+      if (value != "0" && value != "1") throw ProblemError(fmt::format("case text: poison={} is not 0 or 1", value));
       c.poison_masked = value == "1";
     } else if (key == "seed") {
-      c.seed = std::stoull(std::string(value));
+      const auto [stop, ec] = std::from_chars(value.data(), value.data() + value.size(), c.seed);
+      if (ec != std::errc() || stop != value.data() + value.size() || value.empty())
+        throw ProblemError(fmt::format("case text: seed={} is not an integer in [0, 2^64)", value));
     } else {
       if (!problem_text.empty()) problem_text += ' ';
       problem_text += token;

@@ -182,7 +182,7 @@ Problem parse_problem(std::string_view text) {
       const auto colon = value.find(':');
       auto kind = parse_mask_kind(value.substr(0, colon));
       auto dims = colon == std::string_view::npos ? std::vector<std::string_view>{} : split(value.substr(colon + 1), 'x');
-      if (!kind || dims.size() != 4)
+      if (!kind || *kind == MaskKind::None || dims.size() != 4)
         throw ProblemError(fmt::format("problem text: mask={} is not bool|bias:BxHxLqxLk", value));
       p.mask = *kind;
       p.mask_batch = parse_int(key, dims[0]);
