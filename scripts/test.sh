@@ -8,3 +8,7 @@ python=$("$root/scripts/python-env.sh")
 "$root/scripts/build.sh" -DATTNCHECK_PYTHON="$python"
 build=${ATTNCHECK_BUILD_DIR:-$root/build}
 ctest --test-dir "$build" --output-on-failure --parallel "$(nproc)" --timeout 900
+# The same suite under AddressSanitizer + UndefinedBehaviorSanitizer, then every parser of
+# untrusted input under libFuzzer for a fixed budget.
+"$root/scripts/sanitize.sh" "$python"
+"$root/scripts/fuzz.sh"
