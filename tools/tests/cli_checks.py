@@ -5,7 +5,9 @@ Standard library only (xml.etree for the JUnit schema check), so CI needs no pip
 
     cli_checks.py --attncheck build/tools/attncheck/attncheck --workdir /tmp/x CHECK
 
-Checks: exit-pass, exit-fail, exit-usage, require-backend, junit-schema, sharding, list-and-help.
+Checks: exit-pass, exit-fail, exit-usage, require-backend, junit-schema, sharding, list-and-help,
+fixtures (generate/verify/reference and hostile files), isolation (a crashing and a hanging plug-in;
+needs --plugin CRASHING.so --plugin HANGING.so).
 """
 import argparse
 import json
@@ -288,6 +290,74 @@ def check_list_and_help(r):
     expect(r.run(["--version"], expect_code=0).stdout.startswith("attncheck "), "--version")
 
 
+def check_fixtures(r):
+    gen_a, gen_b = r.path("golden-a"), r.path("golden-b")
+    r.run(["generate", "--suite", "golden", "--out", gen_a], expect_code=0)
+    r.run(["generate", "--suite", "golden", "--out", gen_b], expect_code=0)
+    names = sorted(os.listdir(gen_a))
+    expect(names and names == sorted(os.listdir(gen_b)), "two generate runs wrote different file sets")
+    for name in names:
+        with open(os.path.join(gen_a, name), "rb") as a, open(os.path.join(gen_b, name), "rb") as b:
+            expect(a.read() == b.read(), f"generate is not deterministic: {name} differs between two runs")
+    expect(not any(n.startswith(".") or n.endswith(".tmp") for n in names), f"temporary files left behind: {names}")
+    out = r.run(["verify", "--backend", "cpu-flash", gen_a], expect_code=0).stdout
+    expect(f"{len(names)} passed, 0 failed" in out, f"verify did not pass every fixture:\n{out}")
+
+    source = os.path.join(gen_a, "mha_f32.safetensors")
+    with open(source, "rb") as f:
+        good = f.read()
+    header_len = int.from_bytes(good[:8], "little")
+    header = json.loads(good[8:8 + header_len])
+    lying = dict(header)
+    lying["q"] = dict(header["q"], data_offsets=[0, len(good) * 4])  # past the end of the data
+    lying_json = json.dumps(lying).encode()
+    lying_json += b" " * (-len(lying_json) % 8)
+    flipped = bytearray(good)
+    flipped[-1] ^= 0x01
+    hostile = {
+        "truncated": good[: len(good) // 2],
+        "lying-header": len(lying_json).to_bytes(8, "little") + lying_json + good[8 + header_len:],
+        "huge-header-length": (1 << 63).to_bytes(8, "little") + good[8:],
+        "flipped-byte": bytes(flipped),
+    }
+    for kind, data in hostile.items():
+        path = r.path(f"{kind}.safetensors")
+        with open(path, "wb") as f:
+            f.write(data)
+        proc = r.run(["verify", "--backend", "cpu-flash", path], expect_code=2)
+        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        expect(len(lines) == 1 and path in lines[0], f"{kind}: expected one error line naming the file, got {lines}")
+        print(f"   {kind}: {lines[0]}")
+
+    regression = r.path("regression.safetensors")
+    r.run(["reference", source, "-o", regression], expect_code=0)
+    out = r.run(["verify", "--backend", "cpu-naive", regression], expect_code=0).stdout
+    expect("1 passed" in out, f"the regression fixture written by `reference` did not verify:\n{out}")
+
+
+def check_isolation(r):
+    expect(len(r.plugins) == 2, "the isolation check needs --plugin CRASHING.so --plugin HANGING.so")
+    crashing, hanging = r.plugins
+    report = r.path("crash.json")
+    proc = r.run(["run", "--backend", crashing, "--profile", "quick", "--dtype", "f32", "--timeout", "2",
+                  "--json", report], expect_code=1)
+    units = load(report)["units"]
+    names = [u["property"] for u in units]
+    expect(len(units) == len(r.run(["list", "properties"], expect_code=0).stdout.splitlines()) - 1,
+           f"the report lost units: {names}")
+    crashed = [u for u in units if u["status"] == "failed" and "SIGSEGV" in u["message"]]
+    passed = [u for u in units if u["status"] == "passed"]
+    expect(crashed, "no unit reports the plug-in's SIGSEGV")
+    expect(passed, "no unit passed: the crash was not confined to its cases")
+    expect(all(u["shrunk_case"] and "Lk=1" in u["shrunk_case"] for u in crashed),
+           f"a crash did not shrink to its trigger (Lk = 1): {[u['shrunk_case'] for u in crashed]}")
+    expect("SIGSEGV" in proc.stdout, "the console does not name the signal")
+
+    proc = r.run(["run", "--backend", hanging, "--profile", "quick", "--dtype", "f32", "--property", "reference-agreement",
+                  "--timeout", "1"], expect_code=1)
+    expect("did not return within 1 s" in proc.stdout, f"the hang is not reported as one:\n{proc.stdout}")
+
+
 CHECKS = {
     "exit-pass": check_exit_pass,
     "exit-fail": check_exit_fail,
@@ -296,6 +366,8 @@ CHECKS = {
     "junit-schema": check_junit_schema,
     "sharding": check_sharding,
     "list-and-help": check_list_and_help,
+    "fixtures": check_fixtures,
+    "isolation": check_isolation,
 }
 
 
@@ -304,6 +376,7 @@ def main():
     parser.add_argument("--attncheck", required=True)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--validate-junit", action="store_true", help="treat CHECK as a JUnit file and validate it")
+    parser.add_argument("--plugin", action="append", default=[], help="plug-in library for the isolation check")
     parser.add_argument("check")
     args = parser.parse_args()
     if args.validate_junit:
@@ -315,7 +388,9 @@ def main():
     shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(workdir)
     try:
-        CHECKS[args.check](Runner(args.attncheck, workdir))
+        runner = Runner(args.attncheck, workdir)
+        runner.plugins = args.plugin
+        CHECKS[args.check](runner)
     except CheckFailed as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
