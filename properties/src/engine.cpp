@@ -99,6 +99,8 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
     try {
       const auto config = rc::detail::configFromString(settings.reproduce);
       reproduce_map = config.reproduce;
+      if (reproduce_map.find(property.name) == reproduce_map.end())
+        return finish(OutcomeStatus::Skipped, "the reproduce string replays another property");
     } catch (const std::exception& e) {
       return finish(OutcomeStatus::Failed, fmt::format("cannot parse the reproduce string: {}", e.what()));
     }
@@ -136,6 +138,16 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
                               gave_up.numSuccess, log.skipped, gave_up.description));
   }
   return finish(OutcomeStatus::Failed, "RapidCheck returned an unknown result");
+}
+
+std::optional<std::string> reproduce_string_problem(const std::string& text) {
+  try {
+    const auto config = rc::detail::configFromString(text);
+    if (config.reproduce.empty()) return fmt::format("'{}' holds no reproduce=… entry", text);
+  } catch (const std::exception& e) {
+    return fmt::format("'{}' is not a reproduce string: {}", text, e.what());
+  }
+  return std::nullopt;
 }
 
 namespace {

@@ -120,6 +120,9 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
                                  options.property_regex, names.size()));
   const std::vector<PlannedUnit> mine = select_shard(plan, shard);
 
+  if (!options.reproduce.empty())
+    if (auto why = reproduce_string_problem(options.reproduce)) throw UsageError(fmt::format("--reproduce: {}", *why));
+
   RunSettings settings;
   settings.cases = options.cases.value_or(profile->cases);
   settings.max_size = profile->max_size;

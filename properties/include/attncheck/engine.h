@@ -67,6 +67,10 @@ struct PropertyOutcome {
 /// a skip with the reason.
 PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DType dtype, const RunSettings& settings);
 
+/// Why `text` is not a reproduce string a failing run printed ("reproduce=…", RapidCheck's
+/// encoding of the shrunk case), or nullopt when it is one.
+std::optional<std::string> reproduce_string_problem(const std::string& text);
+
 /// The command line that replays a failure: "attncheck run --backend B --property P --dtype D
 /// --seed S --reproduce '…'".
 std::string reproduce_command(const PropertyOutcome& outcome, const std::string& backend_spec);
