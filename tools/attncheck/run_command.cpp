@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <map>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -94,6 +95,31 @@ const PropertyDef& find_property(const std::string& name) {
   for (const PropertyDef& p : all_properties())
     if (p.name == name) return p;
   throw std::logic_error(fmt::format("planned property '{}' is not registered", name));
+}
+
+// Which coverage cells (variant × dtype × mask kind × causal alignment) the run's cases reached,
+// over all units, and which it never did: a generator or filter that starves a cell shows here.
+std::string coverage_summary(const RunReport& report, const std::vector<std::string>& dtypes) {
+  std::map<std::string, long> cells;
+  for (const UnitResult& unit : report.units)
+    for (const auto& [cell, count] : unit.coverage) cells[cell] += count;
+  std::vector<std::string> missed;
+  std::size_t possible = 0;
+  for (const char* variant : {"mha", "mqa", "gqa"})
+    for (const std::string& dtype : dtypes)
+      for (const char* mask : {"none", "bool", "bias"})
+        for (const char* causal : {"none", "top-left", "bottom-right", "offset", "key-lengths"}) {
+          ++possible;
+          const std::string cell = fmt::format("{} {} mask={} causal={}", variant, dtype, mask, causal);
+          if (!cells.count(cell)) missed.push_back(cell);
+        }
+  long cases = 0;
+  for (const auto& entry : cells) cases += entry.second;
+  std::string text = fmt::format("coverage: {} of {} cells (variant x dtype x mask x causal) reached by {} cases",
+                                 possible - missed.size(), possible, cases);
+  if (!missed.empty() && missed.size() <= 12) text += fmt::format("; never: {}", fmt::join(missed, ", "));
+  if (missed.size() > 12) text += fmt::format("; {} never reached (the JSON report counts every cell)", missed.size());
+  return text;
 }
 
 int run(const RunOptions& options, const Environment& env, std::ostream& out) {
@@ -208,6 +234,7 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   console.summary(report);
+  console.line(coverage_summary(report, dtypes));
   if (json) write_json(*json, report);
   if (junit) write_junit(*junit, report);
   if (markdown) write_markdown(*markdown, report);
