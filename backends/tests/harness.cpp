@@ -8,9 +8,7 @@
 #include <random>
 #include <stdexcept>
 
-#if defined(ATTNCHECK_HAVE_NUMERICS)
 #include "attncheck/compare.h"
-#endif
 
 namespace attncheck::test {
 
@@ -263,132 +261,10 @@ HostTensor Prepared::lse() const {
   return l;
 }
 
-namespace {
-
-#if !defined(ATTNCHECK_HAVE_NUMERICS)
-double gamma(double n, double u) { return n * u / (1.0 - n * u); }
-
-/// INTERIM bound, until attncheck::numerics' compare_attention exists: numerics.md §2 in its
-/// deterministic (worst-case, any-order) form, F = 1, built from the declared profile and the
-/// reference's row statistics. Written from the document, not tuned: see each term's comment.
-/// τ for every output element (NaN for rows with no allowed key) and, per row, the LSE bound.
-struct InterimTau {
-  HostTensor out;  ///< [B, Hq, Lq, Dv]
-  HostTensor lse;  ///< [1, B, Hq, Lq]
-};
-
-InterimTau interim_tau(const Problem& problem, const NumericsProfile& profile, const AttentionInputs& inputs,
-                       const AttentionResult& ref) {
-  const RowStatistics& st = *ref.stats;
-  const double uS = unit_roundoff(profile.score), uP = unit_roundoff(profile.probability);
-  const double uA = unit_roundoff(profile.accumulator), uO = unit_roundoff(profile.output);
-  const double uE = profile.exp_relative_error > 0 ? profile.exp_relative_error : 0x1p-22;
-  const double uT = profile.tanh_relative_error > 0 ? profile.tanh_relative_error : 0x1p-22;
-  const double etaO = smallest_subnormal(profile.output) / 2;  // half the output's subnormal spacing
-  const double d = static_cast<double>(problem.qk_dim);
-  double vmax = 0;
-  for (std::int64_t b = 0; b < inputs.v.shape[0]; ++b)
-    for (std::int64_t g = 0; g < inputs.v.shape[1]; ++g)
-      for (std::int64_t k = 0; k < inputs.v.shape[2]; ++k)
-        for (std::int64_t j = 0; j < inputs.v.shape[3]; ++j) vmax = std::max(vmax, std::fabs(inputs.v(b, g, k, j)));
-  // Online rescales: a tiled kernel whose tiles sit at fixed key positions can rescale once per
-  // tile holding an allowed key, so R = min(n, ceil(Lk / block)) (not ceil(n / block): a
-  // scattered mask spreads n keys over every tile).
-  const std::int64_t tiles = profile.softmax_block > 0 ? (problem.k_len + profile.softmax_block - 1) / profile.softmax_block : 0;
-  InterimTau tau{HostTensor(ref.out.shape, kNaN), HostTensor(ref.lse.shape, kNaN)};
-  for (std::int64_t b = 0; b < problem.batch; ++b)
-    for (std::int64_t h = 0; h < problem.q_heads; ++h)
-      for (std::int64_t i = 0; i < problem.q_len; ++i) {
-        const double n = st.allowed_keys(0, b, h, i);
-        if (n == 0) continue;
-        const double M = st.max_abs_score(0, b, h, i), amax = st.max_dot_abs(0, b, h, i);
-        const double R = profile.softmax_block > 0 ? std::min(n, static_cast<double>(tiles)) : 0.0;
-        // Δ_k terms: dot product γ_d·a_k, plus one rounding of the scale product (u_S·a_k, since
-        // |scale·q·k| ≤ a_k); shift and exp 3u_S(|s_k| + M) + u_E; R rescales; softcap, whose
-        // output is at most c in size: (u_T + 2u_S)·c.
-        const double cap = problem.softcap > 0 ? (uT + 2 * uS) * problem.softcap : 0.0;
-        const double rescale = R * (uE + 6 * uS * M);
-        const double delta_max = (gamma(d, uS) + uS) * amax + 6 * uS * M + uE + rescale + cap;
-        const double growth = std::exp(2 * delta_max);
-        const double N = n + R;
-        for (std::int64_t j = 0; j < problem.v_dim; ++j) {
-          const double o_ref = ref.out(b, h, i, j), A = st.row_scale(b, h, i, j), C = st.centered(b, h, i, j);
-          const double EL = growth * ((gamma(d, uS) + uS) * st.centered_dot(b, h, i, j) +
-                                      3 * uS * (st.centered_score(b, h, i, j) + M * C) + (uE + rescale + cap) * C);
-          // P storage, deterministic form, plus keys whose weight is a subnormal (≤ 2^-150 each, Z ≥ 1).
-          const double EP = uP * (A + std::fabs(o_ref)) + n * 0x1p-150 * vmax;
-          const double EA = gamma(N, uA) * A + (gamma(N, uA) + 2 * uA) * std::fabs(o_ref);
-          const double Eref = (d + n) * 0x1p-53 * (A + std::fabs(o_ref));
-          const double E = EL + EP + EA + Eref;
-          tau.out(b, h, i, j) = E + uO * (std::fabs(o_ref) + E) + etaO;
-        }
-        // LSE = m + log Σ e^{s−m}: the score error (Δ without the exp), the sum, the log (taken
-        // as accurate as exp) and the final addition.
-        tau.lse(0, b, h, i) = delta_max + 2 * gamma(N, uA) + uE * (1 + std::log(n)) +
-                              2 * uS * (std::fabs(ref.lse(0, b, h, i)) + M + std::log(n));
-      }
-  return tau;
-}
-
-Judgement interim_judge(const Problem& problem, const NumericsProfile& profile, const AttentionInputs& inputs,
-                        const AttentionResult& ref, const HostTensor& out, const HostTensor* lse) {
-  const InterimTau tau = interim_tau(problem, profile, inputs, ref);
-  double worst = 0, worst_err = 0, worst_tau = 0;
-  std::int64_t wb = 0, wh = 0, wi = 0, wj = 0, live_rows = 0;
-  for (std::int64_t b = 0; b < problem.batch; ++b)
-    for (std::int64_t h = 0; h < problem.q_heads; ++h)
-      for (std::int64_t i = 0; i < problem.q_len; ++i) {
-        if (ref.stats->allowed_keys(0, b, h, i) == 0) {  // the declared empty-row convention, exactly
-          for (std::int64_t j = 0; j < problem.v_dim; ++j) {
-            const double o = out(b, h, i, j);
-            const bool ok = profile.empty_row == EmptyRowConvention::Zeros ? o == 0.0
-                            : profile.empty_row == EmptyRowConvention::NaN ? std::isnan(o)
-                                                                            : false;
-            if (!ok)
-              return {false, fmt::format("row [{},{},{}] has no allowed key: expected the {} convention, got O[{}] = {}",
-                                         b, h, i, empty_row_name(profile.empty_row), j, o)};
-          }
-          if (lse != nullptr && profile.writes_lse && !(std::isinf((*lse)(0, b, h, i)) && (*lse)(0, b, h, i) < 0))
-            return {false, fmt::format("row [{},{},{}] has no allowed key: expected LSE = -inf, got {}", b, h, i,
-                                       (*lse)(0, b, h, i))};
-          continue;
-        }
-        ++live_rows;
-        for (std::int64_t j = 0; j < problem.v_dim; ++j) {
-          const double o = out(b, h, i, j), o_ref = ref.out(b, h, i, j), t = tau.out(b, h, i, j);
-          if (!std::isfinite(o))
-            return {false, fmt::format("O[{},{},{},{}] is {}, but the reference is {}", b, h, i, j, o, o_ref)};
-          const double err = std::fabs(o - o_ref), r = err / t;
-          if (r > worst) {
-            worst = r, worst_err = err, worst_tau = t;
-            wb = b, wh = h, wi = i, wj = j;
-          }
-        }
-        if (lse != nullptr && profile.writes_lse) {
-          const double l_ref = ref.lse(0, b, h, i), l = (*lse)(0, b, h, i), t = tau.lse(0, b, h, i);
-          if (!(std::fabs(l - l_ref) <= t))
-            return {false, fmt::format("LSE[{},{},{}] = {}, reference {}, |error| {:.3g} > bound {:.3g}", b, h, i, l, l_ref,
-                                       std::fabs(l - l_ref), t)};
-        }
-      }
-  if (live_rows == 0) return {false, "every row is empty: the check cannot fail (fix the case)"};
-  const std::string where = fmt::format("max r={:.3g} at [{},{},{},{}] (|err| {:.3g}, tau {:.3g})", worst, wb, wh, wi, wj,
-                                        worst_err, worst_tau);
-  return {worst <= 1.0, (worst <= 1.0 ? "PASS (interim bound) " : "FAIL (interim bound) ") + where};
-}
-
-#endif  // !ATTNCHECK_HAVE_NUMERICS
-
-}  // namespace
-
 Judgement judge(const Problem& problem, const NumericsProfile& profile, const AttentionInputs& inputs,
                 const AttentionResult& reference, const HostTensor& out, const HostTensor* lse) {
-#if defined(ATTNCHECK_HAVE_NUMERICS)
   const Verdict v = compare_attention(problem, profile, inputs, reference, out, lse);
   return {v.passed, v.passed ? v.summary() : v.failure + " | " + v.summary()};
-#else
-  return interim_judge(problem, profile, inputs, reference, out, lse);
-#endif
 }
 
 }  // namespace attncheck::test

@@ -73,9 +73,8 @@ struct Judgement {
   std::string message;  ///< one line: the verdict's summary, or where and why it failed
 };
 
-/// The one place a backend's output is judged. With attncheck::numerics built, this is
-/// compare_attention(); otherwise the INTERIM bound in harness.cpp. `reference` must carry row
-/// statistics.
+/// The one place these tests judge a backend's output: compare_attention() of attncheck::numerics.
+/// `reference` must carry row statistics.
 Judgement judge(const Problem& problem, const NumericsProfile& profile, const AttentionInputs& inputs,
                 const AttentionResult& reference, const HostTensor& out, const HostTensor* lse);
 

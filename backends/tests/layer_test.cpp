@@ -55,9 +55,6 @@ HostTensor host(const std::vector<double>& values, const Shape4& shape) {
 }
 
 TEST(Layer, MatchesReferenceLayer) {
-#if !defined(ATTNCHECK_HAVE_LAYER_TOLERANCE)
-  GTEST_SKIP() << "compare_layer (numerics/src/layer_tolerance.cpp) is not part of attncheck::numerics yet";
-#endif
   for (const std::string name : {"cpu-naive", "cpu-flash"}) {  // this folder's CPU backends
     Backend backend = open_backend(name);
     if (!backend.has_layer()) continue;
@@ -124,10 +121,8 @@ TEST(Layer, MatchesReferenceLayer) {
       for (std::int64_t b = 0; b < B; ++b)
         for (std::int64_t i = 0; i < Lq; ++i)
           for (std::int64_t n = 0; n < dm; ++n) out(0, b, i, n) = sout.get(b, i, n);
-#if defined(ATTNCHECK_HAVE_LAYER_TOLERANCE)
       const Verdict v = compare_layer(lc.problem, *profile, DataCharacter::GenericRandom, in, ref, out);
       EXPECT_TRUE(v.passed) << lc.problem.describe() << ": " << v.failure << " | " << v.summary();
-#endif
     }
   }
 }
