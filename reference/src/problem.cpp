@@ -54,6 +54,19 @@ std::optional<EmptyRowConvention> parse_empty_row(std::string_view name) {
   return std::nullopt;
 }
 
+Problem Problem::of_shape(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_heads, std::int64_t q_len,
+                          std::int64_t k_len, std::int64_t qk_dim, std::int64_t v_dim) {
+  Problem p;
+  p.batch = batch;
+  p.q_heads = q_heads;
+  p.kv_heads = kv_heads;
+  p.q_len = q_len;
+  p.k_len = k_len;
+  p.qk_dim = qk_dim;
+  p.v_dim = v_dim;
+  return p;
+}
+
 double Problem::effective_scale() const {
   return scale ? *scale : 1.0 / std::sqrt(static_cast<double>(qk_dim));
 }

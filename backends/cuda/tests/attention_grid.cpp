@@ -124,18 +124,7 @@ TensorMemory host_memory() {
 
 std::vector<AttentionCase> attention_grid(const std::vector<DType>& dtypes) {
   std::vector<AttentionCase> base;
-  auto shape = [](std::int64_t b, std::int64_t hq, std::int64_t hkv, std::int64_t lq, std::int64_t lk,
-                  std::int64_t dk, std::int64_t dv) {
-    Problem p;
-    p.batch = b;
-    p.q_heads = hq;
-    p.kv_heads = hkv;
-    p.q_len = lq;
-    p.k_len = lk;
-    p.qk_dim = dk;
-    p.v_dim = dv;
-    return p;
-  };
+  const auto shape = &Problem::of_shape;
   auto add = [&](std::string name, Problem p, const std::function<void(AttentionCase&)>& tweak = {}) {
     AttentionCase c;
     c.name = std::move(name);

@@ -78,6 +78,10 @@ struct Problem {
 
   bool has_key_lengths = false;  ///< key_lengths[b] ∈ [0, Lk] given as an input tensor
 
+  /// A problem with these dimensions and every option at its default (no mask, no causal…).
+  static Problem of_shape(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_heads, std::int64_t q_len,
+                          std::int64_t k_len, std::int64_t qk_dim, std::int64_t v_dim);
+
   /// The scale actually applied.
   double effective_scale() const;
   /// Hq / Hkv: the number of query heads that read one kv head.
