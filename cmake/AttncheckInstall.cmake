@@ -7,7 +7,7 @@
 #
 # Included from the top-level CMakeLists.txt after every folder, because install(TARGETS) needs
 # the targets to exist. Exported: attncheck::abi (header-only, with dlpack), attncheck::reference,
-# attncheck::numerics, attncheck::backends, attncheck::engine and the attncheck::attncheck
+# attncheck::numerics, attncheck::backends, attncheck::harness, attncheck::engine and the attncheck::attncheck
 # executable; attncheckFunctions.cmake (attncheck_add_conformance_test) comes with the config.
 #
 # As with the tests and tools, the rules default ON only when attncheck is the top-level project
@@ -25,7 +25,7 @@ set(ATTNCHECK_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/attncheck"
     CACHE STRING "attncheck: where attncheckConfig.cmake is installed, relative to the prefix")
 
 set(attncheck_exported_libraries attncheck_abi attncheck_reference attncheck_numerics attncheck_backends
-                                 attncheck_engine)
+                                 attncheck_harness attncheck_engine)
 foreach(target IN LISTS attncheck_exported_libraries)
   if(NOT TARGET ${target})
     message(FATAL_ERROR "attncheck install: target ${target} does not exist; include(AttncheckInstall) after "
@@ -44,7 +44,7 @@ if(TARGET attncheck)
 endif()
 
 # Every public header sits in <folder>/include/attncheck/; they install side by side.
-foreach(folder IN ITEMS reference numerics backends properties)
+foreach(folder IN ITEMS reference numerics backends harness properties)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${folder}/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
           FILES_MATCHING PATTERN "*.h" PATTERN "*.hpp")
 endforeach()
@@ -59,6 +59,27 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/attncheckConfigVersion.cm
 install(FILES ${PROJECT_BINARY_DIR}/attncheckConfig.cmake ${PROJECT_BINARY_DIR}/attncheckConfigVersion.cmake
               ${PROJECT_SOURCE_DIR}/cmake/attncheckFunctions.cmake
         DESTINATION ${ATTNCHECK_INSTALL_CMAKEDIR})
+
+# attncheck.pc: the include line for plug-ins built without CMake (tools/README.md). The ABI
+# version is read from backend.h so the two cannot disagree. The file's prefix is the one this
+# build installs to; `cmake --install --prefix P` elsewhere rewrites it at install time.
+file(STRINGS ${PROJECT_SOURCE_DIR}/backends/include/attncheck/backend.h attncheck_abi_lines
+     REGEX "^#define ATTNCHECK_ABI_VERSION_(MAJOR|MINOR) ")
+string(REGEX REPLACE ".*MAJOR ([0-9]+).*MINOR ([0-9]+).*" "\\1.\\2" ATTNCHECK_ABI_VERSION "${attncheck_abi_lines}")
+get_target_property(attncheck_dlpack_includes dlpack::dlpack INTERFACE_INCLUDE_DIRECTORIES)
+set(ATTNCHECK_PC_DLPACK_CFLAGS "")
+foreach(dir IN LISTS attncheck_dlpack_includes)
+  if(NOT dir STREQUAL "/usr/include")
+    string(APPEND ATTNCHECK_PC_DLPACK_CFLAGS " -I${dir}")
+  endif()
+endforeach()
+configure_file(${PROJECT_SOURCE_DIR}/cmake/attncheck.pc.in ${PROJECT_BINARY_DIR}/attncheck.pc.in.configured @ONLY)
+install(CODE "
+  file(READ \"${PROJECT_BINARY_DIR}/attncheck.pc.in.configured\" pc)
+  string(REPLACE \"prefix=${CMAKE_INSTALL_PREFIX}\" \"prefix=\${CMAKE_INSTALL_PREFIX}\" pc \"\${pc}\")
+  file(WRITE \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig/attncheck.pc\" \"\${pc}\")
+  message(STATUS \"Installing: \$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig/attncheck.pc\")
+")
 
 # The package test lives here, beside the rules it checks: it installs this build into a fresh
 # prefix, builds tools/examples/external-kernel against it, and expects its conformance test to

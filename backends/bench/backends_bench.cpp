@@ -66,7 +66,7 @@ void run(benchmark::State& state, const std::string& backend_name, DType dtype) 
     return;
   }
   Buffer q({1, H, L, D}, dtype, 1), k({1, H, L, D}, dtype, 2), v({1, H, L, D}, dtype, 3), out({1, H, L, D}, dtype, 4);
-  attncheck_attention_tensors t{&q.t, &k.t, &v.t, nullptr, nullptr, &out.t, nullptr};
+  attncheck_attention_tensors t{sizeof(attncheck_attention_tensors), nullptr, &q.t, &k.t, &v.t, nullptr, nullptr, &out.t, nullptr};
   for (auto _ : state) {
     backend.forward(p, t);
     benchmark::DoNotOptimize(out.bytes.data());

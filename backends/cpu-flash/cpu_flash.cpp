@@ -422,7 +422,7 @@ void CpuFlash::forward_layer(const attncheck_layer_problem& lp, const attncheck_
   project(x, wq, bq, Hq, Lq, Dk, q);
   project(xkv, wk, bk, Hkv, Lk, Dk, k);
   project(xkv, wv, bv, Hkv, Lk, Dv, v);
-  attncheck_attention_tensors core{&q.tensor, &k.tensor, &v.tensor, t.mask, t.key_lengths, &o.tensor, nullptr};
+  attncheck_attention_tensors core{sizeof(attncheck_attention_tensors), nullptr, &q.tensor, &k.tensor, &v.tensor, t.mask, t.key_lengths, &o.tensor, nullptr};
   if (t.mask != nullptr && p.mask_kind == kAttncheckMaskAdditive && !impl::same_dtype(t.mask->dtype, impl::kF32) &&
       !impl::same_dtype(t.mask->dtype, dt))
     impl::invalid("mask: dtype is " + impl::dtype_string(t.mask->dtype) + ", expected the input dtype or float32");

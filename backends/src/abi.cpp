@@ -79,6 +79,7 @@ std::optional<DType> from_dlpack(DLDataType d) {
 
 attncheck_problem to_abi(const Problem& p) {
   attncheck_problem a{};
+  a.struct_size = sizeof(attncheck_problem);
   a.batch = p.batch;
   a.q_heads = p.q_heads;
   a.kv_heads = p.kv_heads;
@@ -141,6 +142,7 @@ Problem from_abi(const attncheck_problem& a) {
 
 attncheck_layer_problem to_abi(const LayerProblem& p) {
   attncheck_layer_problem a{};
+  a.struct_size = sizeof(attncheck_layer_problem);
   a.attention = to_abi(p.attention);
   a.model_dim = p.model_dim;
   a.self_attention = p.self_attention ? 1 : 0;

@@ -63,8 +63,9 @@ std::optional<std::string> Backend::unsupported_reason(const Problem& problem, D
   const attncheck_status status = table_->supports(table_, &p, to_dlpack(input), device, reason, sizeof reason);
   if (status == kAttncheckOk) return std::nullopt;
   if (status == kAttncheckNotSupported || status == kAttncheckInvalidProblem) {
+    // The backend's own words, as an author wrote them: they are tallied and shown per unit.
     std::string text = reason[0] != '\0' ? std::string(reason) : last_error_of(table_);
-    return fmt::format("{} ({})", text, status_name(status));
+    return status == kAttncheckNotSupported ? text : fmt::format("{} ({})", text, status_name(status));
   }
   fail(table_, "supports", status);
 }

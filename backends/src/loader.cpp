@@ -46,12 +46,25 @@ Backend load_backend_library(const std::filesystem::path& path) {
   // Only abi_version may be read before the major check. On a mismatch, or a table too short for
   // this ABI, the layout is unknown and destroy() cannot safely be called: the table is leaked.
   const attncheck_abi_version v = table->abi_version;
+  if (v.major == 1 && ATTNCHECK_ABI_VERSION_MAJOR == 2)
+    throw LoadError(fmt::format(
+        "{}: built for attncheck ABI {}.{}, but this attncheck speaks ABI 2.{}: rebuild it against attncheck 2's "
+        "backend.h, setting the table's `device` to where your tensors live and reading the stream from the "
+        "tensor sets (BackendImpl-based plug-ins need only the rebuild)",
+        file, v.major, v.minor, ATTNCHECK_ABI_VERSION_MINOR));
   if (v.major != ATTNCHECK_ABI_VERSION_MAJOR)
     throw LoadError(fmt::format("{}: built for attncheck ABI {}.{}, but this attncheck speaks ABI {}.{} (major versions must match)",
                                 file, v.major, v.minor, ATTNCHECK_ABI_VERSION_MAJOR, ATTNCHECK_ABI_VERSION_MINOR));
   if (table->struct_size < sizeof(attncheck_backend))
     throw LoadError(fmt::format("{}: table struct_size is {} bytes, but ABI {}.0 needs {}", file, table->struct_size,
                                 ATTNCHECK_ABI_VERSION_MAJOR, sizeof(attncheck_backend)));
+  switch (static_cast<int>(table->device.device_type)) {
+    case kDLCPU: case kDLCUDA: case kDLCUDAHost: case kDLCUDAManaged: case kAttncheckSimulatedDevice: break;
+    default:
+      throw LoadError(fmt::format("{}: table device type is {}, but attncheck places tensors only in CPU (1), CUDA (2), "
+                                  "CUDA host-pinned (3), CUDA managed (13) or simulated-device (12) memory",
+                                  file, static_cast<int>(table->device.device_type)));
+  }
   if (table->destroy == nullptr) throw LoadError(fmt::format("{}: table field destroy is NULL, but it is required", file));
   Backend backend(table, file, library);  // from here on, destroy() runs on every exit
   const char* missing = table->name == nullptr          ? "name"

@@ -43,7 +43,7 @@ TEST(CAbi, TableBuiltInCDrivesThroughTheHandle) {
     return t;
   };
   DLTensor tq = tensor(q.data(), qs), tk = tensor(k.data(), ks), tv = tensor(v.data(), vs), to = tensor(out.data(), os);
-  attncheck_attention_tensors t{&tq, &tk, &tv, nullptr, nullptr, &to, nullptr};
+  attncheck_attention_tensors t{sizeof(attncheck_attention_tensors), nullptr, &tq, &tk, &tv, nullptr, nullptr, &to, nullptr};
   backend.forward(p, t);
   // One key: every row's output is that key's value row (the mock's whole contract).
   EXPECT_EQ(out, (std::vector<float>{1.5f, -2.f, 1.5f, -2.f, 1.5f, -2.f}));
@@ -150,9 +150,11 @@ TEST(BackendImpl, ExceptionsBecomeStatusesAndMessages) {
     EXPECT_EQ(e.status(), kAttncheckInternalError);
     EXPECT_STREQ(e.what(), "throwing: get_profile returned 'internal error': throwing: boom");
   }
-  EXPECT_EQ(b.unsupported_reason(Problem{}, DType::F32, kDLCPU), std::optional<std::string>("never, on purpose (not supported)"));
+  EXPECT_EQ(b.unsupported_reason(Problem{}, DType::F32, kDLCPU), std::optional<std::string>("never, on purpose"));
   try {
-    b.forward(Problem{}, attncheck_attention_tensors{});
+    attncheck_attention_tensors tensors{};
+    tensors.struct_size = sizeof tensors;
+    b.forward(Problem{}, tensors);
     FAIL();
   } catch (const BackendError& e) {
     EXPECT_STREQ(e.what(), "throwing: forward returned 'internal error': throwing: unknown exception");

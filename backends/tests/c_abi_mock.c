@@ -47,6 +47,9 @@ static attncheck_status mock_forward(attncheck_backend* self, const attncheck_pr
   int64_t rows = problem->batch * problem->q_heads * problem->q_len;
   int64_t r, d;
   (void)self;
+  /* Rule 3 of backend.h's versioning, and ATTNCHECK_HAS_FIELD compiling as C. */
+  if (problem->struct_size < ATTNCHECK_PROBLEM_SIZE_2_0 || !ATTNCHECK_HAS_FIELD(tensors, attncheck_attention_tensors, lse))
+    return kAttncheckInvalidProblem;
   if (problem->k_len != 1 || problem->batch != 1 || problem->kv_heads != 1) return kAttncheckNotSupported;
   for (r = 0; r < rows; ++r)
     for (d = 0; d < problem->v_dim; ++d) out[r * problem->v_dim + d] = v[d];
@@ -69,6 +72,8 @@ attncheck_backend* attncheck_c_mock_entry(void) {
   table.name = "c-mock";
   table.description = "backend.h compiled as C";
   table.context = NULL;
+  table.device.device_type = kDLCPU;
+  table.device.device_id = 0;
   table.get_profile = mock_get_profile;
   table.supports = mock_supports;
   table.forward = mock_forward;

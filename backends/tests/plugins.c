@@ -20,4 +20,14 @@ ATTNCHECK_EXPORT attncheck_backend* attncheck_backend_entry(void) {
   future_table.abi_version.minor = 0;
   return &future_table;
 }
+#elif defined(ATTNCHECK_TEST_PLUGIN_ABI_1)
+/* What a plug-in built against attncheck 1's backend.h hands out: major 1 in the frozen first
+ * field. Its table and structs have no device and no struct_size, so nothing past abi_version is
+ * read; the loader says what to change. */
+static attncheck_backend old_table;
+ATTNCHECK_EXPORT attncheck_backend* attncheck_backend_entry(void) {
+  old_table.abi_version.major = 1;
+  old_table.abi_version.minor = 0;
+  return &old_table;
+}
 #endif

@@ -15,9 +15,34 @@
  *  - ATTNCHECK_ABI_VERSION_MAJOR changes when the layout or meaning of an existing field or
  *    function changes. The loader refuses a backend whose major differs from its own.
  *  - ATTNCHECK_ABI_VERSION_MINOR changes when something is added without breaking old readers:
- *    a new enumerator, or a field appended to the end of a struct whose size is recorded in its
- *    struct_size. A reader checks struct_size before touching a field added in a later minor.
+ *    a new enumerator, or a field appended to the end of a struct. Every struct that crosses
+ *    the ABI (the problem, the tensor sets, the layer problem, the profile, the table) begins
+ *    with uint32_t struct_size, the sizeof() its writer was compiled with. The rules:
+ *      1. Fields are only ever appended, never moved, resized or given a new meaning.
+ *      2. A reader touches a field only if the writer's struct_size covers it:
+ *         ATTNCHECK_HAS_FIELD(ptr, type, field). A field the writer did not know is absent, and
+ *         absence means the documented default (every field added in a minor says what it is).
+ *      3. A backend refuses (kAttncheckInvalidProblem) a struct smaller than the first version of
+ *         it in this major (ATTNCHECK_*_SIZE_2_0), which is a corrupt or foreign caller.
  *  - The first field of attncheck_backend (abi_version) is frozen forever.
+ *
+ * Memory (new in 2.0): the table's `device` says where every tensor of a call must live: host
+ * memory (kDLCPU), CUDA device memory (kDLCUDA), CUDA host-pinned (kDLCUDAHost) or managed
+ * (kDLCUDAManaged) memory, or the suite's simulated device (kAttncheckSimulatedDevice). The suite
+ * allocates there; the DLTensors' device fields say so too. Work on a device is ordered by the
+ * `stream` of the tensor set, following DLPack's stream convention:
+ *  - kDLCUDA, kDLCUDAHost, kDLCUDAManaged: stream is a cudaStream_t (NULL = the legacy default
+ *    stream). forward may return as soon as its work is enqueued on that stream; the suite
+ *    synchronizes the stream before it reads anything, and an asynchronous CUDA error found then
+ *    (illegal address, launch failure) fails the call. Work left on any other stream is a bug: it
+ *    is not waited for.
+ *  - kDLCPU: stream is NULL; everything is written when forward returns.
+ *  - kAttncheckSimulatedDevice: stream points to an attncheck_simulated_stream (below).
+ * Isolation: a suite that runs calls in forked children (attncheck run --isolate, the default for
+ * plug-ins loaded by path) asks get_profile in the parent process but supports() and forward in
+ * the child when the device is not kDLCPU, so that only children initialise the device. The
+ * entry function and get_profile of a device backend must therefore not initialise it (no CUDA
+ * call); supports() and forward may.
  *
  * Threading: the suite calls one backend instance from one thread at a time. A backend may use
  * as many threads as it likes inside a call.
@@ -29,8 +54,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ATTNCHECK_ABI_VERSION_MAJOR 1
+#define ATTNCHECK_ABI_VERSION_MAJOR 2
 #define ATTNCHECK_ABI_VERSION_MINOR 0
+
+/*! \brief Nonzero when the struct at ptr (of type type, whose first field is struct_size) was written
+ * by code that knew field: the only safe way to read a field added in a later minor version. */
+#define ATTNCHECK_HAS_FIELD(ptr, type, field) \
+  ((ptr)->struct_size >= offsetof(type, field) + sizeof(((const type*)0)->field))
+
+/*!
+ * \brief The suite's simulated device: memory the host could address, but which the suite maps
+ * (mprotect) only inside its explicit copies and for the duration of the backend call. It lets
+ * kernels that run on the host stand in for device kernels, so the suite's device path (placing
+ * inputs, probing guards, reading outputs back, synchronizing the stream) is exercised and proven
+ * on machines without a GPU: any access to device memory outside those windows faults.
+ */
+#define kAttncheckSimulatedDevice kDLExtDev
 
 #if defined(_WIN32)
 #define ATTNCHECK_EXPORT __declspec(dllexport)
@@ -98,8 +137,14 @@ enum {
  * j < key_lengths[b] (if given); j < mask_shape[3] (if masked); mask[b, h, i, j] != 0 (boolean);
  * j <= p (if causal); p - window_left <= j <= p + window_right (each side if >= 0). Query head h
  * reads kv head h / (Hq / Hkv). Masked keys contribute exactly nothing, whatever K and V hold.
+ *
+ * The diagonal p moves with the alignment whether or not causal is set: a non-causal sliding
+ * window (causal = 0, window_left/right >= 0) is measured from the same aligned diagonal. Key
+ * lengths lie in [0, Lk]; a length of 0 leaves every row of that batch without an allowed key
+ * (see attncheck_empty_row).
  */
 typedef struct {
+  uint32_t struct_size;    /*!< \brief sizeof(attncheck_problem) as compiled by the suite (ABI 2.0: ATTNCHECK_PROBLEM_SIZE_2_0). */
   int64_t batch;           /*!< \brief B >= 1. */
   int64_t q_heads;         /*!< \brief Hq >= 1. */
   int64_t kv_heads;        /*!< \brief Hkv >= 1, Hq % Hkv == 0. */
@@ -118,6 +163,9 @@ typedef struct {
   int32_t has_key_lengths; /*!< \brief Nonzero: key_lengths is given. */
   int64_t mask_shape[4];   /*!< \brief [Bm in {1,B}, Hm in {1,Hq}, Lqm in {1,Lq}, 1 <= Lkm <= Lk]; keys >= Lkm are masked. */
 } attncheck_problem;
+
+/*! \brief Size of attncheck_problem in ABI 2.0: the smallest a backend of this major accepts. */
+#define ATTNCHECK_PROBLEM_SIZE_2_0 (offsetof(attncheck_problem, mask_shape) + 4 * sizeof(int64_t))
 
 /*!
  * \brief How a backend computes, declared honestly: the tolerance model derives every bound from
@@ -143,8 +191,13 @@ typedef struct {
   double tanh_relative_error;      /*!< \brief u_T for softcap; 0 = the suite's default 2^-22. */
 } attncheck_numerics_profile;
 
-/*! \brief Tensors of one forward call. Inputs are read-only; a backend that writes them is caught. */
+/*!
+ * \brief Tensors of one forward call, all in the memory the table's device names. Inputs are
+ * read-only; a backend that writes them is caught.
+ */
 typedef struct {
+  uint32_t struct_size;        /*!< \brief sizeof(attncheck_attention_tensors) as compiled by the suite. */
+  void* stream;                /*!< \brief Where the call's device work is ordered (see "Memory" above); NULL on the CPU. */
   const DLTensor* q;           /*!< \brief [B, Hq, Lq, Dk]. */
   const DLTensor* k;           /*!< \brief [B, Hkv, Lk, Dk]. */
   const DLTensor* v;           /*!< \brief [B, Hkv, Lk, Dv]. */
@@ -154,21 +207,28 @@ typedef struct {
   DLTensor* lse;               /*!< \brief [B, Hq, Lq] float32, natural log; NULL when not wanted. */
 } attncheck_attention_tensors;
 
+#define ATTNCHECK_ATTENTION_TENSORS_SIZE_2_0 (offsetof(attncheck_attention_tensors, lse) + sizeof(DLTensor*))
+
 /*!
  * \brief The multi-head attention layer: out = concat_h(attention(X W_Q^(h) + b_Q^(h),
  * X_kv W_K^(g) + b_K^(g), X_kv W_V^(g) + b_V^(g))) W_O + b_O, with g = h / (Hq / Hkv).
  * attention.q_len is the length of X, attention.k_len that of X_kv (= X for self-attention).
  */
 typedef struct {
-  attncheck_problem attention; /*!< \brief The core problem (Dk, Dv, heads, masks, causal...). */
+  uint32_t struct_size;        /*!< \brief sizeof(attncheck_layer_problem) as compiled by the suite. */
+  attncheck_problem attention; /*!< \brief The core problem (Dk, Dv, heads, masks, causal...), with its own struct_size. */
   int64_t model_dim;           /*!< \brief d_model >= 1. */
   int32_t self_attention;      /*!< \brief Nonzero: keys and values are projected from x (x_kv is NULL). */
   int32_t has_qkv_bias;        /*!< \brief Nonzero: b_q, b_k, b_v are given. */
   int32_t has_out_bias;        /*!< \brief Nonzero: b_o is given. */
 } attncheck_layer_problem;
 
-/*! \brief Tensors of one layer call. Shapes are logical; any strides. */
+#define ATTNCHECK_LAYER_PROBLEM_SIZE_2_0 (offsetof(attncheck_layer_problem, has_out_bias) + sizeof(int32_t))
+
+/*! \brief Tensors of one layer call, in the table's device memory. Shapes are logical; any strides. */
 typedef struct {
+  uint32_t struct_size;        /*!< \brief sizeof(attncheck_layer_tensors) as compiled by the suite. */
+  void* stream;                /*!< \brief As in attncheck_attention_tensors. */
   const DLTensor* x;           /*!< \brief [B, Lq, d_model]. */
   const DLTensor* x_kv;        /*!< \brief [B, Lk, d_model]; NULL for self-attention. */
   const DLTensor* w_q;         /*!< \brief [Hq, d_model, Dk]: one projection per query head. */
@@ -184,6 +244,20 @@ typedef struct {
   DLTensor* out;               /*!< \brief [B, Lq, d_model] in output_dtype. */
 } attncheck_layer_tensors;
 
+#define ATTNCHECK_LAYER_TENSORS_SIZE_2_0 (offsetof(attncheck_layer_tensors, out) + sizeof(DLTensor*))
+
+/*!
+ * \brief What stream points to for kAttncheckSimulatedDevice. A simulated kernel that faults
+ * asynchronously (as a CUDA kernel's illegal address surfaces only at the next synchronization)
+ * records it here instead of failing the call; the suite reads it when it synchronizes and fails
+ * the call with the message. The error is sticky for that stream, as a CUDA context's is.
+ */
+typedef struct {
+  uint32_t struct_size;  /*!< \brief sizeof(attncheck_simulated_stream) as compiled by the suite. */
+  int32_t error;         /*!< \brief Nonzero once a fault was recorded; never reset by the suite. */
+  char message[256];     /*!< \brief NUL-terminated description of the first fault. */
+} attncheck_simulated_stream;
+
 typedef struct attncheck_backend attncheck_backend;
 
 /*! \brief The table a backend library hands out. All function pointers are required unless marked optional. */
@@ -193,18 +267,22 @@ struct attncheck_backend {
   const char* name;                  /*!< \brief Short stable name, e.g. "cpu-flash"; owned by the backend. */
   const char* description;           /*!< \brief One line for listings; owned by the backend; may be NULL. */
   void* context;                     /*!< \brief The backend's own state; the suite never touches it. */
+  DLDevice device;                   /*!< \brief Where every tensor of a call must live (see "Memory" above); device_id selects the GPU. */
 
   /*! \brief Fills *profile for inputs of input_dtype; kAttncheckNotSupported if that dtype is not handled. */
   attncheck_status (*get_profile)(const attncheck_backend* self, DLDataType input_dtype,
                                   attncheck_numerics_profile* profile);
   /*!
    * \brief kAttncheckOk if forward would compute this problem for inputs of input_dtype in memory
-   * of device_type; otherwise kAttncheckNotSupported (or kAttncheckInvalidProblem) with a
+   * of device_type (the suite passes the table's device); otherwise kAttncheckNotSupported (or kAttncheckInvalidProblem) with a
    * NUL-terminated reason written to reason[0 .. reason_size) (reason may be NULL when reason_size is 0).
    */
   attncheck_status (*supports)(const attncheck_backend* self, const attncheck_problem* problem,
                                DLDataType input_dtype, DLDeviceType device_type, char* reason, size_t reason_size);
-  /*! \brief Computes out (and lse if non-NULL) for the problem. Must not write its inputs. */
+  /*!
+   * \brief Computes out (and lse if non-NULL) for the problem. Must not write its inputs. A
+   * kAttncheckNotSupported status here is a skip, like a decline from supports(), never a failure.
+   */
   attncheck_status (*forward)(attncheck_backend* self, const attncheck_problem* problem,
                               const attncheck_attention_tensors* tensors);
   /*! \brief Optional (NULL when the backend implements only the core): the whole layer. */

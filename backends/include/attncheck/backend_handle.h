@@ -63,11 +63,17 @@ class Backend {
   /// "built-in" or the path the library was loaded from.
   const std::string& origin() const { return origin_; }
   attncheck_abi_version abi_version() const;
+  /// Where every tensor of a call must live (the table's `device`).
+  DLDevice device() const { return table_->device; }
 
   /// The profile for inputs of `input`, or nullopt if that dtype is not supported.
   std::optional<NumericsProfile> profile(DType input) const;
   /// nullopt if supported; otherwise the backend's reason (never empty).
   std::optional<std::string> unsupported_reason(const Problem& problem, DType input, DLDeviceType device) const;
+  /// The same for the memory the backend declared.
+  std::optional<std::string> unsupported_reason(const Problem& problem, DType input) const {
+    return unsupported_reason(problem, input, device().device_type);
+  }
   bool has_layer() const;
 
   /// Runs forward; throws BackendError with the backend's message on any status but ok.

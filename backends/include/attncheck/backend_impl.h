@@ -96,17 +96,31 @@ struct TensorArg {
   }
 };
 
+/// "CPU", "CUDA", "CUDA host-pinned", "CUDA managed", "simulated device" or "device type N".
+inline std::string device_string(DLDeviceType device) {
+  switch (static_cast<int>(device)) {
+    case kDLCPU: return "CPU";
+    case kDLCUDA: return "CUDA";
+    case kDLCUDAHost: return "CUDA host-pinned";
+    case kDLCUDAManaged: return "CUDA managed";
+    case kAttncheckSimulatedDevice: return "simulated device";
+    default: return "device type " + std::to_string(static_cast<int>(device));
+  }
+}
+
 /// Checks `tensor` (named `name`, e.g. "k") against its expected logical shape, one of the
-/// accepted dtypes and the CPU device; throws AbiError(kAttncheckInvalidProblem) with a message
-/// such as "k: dim 2 (key length) is 5, expected Lk = 7". Dimension names come from `dims`.
-inline TensorArg check_cpu_tensor(const DLTensor* tensor, std::string_view name,
-                                  std::initializer_list<std::int64_t> shape,
-                                  std::initializer_list<std::string_view> dims,
-                                  std::initializer_list<DLDataType> dtypes) {
+/// accepted dtypes and the memory the backend declared (`device`); throws
+/// AbiError(kAttncheckInvalidProblem) with a message such as "k: dim 2 (key length) is 5,
+/// expected Lk = 7". Dimension names come from `dims`. The result's data pointer is only
+/// dereferenceable from where that memory is (the host, for kDLCPU).
+inline TensorArg check_tensor(const DLTensor* tensor, std::string_view name, std::initializer_list<std::int64_t> shape,
+                              std::initializer_list<std::string_view> dims, std::initializer_list<DLDataType> dtypes,
+                              DLDeviceType device) {
   const std::string n(name);
   if (tensor == nullptr) invalid(n + ": is NULL, but the problem requires it");
-  if (tensor->device.device_type != kDLCPU && tensor->device.device_type != kDLCUDAHost)
-    invalid(n + ": device type is " + std::to_string(tensor->device.device_type) + ", expected CPU (1)");
+  if (tensor->device.device_type != device)
+    invalid(n + ": lives in " + device_string(tensor->device.device_type) + " memory, but this backend reads " +
+            device_string(device) + " memory");
   if (tensor->ndim != static_cast<std::int32_t>(shape.size()))
     invalid(n + ": has " + std::to_string(tensor->ndim) + " dimensions, expected " + std::to_string(shape.size()));
   bool dtype_ok = false;
@@ -142,11 +156,25 @@ inline TensorArg check_cpu_tensor(const DLTensor* tensor, std::string_view name,
   return arg;
 }
 
+/// check_tensor for host memory.
+inline TensorArg check_cpu_tensor(const DLTensor* tensor, std::string_view name, std::initializer_list<std::int64_t> shape,
+                                  std::initializer_list<std::string_view> dims, std::initializer_list<DLDataType> dtypes) {
+  return check_tensor(tensor, name, shape, dims, dtypes, kDLCPU);
+}
+
+/// Refuses a struct smaller than its ABI 2.0 layout (rule 3 of backend.h's versioning).
+inline void check_struct_size(std::uint32_t struct_size, std::size_t minimum, const char* what) {
+  if (struct_size < minimum)
+    invalid(std::string(what) + ": struct_size is " + std::to_string(struct_size) + " bytes, but ABI 2.0 needs at least " +
+            std::to_string(minimum) + " (a caller built for another attncheck ABI?)");
+}
+
 // --- the problem ------------------------------------------------------------------------------------
 
 /// The structural checks every backend needs before it indexes anything; throws
 /// AbiError(kAttncheckInvalidProblem) naming the field.
 inline void check_problem(const attncheck_problem& p) {
+  check_struct_size(p.struct_size, ATTNCHECK_PROBLEM_SIZE_2_0, "problem");
   auto positive = [](std::int64_t v, const char* field) {
     if (v < 1) invalid(std::string("problem.") + field + " is " + std::to_string(v) + ", but must be >= 1");
   };
@@ -198,6 +226,8 @@ inline std::int64_t diagonal_offset(const attncheck_problem& p, std::int64_t key
 class BackendImpl {
  public:
   virtual ~BackendImpl() = default;
+  /// Where the suite must place every tensor (the table's `device`); host memory by default.
+  virtual DLDevice device() const { return {kDLCPU, 0}; }
   /// The profile for inputs of `input`; throw AbiError(kAttncheckNotSupported) if not handled.
   virtual attncheck_numerics_profile profile(DLDataType input) const = 0;
   /// Throw AbiError(kAttncheckNotSupported, reason) if `problem` is not handled; return otherwise.
@@ -267,6 +297,7 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
     t.name = h->name.c_str();
     t.description = h->description.c_str();
     t.context = h.get();
+    t.device = h->impl->device();
     t.get_profile = [](const attncheck_backend* self, DLDataType input, attncheck_numerics_profile* out) {
       return detail::guarded(self, [&](detail::TableHolder& holder) {
         if (out == nullptr) invalid("get_profile: profile is NULL");
@@ -286,6 +317,7 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
     t.forward = [](attncheck_backend* self, const attncheck_problem* problem, const attncheck_attention_tensors* tensors) {
       return detail::guarded(self, [&](detail::TableHolder& holder) {
         if (problem == nullptr || tensors == nullptr) invalid("forward: problem or tensors is NULL");
+        check_struct_size(tensors->struct_size, ATTNCHECK_ATTENTION_TENSORS_SIZE_2_0, "forward: tensors");
         holder.impl->forward(*problem, *tensors);
       });
     };
@@ -294,6 +326,8 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
                            const attncheck_layer_tensors* tensors) {
         return detail::guarded(self, [&](detail::TableHolder& holder) {
           if (problem == nullptr || tensors == nullptr) invalid("forward_layer: problem or tensors is NULL");
+          check_struct_size(problem->struct_size, ATTNCHECK_LAYER_PROBLEM_SIZE_2_0, "forward_layer: problem");
+          check_struct_size(tensors->struct_size, ATTNCHECK_LAYER_TENSORS_SIZE_2_0, "forward_layer: tensors");
           holder.impl->forward_layer(*problem, *tensors);
         });
       };

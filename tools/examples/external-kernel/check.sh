@@ -51,4 +51,12 @@ if ! grep -q '<failure ' "$junit" 2>/dev/null; then
 fi
 grep -B1 '<failure ' "$junit" | grep -o 'testcase name="[^"]*" classname="[^"]*"' | sed 's/^/caught by: /'
 
+step "without CMake: compile the kernel with pkg-config's flags and run it by path"
+PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags attncheck
+# shellcheck disable=SC2046
+c++ -std=c++20 -O2 -shared -fPIC -fvisibility=hidden $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags attncheck) \
+  "$here/naive_kernel.cpp" -o "$work/libnaive_kernel_pc.so"
+"$prefix/bin/attncheck" run --backend "$work/libnaive_kernel_pc.so" --profile quick --property '^reference-agreement$' \
+  --dtype f32 --require-backend
+
 printf '\ncheck.sh: passed (installed package works; the planted bug is caught)\n'

@@ -112,6 +112,9 @@ int64_t diagonal_offset(const attncheck_problem& p, int64_t key_length) {
 }
 
 void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) {
+  // ABI 2.0's rule 3 (backend.h): a struct smaller than its 2.0 layout comes from a foreign caller.
+  if (p.struct_size < ATTNCHECK_PROBLEM_SIZE_2_0 || t.struct_size < ATTNCHECK_ATTENTION_TENSORS_SIZE_2_0)
+    invalid("problem or tensors: struct_size smaller than ABI 2.0's");
   validate(p);
   const DLDataType f32{kDLFloat, 32, 1};
   const View<const float> q("q", t.q, {p.batch, p.q_heads, p.q_len, p.qk_dim}, f32);
@@ -269,6 +272,7 @@ extern "C" ATTNCHECK_EXPORT attncheck_backend* attncheck_backend_entry(void) {
   t.name = kName;
   t.description = "example out-of-tree kernel: fp32, three passes, any strides";
   t.context = kernel;
+  t.device = {kDLCPU, 0};  // host memory: forward is complete when it returns, no stream
   t.get_profile = get_profile;
   t.supports = supports;
   t.forward = forward_entry;
