@@ -1,12 +1,35 @@
 #include "attncheck/case.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <limits>
 #include <numbers>
 
 namespace attncheck {
+namespace {
+
+// "5,0,9": the key lengths of describe(); each a non-negative integer.
+std::vector<std::int64_t> parse_lengths(std::string_view text) {
+  std::vector<std::int64_t> lengths;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t end = text.find(',', pos);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view item = text.substr(pos, end - pos);
+    std::int64_t length = -1;
+    const auto [stop, ec] = std::from_chars(item.data(), item.data() + item.size(), length);
+    if (item.empty() || ec != std::errc() || stop != item.data() + item.size() || length < 0)
+      throw ProblemError(fmt::format("case text: lengths={} is not a comma-separated list of key lengths", text));
+    lengths.push_back(length);
+    pos = end + 1;
+  }
+  return lengths;
+}
+
+}  // namespace
 
 std::string_view value_kind_name(ValueKind kind) {
   switch (kind) {
@@ -36,6 +59,7 @@ std::string AttentionCase::describe() const {
   std::string text = fmt::format("{} dtype={} values={}", problem.describe(), dtype_name(dtype), value_kind_name(values));
   if (sequence_major) text += " layout=blhd";
   if (poison_masked) text += " poison=1";
+  if (!key_lengths.empty()) text += fmt::format(" lengths={}", fmt::join(key_lengths, ","));
   text += fmt::format(" seed={}", seed);
   return text;
 }
@@ -67,6 +91,8 @@ AttentionCase parse_case(std::string_view text) {
     } else if (key == "poison") {
       if (value != "0" && value != "1") throw ProblemError(fmt::format("case text: poison={} is not 0 or 1", value));
       c.poison_masked = value == "1";
+    } else if (key == "lengths") {
+      c.key_lengths = parse_lengths(value);
     } else if (key == "seed") {
       const auto [stop, ec] = std::from_chars(value.data(), value.data() + value.size(), c.seed);
       if (ec != std::errc() || stop != value.data() + value.size() || value.empty())
@@ -121,11 +147,36 @@ void round_all(HostTensor& t, DType dtype) {
   for (double& x : t.values) x = round_to(dtype, x);
 }
 
+// The key lengths of a problem that has them: drawn, then replaced by `fixed` when the case
+// fixes them (the draw runs either way, so the values drawn after it do not depend on `fixed`).
+std::vector<std::int64_t> key_lengths_of(const Problem& p, const std::vector<std::int64_t>& fixed, PortableRandom& rng) {
+  std::vector<std::int64_t> lengths(static_cast<size_t>(p.batch));
+  // Lengths 0 and Lk are the edges that break kernels most; draw them often.
+  for (auto& len : lengths) {
+    const std::int64_t pick = rng.below(4);
+    len = pick == 0 ? 0 : pick == 1 ? p.k_len : rng.below(p.k_len + 1);
+  }
+  if (fixed.empty()) return lengths;
+  if (static_cast<std::int64_t>(fixed.size()) != p.batch)
+    throw ProblemError(fmt::format("key_lengths: {} fixed length(s) given, but B = {}", fixed.size(), p.batch));
+  for (size_t b = 0; b < fixed.size(); ++b)
+    if (fixed[b] < 0 || fixed[b] > p.k_len)
+      throw ProblemError(fmt::format("key_lengths: batch {} has length {}, outside [0, Lk = {}]", b, fixed[b], p.k_len));
+  return fixed;
+}
+
+// Fixed lengths on a problem without key lengths would be silently ignored: refuse them.
+void require_key_lengths_used(const Problem& p, const std::vector<std::int64_t>& fixed) {
+  if (!fixed.empty() && !p.has_key_lengths)
+    throw ProblemError("key_lengths: fixed lengths are given, but the problem has no key lengths");
+}
+
 }  // namespace
 
 CaseData make_case_data(const AttentionCase& c) {
   const Problem& p = c.problem;
   p.validate();
+  require_key_lengths_used(p, c.key_lengths);
   PortableRandom rng(c.seed);
   CaseData d;
   d.q = HostTensor({p.batch, p.q_heads, p.q_len, p.qk_dim});
@@ -149,14 +200,7 @@ CaseData make_case_data(const AttentionCase& c) {
   round_all(d.k, c.dtype);
   round_all(d.v, c.dtype);
 
-  if (p.has_key_lengths) {
-    d.key_lengths.resize(static_cast<size_t>(p.batch));
-    // Lengths 0 and Lk are the edges that break kernels most; draw them often.
-    for (auto& len : d.key_lengths) {
-      const std::int64_t pick = rng.below(4);
-      len = pick == 0 ? 0 : pick == 1 ? p.k_len : rng.below(p.k_len + 1);
-    }
-  }
+  if (p.has_key_lengths) d.key_lengths = key_lengths_of(p, c.key_lengths, rng);
   if (p.mask != MaskKind::None) {
     d.mask = HostTensor({p.mask_batch, p.mask_heads, p.mask_q_len, p.mask_k_len});
     for (double& x : d.mask.values) {
@@ -187,8 +231,24 @@ CaseData make_case_data(const AttentionCase& c) {
   return d;
 }
 
+void forbid_in_mask(const Problem& p, CaseData& data, const std::function<bool(std::int64_t row)>& row,
+                    std::int64_t key_begin, std::int64_t key_end) {
+  if (p.mask == MaskKind::None) throw ProblemError("forbid_in_mask: the problem has no mask");
+  const double forbidden = p.mask == MaskKind::Boolean ? 0.0 : -std::numeric_limits<double>::infinity();
+  const Shape4& s = data.mask.shape;
+  for (std::int64_t b = 0; b < s[0]; ++b)
+    for (std::int64_t h = 0; h < s[1]; ++h)
+      for (std::int64_t i = 0; i < s[2]; ++i) {
+        if (!row(i)) continue;
+        for (std::int64_t j = std::max<std::int64_t>(key_begin, 0); j < std::min(key_end, s[3]); ++j)
+          data.mask(b, h, i, j) = forbidden;
+      }
+}
+
 std::string LayerCase::describe() const {
-  return fmt::format("{} dtype={} seed={}", problem.describe(), dtype_name(dtype), seed);
+  std::string text = fmt::format("{} dtype={}", problem.describe(), dtype_name(dtype));
+  if (!key_lengths.empty()) text += fmt::format(" lengths={}", fmt::join(key_lengths, ","));
+  return text + fmt::format(" seed={}", seed);
 }
 
 LayerInputs LayerCaseData::inputs(const LayerProblem& lp) const {
@@ -206,12 +266,14 @@ LayerInputs LayerCaseData::inputs(const LayerProblem& lp) const {
   in.w_o = w_o.view();
   if (lp.has_out_bias) in.b_o = b_o.view();
   if (lp.attention.mask != MaskKind::None) in.mask = mask.view();
+  if (lp.attention.has_key_lengths) in.key_lengths = key_lengths;
   return in;
 }
 
 LayerCaseData make_layer_case_data(const LayerCase& c) {
   c.problem.validate();
   const Problem& p = c.problem.attention;
+  require_key_lengths_used(p, c.key_lengths);
   const std::int64_t dm = c.problem.model_dim;
   PortableRandom rng(c.seed);
   auto draw = [&](const Shape4& shape, double spread) {
@@ -233,6 +295,8 @@ LayerCaseData make_layer_case_data(const LayerCase& c) {
   d.w_o = draw({1, 1, p.q_heads * p.v_dim, dm}, w_out);
   d.b_o = draw({1, 1, 1, dm}, 0.1);
   if (p.mask != MaskKind::None) d.mask = draw({p.mask_batch, p.mask_heads, p.mask_q_len, p.mask_k_len}, 1.0);
+  // Last, so that layer cases without key lengths draw what they always drew.
+  if (p.has_key_lengths) d.key_lengths = key_lengths_of(p, c.key_lengths, rng);
   return d;
 }
 

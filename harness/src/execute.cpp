@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <bit>
 #include <chrono>
 #include <cmath>
@@ -12,6 +13,8 @@
 #include <fmt/format.h>
 #include <memory>
 #include <thread>
+
+#include "attncheck/memory_domain.h"
 
 namespace attncheck {
 namespace {
@@ -24,53 +27,6 @@ std::uint64_t sentinel_bits(DType dtype) {
     case DType::F16: return 0x7d5au;
     case DType::BF16: return 0x7fa5u;
     case DType::F64: return 0x7ff5a5a5a5a5a5a5ull;
-  }
-  return 0;
-}
-
-void encode(double x, DType dtype, std::byte* at) {
-  switch (dtype) {
-    case DType::F32: {
-      const float f = static_cast<float>(x);
-      std::memcpy(at, &f, 4);
-      return;
-    }
-    case DType::F16: {
-      const std::uint16_t bits = to_f16_bits(x);
-      std::memcpy(at, &bits, 2);
-      return;
-    }
-    case DType::BF16: {
-      const std::uint16_t bits = to_bf16_bits(x);
-      std::memcpy(at, &bits, 2);
-      return;
-    }
-    case DType::F64: std::memcpy(at, &x, 8); return;
-  }
-}
-
-double decode(DType dtype, const std::byte* at) {
-  switch (dtype) {
-    case DType::F32: {
-      float f;
-      std::memcpy(&f, at, 4);
-      return f;
-    }
-    case DType::F16: {
-      std::uint16_t bits;
-      std::memcpy(&bits, at, 2);
-      return from_f16_bits(bits);
-    }
-    case DType::BF16: {
-      std::uint16_t bits;
-      std::memcpy(&bits, at, 2);
-      return from_bf16_bits(bits);
-    }
-    case DType::F64: {
-      double d;
-      std::memcpy(&d, at, 8);
-      return d;
-    }
   }
   return 0;
 }
@@ -102,73 +58,146 @@ class SharedBytes {
   size_t size_;
 };
 
+// How one tensor is handed to the backend: the layout of its strides and what its DLTensor says.
+struct Handover {
+  bool sequence_major = false;  // a [B, H, L, D] tensor stored as [B, L, H, D]
+  std::int64_t row_padding = 0;  // unused elements after every row of the last dimension
+  std::uint64_t byte_offset = 0;  // DLTensor::byte_offset
+  bool null_strides = false;     // strides = NULL when the layout is compact
+};
+
+// Q, K, V and O take the layout the options ask for; every other tensor is compact.
+Handover attention_handover(const RunOptions& o) { return {o.sequence_major, o.row_padding, o.byte_offset, o.null_strides}; }
+Handover compact_handover(const RunOptions& o) { return {false, 0, 0, o.null_strides}; }
+
+// Calls f(index) for every index of `shape` (any rank), last dimension fastest.
+template <class F>
+void for_each_index(const std::vector<std::int64_t>& shape, F&& f) {
+  for (std::int64_t n : shape)
+    if (n == 0) return;
+  std::vector<std::int64_t> index(shape.size(), 0);
+  while (true) {
+    f(index);
+    size_t d = shape.size();
+    while (d > 0 && ++index[d - 1] == shape[d - 1]) index[--d] = 0;
+    if (d == 0) return;
+  }
+}
+
 // One tensor handed to the backend: element storage between two guard regions, the DLTensor
-// that describes it, and a copy of the bytes an input held before the call.
+// that describes it, and a copy of the bytes an input held before the call. With a byte offset
+// the bytes between DLTensor::data and the first element belong to the leading guard.
 class GuardedTensor {
  public:
   GuardedTensor(std::string name, DLDataType dl_type, int element_bytes, std::vector<std::int64_t> shape,
-                std::vector<std::int64_t> strides, std::int64_t guard_elements, bool is_output)
+                std::vector<std::int64_t> strides, std::int64_t guard_elements, bool is_output,
+                const Handover& handover = {})
       : name_(std::move(name)), element_bytes_(element_bytes), shape_(std::move(shape)), strides_(std::move(strides)),
-        guard_bytes_(guard_elements * element_bytes), is_output_(is_output) {
-    std::int64_t span = 1;  // elements between the lowest and highest addressed element, inclusive
-    for (size_t d = 0; d < shape_.size(); ++d) span += (shape_[d] - 1) * strides_[d];
-    bool any_empty = false;
-    for (auto s : shape_) any_empty |= s == 0;
-    data_bytes_ = any_empty ? 0 : span * element_bytes_;
-    storage_ = std::make_unique<SharedBytes>(static_cast<size_t>(data_bytes_ + 2 * guard_bytes_));
+        guard_bytes_(guard_elements * element_bytes), offset_bytes_(static_cast<std::int64_t>(handover.byte_offset)),
+        is_output_(is_output) {
+    std::int64_t span = 1, count = 1;  // elements between the lowest and highest addressed element, inclusive
+    for (size_t d = 0; d < shape_.size(); ++d) {
+      span += (shape_[d] - 1) * strides_[d];
+      count *= shape_[d];
+    }
+    data_bytes_ = count == 0 ? 0 : span * element_bytes_;
+    has_gaps_ = count != 0 && span != count;
+    storage_ = std::make_unique<SharedBytes>(static_cast<size_t>(data_bytes_ + offset_bytes_ + 2 * guard_bytes_));
     fill_pattern(0, storage_->size());
     tensor_.data = storage_->data() + guard_bytes_;
     tensor_.device = {kDLCPU, 0};
     tensor_.ndim = static_cast<int>(shape_.size());
     tensor_.dtype = dl_type;
     tensor_.shape = shape_.data();
-    tensor_.strides = strides_.data();
-    tensor_.byte_offset = 0;
+    tensor_.strides = handover.null_strides && is_compact() ? nullptr : strides_.data();
+    tensor_.byte_offset = handover.byte_offset;
   }
+
+  /// The whole allocation as the backend's memory holds it: guard, data, guard.
+  std::byte* storage() const { return storage_->data(); }
+  size_t storage_bytes() const { return storage_->size(); }
+  /// Bytes from the start of the allocation to DLTensor::data.
+  std::int64_t guard_bytes() const { return guard_bytes_; }
 
   std::byte* element(const std::vector<std::int64_t>& index) {
     std::int64_t offset = 0;
     for (size_t d = 0; d < index.size(); ++d) offset += index[d] * strides_[d];
-    return storage_->data() + guard_bytes_ + offset * element_bytes_;
+    return storage_->data() + data_start() + offset * element_bytes_;
   }
   DLTensor* dl() { return &tensor_; }
 
-  /// Sets every byte of the buffer (data and guards) to the pattern an output is pre-filled with.
+  /// Sets every byte of the buffer (data and guards) to the pattern an output is pre-filled with,
+  /// in phase with the first element whatever the byte offset.
   void prefill_output(DType dtype) {
     const std::uint64_t bits = sentinel_bits(dtype);
-    for (size_t at = 0; at + static_cast<size_t>(element_bytes_) <= storage_->size(); at += static_cast<size_t>(element_bytes_))
-      std::memcpy(storage_->data() + at, &bits, static_cast<size_t>(element_bytes_));
+    std::byte pattern[8];
+    std::memcpy(pattern, &bits, sizeof pattern);
+    const std::int64_t size = static_cast<std::int64_t>(storage_->size());
+    for (std::int64_t at = 0; at < size; ++at)
+      (*storage_)[static_cast<size_t>(at)] = pattern[((at - data_start()) % element_bytes_ + element_bytes_) % element_bytes_];
     snapshot();
   }
   /// Remembers the bytes of an input after it was written, to detect writes by the backend.
   void seal_input() { snapshot(); }
 
   void check(std::vector<std::string>& findings) const {
-    check_guard("before the start", 0, findings);
-    check_guard("after the end", static_cast<size_t>(guard_bytes_ + data_bytes_), findings);
-    if (!is_output_ && std::memcmp(before_.data() + guard_bytes_, storage_->data() + guard_bytes_,
-                                   static_cast<size_t>(data_bytes_)) != 0) {
-      std::int64_t first = 0;
-      while (before_[static_cast<size_t>(guard_bytes_ + first)] == (*storage_)[static_cast<size_t>(guard_bytes_ + first)]) ++first;
+    check_guard("before the start", 0, static_cast<size_t>(data_start()), findings);
+    check_guard("after the end", static_cast<size_t>(data_start() + data_bytes_), static_cast<size_t>(guard_bytes_), findings);
+    const size_t start = static_cast<size_t>(data_start());
+    if (!is_output_ && std::memcmp(before_.data() + start, storage_->data() + start, static_cast<size_t>(data_bytes_)) != 0) {
+      size_t first = 0;
+      while (before_[start + first] == (*storage_)[start + first]) ++first;
       findings.push_back(fmt::format("{}: the backend wrote to this input (first changed byte at offset {})", name_, first));
     }
+    if (is_output_ && has_gaps_) check_gaps(findings);
   }
 
  private:
+  std::int64_t data_start() const { return guard_bytes_ + offset_bytes_; }
+  bool is_compact() const {
+    std::int64_t stride = 1;
+    for (size_t d = shape_.size(); d-- > 0;) {
+      if (shape_[d] != 1 && strides_[d] != stride) return false;
+      stride *= shape_[d];
+    }
+    return true;
+  }
   void fill_pattern(size_t from, size_t to) {
     for (size_t i = from; i < to; ++i) (*storage_)[i] = std::byte{0xa5};
   }
   void snapshot() { before_.assign(storage_->data(), storage_->data() + storage_->size()); }
-  void check_guard(const char* side, size_t start, std::vector<std::string>& findings) const {
+  // `length` bytes from `start` must be as they were before the call (as they were made, for a
+  // tensor never sealed).
+  void check_guard(const char* side, size_t start, size_t length, std::vector<std::string>& findings) const {
     const std::byte* now = storage_->data() + start;
     const std::byte* was = before_.empty() ? nullptr : before_.data() + start;
-    for (std::int64_t i = 0; i < guard_bytes_; ++i) {
+    const bool before = side[0] == 'b';
+    for (size_t i = 0; i < length; ++i) {
       const std::byte expected = was ? was[i] : std::byte{0xa5};
       if (now[i] != expected) {
-        const std::int64_t element = i / element_bytes_;
+        // Counted in elements from the first element: −1 is the element just before it.
+        const std::int64_t element = before ? (static_cast<std::int64_t>(length - i) + element_bytes_ - 1) / element_bytes_
+                                            : static_cast<std::int64_t>(i) / element_bytes_;
         findings.push_back(fmt::format("{}: out-of-bounds write {}, first bad element at {}{}", name_, side,
-                                       side[0] == 'b' ? "-" : "+",
-                                       side[0] == 'b' ? guard_bytes_ / element_bytes_ - element : element));
+                                       before ? "-" : "+", element));
+        return;
+      }
+    }
+  }
+  // The elements the strides skip (row padding) inside an output's span must keep the pre-fill.
+  void check_gaps(std::vector<std::string>& findings) const {
+    std::vector<bool> covered(static_cast<size_t>(data_bytes_ / element_bytes_), false);
+    for_each_index(shape_, [&](const std::vector<std::int64_t>& index) {
+      std::int64_t offset = 0;
+      for (size_t d = 0; d < index.size(); ++d) offset += index[d] * strides_[d];
+      covered[static_cast<size_t>(offset)] = true;
+    });
+    const size_t start = static_cast<size_t>(data_start()), width = static_cast<size_t>(element_bytes_);
+    for (size_t e = 0; e < covered.size(); ++e) {
+      if (covered[e]) continue;
+      if (std::memcmp(before_.data() + start + e * width, storage_->data() + start + e * width, width) != 0) {
+        findings.push_back(fmt::format("{}: the backend wrote into the padding its strides skip, first at element offset {}",
+                                       name_, e));
         return;
       }
     }
@@ -177,40 +206,45 @@ class GuardedTensor {
   std::string name_;
   int element_bytes_;
   std::vector<std::int64_t> shape_, strides_;
-  std::int64_t guard_bytes_, data_bytes_ = 0;
-  bool is_output_;
+  std::int64_t guard_bytes_, offset_bytes_, data_bytes_ = 0;
+  bool is_output_, has_gaps_ = false;
   std::unique_ptr<SharedBytes> storage_;
   std::vector<std::byte> before_;
   DLTensor tensor_{};
 };
 
-// Strides of a [B, H, L, D] logical tensor laid out as [B, H, L, D] or [B, L, H, D] in memory.
-std::vector<std::int64_t> strides_for(const Shape4& s, bool sequence_major) {
-  if (!sequence_major) {
-    const Shape4 c = compact_strides(s);
-    return {c[0], c[1], c[2], c[3]};
+// Strides of a [B, H, L, D] logical tensor laid out as [B, H, L, D] or [B, L, H, D] in memory,
+// each row of D elements followed by `row_padding` unused ones.
+std::vector<std::int64_t> strides_for(const Shape4& s, bool sequence_major, std::int64_t row_padding = 0) {
+  const std::array<int, 4> order = sequence_major ? std::array<int, 4>{0, 2, 1, 3} : std::array<int, 4>{0, 1, 2, 3};
+  std::vector<std::int64_t> strides(4);
+  std::int64_t stride = 1;
+  for (int k = 3; k >= 0; --k) {
+    const int d = order[static_cast<size_t>(k)];
+    strides[static_cast<size_t>(d)] = stride;
+    stride *= s[static_cast<size_t>(d)] + (k == 3 ? row_padding : 0);
   }
-  const Shape4 m = compact_strides({s[0], s[2], s[1], s[3]});
-  return {m[0], m[2], m[1], m[3]};
+  return strides;
 }
 
 std::unique_ptr<GuardedTensor> make_input(const std::string& name, const View4<const double>& view, DType dtype,
-                                          bool sequence_major, std::int64_t guard) {
+                                          const Handover& handover, std::int64_t guard) {
   const Shape4& s = view.shape;
   auto t = std::make_unique<GuardedTensor>(name, to_dlpack(dtype), dtype_bytes(dtype),
-                                           std::vector<std::int64_t>(s.begin(), s.end()), strides_for(s, sequence_major),
-                                           guard, false);
+                                           std::vector<std::int64_t>(s.begin(), s.end()),
+                                           strides_for(s, handover.sequence_major, handover.row_padding), guard, false,
+                                           handover);
   for (std::int64_t a = 0; a < s[0]; ++a)
     for (std::int64_t b = 0; b < s[1]; ++b)
       for (std::int64_t c = 0; c < s[2]; ++c)
-        for (std::int64_t d = 0; d < s[3]; ++d) encode(view(a, b, c, d), dtype, t->element({a, b, c, d}));
+        for (std::int64_t d = 0; d < s[3]; ++d) encode_value(dtype, view(a, b, c, d), t->element({a, b, c, d}));
   t->seal_input();
   return t;
 }
 
 // A lower-rank tensor stored as a right-aligned 4-d view: keep its last `rank` dims.
 std::unique_ptr<GuardedTensor> make_input_rank(const std::string& name, const View4<const double>& view, int rank,
-                                               DType dtype, std::int64_t guard) {
+                                               DType dtype, std::int64_t guard, const Handover& handover) {
   std::vector<std::int64_t> shape(view.shape.end() - rank, view.shape.end());
   std::vector<std::int64_t> strides(static_cast<size_t>(rank));
   std::int64_t stride = 1;
@@ -218,24 +252,25 @@ std::unique_ptr<GuardedTensor> make_input_rank(const std::string& name, const Vi
     strides[static_cast<size_t>(d)] = stride;
     stride *= shape[static_cast<size_t>(d)];
   }
-  auto t = std::make_unique<GuardedTensor>(name, to_dlpack(dtype), dtype_bytes(dtype), shape, strides, guard, false);
+  auto t = std::make_unique<GuardedTensor>(name, to_dlpack(dtype), dtype_bytes(dtype), shape, strides, guard, false, handover);
   const Shape4& s = view.shape;
   for (std::int64_t a = 0; a < s[0]; ++a)
     for (std::int64_t b = 0; b < s[1]; ++b)
       for (std::int64_t c = 0; c < s[2]; ++c)
         for (std::int64_t d = 0; d < s[3]; ++d) {
           const std::int64_t full[4] = {a, b, c, d};
-          encode(view(a, b, c, d), dtype, t->element(std::vector<std::int64_t>(full + 4 - rank, full + 4)));
+          encode_value(dtype, view(a, b, c, d), t->element(std::vector<std::int64_t>(full + 4 - rank, full + 4)));
         }
   t->seal_input();
   return t;
 }
 
-std::unique_ptr<GuardedTensor> make_mask(const Problem& p, const View4<const double>& mask, DType input, std::int64_t guard) {
-  if (p.mask == MaskKind::Additive) return make_input("mask", mask, input, false, guard);
+std::unique_ptr<GuardedTensor> make_mask(const Problem& p, const View4<const double>& mask, DType input, std::int64_t guard,
+                                         const Handover& handover) {
+  if (p.mask == MaskKind::Additive) return make_input("mask", mask, input, handover, guard);
   const Shape4& s = mask.shape;
   auto t = std::make_unique<GuardedTensor>("mask", DLDataType{kDLUInt, 8, 1}, 1, std::vector<std::int64_t>(s.begin(), s.end()),
-                                           strides_for(s, false), guard, false);
+                                           strides_for(s, false), guard, false, handover);
   for (std::int64_t a = 0; a < s[0]; ++a)
     for (std::int64_t b = 0; b < s[1]; ++b)
       for (std::int64_t c = 0; c < s[2]; ++c)
@@ -244,10 +279,11 @@ std::unique_ptr<GuardedTensor> make_mask(const Problem& p, const View4<const dou
   return t;
 }
 
-std::unique_ptr<GuardedTensor> make_key_lengths(std::span<const std::int64_t> lengths, std::int64_t guard) {
+std::unique_ptr<GuardedTensor> make_key_lengths(std::span<const std::int64_t> lengths, std::int64_t guard,
+                                                const Handover& handover) {
   auto t = std::make_unique<GuardedTensor>("key_lengths", DLDataType{kDLInt, 64, 1}, 8,
                                            std::vector<std::int64_t>{static_cast<std::int64_t>(lengths.size())},
-                                           std::vector<std::int64_t>{1}, guard, false);
+                                           std::vector<std::int64_t>{1}, guard, false, handover);
   for (size_t b = 0; b < lengths.size(); ++b) std::memcpy(t->element({static_cast<std::int64_t>(b)}), &lengths[b], 8);
   t->seal_input();
   return t;
@@ -271,7 +307,7 @@ HostTensor read_output(GuardedTensor& t, const std::string& name, const Shape4& 
               first = fmt::format("{}", fmt::join(idx, ", "));
             }
           }
-          result(a, b, c, d) = decode(dtype, at);
+          result(a, b, c, d) = decode_value(dtype, at);
         }
   if (unwritten > 0)
     findings.push_back(fmt::format("{}: {} element(s) never written by the backend, first at [{}]", name, unwritten, first));
@@ -279,8 +315,10 @@ HostTensor read_output(GuardedTensor& t, const std::string& name, const Shape4& 
 }
 
 std::unique_ptr<GuardedTensor> make_output(const std::string& name, const std::vector<std::int64_t>& shape,
-                                           std::vector<std::int64_t> strides, DType dtype, std::int64_t guard) {
-  auto t = std::make_unique<GuardedTensor>(name, to_dlpack(dtype), dtype_bytes(dtype), shape, std::move(strides), guard, true);
+                                           std::vector<std::int64_t> strides, DType dtype, std::int64_t guard,
+                                           const Handover& handover) {
+  auto t = std::make_unique<GuardedTensor>(name, to_dlpack(dtype), dtype_bytes(dtype), shape, std::move(strides), guard, true,
+                                           handover);
   t->prefill_output(dtype);
   return t;
 }
@@ -352,13 +390,109 @@ void run_isolated(const Backend& backend, double timeout_seconds, Call&& call) {
   if (report->status != kAttncheckOk) throw BackendError(report->status, report->message);
 }
 
+
+
+// The tensors of one call placed in a memory domain. On the host the staging is handed over as
+// it is; elsewhere every staging allocation is copied in whole, guards and pre-fill included, and
+// copied back whole after the stream was synchronized, so the host-side probes see exactly what
+// the backend left in its memory. Nothing but the domain's copies touches that memory.
+class Placement final : public DeviceCall {
+ public:
+  Placement(DLDevice device, const std::vector<GuardedTensor*>& slots)
+      : domain_(make_memory_domain(device)), slots_(slots), placed_(slots.size()), device_memory_(slots.size()) {
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      GuardedTensor* t = slots_[i];
+      if (t == nullptr) continue;
+      placed_[i] = *t->dl();
+      if (domain_->is_host()) continue;
+      device_memory_[i] = domain_->allocate(t->storage_bytes());
+      domain_->copy_in(device_memory_[i], t->storage(), t->storage_bytes());
+      placed_[i].data = static_cast<std::byte*>(device_memory_[i]) + t->guard_bytes();
+      placed_[i].device = domain_->device();
+    }
+  }
+  Placement(const Placement&) = delete;
+  Placement& operator=(const Placement&) = delete;
+  ~Placement() {
+    for (void* p : device_memory_)
+      if (p != nullptr) domain_->release(p);
+  }
+
+  // NULL for an absent slot.
+  DLTensor* placed(size_t slot) { return slots_[slot] != nullptr ? &placed_[slot] : nullptr; }
+  void* stream() { return domain_->stream(); }
+  bool on_host() const { return domain_->is_host(); }
+
+  template <class Call>
+  void run(Call&& call) {
+    domain_->enter_call();
+    try {
+      call();
+    } catch (...) {
+      domain_->leave_call();
+      throw;
+    }
+    domain_->leave_call();
+    synchronize();
+  }
+
+  void synchronize() override {
+    if (auto error = domain_->synchronize())
+      throw BackendError(kAttncheckInternalError,
+                         fmt::format("asynchronous device error after the call returned: {}", *error));
+  }
+
+  void read_back() {
+    if (domain_->is_host()) return;
+    for (size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i] != nullptr) domain_->copy_out(slots_[i]->storage(), device_memory_[i], slots_[i]->storage_bytes());
+  }
+
+ private:
+  std::unique_ptr<MemoryDomain> domain_;
+  std::vector<GuardedTensor*> slots_;
+  std::vector<DLTensor> placed_;
+  std::vector<void*> device_memory_;
+};
+
+// Places `slots` in `device`'s memory, runs `call(placement)` inside the domain's call window,
+// synchronizes and reads everything back — even when the call failed, so that the probes still
+// see what a failing backend wrote.
+template <class Call>
+bool execute_slots(DLDevice device, const std::vector<GuardedTensor*>& slots, Call&& call) {
+  Placement placement(device, slots);
+  try {
+    placement.run([&] { call(placement); });
+  } catch (...) {
+    placement.read_back();
+    throw;
+  }
+  placement.read_back();
+  return !placement.on_host();
+}
+
+// A fresh instance decides supports() in an isolated child when the backend's memory is not the
+// host's: asking in the parent would initialise the device there, and a forked child cannot use
+// a device its parent initialised.
+void require_supported_in_child(const Backend& fresh, const Problem& p, DType input) {
+  if (fresh.device().device_type == kDLCPU) return;
+  if (auto reason = fresh.unsupported_reason(p, input)) throw BackendError(kAttncheckNotSupported, *reason);
+}
+
+const char* const kReadBackNote = " (read back after the stream was synchronized)";
+
 }  // namespace
 
 struct PreparedCall::Buffers {
   Problem problem;
   NumericsProfile profile;
   std::unique_ptr<GuardedTensor> q, k, v, mask, lengths, out, lse;
-  attncheck_attention_tensors tensors{};
+  // Set by execute(), which may run in an isolated child: shared, so the parent's finish() sees it.
+  SharedBytes ran_on_device{1};
+
+  std::vector<GuardedTensor*> slots() const {
+    return {q.get(), k.get(), v.get(), mask.get(), lengths.get(), out.get(), lse.get()};
+  }
 };
 
 PreparedCall::PreparedCall(const Problem& p, const NumericsProfile& profile, const AttentionInputs& in,
@@ -368,44 +502,81 @@ PreparedCall::PreparedCall(const Problem& p, const NumericsProfile& profile, con
   b.problem = p;
   b.profile = profile;
   const std::int64_t guard = options.guard_elements;
-  b.q = make_input("Q", in.q, profile.input, options.sequence_major, guard);
-  b.k = make_input("K", in.k, profile.input, options.sequence_major, guard);
-  b.v = make_input("V", in.v, profile.input, options.sequence_major, guard);
-  if (p.mask != MaskKind::None) b.mask = make_mask(p, in.mask, profile.input, guard);
-  if (p.has_key_lengths) b.lengths = make_key_lengths(in.key_lengths, guard);
+  const Handover layout = attention_handover(options), compact = compact_handover(options);
+  b.q = make_input("Q", in.q, profile.input, layout, guard);
+  b.k = make_input("K", in.k, profile.input, layout, guard);
+  b.v = make_input("V", in.v, profile.input, layout, guard);
+  if (p.mask != MaskKind::None) b.mask = make_mask(p, in.mask, profile.input, guard, compact);
+  if (p.has_key_lengths) b.lengths = make_key_lengths(in.key_lengths, guard, compact);
   const Shape4 out_shape{p.batch, p.q_heads, p.q_len, p.v_dim};
-  b.out = make_output("out", {out_shape.begin(), out_shape.end()}, strides_for(out_shape, options.sequence_major),
-                      profile.output, guard);
+  b.out = make_output("out", {out_shape.begin(), out_shape.end()},
+                      strides_for(out_shape, options.sequence_major, options.row_padding), profile.output, guard, layout);
   if (options.want_lse && profile.writes_lse)
-    b.lse = make_output("lse", {p.batch, p.q_heads, p.q_len}, {p.q_heads * p.q_len, p.q_len, 1}, DType::F32, guard);
-  auto dl = [](const std::unique_ptr<GuardedTensor>& t) { return t ? t->dl() : nullptr; };
-  b.tensors = {b.q->dl(), b.k->dl(), b.v->dl(), dl(b.mask), dl(b.lengths), b.out->dl(), dl(b.lse)};
+    b.lse = make_output("lse", {p.batch, p.q_heads, p.q_len}, {p.q_heads * p.q_len, p.q_len, 1}, DType::F32, guard, compact);
 }
 
 PreparedCall::~PreparedCall() = default;
 
-const attncheck_attention_tensors& PreparedCall::tensors() const { return buffers_->tensors; }
+void PreparedCall::execute(DLDevice device,
+                           const std::function<void(const attncheck_attention_tensors&, DeviceCall&)>& call) {
+  buffers_->ran_on_device[0] = std::byte{0};
+  const bool on_device = execute_slots(device, buffers_->slots(), [&](Placement& placed) {
+    attncheck_attention_tensors tensors{};
+    tensors.struct_size = sizeof(attncheck_attention_tensors);
+    tensors.stream = placed.stream();
+    tensors.q = placed.placed(0);
+    tensors.k = placed.placed(1);
+    tensors.v = placed.placed(2);
+    tensors.mask = placed.placed(3);
+    tensors.key_lengths = placed.placed(4);
+    tensors.out = placed.placed(5);
+    tensors.lse = placed.placed(6);
+    call(tensors, placed);
+  });
+  buffers_->ran_on_device[0] = std::byte{on_device};
+}
 
 BackendRun PreparedCall::finish() {
   Buffers& b = *buffers_;
   const Problem& p = b.problem;
   BackendRun run;
-  for (const auto* t : {&b.q, &b.k, &b.v, &b.mask, &b.lengths, &b.out, &b.lse})
-    if (*t) (*t)->check(run.memory_findings);
+  for (GuardedTensor* t : b.slots())
+    if (t) t->check(run.memory_findings);
+  const size_t before = run.memory_findings.size();
   run.out = read_output(*b.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, 4, b.profile.output, run.memory_findings);
   if (b.lse) run.lse = read_output(*b.lse, "lse", {1, p.batch, p.q_heads, p.q_len}, 3, DType::F32, run.memory_findings);
+  if (b.ran_on_device[0] != std::byte{0})
+    for (size_t i = before; i < run.memory_findings.size(); ++i) run.memory_findings[i] += kReadBackNote;
   return run;
 }
 
 BackendRun run_backend(Backend& backend, const Problem& p, const NumericsProfile& profile, const AttentionInputs& in,
                        const RunOptions& options) {
   PreparedCall call(p, profile, in, options);
+  auto forward = [&](Backend& b) {
+    call.execute(b.device(), [&](const attncheck_attention_tensors& tensors, DeviceCall&) { b.forward(p, tensors); });
+  };
   if (options.isolate) {
-    run_isolated(backend, options.timeout_seconds, [&](Backend& fresh) { fresh.forward(p, call.tensors()); });
+    run_isolated(backend, options.timeout_seconds, [&](Backend& fresh) {
+      require_supported_in_child(fresh, p, profile.input);
+      forward(fresh);
+    });
   } else {
-    backend.forward(p, call.tensors());
+    forward(backend);
   }
   return call.finish();
+}
+
+std::optional<BackendError> forward_with_problem(Backend& backend, const Problem& prepared, const Problem& called,
+                                                 const NumericsProfile& profile, const AttentionInputs& inputs,
+                                                 const RunOptions& options) {
+  PreparedCall call(prepared, profile, inputs, options);
+  try {
+    call.execute(backend.device(), [&](const attncheck_attention_tensors& tensors, DeviceCall&) { backend.forward(called, tensors); });
+  } catch (const BackendError& e) {
+    return e;
+  }
+  return std::nullopt;
 }
 
 BackendRun run_backend_layer(Backend& backend, const LayerProblem& lp, const NumericsProfile& profile,
@@ -413,37 +584,65 @@ BackendRun run_backend_layer(Backend& backend, const LayerProblem& lp, const Num
   const std::int64_t guard = options.guard_elements;
   const Problem& p = lp.attention;
   const DType dt = profile.input;
-  auto x = make_input_rank("x", in.x, 3, dt, guard);
+  const Handover compact = compact_handover(options);
+  auto x = make_input_rank("x", in.x, 3, dt, guard, compact);
   std::unique_ptr<GuardedTensor> x_kv, b_q, b_k, b_v, b_o, mask, lengths;
-  if (!lp.self_attention) x_kv = make_input_rank("x_kv", in.x_kv, 3, dt, guard);
-  auto w_q = make_input_rank("w_q", in.w_q, 3, dt, guard);
-  auto w_k = make_input_rank("w_k", in.w_k, 3, dt, guard);
-  auto w_v = make_input_rank("w_v", in.w_v, 3, dt, guard);
-  auto w_o = make_input_rank("w_o", in.w_o, 2, dt, guard);
+  if (!lp.self_attention) x_kv = make_input_rank("x_kv", in.x_kv, 3, dt, guard, compact);
+  auto w_q = make_input_rank("w_q", in.w_q, 3, dt, guard, compact);
+  auto w_k = make_input_rank("w_k", in.w_k, 3, dt, guard, compact);
+  auto w_v = make_input_rank("w_v", in.w_v, 3, dt, guard, compact);
+  auto w_o = make_input_rank("w_o", in.w_o, 2, dt, guard, compact);
   if (lp.has_qkv_bias) {
-    b_q = make_input_rank("b_q", in.b_q, 2, dt, guard);
-    b_k = make_input_rank("b_k", in.b_k, 2, dt, guard);
-    b_v = make_input_rank("b_v", in.b_v, 2, dt, guard);
+    b_q = make_input_rank("b_q", in.b_q, 2, dt, guard, compact);
+    b_k = make_input_rank("b_k", in.b_k, 2, dt, guard, compact);
+    b_v = make_input_rank("b_v", in.b_v, 2, dt, guard, compact);
   }
-  if (lp.has_out_bias) b_o = make_input_rank("b_o", in.b_o, 1, dt, guard);
-  if (p.mask != MaskKind::None) mask = make_mask(p, in.mask, dt, guard);
-  if (p.has_key_lengths) lengths = make_key_lengths(in.key_lengths, guard);
+  if (lp.has_out_bias) b_o = make_input_rank("b_o", in.b_o, 1, dt, guard, compact);
+  if (p.mask != MaskKind::None) mask = make_mask(p, in.mask, dt, guard, compact);
+  if (p.has_key_lengths) lengths = make_key_lengths(in.key_lengths, guard, compact);
   auto out = make_output("out", {p.batch, p.q_len, lp.model_dim}, {p.q_len * lp.model_dim, lp.model_dim, 1},
-                         profile.output, guard);
-  auto dl = [](const std::unique_ptr<GuardedTensor>& t) -> const DLTensor* { return t ? t->dl() : nullptr; };
-  attncheck_layer_tensors tensors{x->dl(), dl(x_kv), w_q->dl(), w_k->dl(), w_v->dl(), dl(b_q), dl(b_k), dl(b_v),
-                                  w_o->dl(), dl(b_o), dl(mask), dl(lengths), out->dl()};
+                         profile.output, guard, compact);
+  const std::vector<GuardedTensor*> slots{x.get(),   x_kv.get(), w_q.get(),  w_k.get(),  w_v.get(),     b_q.get(), b_k.get(),
+                                          b_v.get(), w_o.get(),  b_o.get(),  mask.get(), lengths.get(), out.get()};
+  bool on_device = false;
+  auto forward = [&](Backend& b) {
+    on_device = execute_slots(b.device(), slots, [&](Placement& placed) {
+      attncheck_layer_tensors tensors{};
+      tensors.struct_size = sizeof(attncheck_layer_tensors);
+      tensors.stream = placed.stream();
+      tensors.x = placed.placed(0);
+      tensors.x_kv = placed.placed(1);
+      tensors.w_q = placed.placed(2);
+      tensors.w_k = placed.placed(3);
+      tensors.w_v = placed.placed(4);
+      tensors.b_q = placed.placed(5);
+      tensors.b_k = placed.placed(6);
+      tensors.b_v = placed.placed(7);
+      tensors.w_o = placed.placed(8);
+      tensors.b_o = placed.placed(9);
+      tensors.mask = placed.placed(10);
+      tensors.key_lengths = placed.placed(11);
+      tensors.out = placed.placed(12);
+      b.forward_layer(lp, tensors);
+    });
+  };
   if (options.isolate) {
-    run_isolated(backend, options.timeout_seconds, [&](Backend& fresh) { fresh.forward_layer(lp, tensors); });
+    run_isolated(backend, options.timeout_seconds, [&](Backend& fresh) {
+      require_supported_in_child(fresh, p, profile.input);
+      forward(fresh);
+    });
+    on_device = backend.device().device_type != kDLCPU;
   } else {
-    backend.forward_layer(lp, tensors);
+    forward(backend);
   }
 
   BackendRun run;
-  for (GuardedTensor* t : {x.get(), x_kv.get(), w_q.get(), w_k.get(), w_v.get(), w_o.get(), b_q.get(), b_k.get(),
-                           b_v.get(), b_o.get(), mask.get(), lengths.get(), out.get()})
+  for (GuardedTensor* t : slots)
     if (t) t->check(run.memory_findings);
+  const size_t before = run.memory_findings.size();
   run.out = read_output(*out, "out", {1, p.batch, p.q_len, lp.model_dim}, 3, profile.output, run.memory_findings);
+  if (on_device)
+    for (size_t i = before; i < run.memory_findings.size(); ++i) run.memory_findings[i] += kReadBackNote;
   return run;
 }
 

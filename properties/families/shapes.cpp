@@ -37,23 +37,26 @@ void invalid_problems_rejected(PropertyContext& ctx) {
   const CaseData data = make_case_data(c);
   PreparedCall call(c.problem, ctx.profile(), data.inputs(c.problem), RunOptions{c.sequence_major});
   attncheck_problem problem = to_abi(c.problem);
-  attncheck_attention_tensors tensors = call.tensors();
-  switch (corruption) {
-    case Corruption::IndivisibleHeads: problem.kv_heads = problem.q_heads + 1; break;
-    case Corruption::HeadDimMismatch: problem.qk_dim += 1; break;
-    case Corruption::ZeroBatch: problem.batch = 0; break;
-    case Corruption::NegativeLength: problem.q_len = -1; break;
-    case Corruption::ValueDimMismatch: problem.v_dim += 1; break;
-    case Corruption::MissingMask:
-      problem.mask_kind = kAttncheckMaskBoolean;
-      for (auto& d : problem.mask_shape) d = 1;
-      tensors.mask = nullptr;
-      break;
-    case Corruption::MissingKeyLengths: problem.has_key_lengths = 1; tensors.key_lengths = nullptr; break;
-    case Corruption::UnknownAlignment: problem.alignment = 99; break;
-  }
-  attncheck_backend* table = ctx.backend().table();
-  const attncheck_status status = table->forward(table, &problem, &tensors);
+  attncheck_status status = kAttncheckOk;
+  call.execute(ctx.backend().device(), [&](const attncheck_attention_tensors& placed, DeviceCall&) {
+    attncheck_attention_tensors tensors = placed;
+    switch (corruption) {
+      case Corruption::IndivisibleHeads: problem.kv_heads = problem.q_heads + 1; break;
+      case Corruption::HeadDimMismatch: problem.qk_dim += 1; break;
+      case Corruption::ZeroBatch: problem.batch = 0; break;
+      case Corruption::NegativeLength: problem.q_len = -1; break;
+      case Corruption::ValueDimMismatch: problem.v_dim += 1; break;
+      case Corruption::MissingMask:
+        problem.mask_kind = kAttncheckMaskBoolean;
+        for (auto& d : problem.mask_shape) d = 1;
+        tensors.mask = nullptr;
+        break;
+      case Corruption::MissingKeyLengths: problem.has_key_lengths = 1; tensors.key_lengths = nullptr; break;
+      case Corruption::UnknownAlignment: problem.alignment = 99; break;
+    }
+    attncheck_backend* table = ctx.backend().table();
+    status = table->forward(table, &problem, &tensors);
+  });
   if (status == kAttncheckOk)
     ctx.fail(c, fmt::format("forward accepted an invalid problem ({}) and returned ok", corruption_name(corruption)));
   const BackendRun run = call.finish();

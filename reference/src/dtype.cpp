@@ -1,5 +1,7 @@
 #include "attncheck/dtype.h"
 
+#include <cstring>
+
 #include <bit>
 #include <cmath>
 #include <limits>
@@ -138,6 +140,53 @@ std::uint16_t to_bf16_bits(double x) {
 
 double from_bf16_bits(std::uint16_t bits) {
   return static_cast<double>(std::bit_cast<float>(static_cast<std::uint32_t>(bits) << 16));
+}
+
+void encode_value(DType dtype, double x, std::byte* at) {
+  switch (dtype) {
+    case DType::F32: {
+      const float f = static_cast<float>(x);
+      std::memcpy(at, &f, 4);
+      return;
+    }
+    case DType::F16: {
+      const std::uint16_t bits = to_f16_bits(x);
+      std::memcpy(at, &bits, 2);
+      return;
+    }
+    case DType::BF16: {
+      const std::uint16_t bits = to_bf16_bits(x);
+      std::memcpy(at, &bits, 2);
+      return;
+    }
+    case DType::F64: std::memcpy(at, &x, 8); return;
+  }
+}
+
+double decode_value(DType dtype, const std::byte* at) {
+  switch (dtype) {
+    case DType::F32: {
+      float f;
+      std::memcpy(&f, at, 4);
+      return f;
+    }
+    case DType::F16: {
+      std::uint16_t bits;
+      std::memcpy(&bits, at, 2);
+      return from_f16_bits(bits);
+    }
+    case DType::BF16: {
+      std::uint16_t bits;
+      std::memcpy(&bits, at, 2);
+      return from_bf16_bits(bits);
+    }
+    case DType::F64: {
+      double d;
+      std::memcpy(&d, at, 8);
+      return d;
+    }
+  }
+  return 0;
 }
 
 }  // namespace attncheck

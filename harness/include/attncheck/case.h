@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -38,10 +39,14 @@ struct AttentionCase {
   ValueKind values = ValueKind::Gaussian;
   bool sequence_major = false;  ///< hand Q/K/V/O to the backend as [B, L, H, D] in memory
   bool poison_masked = false;   ///< fill keys beyond key_lengths / the mask's length with NaN and huge values
+  /// With problem.has_key_lengths: these lengths (one per batch, each in [0, Lk]) instead of
+  /// drawn ones, for a check that must hit particular edges (a batch of length 0 next to a full
+  /// one). Empty: drawn. The draw still runs, so every other value is the same either way.
+  std::vector<std::int64_t> key_lengths;
   std::uint64_t seed = 0;
 
-  /// Problem::describe() plus " dtype=f16 values=ties layout=blhd poison=1 seed=42": one line,
-  /// parseable by parse_case, enough to rebuild the exact inputs.
+  /// Problem::describe() plus " dtype=f16 values=ties layout=blhd poison=1 lengths=5,0,9 seed=42":
+  /// one line, parseable by parse_case, enough to rebuild the exact inputs.
   std::string describe() const;
 };
 
@@ -58,15 +63,27 @@ struct CaseData {
 };
 
 /// Deterministic: the same case gives the same data on every machine (std::mt19937_64 and our
-/// own normal/uniform transforms, not the implementation-defined std distributions).
+/// own normal/uniform transforms, not the implementation-defined std distributions). Throws
+/// ProblemError for fixed key lengths that do not fit the problem.
 CaseData make_case_data(const AttentionCase& c);
+
+/// A departure from the draw that a fixed check needs and random masks hit too rarely: the mask
+/// forbids keys [key_begin, key_end) (clamped to the mask's key length) in every query row for
+/// which `row(i)` holds, in every mask batch and head — 0 in a boolean mask, −inf in an additive
+/// one. All keys of a row make a row with no allowed key (the empty-row convention); a run of
+/// whole key tiles inside live rows checks that an online softmax never forms (−inf) − (−inf).
+/// Throws ProblemError when the problem has no mask.
+void forbid_in_mask(const Problem& problem, CaseData& data, const std::function<bool(std::int64_t row)>& row,
+                    std::int64_t key_begin, std::int64_t key_end);
 
 /// A layer case: the problem, the dtype of X and the weights, and the seed of their values.
 struct LayerCase {
   LayerProblem problem;
   DType dtype = DType::F32;
+  /// With problem.attention.has_key_lengths: fixed lengths, as AttentionCase::key_lengths.
+  std::vector<std::int64_t> key_lengths;
   std::uint64_t seed = 0;
-  /// LayerProblem::describe() plus " dtype=f16 seed=42".
+  /// LayerProblem::describe() plus " dtype=f16 lengths=5,0 seed=42".
   std::string describe() const;
 };
 
@@ -74,11 +91,13 @@ struct LayerCase {
 /// (layer.h's convention).
 struct LayerCaseData {
   HostTensor x, x_kv, w_q, w_k, w_v, b_q, b_k, b_v, w_o, b_o, mask;
+  std::vector<std::int64_t> key_lengths;
   LayerInputs inputs(const LayerProblem& problem) const;
 };
 
 /// X ~ N(0, 1); weights ~ N(0, 1/fan-in), so every projection is O(1) as in trained layers;
-/// biases ~ N(0, 0.01); an additive mask ~ N(0, 1). Deterministic, like make_case_data.
+/// biases ~ N(0, 0.01); an additive mask ~ N(0, 1); key lengths as make_case_data draws them,
+/// after everything else. Deterministic, like make_case_data.
 LayerCaseData make_layer_case_data(const LayerCase& c);
 
 /// A small deterministic generator with portable distributions, shared by everything that draws

@@ -5,8 +5,14 @@
 /// layout asked for; every buffer sits between guard regions; outputs are pre-filled with a
 /// signalling NaN pattern so an element never written is found by index; inputs are compared
 /// byte for byte after the call. What the probes find is returned as one line per finding.
+///
+/// The buffers are built and probed on the host; a backend whose memory is elsewhere (a GPU, the
+/// simulated device) receives copies of them, made and read back only through its memory domain
+/// (memory_domain.h).
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +29,19 @@ struct RunOptions {
   bool sequence_major = false;        ///< Q, K, V and O as [B, L, H, D] in memory
   bool want_lse = true;               ///< pass an LSE tensor when the backend writes one
   std::int64_t guard_elements = 256;  ///< guard region on each side of every buffer, in elements
+  /// Unused elements after every head-dim row of Q, K, V and O in memory (either layout): the
+  /// stride of the dimension outside D becomes D + row_padding, as in a tensor sliced out of a
+  /// wider one. The padding holds the guard pattern; a backend that assumes compact rows reads it
+  /// and writes into it, and a write into an output's padding is a finding.
+  std::int64_t row_padding = 0;
+  /// DLTensor::byte_offset of Q, K, V and O: their first element lies this many bytes after
+  /// DLTensor::data (a multiple of 8 keeps every dtype aligned). The bytes in between count as
+  /// guard, so a backend that ignores the offset reads guard bytes and writes "before the start".
+  std::uint64_t byte_offset = 0;
+  /// Hand every tensor whose layout is compact row-major with strides = NULL (DLPack's way of
+  /// saying compact) instead of explicit strides. Q, K, V and O are compact unless sequence_major
+  /// or row_padding say otherwise; the mask, key lengths, LSE and all layer tensors always are.
+  bool null_strides = false;
   /// Run the call in a forked child with a fresh instance of the backend: a crash (signal), an
   /// abnormal exit or a hang past `timeout_seconds` becomes a BackendError for this call, and
   /// the caller goes on. Buffers live in shared memory, so the probes see the child's writes.
@@ -33,11 +52,24 @@ struct RunOptions {
 struct BackendRun {
   HostTensor out;                 ///< [B, Hq, Lq, Dv], the backend's values converted exactly to double
   std::optional<HostTensor> lse;  ///< [1, B, Hq, Lq] when the backend wrote it
-  std::vector<std::string> memory_findings;  ///< out-of-bounds writes, unwritten outputs, modified inputs
+  /// Out-of-bounds writes, writes into an output's row padding, unwritten outputs, modified inputs.
+  std::vector<std::string> memory_findings;
 };
 
-/// The guarded buffers of one forward call, prepared but not yet run: for properties that call
-/// the table themselves (with a deliberately invalid problem, say) and still want the probes.
+/// Inside PreparedCall::execute: the tensors as the backend sees them, and the stream they are
+/// ordered by.
+class DeviceCall {
+ public:
+  /// Waits for the call's device work; throws BackendError(kAttncheckInternalError) with the
+  /// device's error text ("asynchronous device error after the call returned: …").
+  virtual void synchronize() = 0;
+
+ protected:
+  ~DeviceCall() = default;
+};
+
+/// The guarded buffers of one forward call, on the host (the staging: data between guard
+/// regions, outputs pre-filled with the NaN payload), prepared but not yet run.
 class PreparedCall {
  public:
   PreparedCall(const Problem& problem, const NumericsProfile& profile, const AttentionInputs& inputs,
@@ -46,8 +78,13 @@ class PreparedCall {
   PreparedCall(const PreparedCall&) = delete;
   PreparedCall& operator=(const PreparedCall&) = delete;
 
-  const attncheck_attention_tensors& tensors() const;
-  /// Runs the probes and reads the outputs back.
+  /// Places every buffer in `device`'s memory (memory_domain.h: host memory is handed over as it
+  /// is; elsewhere each whole allocation, guards included, is copied in), runs `call` with the
+  /// placed tensors and the domain's stream, synchronizes the stream, and copies every allocation
+  /// back, so finish() probes what the backend left there. The domain is made here, in the
+  /// calling process. Throws BackendError for an asynchronous device error or an unusable device.
+  void execute(DLDevice device, const std::function<void(const attncheck_attention_tensors&, DeviceCall&)>& call);
+  /// Runs the probes on the staging and reads the outputs back.
   BackendRun finish();
 
  private:
@@ -55,12 +92,25 @@ class PreparedCall {
   std::unique_ptr<Buffers> buffers_;
 };
 
-/// Calls backend.forward on `inputs` (values already in the profile's input dtype). Throws
-/// BackendError when the backend returns a non-ok status, or — isolated — crashes or hangs.
+/// Calls backend.forward on `inputs` (values already in the profile's input dtype), in the memory
+/// the backend declares. Throws BackendError when the backend returns a non-ok status (a
+/// kAttncheckNotSupported included: the caller decides it is a skip), a device reports an
+/// asynchronous error, or — isolated — the call crashes or hangs. Isolated calls of a backend
+/// whose memory is not the host's also ask supports() in the child, so that the parent never
+/// initialises the device.
 BackendRun run_backend(Backend& backend, const Problem& problem, const NumericsProfile& profile,
                        const AttentionInputs& inputs, const RunOptions& options = {});
 
-/// The same for the layer entry point; out is [1, B, Lq, d_model].
+/// Calls backend.forward with the problem `called` on tensors built for `prepared` from `inputs`
+/// and placed in the backend's memory as run_backend places them: for checks that a backend
+/// refuses tensors that disagree with the problem (kAttncheckInvalidProblem naming the tensor
+/// and the dimension). Returns the BackendError the call threw; nullopt when it was accepted.
+std::optional<BackendError> forward_with_problem(Backend& backend, const Problem& prepared, const Problem& called,
+                                                 const NumericsProfile& profile, const AttentionInputs& inputs,
+                                                 const RunOptions& options = {});
+
+/// The same for the layer entry point; out is [1, B, Lq, d_model]. Every layer tensor is compact,
+/// so of the layout options only null_strides applies.
 BackendRun run_backend_layer(Backend& backend, const LayerProblem& problem, const NumericsProfile& profile,
                              const LayerInputs& inputs, const RunOptions& options = {});
 

@@ -7,6 +7,7 @@
 /// kernel error).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -41,5 +42,11 @@ std::uint16_t to_f16_bits(double x);
 std::uint16_t to_bf16_bits(double x);
 double from_f16_bits(std::uint16_t bits);
 double from_bf16_bits(std::uint16_t bits);
+
+/// Stores x (already representable in dtype, or rounded to nearest) as dtype's bytes at `at`
+/// (dtype_bytes(dtype) of them, little-endian as the host): the one codec of the suite.
+void encode_value(DType dtype, double x, std::byte* at);
+/// The exact value of dtype's bytes at `at`.
+double decode_value(DType dtype, const std::byte* at);
 
 }  // namespace attncheck
