@@ -108,13 +108,30 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
 
   QuietListener listener;
   const auto body = property.body;
-  const auto result = rc::detail::checkProperty(
-      rc::detail::toProperty([&context, body] { body(context); }), metadata, params, listener, reproduce_map);
+  // A case counts towards coverage once it was judged: it passed, or failed in any way; a
+  // discarded case (declined, filtered) was never looked at.
+  const auto judged_body = [&context, body] {
+    context.begin_case();
+    try {
+      body(context);
+    } catch (const rc::detail::CaseResult& result) {
+      if (result.type != rc::detail::CaseResult::Type::Discard) context.finish_case();
+      throw;
+    } catch (...) {
+      context.finish_case();
+      throw;
+    }
+    context.finish_case();
+  };
+  const auto result =
+      rc::detail::checkProperty(rc::detail::toProperty(judged_body), metadata, params, listener, reproduce_map);
 
   outcome.worst_ratio = log.worst_ratio;
   outcome.worst_case = log.worst_case;
   outcome.coverage = log.coverage;
   outcome.cases_skipped = log.skipped;
+  outcome.cases_filtered = log.filtered;
+  outcome.decline_reasons = log.decline_reasons;
   rc::detail::SuccessResult success;
   rc::detail::FailureResult failure;
   rc::detail::GaveUpResult gave_up;
@@ -132,12 +149,29 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
   if (result.match(gave_up)) {
     outcome.cases_passed = gave_up.numSuccess;
     // Declined problems are skips, not failures: a backend that supports few of the drawn
-    // problems is reported with how many it did check.
-    return finish(gave_up.numSuccess > 0 ? OutcomeStatus::Passed : OutcomeStatus::Skipped,
-                  fmt::format("the backend declined most drawn problems ({} checked, {} declined): {}",
-                              gave_up.numSuccess, log.skipped, gave_up.description));
+    // problems is reported with how many it did check, and why it turned the rest away. A
+    // filter that admits nothing is the user's choice, not the backend's, and is said so.
+    std::string why;
+    if (log.skipped > 0)
+      why = fmt::format("the backend declined {} of the drawn cases ({} checked): {}", log.skipped, gave_up.numSuccess,
+                        describe_decline_reasons(log.decline_reasons));
+    if (log.filtered > 0)
+      why += fmt::format("{}the --problem filter rejected {} drawn case(s){}", why.empty() ? "" : "; ", log.filtered,
+                         gave_up.numSuccess == 0 && log.skipped == 0 ? " and matched none" : "");
+    if (why.empty()) why = "every drawn case was discarded";
+    return finish(gave_up.numSuccess > 0 ? OutcomeStatus::Passed : OutcomeStatus::Skipped, why);
   }
   return finish(OutcomeStatus::Failed, "RapidCheck returned an unknown result");
+}
+
+std::string describe_decline_reasons(const std::map<std::string, int>& reasons, std::size_t at_most) {
+  std::vector<std::pair<std::string, int>> sorted(reasons.begin(), reasons.end());
+  std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::string text;
+  for (std::size_t i = 0; i < sorted.size() && i < at_most; ++i)
+    text += fmt::format("{}{} ({}\u00d7)", i == 0 ? "" : "; ", sorted[i].first, sorted[i].second);
+  if (sorted.size() > at_most) text += fmt::format("; and {} other reason(s)", sorted.size() - at_most);
+  return text;
 }
 
 std::optional<std::string> reproduce_string_problem(const std::string& text) {

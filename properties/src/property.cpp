@@ -14,17 +14,21 @@ namespace {
 
 }  // namespace
 
+void PropertyContext::decline(const std::string& reason) {
+  ++log_.skipped;
+  ++log_.decline_reasons[reason];
+  throw rc::detail::CaseResult(rc::detail::CaseResult::Type::Discard, reason);
+}
+
 void PropertyContext::require_supported(const Problem& problem) {
+  if (call_options_.isolate && backend_.device().device_type != kDLCPU) return;  // asked in the child
   std::optional<std::string> reason;
   try {
-    reason = backend_.unsupported_reason(problem, dtype_, kDLCPU);
+    reason = backend_.unsupported_reason(problem, dtype_);
   } catch (const BackendError& e) {
     reason = e.what();
   }
-  if (reason) {
-    ++log_.skipped;
-    RC_DISCARD(fmt::format("{} declines {}: {}", backend_.name(), problem.describe(), *reason));
-  }
+  if (reason) decline(*reason);
 }
 
 BackendRun PropertyContext::run(const AttentionCase& c, const CaseData& data, const RunOptions& options) {
@@ -37,6 +41,7 @@ BackendRun PropertyContext::run(const AttentionCase& c, const CaseData& data, co
   try {
     result = run_backend(backend_, c.problem, profile_, data.inputs(c.problem), opts);
   } catch (const BackendError& e) {
+    if (e.status() == kAttncheckNotSupported) decline(e.what());
     fail(c, fmt::format("the backend returned '{}': {}", status_name(e.status()), e.what()));
   }
   if (!result.memory_findings.empty()) fail(c, fmt::format("memory probe: {}", fmt::join(result.memory_findings, "; ")));
@@ -44,11 +49,19 @@ BackendRun PropertyContext::run(const AttentionCase& c, const CaseData& data, co
 }
 
 void PropertyContext::classify(const AttentionCase& c) {
-  if (case_filter_ && !case_filter_(c.describe())) RC_DISCARD("the problem filter rejects this case");
+  if (case_filter_ && !case_filter_(c.describe())) {
+    ++log_.filtered;
+    throw rc::detail::CaseResult(rc::detail::CaseResult::Type::Discard, "the problem filter rejects this case");
+  }
   const Problem& p = c.problem;
   const char* variant = p.kv_heads == p.q_heads ? "mha" : p.kv_heads == 1 ? "mqa" : "gqa";
   const std::string causal = p.causal ? std::string(alignment_name(p.alignment)) : std::string("none");
-  ++log_.coverage[fmt::format("{} {} mask={} causal={}", variant, dtype_name(c.dtype), mask_kind_name(p.mask), causal)];
+  pending_cells_.push_back(fmt::format("{} {} mask={} causal={}", variant, dtype_name(c.dtype), mask_kind_name(p.mask), causal));
+}
+
+void PropertyContext::finish_case() {
+  for (const std::string& cell : pending_cells_) ++log_.coverage[cell];
+  pending_cells_.clear();
 }
 
 void PropertyContext::expect(const Verdict& verdict, const AttentionCase& c, std::string_view what) {
@@ -83,6 +96,7 @@ BackendRun PropertyContext::run_layer(const LayerProblem& problem, const std::st
   try {
     result = run_backend_layer(backend_, problem, profile_, inputs, call_options_);
   } catch (const BackendError& e) {
+    if (e.status() == kAttncheckNotSupported) decline(e.what());
     fail(description, fmt::format("the backend's layer returned '{}': {}", status_name(e.status()), e.what()));
   }
   if (!result.memory_findings.empty())

@@ -13,6 +13,16 @@
 namespace attncheck {
 namespace {
 
+// The device-path mutants must be caught for the reason they exist, not by accident: what the
+// failure must say (the engine's own words for each probe, harness/src/execute.cpp).
+std::string expected_message(const std::string& mutant) {
+  if (mutant == "mutant-deferred-write") return "never written by the backend, first at";
+  if (mutant == "mutant-device-writes-past-output") return "out: out-of-bounds write after the end";
+  if (mutant == "mutant-sticky-device-error")
+    return "asynchronous device error after the call returned: an illegal memory access was encountered";
+  return "";
+}
+
 class MutantTest : public testing::Test {
  public:
   explicit MutantTest(std::string mutant) : mutant_(std::move(mutant)) {}
@@ -41,6 +51,13 @@ class MutantTest : public testing::Test {
       std::cout << fmt::format("  {} caught by {} after {:.2f} s\n  shrunk case: {}\n  verdict: {}\n", mutant_,
                                property.name, seconds, outcome.shrunk_case,
                                outcome.message.substr(0, outcome.message.find('\n')));
+      if (const std::string expected = expected_message(mutant_); !expected.empty()) {
+        EXPECT_NE(outcome.message.find(expected), std::string::npos)
+            << mutant_ << " was caught, but not by the probe meant for it: " << outcome.message;
+      }
+      if (mutant_ == "mutant-deferred-write") {
+        EXPECT_NE(outcome.message.find("read back after the stream was synchronized"), std::string::npos) << outcome.message;
+      }
       return;
     }
     ADD_FAILURE() << mutant_ << " survived every property of the quick profile (seed " << settings.seed << ")";

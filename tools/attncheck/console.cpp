@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <vector>
 
 #include <fmt/color.h>
 #include <fmt/format.h>
+
+#include "attncheck/engine.h"
 
 namespace attncheck::cli {
 
@@ -54,6 +57,7 @@ void Console::unit_line(const UnitResult& u, std::size_t position, std::size_t c
   switch (u.status) {
     case UnitStatus::Passed:
       text += fmt::format("  {} cases  worst r={}  {:.2f} s", u.cases, ratio_text(u), u.seconds);
+      if (u.skipped > 0) text += fmt::format("  ({} declined: {})", u.skipped, describe_decline_reasons(u.decline_reasons, 2));
       break;
     case UnitStatus::Skipped: text += fmt::format("  ({})", message_headline(u.message)); break;
     case UnitStatus::Failed:
@@ -108,6 +112,15 @@ void Console::summary(const RunReport& report) {
   line("");
   line(fmt::format("{} units: {} passed, {} failed, {} skipped ({:.1f} s)", t.units, t.passed, t.failed, t.skipped,
                    report.run.seconds));
+  // A backend that checked nothing must not read like a green run: say why, once.
+  std::map<std::string, int> reasons;
+  std::size_t judged = 0;
+  for (const UnitResult& u : report.units) {
+    judged += static_cast<std::size_t>(u.cases) + (u.status == UnitStatus::Failed ? 1 : 0);
+    for (const auto& [reason, count] : u.decline_reasons) reasons[reason] += count;
+  }
+  if (t.units > 0 && judged == 0 && !reasons.empty())
+    line(fmt::format("the backend declined every drawn case, nothing was checked: {}", describe_decline_reasons(reasons, 2)));
 }
 
 }  // namespace attncheck::cli

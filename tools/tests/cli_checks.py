@@ -188,6 +188,25 @@ def check_require_backend(r):
     proc = r.run(args + ["--require-backend"], expect_code=2)
     expect("skipped" in proc.stderr, f"--require-backend failure not explained: {proc.stderr}")
 
+    # A filter that admits nothing is said to be the filter's doing, not the backend's.
+    proc = r.run(["run", "--backend", "cpu-naive", "--profile", "quick", "--property", "^reference-agreement$",
+                  "--dtype", "f32", "--problem", "Hq=12345 "], expect_code=0)
+    unit_line = next((line for line in proc.stdout.splitlines() if line.startswith("[1/1]")), "")
+    expect("matched none" in unit_line and "declined" not in unit_line,
+           f"an empty --problem filter was not explained: {proc.stdout}")
+
+    # A GPU backend on a machine without a GPU: every case declined with the backend's own reason,
+    # nothing counted as covered, one closing line saying so; --require-backend makes it exit 2.
+    listed = r.run(["list", "backends"], expect_code=0).stdout
+    if "cuda-flash " in listed and not os.path.exists("/dev/nvidia0"):
+        args = ["run", "--backend", "cuda-flash", "--profile", "quick", "--property", "^reference-agreement$"]
+        proc = r.run(args, expect_code=0)
+        expect("no CUDA device: " in proc.stdout, f"the backend's own reason is missing: {proc.stdout}")
+        expect(".cpp:" not in proc.stdout, f"a source location leaked into the output: {proc.stdout}")
+        expect("coverage: 0 of " in proc.stdout, f"coverage claimed cells nothing reached: {proc.stdout}")
+        expect("declined every drawn case" in proc.stdout, f"no closing line about the declines: {proc.stdout}")
+        r.run(args + ["--require-backend"], expect_code=2)
+
 
 def check_junit_schema(r):
     # A real run with passes, a failure and skips (f64 is declined by every built-in backend).

@@ -52,6 +52,9 @@ struct PropertyOutcome {
   std::string message;        ///< failure description or skip reason
   int cases_passed = 0;       ///< cases judged and passed before the verdict
   int cases_skipped = 0;      ///< cases the backend declined
+  int cases_filtered = 0;     ///< drawn cases the problem filter rejected
+  /// The backend's own reasons for the cases it declined, with how many cases each.
+  std::map<std::string, int> decline_reasons;
   double worst_ratio = 0;     ///< largest bound ratio seen among judged cases
   std::string worst_case;     ///< AttentionCase::describe() of that case
   std::string shrunk_case;    ///< on failure: the minimal failing case
@@ -59,8 +62,11 @@ struct PropertyOutcome {
   std::string reproduce;      ///< on failure: RapidCheck's reproduce string
   std::uint64_t seed = 0;
   double seconds = 0;
-  std::map<std::string, int> coverage;
+  std::map<std::string, int> coverage;  ///< judged cases only, per cell
 };
+
+/// "no CUDA device: … (602×); Dk > 256 (3×)": the decline reasons, most frequent first.
+std::string describe_decline_reasons(const std::map<std::string, int>& reasons, std::size_t at_most = 3);
 
 /// Runs one property for one backend and input dtype. Never throws for a backend's misbehaviour:
 /// a BackendError or a memory finding is a failure of the property, and an unsupported dtype is

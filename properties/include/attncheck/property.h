@@ -26,11 +26,13 @@
 namespace attncheck {
 
 /// What the engine learned from the evaluations of one property run: the cases it judged, the
-/// worst verdict among them, the last failing case (after shrinking: the minimal one) and how
-/// many cases hit each coverage cell.
+/// worst verdict among them, the last failing case (after shrinking: the minimal one), how many
+/// judged cases hit each coverage cell, and why the others were not judged.
 struct CaseLog {
   int evaluated = 0;
-  int skipped = 0;
+  int skipped = 0;   ///< cases the backend declined (supports(), or kAttncheckNotSupported from a call)
+  int filtered = 0;  ///< cases the run's problem filter rejected
+  std::map<std::string, int> decline_reasons;  ///< the backend's own reason → how many cases
   double worst_ratio = 0;
   std::string worst_case;
   std::optional<Verdict> last_failure_verdict;
@@ -50,13 +52,21 @@ class PropertyContext {
   DType dtype() const { return dtype_; }
   const NumericsProfile& profile() const { return profile_; }
 
-  /// Discards the current case (RC_DISCARD) when the backend declines it, counting a skip.
+  /// Discards the current case when the backend declines it, counting a skip under its reason.
+  /// Under isolation a backend whose memory is not the host's is asked in the child instead
+  /// (execute.h), and its decline arrives from run().
   void require_supported(const Problem& problem);
-  /// Runs the backend on a case (inputs from make_case_data) and fails on any memory finding.
+  /// Runs the backend on a case (inputs from make_case_data) and fails on any memory finding; a
+  /// kAttncheckNotSupported status is a decline (backend.h), never a failure.
   BackendRun run(const AttentionCase& c, const CaseData& data, const RunOptions& options = {});
-  /// Admits a drawn case: discards it (RC_DISCARD) when the run's problem filter rejects it,
-  /// otherwise counts it in its coverage cell: variant × dtype × mask kind × causal alignment.
+  /// Admits a drawn case: discards it when the run's problem filter rejects it, otherwise notes
+  /// its coverage cell (variant × dtype × mask kind × causal alignment), which counts once the
+  /// case is judged (finish_case).
   void classify(const AttentionCase& c);
+  /// Called by the engine when a case was judged (passed or failed, not discarded).
+  void finish_case();
+  /// Called by the engine before each case.
+  void begin_case() { pending_cells_.clear(); }
   /// Records the verdict and fails the property (RC_FAIL) with its summary if it did not pass.
   void expect(const Verdict& verdict, const AttentionCase& c, std::string_view what);
   void expect(const Verdict& verdict, const std::string& case_description, std::string_view what);
@@ -74,6 +84,9 @@ class PropertyContext {
   CaseLog& log_;
   std::function<bool(const std::string&)> case_filter_;
   RunOptions call_options_;
+  std::vector<std::string> pending_cells_;
+
+  [[noreturn]] void decline(const std::string& reason);
 };
 
 struct PropertyDef {

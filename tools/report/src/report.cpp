@@ -56,6 +56,7 @@ UnitResult to_unit_result(const PropertyOutcome& outcome, std::size_t index, con
   unit.message = outcome.message;
   unit.cases = outcome.cases_passed;
   unit.skipped = outcome.cases_skipped;
+  unit.decline_reasons = outcome.decline_reasons;
   unit.worst_ratio = outcome.worst_ratio;
   unit.worst_case = outcome.worst_case;
   unit.shrunk_case = outcome.shrunk_case;
@@ -248,6 +249,7 @@ json unit_json(const UnitResult& u) {
               {"message", u.message},
               {"cases", u.cases},
               {"skipped", u.skipped},
+              {"decline_reasons", u.decline_reasons},
               {"worst_ratio", number(u.worst_ratio)},
               {"worst_case", u.worst_case},
               {"shrunk_case", u.shrunk_case},
@@ -283,11 +285,14 @@ UnitResult unit_from_json(const json& j, std::size_t position) {
   u.reproduce = get_string(j, "reproduce", p);
   u.reproduce_command = get_string(j, "reproduce_command", p);
   u.seconds = get_number(j, "seconds", p);
-  if (const auto it = j.find("coverage"); it != j.end()) {
-    if (!it->is_object()) wrong_type(p, "coverage", "an object", *it);
-    for (const auto& [cell, count] : it->items()) {
-      if (!count.is_number_integer()) wrong_type(p + ".coverage", cell, "an integer", count);
-      u.coverage[cell] = count.get<int>();
+  // Both maps were added after the first schema; older reports simply lack them.
+  for (auto [field, target] : {std::pair{"coverage", &u.coverage}, std::pair{"decline_reasons", &u.decline_reasons}}) {
+    const auto it = j.find(field);
+    if (it == j.end()) continue;
+    if (!it->is_object()) wrong_type(p, field, "an object", *it);
+    for (const auto& [key, count] : it->items()) {
+      if (!count.is_number_integer()) wrong_type(p + "." + field, key, "an integer", count);
+      (*target)[key] = count.get<int>();
     }
   }
   return u;

@@ -60,6 +60,9 @@ struct UnitResult {
   std::string message;          ///< failure description or skip reason; empty when passed
   int cases = 0;                ///< cases judged and passed
   int skipped = 0;              ///< cases the backend declined
+  /// The backend's own reasons for the declined cases (supports(), or kAttncheckNotSupported
+  /// from a call) and how many cases each: what the author's supports() turned away.
+  std::map<std::string, int> decline_reasons;
   double worst_ratio = 0;       ///< largest bound ratio among judged cases
   std::string worst_case;       ///< AttentionCase::describe() of that case
   std::string shrunk_case;      ///< on failure: the minimal failing case
@@ -67,7 +70,7 @@ struct UnitResult {
   std::string reproduce;        ///< on failure: RapidCheck's reproduce string
   std::string reproduce_command;  ///< on failure: the command line that replays it
   double seconds = 0;
-  std::map<std::string, int> coverage;  ///< cases per coverage cell
+  std::map<std::string, int> coverage;  ///< judged cases per coverage cell
   bool operator==(const UnitResult&) const = default;
 };
 
