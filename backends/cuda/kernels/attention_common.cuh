@@ -15,6 +15,17 @@ inline constexpr std::int32_t kMaskNone = 0, kMaskBoolean = 1, kMaskAdditive = 2
 
 __device__ __forceinline__ float negative_infinity() { return -INFINITY; }
 
+/// Host side of a launch: calls f(T{}) with T the element type `type` names in this build (float,
+/// half_t, bfloat16_t), so a kernel template is instantiated for each input dtype in one place.
+template <class F>
+void with_element_type(ElementType type, F&& f) {
+  switch (type) {
+    case ElementType::F32: return f(float{});
+    case ElementType::F16: return f(half_t{});
+    case ElementType::BF16: return f(bfloat16_t{});
+  }
+}
+
 template <class T>
 __device__ __forceinline__ const T& element(const StridedTensor& t, std::int64_t i0, std::int64_t i1, std::int64_t i2,
                                             std::int64_t i3) {

@@ -1,7 +1,7 @@
 /// \file attention_params.h
 /// \brief The plain-data description of one attention call that every CUDA-backend kernel reads.
 ///
-/// Built once on the host from the ABI's attncheck_problem and DLTensors (params.h), then passed by
+/// Built once on the host from the ABI's attncheck_problem and DLTensors (make_params), then passed by
 /// value to a kernel, so it holds only scalars and raw pointers. It is included by host C++ and by
 /// nvcc alike and must stay free of CUDA and standard-library types.
 #pragma once

@@ -2,9 +2,11 @@
 /// \brief Entry functions of the CUDA backends: each returns a new table (destroy() frees it).
 ///
 /// Always built: cuda-naive@host and cuda-flash@host, the device kernels' source run on the host
-/// through host_emulation.h (host memory, kDLCPU). Built with ATTNCHECK_WITH_CUDA: cuda-naive,
-/// cuda-flash and cuda-cublas (CUDA memory, kDLCUDA); without a usable device their supports()
-/// and forward() answer kAttncheckNotSupported with "no CUDA device: <cudaGetErrorString>".
+/// through host_emulation.h; their table's device is the suite's simulated device
+/// (kAttncheckSimulatedDevice), so the suite's device path runs without a GPU. Built with
+/// ATTNCHECK_WITH_CUDA: cuda-naive, cuda-flash and cuda-cublas (CUDA memory, kDLCUDA; work is
+/// enqueued on the call's stream); without a usable device their supports() and forward() answer
+/// kAttncheckNotSupported with "no CUDA device: <cudaGetErrorString>".
 #ifndef ATTNCHECK_CUDA_BACKENDS_H_
 #define ATTNCHECK_CUDA_BACKENDS_H_
 

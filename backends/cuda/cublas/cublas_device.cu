@@ -12,7 +12,7 @@
 #include <cublas_v2.h>
 
 #include <climits>
-#include <memory>
+#include <string>
 #include <type_traits>
 
 #include "attention_common.cuh"
@@ -91,9 +91,12 @@ __global__ void sanitize_values_kernel(AttentionParams p, T* values, unsigned* n
 }
 
 // Rows with no allowed key get +0 (the GEMM could leave −0 from 0·negative V); where V held
-// non-finite values, keys with a nonzero weight add them back, as the reference does.
+// non-finite values (*nonfinite, counted on the device, so the host never waits for it), keys
+// with a nonzero weight add them back, as the reference does.
 template <class T, class P>
-__global__ void epilogue_kernel(AttentionParams p, const P* probs, const unsigned char* empty_rows, bool nonfinite_v) {
+__global__ void epilogue_kernel(AttentionParams p, const P* probs, const unsigned char* empty_rows,
+                                const unsigned* nonfinite) {
+  const bool nonfinite_v = *nonfinite != 0;
   const std::int64_t n = p.batch * p.q_heads * p.q_len * p.v_dim;
   for (std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
        e += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -122,12 +125,13 @@ __global__ void epilogue_kernel(AttentionParams p, const P* probs, const unsigne
 
 ATTNCHECK_KERNEL_NAMESPACE_END
 
+
 namespace attncheck::cuda {
 namespace {
 
 void check_cublas(cublasStatus_t status, const char* what) {
   if (status != CUBLAS_STATUS_SUCCESS)
-    throw BackendFailure(kAttncheckInternalError, std::string(what) + ": " + cublasGetStatusName(status) + " (" +
+    throw impl::AbiError(kAttncheckInternalError, std::string(what) + ": " + cublasGetStatusName(status) + " (" +
                                                       cublasGetStatusString(status) + ")");
 }
 
@@ -146,95 +150,84 @@ std::size_t element_size(ElementType type) { return type == ElementType::F32 ? 4
 // row stride at least the row length (a single row may have any row stride).
 void require_gemm_layout(const char* name, const StridedTensor& t, std::int64_t rows, std::int64_t cols) {
   if (t.stride[3] != 1)
-    throw BackendFailure(kAttncheckNotSupported, std::string(name) + ": cuBLAS needs a contiguous last dim (stride " +
-                                                     std::to_string(t.stride[3]) + ")");
+    impl::unsupported(std::string(name) + ": cuBLAS needs a contiguous last dim (stride " +
+                      std::to_string(t.stride[3]) + ")");
   if (rows > 1 && (t.stride[2] < cols || t.stride[2] > INT_MAX))
-    throw BackendFailure(kAttncheckNotSupported, std::string(name) + ": row stride " + std::to_string(t.stride[2]) +
-                                                     " is not a valid cuBLAS leading dimension (>= " +
-                                                     std::to_string(cols) + ")");
-  if (t.stride[0] < 0 || t.stride[1] < 0)
-    throw BackendFailure(kAttncheckNotSupported, std::string(name) + ": negative strides are not supported");
+    impl::unsupported(std::string(name) + ": row stride " + std::to_string(t.stride[2]) +
+                      " is not a valid cuBLAS leading dimension (>= " + std::to_string(cols) + ")");
+  if (t.stride[0] < 0 || t.stride[1] < 0) impl::unsupported(std::string(name) + ": negative strides are not supported");
 }
 
 int leading_dim(const StridedTensor& t, std::int64_t rows, std::int64_t cols) {
   return static_cast<int>(rows > 1 ? t.stride[2] : cols);
 }
 
-class CublasBackend final : public BackendImpl {
+class CublasBackend final : public CudaBackend {
  public:
+  CublasBackend() : CudaBackend({kDLCUDA, 0}, {ElementType::F32, ElementType::F16, ElementType::BF16}) {}
   ~CublasBackend() override {
     if (handle_ != nullptr) cublasDestroy(handle_);
   }
 
-  bool profile(DLDataType input, attncheck_numerics_profile& profile) const override {
+ protected:
+  ProfileTraits traits(ElementType input) const override {
+    const bool half = input != ElementType::F32;
     ProfileTraits traits;
-    if (!element_type_of(input, traits.input)) return false;
-    const bool half = traits.input != ElementType::F32;
     // P is stored in the input dtype for the P·V GEMM (both GEMM operands share a type); fp16 and
     // bf16 GEMMs run on tensor cores, whose fp32 accumulation truncates. fp32 uses the pedantic
     // compute type: plain fp32 FMA, no TF32.
     traits.probability_rounded_to_input = half;
     traits.accumulation = half ? kAttncheckRoundTowardZero : kAttncheckRoundNearest;
-    traits.softmax_block = 0;  // three-pass softmax
+    traits.softmax_block = 0;     // three-pass softmax
     traits.deterministic = true;  // one stream, fixed GEMM configuration
-    profile = make_profile(traits);
-    return true;
+    return traits;
   }
 
-  std::string unsupported_reason(const attncheck_problem& p, DLDataType input, DLDeviceType device) const override {
-    ElementType type;
-    if (!element_type_of(input, type)) return "inputs of dtype " + dtype_string(input) + " are not supported (f32, f16, bf16)";
-    if (device != kDLCUDA) return "tensors must be in CUDA (kDLCUDA) memory";
-    if (std::string why = cuda_unavailable_reason(); !why.empty()) return why;
-    if (p.q_heads > 65535 || p.batch > 65535) return "batch and q_heads must be at most 65535 (grid dimensions y and z)";
+  void check_available() const override { require_cuda_device(); }
+
+  void check_limits(const attncheck_problem& p) const override {
     if (p.q_len > INT_MAX || p.k_len > INT_MAX || p.qk_dim > INT_MAX || p.v_dim > INT_MAX)
-      return "cuBLAS takes matrix dims as int";
+      impl::unsupported("cuBLAS takes matrix dims as int");
     if (p.batch * p.q_heads * p.q_len * p.k_len > (std::int64_t{1} << 31))
-      return "the score matrix B·Hq·Lq·Lk exceeds 2^31 elements";
-    return "";
+      impl::unsupported("the score matrix B·Hq·Lq·Lk exceeds 2^31 elements");
   }
 
-  void forward(const attncheck_problem& problem, const attncheck_attention_tensors& tensors) override {
-    if (tensors.q == nullptr) throw BackendFailure(kAttncheckInvalidProblem, "q: is missing (NULL)");
-    if (std::string why = unsupported_reason(problem, tensors.q->dtype, tensors.q->device.device_type); !why.empty())
-      throw BackendFailure(kAttncheckNotSupported, why);
-    ElementType type;
-    const AttentionParams p = make_params(problem, tensors, kDLCUDA, type);
+  void run(const AttentionParams& p, ElementType type, void* stream) override {
     require_gemm_layout("q", p.q, p.q_len, p.qk_dim);
     require_gemm_layout("k", p.k, p.k_len, p.qk_dim);
     require_gemm_layout("out", p.out, p.q_len, p.v_dim);
     if (handle_ == nullptr) check_cublas(cublasCreate(&handle_), "cublasCreate");
-    switch (type) {
-      case ElementType::F32: return run<float, float>(p, type);
-      case ElementType::F16: return run<half_t, half_t>(p, type);
-      case ElementType::BF16: return run<bfloat16_t, bfloat16_t>(p, type);
-    }
+    const auto s = static_cast<cudaStream_t>(stream);
+    // The suite may hand each call another stream: the GEMMs must be ordered with its kernels.
+    check_cublas(cublasSetStream(handle_, s), "cublasSetStream");
+    // P is stored in the input dtype (see traits()).
+    with_element_type(type, [&](auto zero) { launch<decltype(zero), decltype(zero)>(p, type, s); });
   }
 
  private:
+  // Everything below is enqueued on `stream`, scratch memory included: its frees are queued
+  // behind the kernels that use it, so nothing waits here.
   template <class T, class P>
-  void run(const AttentionParams& p, ElementType type) {
+  void launch(const AttentionParams& p, ElementType type, cudaStream_t stream) {
     const std::int64_t rows = p.batch * p.q_heads * p.q_len, score_elements = rows * p.k_len;
     const std::int64_t value_elements = p.batch * p.kv_heads * p.k_len * p.v_dim;
-    DeviceBuffer scores(static_cast<std::size_t>(score_elements) * sizeof(float), "allocating the score matrix");
-    DeviceBuffer probs_storage;
+    StreamBuffer scores(static_cast<std::size_t>(score_elements) * sizeof(float), stream,
+                        "allocating the score matrix");
+    StreamBuffer probs_storage;
     P* probs = static_cast<P*>(scores.get());  // fp32 P overwrites the scores in place
     if constexpr (!std::is_same_v<P, float>) {
-      probs_storage = DeviceBuffer(static_cast<std::size_t>(score_elements) * sizeof(P), "allocating P");
+      probs_storage = StreamBuffer(static_cast<std::size_t>(score_elements) * sizeof(P), stream, "allocating P");
       probs = static_cast<P*>(probs_storage.get());
     }
-    DeviceBuffer empty_rows(static_cast<std::size_t>(rows), "allocating the empty-row flags");
-    DeviceBuffer values(static_cast<std::size_t>(value_elements) * sizeof(T), "allocating the V copy");
-    DeviceBuffer counter(sizeof(unsigned), "allocating a counter");
-    check_cuda(cudaMemset(counter.get(), 0, sizeof(unsigned)), "clearing a counter");
+    StreamBuffer empty_rows(static_cast<std::size_t>(rows), stream, "allocating the empty-row flags");
+    StreamBuffer values(static_cast<std::size_t>(value_elements) * sizeof(T), stream, "allocating the V copy");
+    StreamBuffer counter(sizeof(unsigned), stream, "allocating a counter");
+    check_cuda(cudaMemsetAsync(counter.get(), 0, sizeof(unsigned), stream), "clearing a counter");
 
     const unsigned elementwise_blocks = 1024, elementwise_threads = 256;
-    sanitize_values_kernel<T><<<elementwise_blocks, elementwise_threads>>>(p, static_cast<T*>(values.get()),
-                                                                           static_cast<unsigned*>(counter.get()));
-    finish_launch("sanitize_values_kernel");
-    unsigned nonfinite = 0;
-    check_cuda(cudaMemcpy(&nonfinite, counter.get(), sizeof nonfinite, cudaMemcpyDeviceToHost),
-               "reading the non-finite V count");
+    sanitize_values_kernel<T><<<elementwise_blocks, elementwise_threads, 0, stream>>>(
+        p, static_cast<T*>(values.get()), static_cast<unsigned*>(counter.get()));
+    check_launch("sanitize_values_kernel");
 
     const cudaDataType data_type = cuda_type(type);
     const cublasComputeType_t compute = type == ElementType::F32 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F;
@@ -262,9 +255,9 @@ class CublasBackend final : public BackendImpl {
       }
 
     const dim3 grid(static_cast<unsigned>(lq), static_cast<unsigned>(p.q_heads), static_cast<unsigned>(p.batch));
-    mask_softmax_kernel<T, P><<<grid, kSoftmaxThreads>>>(p, static_cast<float*>(scores.get()), probs,
-                                                         static_cast<unsigned char*>(empty_rows.get()));
-    finish_launch("mask_softmax_kernel");
+    mask_softmax_kernel<T, P><<<grid, kSoftmaxThreads, 0, stream>>>(p, static_cast<float*>(scores.get()), probs,
+                                                                    static_cast<unsigned char*>(empty_rows.get()));
+    check_launch("mask_softmax_kernel");
 
     // O = P·V from the sanitized compact V.
     for (std::int64_t b = 0; b < p.batch; ++b)
@@ -281,23 +274,20 @@ class CublasBackend final : public BackendImpl {
                      "cublasGemmStridedBatchedEx (P·V)");
       }
 
-    epilogue_kernel<T, P><<<elementwise_blocks, elementwise_threads>>>(
-        p, probs, static_cast<const unsigned char*>(empty_rows.get()), nonfinite != 0);
-    finish_launch("epilogue_kernel");
+    epilogue_kernel<T, P><<<elementwise_blocks, elementwise_threads, 0, stream>>>(
+        p, probs, static_cast<const unsigned char*>(empty_rows.get()), static_cast<const unsigned*>(counter.get()));
+    check_launch("epilogue_kernel");
   }
 
   cublasHandle_t handle_ = nullptr;  // created on first use: cublasCreate needs a device
 };
 
 }  // namespace
-}  // namespace attncheck::cuda
 
+// C linkage, declared in cuda_backends.h at global scope: the same function.
 extern "C" attncheck_backend* attncheck_cuda_cublas_entry(void) {
-  try {
-    return attncheck::cuda::make_table(
-        "cuda-cublas", "cuBLAS strided-batched GEMMs for Q·Kᵀ and P·V with a mask-and-softmax kernel between",
-        std::make_unique<attncheck::cuda::CublasBackend>());
-  } catch (...) {
-    return nullptr;
-  }
+  return impl::make_backend_table<CublasBackend>(
+      "cuda-cublas", "cuBLAS strided-batched GEMMs for Q·Kᵀ and P·V with a mask-and-softmax kernel between");
 }
+
+}  // namespace attncheck::cuda

@@ -1,16 +1,17 @@
 #include "device_common.h"
 
+#include <string>
+
 namespace attncheck::cuda {
 
-std::string cuda_unavailable_reason() {
+void require_cuda_device() {
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess) {
     cudaGetLastError();  // not sticky, but leave no error behind for the next call
-    return std::string("no CUDA device: ") + cudaGetErrorString(status);
+    impl::unsupported(std::string("no CUDA device: ") + cudaGetErrorString(status));
   }
-  if (count == 0) return std::string("no CUDA device: ") + cudaGetErrorString(cudaErrorNoDevice);
-  return "";
+  if (count == 0) impl::unsupported(std::string("no CUDA device: ") + cudaGetErrorString(cudaErrorNoDevice));
 }
 
 std::size_t cuda_shared_memory_optin() {
@@ -25,21 +26,18 @@ std::size_t cuda_shared_memory_optin() {
 
 void check_cuda(cudaError_t status, const char* what) {
   if (status != cudaSuccess)
-    throw BackendFailure(kAttncheckInternalError, std::string(what) + ": " + cudaGetErrorName(status) + " (" +
+    throw impl::AbiError(kAttncheckInternalError, std::string(what) + ": " + cudaGetErrorName(status) + " (" +
                                                       cudaGetErrorString(status) + ")");
 }
 
-void finish_launch(const char* kernel) {
-  check_cuda(cudaGetLastError(), (std::string("launching ") + kernel).c_str());
-  check_cuda(cudaDeviceSynchronize(), (std::string("running ") + kernel).c_str());
+void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), (std::string("launching ") + kernel).c_str()); }
+
+StreamBuffer::StreamBuffer(std::size_t bytes, cudaStream_t stream, const char* what) : stream_(stream) {
+  check_cuda(cudaMallocAsync(&data_, bytes == 0 ? 1 : bytes, stream), what);
 }
 
-DeviceBuffer::DeviceBuffer(std::size_t bytes, const char* what) {
-  check_cuda(cudaMalloc(&data_, bytes == 0 ? 1 : bytes), what);
-}
-
-DeviceBuffer::~DeviceBuffer() {
-  if (data_ != nullptr) cudaFree(data_);
+StreamBuffer::~StreamBuffer() {
+  if (data_ != nullptr) cudaFreeAsync(data_, stream_);
 }
 
 }  // namespace attncheck::cuda
