@@ -5,6 +5,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <cstdio>
 #include <vector>
 
 #include "attncheck/backend_impl.h"
@@ -28,6 +29,8 @@ class MutantBackend final : public impl::BackendImpl {
  public:
   explicit MutantBackend(Mutation mutation) : mutation_(mutation) {}
 
+  DLDevice device() const override { return {memory(), 0}; }
+
   attncheck_numerics_profile profile(DLDataType input) const override {
     if (!impl::same_dtype(input, impl::kF32)) impl::unsupported("mutants compute in float32 only");
     attncheck_numerics_profile p{};
@@ -45,21 +48,28 @@ class MutantBackend final : public impl::BackendImpl {
   void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
     impl::check_problem(problem);
     if (!impl::same_dtype(input, impl::kF32)) impl::unsupported("mutants compute in float32 only");
-    if (device != kDLCPU) impl::unsupported("mutants run on the CPU only");
+    if (device != memory()) impl::unsupported("this mutant reads " + impl::device_string(memory()) + " memory only");
   }
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     impl::check_problem(p);
-    const TensorArg q = impl::check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
-    const TensorArg k = impl::check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
-    const TensorArg v = impl::check_cpu_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
-    const TensorArg o = impl::check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+    const TensorArg q = check(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+    const TensorArg k = check(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+    const TensorArg v = check(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+    const TensorArg o = check(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
     TensorArg mask, lengths;
     if (p.mask_kind != kAttncheckMaskNone)
-      mask = impl::check_cpu_tensor(t.mask, "mask", {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]},
+      mask = check(t.mask, "mask", {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]},
                                     {"batch", "heads", "query length", "key length"},
                                     {p.mask_kind == kAttncheckMaskBoolean ? impl::kU8 : impl::kF32});
-    if (p.has_key_lengths) lengths = impl::check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+    if (p.has_key_lengths) lengths = check(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+    pending_rows_.clear();  // what an earlier call deferred targeted memory that is gone
+    if (mutation_ == Mutation::StickyDeviceError && (faulted_ || p.k_len >= 2)) {
+      // A CUDA context that faulted stays faulted: every later call of this instance fails too,
+      // which is why the suite gives each isolated call a fresh instance and a fresh domain.
+      faulted_ = true;
+      record_fault(t.stream, "an illegal memory access was encountered (simulated: K read past its allocation)");
+    }
     compute(p, q, k, v, mask, lengths, o);
   }
 
@@ -70,25 +80,25 @@ class MutantBackend final : public impl::BackendImpl {
     const attncheck_problem& p = lp.attention;
     impl::check_problem(p);
     const std::int64_t dm = lp.model_dim, lq = p.q_len, lk = p.k_len, dk = p.qk_dim, dv = p.v_dim;
-    const TensorArg x = impl::check_cpu_tensor(t.x, "x", {p.batch, lq, dm}, {"batch", "length", "model dim"}, {impl::kF32});
-    const TensorArg xkv = lp.self_attention ? x : impl::check_cpu_tensor(t.x_kv, "x_kv", {p.batch, lk, dm}, {"batch", "length", "model dim"}, {impl::kF32});
-    const TensorArg wq = impl::check_cpu_tensor(t.w_q, "w_q", {p.q_heads, dm, dk}, {"heads", "model dim", "dim"}, {impl::kF32});
-    const TensorArg wk = impl::check_cpu_tensor(t.w_k, "w_k", {p.kv_heads, dm, dk}, {"heads", "model dim", "dim"}, {impl::kF32});
-    const TensorArg wv = impl::check_cpu_tensor(t.w_v, "w_v", {p.kv_heads, dm, dv}, {"heads", "model dim", "dim"}, {impl::kF32});
-    const TensorArg wo = impl::check_cpu_tensor(t.w_o, "w_o", {p.q_heads * dv, dm}, {"heads x dim", "model dim"}, {impl::kF32});
+    const TensorArg x = check(t.x, "x", {p.batch, lq, dm}, {"batch", "length", "model dim"}, {impl::kF32});
+    const TensorArg xkv = lp.self_attention ? x : check(t.x_kv, "x_kv", {p.batch, lk, dm}, {"batch", "length", "model dim"}, {impl::kF32});
+    const TensorArg wq = check(t.w_q, "w_q", {p.q_heads, dm, dk}, {"heads", "model dim", "dim"}, {impl::kF32});
+    const TensorArg wk = check(t.w_k, "w_k", {p.kv_heads, dm, dk}, {"heads", "model dim", "dim"}, {impl::kF32});
+    const TensorArg wv = check(t.w_v, "w_v", {p.kv_heads, dm, dv}, {"heads", "model dim", "dim"}, {impl::kF32});
+    const TensorArg wo = check(t.w_o, "w_o", {p.q_heads * dv, dm}, {"heads x dim", "model dim"}, {impl::kF32});
     TensorArg bq, bk, bv, bo, mask, lengths;
     if (lp.has_qkv_bias) {
-      bq = impl::check_cpu_tensor(t.b_q, "b_q", {p.q_heads, dk}, {"heads", "dim"}, {impl::kF32});
-      bk = impl::check_cpu_tensor(t.b_k, "b_k", {p.kv_heads, dk}, {"heads", "dim"}, {impl::kF32});
-      bv = impl::check_cpu_tensor(t.b_v, "b_v", {p.kv_heads, dv}, {"heads", "dim"}, {impl::kF32});
+      bq = check(t.b_q, "b_q", {p.q_heads, dk}, {"heads", "dim"}, {impl::kF32});
+      bk = check(t.b_k, "b_k", {p.kv_heads, dk}, {"heads", "dim"}, {impl::kF32});
+      bv = check(t.b_v, "b_v", {p.kv_heads, dv}, {"heads", "dim"}, {impl::kF32});
     }
-    if (lp.has_out_bias) bo = impl::check_cpu_tensor(t.b_o, "b_o", {dm}, {"model dim"}, {impl::kF32});
-    const TensorArg out = impl::check_cpu_tensor(t.out, "out", {p.batch, lq, dm}, {"batch", "length", "model dim"}, {impl::kF32});
+    if (lp.has_out_bias) bo = check(t.b_o, "b_o", {dm}, {"model dim"}, {impl::kF32});
+    const TensorArg out = check(t.out, "out", {p.batch, lq, dm}, {"batch", "length", "model dim"}, {impl::kF32});
     if (p.mask_kind != kAttncheckMaskNone)
-      mask = impl::check_cpu_tensor(t.mask, "mask", {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]},
+      mask = check(t.mask, "mask", {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]},
                                     {"batch", "heads", "query length", "key length"},
                                     {p.mask_kind == kAttncheckMaskBoolean ? impl::kU8 : impl::kF32});
-    if (p.has_key_lengths) lengths = impl::check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+    if (p.has_key_lengths) lengths = check(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
 
     auto project = [&](const TensorArg& in, std::int64_t len, const TensorArg& w, const TensorArg& bias, std::int64_t heads,
                        std::int64_t dim) {
@@ -207,6 +217,7 @@ class MutantBackend final : public impl::BackendImpl {
           }
           if (mutation_ == Mutation::NoMaxSubtraction) row_max = 0;
           if (mutation_ == Mutation::LastRowUnwritten && i == p.q_len - 1) continue;
+          const bool deferred = mutation_ == Mutation::DeferredWrite && i >= p.q_len / 2;
           float sum = 0;
           for (std::int64_t j : key_order)
             if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak) sum += std::exp(s[static_cast<size_t>(j)] - row_max);
@@ -220,12 +231,16 @@ class MutantBackend final : public impl::BackendImpl {
               }
             // A row with no allowed key has sum 0: write the declared zeros (or, mutated, NaN).
             const float empty = mutation_ == Mutation::EmptyRowNaN ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-            *o.mut<float>(b, h, i, d) = sum > 0 ? acc / sum : empty;
+            const float result = sum > 0 ? acc / sum : empty;
+            if (deferred)
+              pending_rows_.push_back(result);  // lands "later": after the call, on nobody's stream
+            else
+              *o.mut<float>(b, h, i, d) = result;
           }
         }
       }
     }
-    if (mutation_ == Mutation::WritesPastOutput) {
+    if (mutation_ == Mutation::WritesPastOutput || mutation_ == Mutation::DeviceWritesPastOutput) {
       const auto& sh = o.shape;
       float* last = o.mut<float>(sh[0] - 1, sh[1] - 1, sh[2] - 1, sh[3] - 1);
       last[o.strides[3]] = 0.0f;  // one element past the last one
@@ -246,7 +261,35 @@ class MutantBackend final : public impl::BackendImpl {
     return sum;
   }
 
+  DLDeviceType memory() const {
+    switch (mutation_) {
+      case Mutation::DeferredWrite:
+      case Mutation::DeviceWritesPastOutput:
+      case Mutation::StickyDeviceError: return static_cast<DLDeviceType>(kAttncheckSimulatedDevice);
+      default: return kDLCPU;
+    }
+  }
+
+  impl::TensorArg check(const DLTensor* tensor, std::string_view name, std::initializer_list<std::int64_t> shape,
+                        std::initializer_list<std::string_view> dims, std::initializer_list<DLDataType> dtypes) const {
+    return impl::check_tensor(tensor, name, shape, dims, dtypes, memory());
+  }
+
+  // What a faulting device kernel leaves behind: the fault is seen only when the caller
+  // synchronizes the stream (backend.h, attncheck_simulated_stream).
+  static void record_fault(void* stream, const char* message) {
+    auto* s = static_cast<attncheck_simulated_stream*>(stream);
+    if (s == nullptr || s->struct_size < sizeof(attncheck_simulated_stream) || s->error != 0) return;
+    s->error = 1;
+    std::snprintf(s->message, sizeof s->message, "%s", message);
+  }
+
   Mutation mutation_;
+  bool faulted_ = false;
+  // DeferredWrite: the rows computed but not yet written when forward returned, as a kernel
+  // enqueued on a stream the caller never synchronizes holds them. They are dropped at the next
+  // call: the memory they were meant for was read back and freed long before.
+  mutable std::vector<float> pending_rows_;
 };
 
 }  // namespace
@@ -337,5 +380,18 @@ attncheck_backend* attncheck_mutant_crash_on_single_key_entry(void) {
 attncheck_backend* attncheck_mutant_hang_on_single_head_entry(void) {
   return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::HangOnSingleHead, "mutant-hang-on-single-head",
                                          "loops forever when Hq = Hkv = 1");
+}
+attncheck_backend* attncheck_mutant_deferred_write_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::DeferredWrite, "mutant-deferred-write",
+                                         "simulated device: returns before its last query rows land");
+}
+attncheck_backend* attncheck_mutant_device_writes_past_output_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::DeviceWritesPastOutput,
+                                         "mutant-device-writes-past-output",
+                                         "simulated device: writes one element past the end of the output");
+}
+attncheck_backend* attncheck_mutant_sticky_device_error_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::StickyDeviceError, "mutant-sticky-device-error",
+                                         "simulated device: faults asynchronously for Lk >= 2 and stays faulted");
 }
 }

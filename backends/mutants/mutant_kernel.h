@@ -28,6 +28,10 @@ enum class Mutation {
   IgnoresKBatchStride,  ///< reads batch 0's K for every batch
   CrashOnSingleKey,     ///< dereferences a null pointer when Lk = 1
   HangOnSingleHead,     ///< loops forever when Hq = Hkv = 1
+  // Device-path bugs, on the suite's simulated device (backend.h: kAttncheckSimulatedDevice):
+  DeferredWrite,        ///< returns before its last query rows land: they wait on work nobody synchronizes
+  DeviceWritesPastOutput, ///< writes one element past the end of the output in device memory
+  StickyDeviceError,    ///< for Lk >= 2 faults asynchronously (recorded on the stream) and stays faulted
 };
 
 attncheck_backend* make_mutant(Mutation mutation, const char* name, const char* description);
