@@ -1,13 +1,16 @@
 // cuda-naive, cuda-flash and cuda-cublas on the device, over the same grid as the host-emulated
-// backends. Without a usable device every test skips with CUDA's reason, and the backends must
-// say the same through supports().
+// backends, their tensors in CUDA memory through the harness's CUDA domain. Without a usable
+// device every grid case skips with the backend's own reason ("no CUDA device: …"), and the
+// backends must give CUDA's reason through supports() and forward().
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "attention_grid.h"
+#include "attncheck/backend_handle.h"
 #include "attncheck/cuda/cuda_backends.h"
 
 namespace attncheck::cuda::testing {
@@ -29,42 +32,15 @@ std::string no_device_reason() {
   return "";
 }
 
-TensorMemory cuda_memory() {
-  TensorMemory m;
-  m.device = kDLCUDA;
-  m.allocate = [](std::size_t bytes) {
-    void* p = nullptr;
-    if (cudaMalloc(&p, bytes) != cudaSuccess) throw std::bad_alloc();
-    return p;
-  };
-  m.release = [](void* p) { cudaFree(p); };
-  m.upload = [](void* dst, const void* src, std::size_t bytes) {
-    if (cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess) throw std::runtime_error("cudaMemcpy to device");
-  };
-  m.download = [](void* dst, const void* src, std::size_t bytes) {
-    if (cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost) != cudaSuccess) throw std::runtime_error("cudaMemcpy to host");
-  };
-  return m;
-}
-
-std::string case_name(const ::testing::TestParamInfo<AttentionCase>& info) { return info.param.name; }
-
 using Entry = attncheck_backend* (*)();
 
-void run_on_device(Entry entry, const AttentionCase& c) {
-  if (const std::string reason = no_device_reason(); !reason.empty()) GTEST_SKIP() << "no CUDA device: " << reason;
-  Table table(entry());
-  ASSERT_NE(table, nullptr);
-  if (auto reason = check_case(table.get(), c, cuda_memory())) GTEST_SKIP() << *reason;
-}
+class NaiveDeviceGrid : public ::testing::TestWithParam<GridCase> {};
+class FlashDeviceGrid : public ::testing::TestWithParam<GridCase> {};
+class CublasDeviceGrid : public ::testing::TestWithParam<GridCase> {};
 
-class NaiveDeviceGrid : public ::testing::TestWithParam<AttentionCase> {};
-class FlashDeviceGrid : public ::testing::TestWithParam<AttentionCase> {};
-class CublasDeviceGrid : public ::testing::TestWithParam<AttentionCase> {};
-
-TEST_P(NaiveDeviceGrid, MatchesReference) { run_on_device(&attncheck_cuda_naive_entry, GetParam()); }
-TEST_P(FlashDeviceGrid, MatchesReference) { run_on_device(&attncheck_cuda_flash_entry, GetParam()); }
-TEST_P(CublasDeviceGrid, MatchesReference) { run_on_device(&attncheck_cuda_cublas_entry, GetParam()); }
+TEST_P(NaiveDeviceGrid, MatchesReference) { expect_conforms("cuda-naive", GetParam()); }
+TEST_P(FlashDeviceGrid, MatchesReference) { expect_conforms("cuda-flash", GetParam()); }
+TEST_P(CublasDeviceGrid, MatchesReference) { expect_conforms("cuda-cublas", GetParam()); }
 
 INSTANTIATE_TEST_SUITE_P(CudaNaive, NaiveDeviceGrid, ::testing::ValuesIn(attention_grid({DType::F32})), case_name);
 INSTANTIATE_TEST_SUITE_P(CudaFlash, FlashDeviceGrid,
@@ -77,6 +53,7 @@ TEST(CudaDeviceBackends, DeclineWithCudasReasonWhenNoDevice) {
   const std::string reason = no_device_reason();
   if (reason.empty()) GTEST_SKIP() << "a CUDA device is present";
   attncheck_problem p{};
+  p.struct_size = sizeof(attncheck_problem);
   p.batch = p.q_heads = p.kv_heads = p.q_len = p.k_len = 1;
   p.qk_dim = p.v_dim = 8;
   p.scale = 1.0;
@@ -89,6 +66,7 @@ TEST(CudaDeviceBackends, DeclineWithCudasReasonWhenNoDevice) {
         << table->name;
     EXPECT_EQ(std::string(why), "no CUDA device: " + reason) << table->name;
     attncheck_attention_tensors none{};
+    none.struct_size = sizeof(attncheck_attention_tensors);
     DLTensor q{};
     q.dtype = {kDLFloat, 32, 1};
     q.device = {kDLCUDA, 0};
@@ -96,6 +74,19 @@ TEST(CudaDeviceBackends, DeclineWithCudasReasonWhenNoDevice) {
     EXPECT_EQ(table->forward(table.get(), &p, &none), kAttncheckNotSupported) << table->name;
     EXPECT_NE(std::string(table->last_error(table.get())).find("no CUDA device: " + reason), std::string::npos)
         << table->last_error(table.get());
+  }
+}
+
+// Without a device a grid case is declined with the backend's own reason, which expect_conforms
+// turns into the skip message.
+TEST(CudaDeviceBackends, GridCasesAreDeclinedWithTheBackendsReasonWhenNoDevice) {
+  const std::string reason = no_device_reason();
+  if (reason.empty()) GTEST_SKIP() << "a CUDA device is present";
+  const GridCase g = attention_grid({DType::F32}).front();
+  for (const char* name : {"cuda-naive", "cuda-flash", "cuda-cublas"}) {
+    Backend backend = open_backend(name);
+    const CaseCheck check = check_case(backend, g);
+    EXPECT_EQ(check.declined, std::optional<std::string>("no CUDA device: " + reason)) << name;
   }
 }
 

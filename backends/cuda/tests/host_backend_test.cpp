@@ -1,11 +1,16 @@
 // cuda-naive@host and cuda-flash@host — the device kernels' source, run by host emulation —
-// against reference_attention() over the whole grid.
+// against reference_attention() over the whole grid. They declare the simulated device, so every
+// case reaches them through the harness's simulated memory domain: pages that fault outside the
+// suite's copies and the call, the device path of the suite proven without a GPU.
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <string>
 
 #include "attention_grid.h"
+#include "attncheck/backend_handle.h"
 #include "attncheck/cuda/cuda_backends.h"
+#include "attncheck/execute.h"
 
 namespace attncheck::cuda::testing {
 namespace {
@@ -17,22 +22,11 @@ struct TableDeleter {
 };
 using Table = std::unique_ptr<attncheck_backend, TableDeleter>;
 
-std::string case_name(const ::testing::TestParamInfo<AttentionCase>& info) { return info.param.name; }
+class NaiveHostGrid : public ::testing::TestWithParam<GridCase> {};
+class FlashHostGrid : public ::testing::TestWithParam<GridCase> {};
 
-class NaiveHostGrid : public ::testing::TestWithParam<AttentionCase> {};
-class FlashHostGrid : public ::testing::TestWithParam<AttentionCase> {};
-
-TEST_P(NaiveHostGrid, MatchesReference) {
-  Table table(attncheck_cuda_naive_host_entry());
-  ASSERT_NE(table, nullptr);
-  if (auto reason = check_case(table.get(), GetParam(), host_memory())) GTEST_SKIP() << *reason;
-}
-
-TEST_P(FlashHostGrid, MatchesReference) {
-  Table table(attncheck_cuda_flash_host_entry());
-  ASSERT_NE(table, nullptr);
-  if (auto reason = check_case(table.get(), GetParam(), host_memory())) GTEST_SKIP() << *reason;
-}
+TEST_P(NaiveHostGrid, MatchesReference) { expect_conforms("cuda-naive@host", GetParam()); }
+TEST_P(FlashHostGrid, MatchesReference) { expect_conforms("cuda-flash@host", GetParam()); }
 
 // cuda-naive is the fp32 baseline; its half-precision refusals are checked separately below.
 INSTANTIATE_TEST_SUITE_P(CudaNaiveHost, NaiveHostGrid, ::testing::ValuesIn(attention_grid({DType::F32})), case_name);
@@ -41,6 +35,7 @@ INSTANTIATE_TEST_SUITE_P(CudaFlashHost, FlashHostGrid,
 
 attncheck_problem small_problem() {
   attncheck_problem p{};
+  p.struct_size = sizeof(attncheck_problem);
   p.batch = p.q_heads = p.kv_heads = p.q_len = p.k_len = 1;
   p.qk_dim = p.v_dim = 8;
   p.scale = 1.0;
@@ -55,6 +50,8 @@ TEST(CudaHostBackends, NamesProfilesAndRefusals) {
   EXPECT_STREQ(naive->name, "cuda-naive@host");
   EXPECT_STREQ(flash->name, "cuda-flash@host");
   EXPECT_EQ(naive->abi_version.major, static_cast<uint32_t>(ATTNCHECK_ABI_VERSION_MAJOR));
+  EXPECT_EQ(naive->device.device_type, kAttncheckSimulatedDevice);
+  EXPECT_EQ(flash->device.device_type, kAttncheckSimulatedDevice);
 
   attncheck_numerics_profile profile{};
   ASSERT_EQ(flash->get_profile(flash.get(), {kDLBfloat, 16, 1}, &profile), kAttncheckOk);
@@ -69,34 +66,38 @@ TEST(CudaHostBackends, NamesProfilesAndRefusals) {
 
   const attncheck_problem p = small_problem();
   char reason[256];
-  EXPECT_EQ(naive->supports(naive.get(), &p, {kDLFloat, 16, 1}, kDLCPU, reason, sizeof reason), kAttncheckNotSupported);
+  const DLDeviceType simulated = kAttncheckSimulatedDevice;
+  EXPECT_EQ(naive->supports(naive.get(), &p, {kDLFloat, 16, 1}, simulated, reason, sizeof reason),
+            kAttncheckNotSupported);
   EXPECT_STRNE(reason, "");
   EXPECT_EQ(flash->supports(flash.get(), &p, {kDLFloat, 32, 1}, kDLCUDA, reason, sizeof reason), kAttncheckNotSupported);
-  EXPECT_NE(std::string(reason).find("kDLCPU"), std::string::npos) << reason;
-  EXPECT_EQ(flash->supports(flash.get(), &p, {kDLFloat, 64, 1}, kDLCPU, reason, sizeof reason), kAttncheckNotSupported);
-  EXPECT_EQ(flash->supports(flash.get(), &p, {kDLFloat, 32, 1}, kDLCPU, nullptr, 0), kAttncheckOk);
+  EXPECT_NE(std::string(reason).find("simulated device"), std::string::npos) << reason;
+  EXPECT_EQ(flash->supports(flash.get(), &p, {kDLFloat, 32, 1}, kDLCPU, reason, sizeof reason), kAttncheckNotSupported);
+  EXPECT_EQ(flash->supports(flash.get(), &p, {kDLFloat, 64, 1}, simulated, reason, sizeof reason),
+            kAttncheckNotSupported);
+  EXPECT_EQ(flash->supports(flash.get(), &p, {kDLFloat, 32, 1}, simulated, nullptr, 0), kAttncheckOk);
 
   attncheck_problem bad = p;
   bad.q_heads = 3;
   bad.kv_heads = 2;
-  EXPECT_EQ(flash->supports(flash.get(), &bad, {kDLFloat, 32, 1}, kDLCPU, reason, sizeof reason),
+  EXPECT_EQ(flash->supports(flash.get(), &bad, {kDLFloat, 32, 1}, simulated, reason, sizeof reason),
             kAttncheckInvalidProblem);
   EXPECT_NE(std::string(reason).find("kv_heads"), std::string::npos) << reason;
 }
 
+// Tensors placed on the simulated device for a problem with Dv = 8, handed over with a problem
+// that says Dv = 4: an invalid call, refused naming the tensor and the dimension.
 TEST(CudaHostBackends, ForwardRejectsMismatchedTensorsWithContext) {
-  Table flash(attncheck_cuda_flash_host_entry());
-  ASSERT_NE(flash, nullptr);
-  const attncheck_problem p = small_problem();
-  std::vector<float> data(64, 0.0f);
-  int64_t shape[4] = {1, 1, 1, 8}, wrong[4] = {1, 1, 1, 4};
-  DLTensor good{data.data(), {kDLCPU, 0}, 4, {kDLFloat, 32, 1}, shape, nullptr, 0};
-  DLTensor bad = good;
-  bad.shape = wrong;
-  attncheck_attention_tensors t{&good, &good, &bad, nullptr, nullptr, &good, nullptr};
-  EXPECT_EQ(flash->forward(flash.get(), &p, &t), kAttncheckInvalidProblem);
-  const std::string message = flash->last_error(flash.get());
-  EXPECT_NE(message.find("v: dim 3 (value dim) is 4"), std::string::npos) << message;
+  Backend flash = open_backend("cuda-flash@host");
+  AttentionCase c;
+  c.problem = with_fp32_parameters(Problem::of_shape(1, 1, 1, 1, 1, 8, 8));
+  const CaseData data = make_case_data(c);
+  Problem wrong = c.problem;
+  wrong.v_dim = 4;
+  const auto error = forward_with_problem(flash, c.problem, wrong, *flash.profile(DType::F32), data.inputs(c.problem));
+  ASSERT_TRUE(error.has_value()) << "cuda-flash@host accepted a V of the wrong value dim";
+  EXPECT_EQ(error->status(), kAttncheckInvalidProblem) << error->what();
+  EXPECT_NE(std::string(error->what()).find("v: dim 3 (value dim) is 8, expected 4"), std::string::npos) << error->what();
 }
 
 }  // namespace
