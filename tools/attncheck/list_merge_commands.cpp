@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "attncheck/backend_impl.h"
 #include "attncheck/engine.h"
 #include "attncheck/report.h"
 #include "commands.h"
@@ -23,7 +24,7 @@ std::string supported_dtypes(const Backend& backend) {
 
 int list_backends(const std::vector<std::string>& plugins, std::ostream& out, std::ostream& err) {
   struct Row {
-    std::string name, origin, dtypes, description;
+    std::string name, origin, memory, dtypes, description;
   };
   std::vector<Row> rows;
   int status = kExitPassed;
@@ -32,24 +33,29 @@ int list_backends(const std::vector<std::string>& plugins, std::ostream& out, st
   for (const std::string& spec : specs) {
     try {
       Backend backend = open_backend(spec);
-      rows.push_back({std::string(backend.name()), backend.origin(), supported_dtypes(backend),
+      const DLDevice device = backend.device();
+      std::string memory = impl::device_string(device.device_type);
+      if (device.device_type != kDLCPU) memory += fmt::format(":{}", device.device_id);
+      for (char& c : memory) c = c == ' ' ? '-' : c;  // one word a column
+      rows.push_back({std::string(backend.name()), backend.origin(), memory, supported_dtypes(backend),
                       std::string(backend.description())});
     } catch (const std::exception& e) {
       err << fmt::format("attncheck list: error: backend '{}': {}\n", spec, e.what());
       status = kExitUsage;
     }
   }
-  std::size_t name_width = 4, origin_width = 6, dtype_width = 6;
+  std::size_t name_width = 4, origin_width = 6, memory_width = 6, dtype_width = 6;
   for (const Row& r : rows) {
     name_width = std::max(name_width, r.name.size());
     origin_width = std::max(origin_width, r.origin.size());
+    memory_width = std::max(memory_width, r.memory.size());
     dtype_width = std::max(dtype_width, r.dtypes.size());
   }
-  out << fmt::format("{:<{}}  {:<{}}  {:<{}}  {}\n", "name", name_width, "origin", origin_width, "dtypes", dtype_width,
-                     "description");
+  out << fmt::format("{:<{}}  {:<{}}  {:<{}}  {:<{}}  {}\n", "name", name_width, "origin", origin_width, "memory",
+                     memory_width, "dtypes", dtype_width, "description");
   for (const Row& r : rows)
-    out << fmt::format("{:<{}}  {:<{}}  {:<{}}  {}\n", r.name, name_width, r.origin, origin_width, r.dtypes, dtype_width,
-                       r.description);
+    out << fmt::format("{:<{}}  {:<{}}  {:<{}}  {:<{}}  {}\n", r.name, name_width, r.origin, origin_width, r.memory,
+                       memory_width, r.dtypes, dtype_width, r.description);
   return status;
 }
 

@@ -297,7 +297,9 @@ def check_sharding(r):
 
 def check_list_and_help(r):
     backends = r.run(["list", "backends"], expect_code=0).stdout
-    expect(re.search(r"^cpu-naive\s+built-in\s", backends, re.M), f"cpu-naive missing from:\n{backends}")
+    expect(re.search(r"^cpu-naive\s+built-in\s+CPU\s", backends, re.M), f"cpu-naive missing from:\n{backends}")
+    expect(re.search(r"^cuda-flash@host\s+built-in\s+simulated-device:0\s", backends, re.M),
+           f"cuda-flash@host is not listed on the simulated device:\n{backends}")
     props = r.run(["list", "properties"], expect_code=0).stdout
     expect(re.search(r"^gqa-equivalence\s+independence\s+\S", props, re.M), f"gqa-equivalence missing from:\n{props}")
     profiles = r.run(["list", "profiles"], expect_code=0).stdout
