@@ -14,7 +14,12 @@
 # each; one quick unit per backend under compute-sanitizer memcheck (and racecheck for
 # cuda-flash); `attncheck bench` at B1 H8 L4096 D128 bf16 for cuda-flash and cuda-cublas. Each
 # step has its own time limit, so one stuck step cannot eat the machine's time. Logs land in
-# BUNDLE/logs/. The exit status is 1 if any step failed, 0 otherwise.
+# BUNDLE/logs/. The exit status is 1 if any step failed, 0 otherwise; a step in which the backend
+# declined everything (no usable GPU) counts as failed, since the device was never exercised.
+#
+# Through the device tool: prepare here, then run there with the bundle carried (it is git-ignored
+# and a few MiB):  carry ["gpu-bundle"], command "bash gpu-bundle/gpu-check.sh --run gpu-bundle".
+# The binary needs the GPU machine's glibc >= 2.34 and libstdc++ with GLIBCXX_3.4.30 (GCC 12).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 mode=all
@@ -63,10 +68,14 @@ step() {
   local took=$((SECONDS - start))
   local status=ok
   if ((rc == 124 || rc == 137)); then status="timeout"; failed=1
-  elif ((rc != 0)); then status="FAIL($rc)"; failed=1; fi
+  elif ((rc != 0)); then status="FAIL($rc)"; failed=1
+  # verify and bench exit 0 when the backend declined everything: on a GPU machine that is a
+  # failure of the check (the device was not used), not a pass.
+  elif grep -qE '^0 passed|skipped: ' "$log"; then status="SKIPPED"; failed=1; fi
   local detail
-  detail=$(grep -E 'units:|fixtures?:|ERROR SUMMARY|RACECHECK SUMMARY|GF/s|declined|error' "$log" | tail -n 1 | cut -c1-110)
-  rows+=("$(printf '%-34s %-10s %5ss  %s' "$name" "$status" "$took" "$detail")")
+  detail=$(grep -E 'units:|passed, [0-9]+ failed|ERROR SUMMARY|RACECHECK SUMMARY|^ *[0-9]+,[0-9]+,[0-9]+,[0-9]+ |skipped: |declined|error|No such file' \
+    "$log" | tail -n 1 | sed 's/^ *//' | cut -c1-110)
+  rows+=("$(printf '%-40s %-9s %5ss  %s' "$name" "$status" "$took" "$detail")")
 }
 
 run_checks() {
@@ -91,7 +100,7 @@ run_checks() {
   for backend in cuda-flash cuda-cublas; do
     step "bench $backend B1 H8 L4096 D128 bf16" 60 "$bin" bench --backend "$backend" --shape 1,8,4096,128 --dtype bf16
   done
-  printf '\n%-34s %-10s %6s  %s\n' "step" "status" "time" "last line of its log"
+  printf '\n%-40s %-9s %6s  %s\n' "step" "status" "time" "what its log says last"
   printf '%s\n' "${rows[@]}"
   return $failed
 }
