@@ -8,6 +8,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cmath>
+#include <limits>
+
 #include <string>
 #include <vector>
 
@@ -81,6 +84,37 @@ TEST(Layer, MatchesReferenceLayer) {
       const Verdict v = compare_layer(c.problem, *profile, DataCharacter::GenericRandom, inputs, reference, run.out);
       EXPECT_TRUE(v.passed) << v.failure << " | " << v.summary();
     }
+  }
+}
+
+// A layer fixture whose expected output is NaN once passed verify ("max r=0, NMSE=0"): NaN
+// compares false with every bound. Expected values from the double reference, then poisoned.
+TEST(Layer, NonFiniteExpectedOrActualValuesFailTheComparison) {
+  Backend backend = open_backend("cpu-naive");
+  const auto profile = backend.profile(DType::F32);
+  ASSERT_TRUE(profile.has_value());
+  const LayerCase c = layer_cases().front().c;
+  const LayerCaseData data = make_layer_case_data(c);
+  const LayerInputs inputs = data.inputs(c.problem);
+  ReferenceOptions options;
+  options.row_statistics = true;
+  options.probabilities = true;
+  const LayerResult reference = reference_layer(c.problem, inputs, options);
+  const BackendRun run = run_backend_layer(backend, c.problem, *profile, inputs);
+  ASSERT_TRUE(compare_layer(c.problem, *profile, DataCharacter::GenericRandom, inputs, reference, run.out).passed);
+
+  for (const double poison : {std::nan(""), std::numeric_limits<double>::infinity()}) {
+    LayerResult corrupt = reference;
+    for (double& x : corrupt.out.values) x = poison;
+    const Verdict expected_side = compare_layer(c.problem, *profile, DataCharacter::GenericRandom, inputs, corrupt, run.out);
+    EXPECT_FALSE(expected_side.passed) << expected_side.summary();
+    EXPECT_NE(expected_side.failure.find("expected values are corrupt"), std::string::npos) << expected_side.failure;
+
+    HostTensor bad = run.out;
+    bad.values[bad.values.size() / 2] = poison;
+    const Verdict actual_side = compare_layer(c.problem, *profile, DataCharacter::GenericRandom, inputs, reference, bad);
+    EXPECT_FALSE(actual_side.passed) << actual_side.summary();
+    EXPECT_EQ(actual_side.nonfinite_violations, 1);
   }
 }
 

@@ -123,10 +123,18 @@ Verdict compare_layer(const LayerProblem& lp, const NumericsProfile& profile, Da
         const double expected = ref.out(0, b, i, m), got = actual(0, b, i, m), bound = tau(0, b, i, m);
         ++v.elements;
         any_nonzero |= expected != 0;
-        if (!std::isfinite(got) && std::isfinite(expected)) {
+        // The layer of finite inputs is finite everywhere (an empty row gives zeros), so a
+        // non-finite value on either side is a failure: in the output it is the kernel's, in the
+        // expected values (a fixture's) the check itself is broken. A NaN must never reach the
+        // ratio below, where it compares false with every bound and would pass.
+        if (!std::isfinite(got) || !std::isfinite(expected)) {
           ++v.nonfinite_violations;
           if (v.failure.empty())
-            v.failure = fmt::format("out[{}, {}, {}] is {} where the reference is {}", b, i, m, got, expected);
+            v.failure = std::isfinite(expected)
+                            ? fmt::format("out[{}, {}, {}] is {} where the reference is {}", b, i, m, got, expected)
+                            : fmt::format("the expected out[{}, {}, {}] is {}, but a layer of finite inputs is finite: "
+                                          "the expected values are corrupt",
+                                          b, i, m, expected);
           continue;
         }
         const double err = std::fabs(got - expected);
