@@ -48,7 +48,7 @@ std::vector<fs::path> fixture_files(const std::vector<std::string>& paths, std::
     if (fs::is_directory(p)) {
       std::vector<fs::path> in_dir;
       for (const auto& entry : fs::directory_iterator(p))
-        if (entry.path().extension() == ".safetensors") in_dir.push_back(entry.path());
+        if (entry.path().extension() == ".safetensors" || entry.path().extension() == ".json") in_dir.push_back(entry.path());
       std::sort(in_dir.begin(), in_dir.end());
       files.insert(files.end(), in_dir.begin(), in_dir.end());
     } else if (fs::exists(p)) {
@@ -74,7 +74,30 @@ int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream
   bool unreadable = false;
   const std::vector<fs::path> files = fixture_files(options.paths, err, unreadable);
   int passed = 0, failed = 0, skipped = 0;
+  auto tally = [&](const std::string& label, const FixtureVerdict& verdict) {
+    const char* word = verdict.status == FixtureStatus::Passed ? "PASS" : verdict.status == FixtureStatus::Failed ? "FAIL" : "SKIP";
+    out << fmt::format("{} {}  {}\n", word, label, verdict.message);
+    passed += verdict.status == FixtureStatus::Passed;
+    failed += verdict.status == FixtureStatus::Failed;
+    skipped += verdict.status == FixtureStatus::Skipped;
+  };
   for (const fs::path& path : files) {
+    // A .json file is a hand-derived toy case (fixtures/toy): checked in every dtype, since its
+    // integer inputs are exact in each.
+    if (path.extension() == ".json") {
+      try {
+        const ToyCase toy = read_toy_case(path);
+        for (DType dtype : {DType::F32, DType::F16, DType::BF16})
+          tally(fmt::format("{} ({})", path.filename().string(), dtype_name(dtype)), verify_toy_case(*backend, toy, dtype));
+      } catch (const FixtureError& e) {
+        err << e.what() << "\n";  // one line, naming the file
+        unreadable = true;
+      } catch (const std::exception& e) {
+        err << fmt::format("{}: {}\n", path.string(), e.what());
+        unreadable = true;
+      }
+      continue;
+    }
     Fixture fixture;
     try {
       fixture = read_fixture(path);
@@ -83,19 +106,12 @@ int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream
       unreadable = true;
       continue;
     }
-    FixtureVerdict verdict;
     try {
-      verdict = verify_fixture(*backend, fixture);
+      tally(path.filename().string(), verify_fixture(*backend, fixture));
     } catch (const std::exception& e) {
       err << fmt::format("{}: {}\n", path.string(), e.what());
       unreadable = true;
-      continue;
     }
-    const char* word = verdict.status == FixtureStatus::Passed ? "PASS" : verdict.status == FixtureStatus::Failed ? "FAIL" : "SKIP";
-    out << fmt::format("{} {}  {}\n", word, path.filename().string(), verdict.message);
-    passed += verdict.status == FixtureStatus::Passed;
-    failed += verdict.status == FixtureStatus::Failed;
-    skipped += verdict.status == FixtureStatus::Skipped;
   }
   out << fmt::format("{} passed, {} failed, {} skipped\n", passed, failed, skipped);
   if (unreadable) return kExitUsage;

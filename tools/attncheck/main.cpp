@@ -72,6 +72,7 @@ half-written fixture.)";
 constexpr const char* kVerifyExamples = R"(
 Examples:
   attncheck verify --backend cpu-flash fixtures/golden
+  attncheck verify --backend cpu-flash fixtures/toy              (hand-derived toy cases, every dtype)
   attncheck verify --backend ./libmykernel.so regression/case_1234.safetensors
 
 Each fixture is judged with the tolerance from the backend's declared profile.

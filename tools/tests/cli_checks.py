@@ -324,6 +324,15 @@ def check_fixtures(r):
     out = r.run(["verify", "--backend", "cpu-flash", gen_a], expect_code=0).stdout
     expect(f"{len(names)} passed, 0 failed" in out, f"verify did not pass every fixture:\n{out}")
 
+    # The hand-derived toy cases verify from the command line too, in every dtype, by directory
+    # or by file, judged against the values the files state.
+    toy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "toy")
+    toys = sorted(n for n in os.listdir(toy) if n.endswith(".json"))
+    out = r.run(["verify", "--backend", "cpu-flash", toy], expect_code=0).stdout
+    expect(f"{3 * len(toys)} passed, 0 failed" in out, f"verify did not pass every toy case in 3 dtypes:\n{out}")
+    out = r.run(["verify", "--backend", "mutant-transposed-axes", os.path.join(toy, "layout_trap.json")], expect_code=1).stdout
+    expect("FAIL layout_trap.json (f32)" in out, f"the layout trap did not catch the transposed-axes mutant:\n{out}")
+
     source = os.path.join(gen_a, "mha_f32.safetensors")
     with open(source, "rb") as f:
         good = f.read()
