@@ -4,6 +4,8 @@
 #include <charconv>
 #include <fmt/format.h>
 
+#include "kernels/fixed_order.h"
+
 namespace attncheck {
 namespace {
 
@@ -37,10 +39,14 @@ void check_absent(std::string_view tensor, const View4<const double>& view, std:
 }
 
 // Y = X W + b for one batch and head, into the [L, D] slice (b, h) of a compact [B, H, L, D] tensor.
-void project(const StridedMatrix& x, const StridedMatrix& w, const View4<const double>& bias, std::int64_t head,
-             HostTensor& y, std::int64_t b) {
+// X W in the fixed order of kernels/fixed_order.h, so the projections are as reproducible as the
+// attention; X and W are gathered into row-major copies first (layer cases are small).
+void project(const detail::FixedOrderKernels& kernels, const StridedMatrix& x, const StridedMatrix& w,
+             const View4<const double>& bias, std::int64_t head, HostTensor& y, std::int64_t b) {
+  const RowMatrix x_rows = x, w_rows = w;
   Eigen::Map<RowMatrix> out(&y(b, head, 0, 0), y.shape[2], y.shape[3]);
-  out.noalias() = x * w;
+  kernels.product(x_rows.rows(), w_rows.cols(), x_rows.cols(), x_rows.data(), x_rows.cols(), w_rows.data(),
+                  w_rows.cols(), out.data(), out.cols());
   if (!bias.empty()) out.rowwise() += bias_row(bias, head);
 }
 
@@ -135,6 +141,7 @@ LayerResult reference_layer(const LayerProblem& layer, const LayerInputs& in, co
   validate_layer_inputs(layer, in);
   const Problem& p = layer.attention;
   const View4<const double>& x_kv = layer.self_attention ? in.x : in.x_kv;
+  const detail::FixedOrderKernels& kernels = detail::fixed_order_kernels(options.isa);
 
   // Each query head has its own W_Q^(h); kv head g's W_K^(g), W_V^(g) serve the Hq/Hkv query heads
   // of its group, so K and V are projected once per kv head (MQA/GQA share them by construction).
@@ -144,10 +151,11 @@ LayerResult reference_layer(const LayerProblem& layer, const LayerInputs& in, co
   result.v = HostTensor({p.batch, p.kv_heads, p.k_len, p.v_dim});
   for (std::int64_t b = 0; b < p.batch; ++b) {
     const StridedMatrix x = matrix_at(in.x, 0, b), xkv = matrix_at(x_kv, 0, b);
-    for (std::int64_t h = 0; h < p.q_heads; ++h) project(x, matrix_at(in.w_q, 0, h), in.b_q, h, result.q, b);
+    for (std::int64_t h = 0; h < p.q_heads; ++h)
+      project(kernels, x, matrix_at(in.w_q, 0, h), in.b_q, h, result.q, b);
     for (std::int64_t g = 0; g < p.kv_heads; ++g) {
-      project(xkv, matrix_at(in.w_k, 0, g), in.b_k, g, result.k, b);
-      project(xkv, matrix_at(in.w_v, 0, g), in.b_v, g, result.v, b);
+      project(kernels, xkv, matrix_at(in.w_k, 0, g), in.b_k, g, result.k, b);
+      project(kernels, xkv, matrix_at(in.w_v, 0, g), in.b_v, g, result.v, b);
     }
   }
   const HostTensor& q = result.q;
@@ -158,14 +166,15 @@ LayerResult reference_layer(const LayerProblem& layer, const LayerInputs& in, co
   // out = concat(head_0, …, head_{Hq−1}) W_O + b_O: row i of the concatenation is
   // [O(b, 0, i, :), …, O(b, Hq−1, i, :)], heads as contiguous blocks of Dv columns.
   result.out = HostTensor({1, p.batch, p.q_len, layer.model_dim});
-  const StridedMatrix w_o = matrix_at(in.w_o, 0, 0);
+  const RowMatrix w_o = matrix_at(in.w_o, 0, 0);
   RowMatrix concat(p.q_len, p.q_heads * p.v_dim);
   for (std::int64_t b = 0; b < p.batch; ++b) {
     for (std::int64_t h = 0; h < p.q_heads; ++h)
       concat.middleCols(h * p.v_dim, p.v_dim) =
           Eigen::Map<const RowMatrix>(&result.attention.out(b, h, 0, 0), p.q_len, p.v_dim);
     Eigen::Map<RowMatrix> out(&result.out(0, b, 0, 0), p.q_len, layer.model_dim);
-    out.noalias() = concat * w_o;
+    kernels.product(concat.rows(), w_o.cols(), concat.cols(), concat.data(), concat.cols(), w_o.data(), w_o.cols(),
+                    out.data(), out.cols());
     if (!in.b_o.empty()) out.rowwise() += bias_row(in.b_o, 0);
   }
   return result;

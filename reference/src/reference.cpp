@@ -3,40 +3,20 @@
 #include <Eigen/Dense>
 #include <algorithm>
 #include <atomic>
+#include <cfenv>
 #include <cmath>
 #include <fmt/format.h>
 #include <limits>
 #include <thread>
 #include <vector>
 
-namespace attncheck::detail {
-
-// e^x, and exactly 0 for x = −inf (a masked key). Eigen's vectorized exp clamps its argument at
-// −709.78 and so returns about 1e-308 for −inf; a masked key must weigh exactly 0 so that the
-// finite-padding and NaN-padding runs agree bit for bit. A select() expression would do the same
-// but is not vectorized by Eigen 3.4, so this functor supplies its own packet path.
-struct MaskedExp {
-  double operator()(double x) const { return x == -std::numeric_limits<double>::infinity() ? 0.0 : std::exp(x); }
-  template <class Packet>
-  Packet packetOp(const Packet& x) const {
-    namespace ei = Eigen::internal;
-    const Packet masked = ei::pcmp_eq(x, ei::pset1<Packet>(-std::numeric_limits<double>::infinity()));
-    return ei::pandnot(ei::pexp(x), masked);  // all-ones lanes of `masked` become +0.0
-  }
-};
-
-}  // namespace attncheck::detail
-
-// The vectorized path applies wherever Eigen vectorizes exp for double.
-template <>
-struct Eigen::internal::functor_traits<attncheck::detail::MaskedExp> {
-  enum { Cost = 20 * NumTraits<double>::MulCost, PacketAccess = packet_traits<double>::HasExp };
-};
+#include "kernels/elementary.h"
+#include "kernels/fixed_order.h"
 
 namespace attncheck {
 namespace {
 
-using detail::MaskedExp;
+using detail::FixedOrderKernels;
 
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using RowMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
@@ -104,14 +84,60 @@ struct Workspace {
   RowMatrix dot_abs;  // a_k = |σ|·Σ_l |q_l k_kl|, for the row statistics
   RowMatrix values;   // V block with non-finite entries zeroed (only when V has any)
   RowMatrix q_copy, k_copy, v_copy;  // gathers of views whose rows are not contiguous
+  RowMatrix q_abs, k_abs;            // |Q|, |K| for a_k
+  std::vector<double> k_transposed;  // one chunk of Kᵀ, [Dk, kKeyChunk]
+  std::vector<double> weights;       // e^{s−m} of one row, for the row statistics
   std::vector<KeyRange> ranges;      // per row of the block, relative to the block's first key
   Eigen::VectorXd normalizer;        // Z per row
+};
+
+// Keys per chunk of Kᵀ: the product reads B row-wise, so K is transposed a chunk at a time
+// (a chunk of a 128-wide K is 512 KiB; a whole 32k-token K would be 32 MiB per thread).
+constexpr std::int64_t kKeyChunk = 512;
+
+// dots(r, c) = Σ_l q(r, l)·k(c, l) for the block, in the fixed order of kernels/fixed_order.h.
+void dot_products(const FixedOrderKernels& kernels, const RowMap& q, const RowMap& k, RowMatrix& dots,
+                  std::vector<double>& k_transposed) {
+  const std::int64_t dim = q.cols(), keys = k.rows();
+  dots.resize(q.rows(), keys);
+  k_transposed.resize(static_cast<size_t>(dim * std::min(keys, kKeyChunk)));
+  for (std::int64_t c0 = 0; c0 < keys; c0 += kKeyChunk) {
+    const std::int64_t chunk = std::min(kKeyChunk, keys - c0);
+    for (std::int64_t c = 0; c < chunk; ++c)
+      for (std::int64_t l = 0; l < dim; ++l) k_transposed[static_cast<size_t>(l * chunk + c)] = k(c0 + c, l);
+    kernels.product(q.rows(), chunk, dim, q.data(), q.outerStride(), k_transposed.data(), chunk, dots.data() + c0,
+                    dots.outerStride());
+  }
+}
+
+// NaN payloads are not part of the specification: which operand's payload an operation keeps
+// depends on operand order, which compilers may swap. Every NaN the reference writes is this one.
+void canonicalize_nan(double* x, std::int64_t n) {
+  for (std::int64_t e = 0; e < n; ++e)
+    if (x[e] != x[e]) x[e] = kNaN;
+}
+
+// The reference assumes IEEE's default environment (round to nearest even, subnormals neither
+// flushed nor read as zero). A host that set flush-to-zero or another rounding mode in the
+// calling thread — which new threads inherit — would otherwise change the reference's bits.
+class DefaultFloatingPointEnvironment {
+ public:
+  DefaultFloatingPointEnvironment() {
+    std::fegetenv(&saved_);
+    std::fesetenv(FE_DFL_ENV);  // glibc: also clears x86's FTZ and DAZ bits
+  }
+  ~DefaultFloatingPointEnvironment() { std::fesetenv(&saved_); }
+  DefaultFloatingPointEnvironment(const DefaultFloatingPointEnvironment&) = delete;
+  DefaultFloatingPointEnvironment& operator=(const DefaultFloatingPointEnvironment&) = delete;
+
+ private:
+  std::fenv_t saved_;
 };
 
 class Reference {
  public:
   Reference(const Problem& p, const AttentionInputs& in, const ReferenceOptions& opt, AttentionResult& out)
-      : p_(p), in_(in), opt_(opt), out_(out), scale_(p.effective_scale()) {}
+      : p_(p), in_(in), opt_(opt), out_(out), scale_(p.effective_scale()), kernels_(detail::fixed_order_kernels(opt.isa)) {}
 
   void run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t rows, Workspace& ws) const;
 
@@ -122,13 +148,16 @@ class Reference {
     return StridedRow(at, count, Eigen::InnerStride<>(in_.mask.strides[3]));
   }
   void apply_masks(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0, Workspace& ws) const;
-  void write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const RowMap& v, const Workspace& ws) const;
+  void write_stage(HostTensor& stage, std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0,
+                   const RowMatrix& scores) const;
+  void write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const RowMap& v, Workspace& ws) const;
 
   const Problem& p_;
   const AttentionInputs& in_;
   const ReferenceOptions& opt_;
   AttentionResult& out_;
   const double scale_;
+  const FixedOrderKernels& kernels_;
 };
 
 // Masks: an excluded key gets −inf by assignment (never by addition), so a NaN or Inf score of a
@@ -153,12 +182,22 @@ void Reference::apply_masks(std::int64_t b, std::int64_t h, std::int64_t i0, std
   }
 }
 
+// Rows [i0, i0 + rows) of a score stage, keys [key0, key0 + scores.cols()) (the block spans every
+// key when stages are asked for).
+void Reference::write_stage(HostTensor& stage, std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0,
+                            const RowMatrix& scores) const {
+  for (std::int64_t r = 0; r < scores.rows(); ++r)
+    for (std::int64_t c = 0; c < scores.cols(); ++c) stage(b, h, i0 + r, key0 + c) = scores(r, c);
+}
+
 void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t rows, Workspace& ws) const {
   const std::int64_t kv = p_.kv_head_of(h);
   const std::int64_t key_length = p_.has_key_lengths ? in_.key_lengths[static_cast<size_t>(b)] : p_.k_len;
 
   // The key range any row of the block may see: with causal or a window, whole key blocks that no
-  // row of this block sees are never multiplied.
+  // row of this block sees are never multiplied. Score stages need every key's score, so they
+  // widen the block to all keys; the extra keys weigh +0 and change no bit of O or LSE
+  // (kernels/fixed_order.h).
   std::int64_t key0 = p_.k_len, key1 = 0;
   ws.ranges.resize(static_cast<size_t>(rows));
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -169,6 +208,7 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
       key1 = std::max(key1, range.last);
     }
   }
+  if (out_.scores) key0 = 0, key1 = p_.k_len;
   const std::int64_t keys = std::max<std::int64_t>(key1 - key0, 0);
   auto lse = [&](std::int64_t r) -> double& { return out_.lse(0, b, h, i0 + r); };
   if (keys == 0) {  // every row of the block is empty
@@ -186,16 +226,24 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   const RowMap k = matrix_at(in_.k, b, kv, key0, keys, ws.k_copy);
   const RowMap v = matrix_at(in_.v, b, kv, key0, keys, ws.v_copy);
 
-  // s = σ·(Q Kᵀ) (σ is applied to each finished dot product, as GEMM's alpha), then softcap
+  // s = σ·(Q Kᵀ) (σ multiplies each finished dot product, as GEMM's alpha), then softcap
   // c·tanh(s/c), then masks and bias (ONNX order: cap before bias).
-  ws.scores.resize(rows, keys);
-  ws.scores.noalias() = scale_ * (q * k.transpose());
-  if (p_.softcap > 0) ws.scores = (ws.scores.array() / p_.softcap).tanh() * p_.softcap;
+  dot_products(kernels_, q, k, ws.scores, ws.k_transposed);
+  ws.scores *= scale_;
+  if (out_.scores) write_stage(out_.scores->raw, b, h, i0, key0, ws.scores);
+  if (p_.softcap > 0)
+    for (double& s : ws.scores.reshaped()) s = detail::tanh(s / p_.softcap) * p_.softcap;
+  if (out_.scores) write_stage(out_.scores->capped, b, h, i0, key0, ws.scores);
   apply_masks(b, h, i0, key0, ws);
+  if (out_.scores) write_stage(out_.scores->biased, b, h, i0, key0, ws.scores);
   if (opt_.row_statistics) {
     ws.logits = ws.scores;
-    ws.dot_abs.resize(rows, keys);
-    ws.dot_abs.noalias() = std::fabs(scale_) * (q.cwiseAbs() * k.cwiseAbs().transpose());
+    ws.q_abs = q.cwiseAbs();
+    ws.k_abs = k.cwiseAbs();
+    const RowMap q_abs(ws.q_abs.data(), rows, q.cols(), Eigen::OuterStride<>(q.cols()));
+    const RowMap k_abs(ws.k_abs.data(), keys, k.cols(), Eigen::OuterStride<>(k.cols()));
+    dot_products(kernels_, q_abs, k_abs, ws.dot_abs, ws.k_transposed);
+    ws.dot_abs *= std::fabs(scale_);
   }
 
   // Softmax numerators e^{s−m} per row, over the row's key range only.
@@ -203,52 +251,54 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   for (std::int64_t r = 0; r < rows; ++r) {
     auto row = ws.scores.row(r).array();
     const KeyRange range = ws.ranges[static_cast<size_t>(r)];
-    auto live = row.segment(range.first, range.last - range.first);
-    // A NaN score (an attended NaN in Q or K) must make the row NaN. Whichever value the fast max
-    // returns when NaNs are present, e^{NaN − m} is NaN, so Z and the whole row are NaN; only a
-    // max of −inf (every other key masked) would hide it, hence the check.
-    double m = live.size() == 0 ? kNegInf : live.maxCoeff();
-    if (m == kNegInf && live.isNaN().any()) m = kNaN;
+    const std::int64_t count = range.last - range.first;
+    double* live = ws.scores.row(r).data() + range.first;
+    // A NaN score (an attended NaN in Q or K) makes the row NaN: m = NaN, so every e^{s−m} is NaN.
+    const double m = kernels_.max(live, count);
     row.head(range.first).setZero();
     row.tail(keys - range.last).setZero();
     if (m == kNegInf) {  // no allowed key: O = 0, LSE = −inf, and P = 0
       lse(r) = kNegInf;
-      live.setZero();
+      std::fill_n(live, count, 0.0);
       continue;
     }
     // Max-subtraction: every exponent is ≤ 0, nothing overflows, and a fully masked stretch inside
-    // a live row never forms −inf − (−inf). Masked keys weigh exactly 0 (MaskedExp).
-    live = (live - m).unaryExpr(MaskedExp{});  // −inf − m = −inf for finite m
-    const double z = live.sum();
+    // a live row never forms −inf − (−inf). Masked keys weigh exactly +0 (detail::exp(−inf)).
+    kernels_.exp_shifted(live, count, m);
+    const double z = kernels_.sum(live, count, key0 + range.first);  // partials by absolute key index
     ws.normalizer(r) = z;
-    lse(r) = m + std::log(z);
+    lse(r) = m + detail::log(z);
   }
 
   // O = (Σ_k e^{s_k−m} V_k) / Z: the division is done once per output, not once per weight.
   // Non-finite values of keys with weight 0 must not leak through 0·NaN, so such entries are
-  // zeroed for the GEMM and added back only where the weight is nonzero.
+  // zeroed for the product and added back only where the weight is nonzero (the result is then
+  // non-finite whatever the order).
   Eigen::Map<RowMatrix> o(&out_.out(b, h, i0, 0), rows, p_.v_dim);
-  if (v.allFinite()) {
-    o.noalias() = ws.scores * v;
-  } else {
-    ws.values = v.unaryExpr([](double x) { return std::isfinite(x) ? x : 0.0; });
-    o.noalias() = ws.scores * ws.values;
+  const bool v_finite = v.allFinite();
+  if (!v_finite) ws.values = v.unaryExpr([](double x) { return std::isfinite(x) ? x : 0.0; });
+  const double* v_data = v_finite ? v.data() : ws.values.data();
+  const std::int64_t ldv = v_finite ? v.outerStride() : ws.values.outerStride();
+  kernels_.product(rows, p_.v_dim, keys, ws.scores.data(), ws.scores.outerStride(), v_data, ldv, o.data(), p_.v_dim);
+  if (!v_finite)
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t c = 0; c < keys; ++c)
         if (ws.scores(r, c) != 0.0)
           for (std::int64_t j = 0; j < p_.v_dim; ++j)
             if (!std::isfinite(v(c, j))) o(r, j) += ws.scores(r, c) * v(c, j);
-  }
   for (std::int64_t r = 0; r < rows; ++r) {
     if (lse(r) == kNegInf)
       o.row(r).setZero();
     else
       o.row(r) /= ws.normalizer(r);
   }
+  canonicalize_nan(o.data(), rows * p_.v_dim);
+  for (std::int64_t r = 0; r < rows; ++r) canonicalize_nan(&lse(r), 1);
 
   if (!out_.probabilities && !opt_.row_statistics) return;
   for (std::int64_t r = 0; r < rows; ++r)  // P = e^{s−m} / Z
     if (lse(r) != kNegInf) ws.scores.row(r) /= ws.normalizer(r);
+  canonicalize_nan(ws.scores.data(), rows * keys);
   if (out_.probabilities)
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t c = 0; c < keys; ++c) (*out_.probabilities)(b, h, i0 + r, key0 + c) = ws.scores(r, c);
@@ -257,7 +307,7 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
 
 // numerics.md §2's row data, from the final scores, the weights and the finished outputs.
 void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const RowMap& v,
-                                 const Workspace& ws) const {
+                                 Workspace& ws) const {
   RowStatistics& st = *out_.stats;
   const double fp16_weight_normal = std::ldexp(1.0, -14);  // ν_P of fp16
   for (std::int64_t r = 0; r < ws.scores.rows(); ++r) {
@@ -275,11 +325,13 @@ void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0
     st.max_dot_abs(0, b, h, i) = max_dot;
     if (n == 0) continue;
     // e^{s−m}·Z⁻¹ is the weight; keys below fp32's underflow do not constrain M.
+    ws.weights.assign(ws.logits.row(r).begin(), ws.logits.row(r).end());
+    kernels_.exp_shifted(ws.weights.data(), ws.logits.cols(), m);  // masked keys: e^{−inf} = +0
     double z = 0;
     for (std::int64_t c = 0; c < ws.logits.cols(); ++c) {
       const double s = ws.logits(r, c);
       if (s == kNegInf) continue;
-      z += std::exp(s - m);
+      z += ws.weights[static_cast<size_t>(c)];
       if (s - m > -104.0) big_m = std::max(big_m, std::fabs(s));
     }
     st.max_abs_score(0, b, h, i) = big_m;
@@ -296,7 +348,7 @@ void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0
         centered += pk * dev;
         centered_dot += pk * ws.dot_abs(r, c) * dev;
         centered_score += pk * std::fabs(s) * dev;
-        if (std::exp(s - m) < fp16_weight_normal) tail += std::fabs(vkj);
+        if (ws.weights[static_cast<size_t>(c)] < fp16_weight_normal) tail += std::fabs(vkj);
       }
       st.row_scale(b, h, i, j) = row_scale;
       st.spread(b, h, i, j) = std::sqrt(spread);
@@ -345,6 +397,10 @@ AttentionResult reference_attention(const Problem& p, const AttentionInputs& in,
   result.out = HostTensor({p.batch, p.q_heads, p.q_len, p.v_dim});
   result.lse = HostTensor({1, p.batch, p.q_heads, p.q_len});
   if (opt.probabilities) result.probabilities = HostTensor({p.batch, p.q_heads, p.q_len, p.k_len});
+  if (opt.score_stages) {
+    const Shape4 scores{p.batch, p.q_heads, p.q_len, p.k_len};
+    result.scores = ScoreStages{HostTensor(scores), HostTensor(scores), HostTensor(scores)};
+  }
   if (opt.row_statistics) {
     const Shape4 rows{1, p.batch, p.q_heads, p.q_len}, elements{p.batch, p.q_heads, p.q_len, p.v_dim};
     result.stats = RowStatistics{HostTensor(rows), HostTensor(rows), HostTensor(rows), HostTensor(rows),
@@ -357,6 +413,7 @@ AttentionResult reference_attention(const Problem& p, const AttentionInputs& in,
   const std::int64_t tasks = p.batch * p.q_heads * blocks_per_head;
   std::atomic<std::int64_t> next{0};
   auto worker = [&] {
+    const DefaultFloatingPointEnvironment environment;
     Workspace ws;
     for (std::int64_t t = next++; t < tasks; t = next++) {
       const std::int64_t block = t % blocks_per_head, bh = t / blocks_per_head;

@@ -1,5 +1,5 @@
 /// \file reference.h
-/// \brief The specification: scaled dot-product attention in double precision (Eigen).
+/// \brief The specification: scaled dot-product attention in double precision.
 ///
 /// Every verdict of attncheck is measured against this function. It is written to be read first
 /// and to be fast second: it is blocked over query rows (extra memory O(block × Lk) per thread,
@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string_view>
+#include <vector>
 
 #include "attncheck/problem.h"
 #include "attncheck/tensor.h"
@@ -32,11 +34,31 @@ struct AttentionInputs {
   std::span<const std::int64_t> key_lengths;  ///< [B], each in [0, Lk]; empty unless Problem::has_key_lengths
 };
 
+/// Which build of the reference's inner loops runs. Every one computes the same bits, on every
+/// CPU, with any compiler, thread count and row block (reference/README.md, "Reproducibility");
+/// they differ in speed only. Automatic picks the widest this CPU runs.
+enum class ReferenceIsa { Automatic, Baseline, Avx2, Avx512 };
+
+/// The ISAs this CPU and build run, Baseline first, the widest last.
+std::vector<ReferenceIsa> supported_reference_isas();
+std::string_view to_string(ReferenceIsa isa);                          ///< "auto", "baseline", "avx2", "avx512"
+std::optional<ReferenceIsa> parse_reference_isa(std::string_view text);  ///< inverse of to_string
+
 struct ReferenceOptions {
   bool row_statistics = false;  ///< fill AttentionResult::stats (costs O(Lq·Lk·Dv) extra work)
   bool probabilities = false;   ///< fill AttentionResult::probabilities ([B, Hq, Lq, Lk]; small problems only)
+  bool score_stages = false;    ///< fill AttentionResult::scores ([B, Hq, Lq, Lk] × 3; small problems only)
   int threads = 0;              ///< 0: std::thread::hardware_concurrency()
   std::int64_t row_block = 128;  ///< query rows per block: bounds the scratch at row_block × Lk doubles per thread
+  ReferenceIsa isa = ReferenceIsa::Automatic;  ///< ProblemError if this CPU cannot run it
+};
+
+/// The score matrix at each stage of problem.h's pipeline, as ONNX Attention's
+/// qk_matmul_output_mode 0, 1 and 2 expose it (mode 3 is AttentionResult::probabilities).
+struct ScoreStages {
+  HostTensor raw;     ///< σ·Q Kᵀ
+  HostTensor capped;  ///< c·tanh(raw / c) with softcap c; equal to raw without softcap
+  HostTensor biased;  ///< capped + additive bias, −inf at every excluded key (mask, causal, window, key length)
 };
 
 /// The row data the tolerance model needs (numerics.md §2). With p_k the softmax weights of one
@@ -62,6 +84,7 @@ struct AttentionResult {
   HostTensor out;  ///< O [B, Hq, Lq, Dv]
   HostTensor lse;  ///< [1, B, Hq, Lq]; −inf for a row with no allowed key
   std::optional<HostTensor> probabilities;  ///< P [B, Hq, Lq, Lk] when requested
+  std::optional<ScoreStages> scores;        ///< when requested
   std::optional<RowStatistics> stats;       ///< when requested
 };
 
