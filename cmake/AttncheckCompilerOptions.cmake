@@ -20,11 +20,17 @@ target_compile_options(attncheck_warnings INTERFACE
   $<$<COMPILE_LANG_AND_ID:C,GNU,Clang>:-Wall -Wextra -Wpedantic>
   $<$<AND:$<BOOL:${ATTNCHECK_WERROR}>,$<COMPILE_LANG_AND_ID:CXX,GNU,Clang>>:-Werror>
   $<$<AND:$<BOOL:${ATTNCHECK_WERROR}>,$<COMPILE_LANG_AND_ID:C,GNU,Clang>>:-Werror>)
+# ATTNCHECK_NATIVE: -march=native for the kernels under test only (backends/, through
+# attncheck_native below), for local benchmarking. Everything else — the reference above all,
+# whose bits must not depend on the building machine (reference/README.md) — builds for the
+# compiler's default target, so an installed attncheck runs on any x86-64-v2 CPU; code that wants
+# wider vectors dispatches at run time (the reference's kernels/, cpu-flash).
+add_library(attncheck_native INTERFACE)
 if(ATTNCHECK_NATIVE)
   include(CheckCXXCompilerFlag)
   check_cxx_compiler_flag(-march=native ATTNCHECK_HAS_MARCH_NATIVE)
   if(ATTNCHECK_HAS_MARCH_NATIVE)
-    target_compile_options(attncheck_warnings INTERFACE $<$<COMPILE_LANGUAGE:CXX,C>:-march=native>)
+    target_compile_options(attncheck_native INTERFACE $<$<COMPILE_LANGUAGE:CXX,C>:-march=native>)
   endif()
 endif()
 
