@@ -53,6 +53,7 @@ struct GenerateOptions {
   std::string suite = "golden";
   std::string out_dir;
   std::uint64_t seed = 2026;
+  std::string reference_isa = "auto";  ///< which build of the reference computes (same bytes whichever)
 };
 
 struct VerifyOptions {

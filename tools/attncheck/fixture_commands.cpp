@@ -11,10 +11,16 @@ namespace attncheck::cli {
 namespace fs = std::filesystem;
 
 int generate_command(const GenerateOptions& options, std::ostream& out, std::ostream& err) {
+  const std::optional<ReferenceIsa> isa = parse_reference_isa(options.reference_isa);
+  if (!isa) {
+    err << fmt::format("attncheck generate: --reference-isa {} is not one of auto, baseline, avx2, avx512\n",
+                       options.reference_isa);
+    return kExitUsage;
+  }
   std::vector<GeneratedFixture> fixtures;
   try {
-    fixtures = generate_suite(options.suite, options.seed);
-  } catch (const std::invalid_argument& e) {
+    fixtures = generate_suite(options.suite, options.seed, *isa);
+  } catch (const std::invalid_argument& e) {  // an unknown suite, or (ProblemError) an ISA this CPU lacks
     err << "attncheck generate: " << e.what() << "\n";
     return kExitUsage;
   }

@@ -160,6 +160,11 @@ int main(int argc, char** argv) {
   generate_app->add_option("--suite", generate.suite, "Suite name")->capture_default_str();
   generate_app->add_option("--out,-o", generate.out_dir, "Directory to write the fixtures to")->required();
   generate_app->add_option("--seed", generate.seed, "Seed of the suite's inputs")->capture_default_str();
+  generate_app
+      ->add_option("--reference-isa", generate.reference_isa,
+                   "Build of the reference's kernels to compute with: auto, baseline, avx2 or avx512. Every one "
+                   "writes the same bytes (reference/README.md); this exists to show it")
+      ->capture_default_str();
 
   VerifyOptions verify;
   CLI::App* verify_app = app.add_subcommand("verify", "Check a backend against fixture files");

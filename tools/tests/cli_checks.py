@@ -321,6 +321,17 @@ def check_fixtures(r):
         with open(os.path.join(gen_a, name), "rb") as a, open(os.path.join(gen_b, name), "rb") as b:
             expect(a.read() == b.read(), f"generate is not deterministic: {name} differs between two runs")
     expect(not any(n.startswith(".") or n.endswith(".tmp") for n in names), f"temporary files left behind: {names}")
+    # The specification's bytes do not depend on the machine (reference/README.md): the baseline
+    # build of the reference's kernels writes exactly the committed golden set, and an ISA name
+    # the tool does not know is a usage error naming the choices.
+    golden = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "golden")
+    gen_base = r.path("golden-baseline")
+    r.run(["generate", "--suite", "golden", "--reference-isa", "baseline", "--out", gen_base], expect_code=0)
+    for name in names:
+        with open(os.path.join(gen_base, name), "rb") as a, open(os.path.join(golden, name), "rb") as b:
+            expect(a.read() == b.read(), f"generate --reference-isa baseline: {name} differs from fixtures/golden")
+    err = r.run(["generate", "--reference-isa", "sse9", "--out", r.path("golden-none")], expect_code=2).stderr
+    expect("auto, baseline, avx2, avx512" in err, f"an unknown ISA was not refused with the choices:\n{err}")
     out = r.run(["verify", "--backend", "cpu-flash", gen_a], expect_code=0).stdout
     expect(f"{len(names)} passed, 0 failed" in out, f"verify did not pass every fixture:\n{out}")
 
