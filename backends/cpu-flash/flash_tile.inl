@@ -11,7 +11,7 @@
 //     P = exp(S − m_new), α = exp(m − m_new), l = α·l + Σ P,  O = α·O + P·V (fp32 micro-kernel)
 //   O /= l, LSE = m + log l.
 // A row whose maximum is still −inf uses 0 as its shift, so exp(−inf − 0) = 0 and α is set to 0
-// directly: (−inf) − (−inf) is never formed (numerics.md §6).
+// directly: (−inf) − (−inf) is never formed (numerics/README.md §6.1).
 
 constexpr float kNegInf = -__builtin_inff();
 

@@ -1,5 +1,5 @@
-// The comparator: the verdict of numerics.md §4, the empty-row conventions of §6 and the exact
-// modes of §7. Every tolerance comes from ToleranceModel; this file only applies it.
+// The comparator: the verdict of numerics/README.md §4, the empty-row conventions of §6.1 and the
+// exact modes of §7. Every tolerance comes from ToleranceModel; this file only applies it.
 #include "attncheck/compare.h"
 
 #include <algorithm>
@@ -65,11 +65,11 @@ double percentile(std::vector<double>& values, double q) {
   return *at;
 }
 
-// MeanOfV (§6): a kernel that masks with a large finite fill value sees every score of an empty
+// MeanOfV (§6.1): a kernel that masks with a large finite fill value sees every score of an empty
 // row rounded to the same value, so every weight is e^0 = 1 exactly — no logit error, no P
 // rounding (1 is exact in every format) — and O_j = (Σ_k V_kj)/Lk. What remains is the sum of Lk
-// terms with R rescales by exactly 1 and the division: the §2 accumulation bound with the
-// deterministic γ_N (equal weights are the coherent case of §3) and the output rounding.
+// terms with R rescales by exactly 1 and the division: the §2.6 accumulation bound with the
+// deterministic γ_N (equal weights are the coherent case of §3.2) and the output rounding.
 double mean_of_v_bound(const Problem& problem, const NumericsProfile& profile, double mean_abs, double mean) {
   const bool rz = profile.accumulation_rounding == Rounding::TowardZero;
   const double u_a = (rz ? 2.0 : 1.0) * unit_roundoff(profile.accumulator);
@@ -138,7 +138,8 @@ Verdict compare_attention(const Problem& problem, const NumericsProfile& profile
         const double ref_lse = reference.lse(0, b, h, i);
         const bool empty = reference.stats->allowed_keys(0, b, h, i) == 0;
         if (empty) {
-          // §6: a row with no allowed key is checked exactly against the declared convention.
+          // §6.1: a row with no allowed key is checked against the declared convention (exactly for
+          // zeros and NaN, within the bound above for the mean of V).
           ++v.empty_rows;
           const std::int64_t kvh = problem.kv_head_of(h);
           for (std::int64_t j = 0; j < problem.v_dim; ++j) {
@@ -262,12 +263,12 @@ Verdict compare_attention(const Problem& problem, const NumericsProfile& profile
   }
   v.nmse = sum_sq_ref > 0 ? sum_sq_err / sum_sq_ref : (sum_sq_err > 0 ? kInf : 0.0);
 
-  // Aggregate check (numerics.md §4). τ bounds each element for the worst case; a systematic
-  // defect — a softmax scale off by 2^-10 — moves many elements by a fraction of τ each, which
-  // the per-element test cannot see but the error's 2-norm can.
+  // Aggregate check (numerics/README.md §4.4). τ bounds each element for the worst case; a
+  // systematic defect — a softmax scale off by 2^-10 — moves many elements by a fraction of τ each,
+  // which the per-element test cannot see but the error's 2-norm can.
   // Model (ToleranceModel::at): error_ij = D_ij + Z_ij with |D_ij| ≤ coherent_ij and
   // Z = A·θ, θ the independent, mean-zero rounding errors scaled to |θ_t| ≤ 1 (the probabilistic
-  // model of §3 [HM, IZ]), so θ is sub-Gaussian with parameter 1 (Hoeffding's lemma) and
+  // model of §3.2 [HM, IZ]), so θ is sub-Gaussian with parameter 1 (Hoeffding's lemma) and
   // tr(AᵀA) = Σ_ij noise_variance_ij. Hsu, Kakade & Zhang (2012, Thm. 1) give, for Σ = AᵀA,
   //   P(‖Aθ‖² > tr Σ + 2√(tr(Σ²)·x) + 2‖Σ‖·x) ≤ e^{-x}.
   // Rows are separate computations with independent roundings; within a row the terms may be

@@ -1,6 +1,6 @@
-// τ_ij, the a-priori bound of numerics.md §2–§3, and the LSE bound.
+// τ_ij, the a-priori bound of numerics/README.md §2–§3, and the LSE bound (§2.10).
 //
-// Notation follows numerics.md §2. For one row (b, h, i) with n allowed keys:
+// Notation follows numerics/README.md §2.1–§2.3. For one row (b, h, i) with n allowed keys:
 //   s_k final scores, m = max s_k, Z = Σ e^{s_k−m}, p_k = e^{s_k−m}/Z, O_j = Σ p_k V_kj,
 //   a_k = |σ|Σ_l|q_l k_kl|, M = max|s_k| over keys of non-negligible weight.
 // The reference's RowStatistics give, per element, A_j, W_j, C_j, Ca_j, Cs_j and the fp16 tail.
@@ -10,7 +10,7 @@
 //   u_S  stored scores and the softmax arithmetic on them (score)
 //   u_E  exp, u_T tanh      (declared, default 2^-22)
 //   u_P  P as stored for P·V: 0 unless P is re-rounded below the fp32 the exp produces
-//   u_A  P·V and row-sum accumulator (doubled under round-toward-zero, §3 rec. 2)
+//   u_A  P·V and row-sum accumulator (doubled under round-toward-zero, §3.2)
 //   u_O  output
 #include "attncheck/tolerance.h"
 
@@ -23,7 +23,7 @@
 namespace attncheck {
 namespace {
 
-constexpr double kLambda = 10.0;  // numerics.md §3 rec. 3: ≈3e-18 per sum at N = 8192
+constexpr double kLambda = 10.0;  // numerics/README.md §3.3: ≈3e-18 per sum at N = 8192
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // γ_N(u) = Nu/(1 − Nu) [Higham]; +inf once Nu ≥ 1, where no bound exists.
@@ -32,8 +32,8 @@ double gamma(double n, double u) {
   return nu < 1.0 ? nu / (1.0 - nu) : kInf;
 }
 
-// The probabilistic G_N of §3 in Higham & Mary's rigorous form [HM, Thm. 3.1]:
-// γ̃_N(λ) = exp(λ√N·u + N·u²/(1 − u)) − 1, which is λ√N·u to first order (the note's form) and
+// The probabilistic G_N of §3 (§2.6) in Higham & Mary's rigorous form [HM, Thm. 3.1]:
+// γ̃_N(λ) = exp(λ√N·u + N·u²/(1 − u)) − 1, which is λ√N·u to first order (§3's form) and
 // stays a bound where N·u ≥ 1 leaves γ_N without a value. It holds with probability
 // ≥ 1 − 2N·e^{−λ²(1−u)²/2}, ≈ 3e-18 at N = 8192, λ = 10.
 double gamma_probabilistic(double n, double u) {
@@ -57,7 +57,7 @@ struct Units {
 Units units_of(const NumericsProfile& p) {
   Units u{};
   const bool rz = p.accumulation_rounding == Rounding::TowardZero;
-  // Round-toward-zero errs by up to a whole ulp, 2u, and always in the same direction (§3 rec. 2).
+  // Round-toward-zero errs by up to a whole ulp, 2u, and always in the same direction (§3.2).
   const double rounding_factor = rz ? 2.0 : 1.0;
   const DType dot = p.score_accumulator.value_or(p.score);
   u.u_dot = rounding_factor * unit_roundoff(dot);
@@ -84,29 +84,30 @@ Units units_of(const NumericsProfile& p) {
   return u;
 }
 
-// Number of online-softmax rescales. numerics.md §2 takes R = ⌈n/B_c⌉, which holds when the n
-// allowed keys are contiguous. A kernel whose key tiles sit at fixed positions rescales once per
-// tile holding an allowed key, and a mask can scatter n keys over every tile: up to
-// min(n, ⌈Lk/B_c⌉ + 1) tiles (+1: tiles need not start at key 0, e.g. at a window's edge).
+// Number of online-softmax rescales (numerics/README.md §2.9). The first derivation took
+// R = ⌈n/B_c⌉ (§9), which holds when the n allowed keys are contiguous. A kernel whose key tiles
+// sit at fixed positions rescales once per tile holding an allowed key, and a mask can scatter n
+// keys over every tile: up to min(n, ⌈Lk/B_c⌉ + 1) tiles (+1: tiles need not start at key 0, e.g.
+// at a window's edge).
 double rescales(const NumericsProfile& p, double n, double key_len) {
   if (p.softmax_block <= 0) return 0.0;
   return std::min(n, std::ceil(key_len / p.softmax_block) + 1);
 }
 
-// The accumulation count N = ⌈n/k0⌉ + R (§2 "Accumulation").
+// The accumulation count N = ⌈n/k0⌉ + R (§2.6).
 double accumulations(const NumericsProfile& p, double n, double key_len) {
   const double k0 = std::max(1, p.products_per_rounding);
   return std::ceil(n / k0) + rescales(p, n, key_len);
 }
 
-// Δ_k = α·a_k + β·|s_k| + γ0: the logit perturbation of §2, affine in a_k and |s_k|, so that
+// Δ_k = α·a_k + β·|s_k| + γ0: the logit perturbation of §2.4, affine in a_k and |s_k|, so that
 // Σ_k p_k Δ_k |V_kj − O_j| = α·Ca_j + β·Cs_j + γ0·C_j exactly.
 struct LogitBound {
   double alpha = 0, beta = 0, gamma0 = 0;
   double max = 0;  // Δmax over keys of non-negligible weight: α·max a_k + β·M + γ0
 };
 
-// Derivation of the terms (numerics.md §2, "Logit stage"):
+// Derivation of the terms (numerics/README.md §2.4, terms 1–7):
 //  1. Dot product: |fl(Σ q_l k_l) − Σ q_l k_l| ≤ γ_d(u_D)·Σ|q_l k_l| in any order, product
 //     roundings included [Higham]; scaled by |σ| this is γ_d(u_D)·a_k.
 //  2. Scale, shift and base-2 conversion (3 roundings of size ≤ |s_k| + M, since |m| ≤ M):
@@ -120,7 +121,7 @@ struct LogitBound {
 //     When the dot is accumulated in `score` itself the last accumulation is that rounding and
 //     no term is added.
 //  6. Additive bias: s_k = σq·k + b_k costs one rounding of the sum, u_S|s_k|.
-//  7. Softcap c·tanh(t/c) (§6): its slope is ≤ 1, so 1–2 pass through unchanged; t/c, the tanh
+//  7. Softcap c·tanh(t/c) (§6.5): its slope is ≤ 1, so 1–2 pass through unchanged; t/c, the tanh
 //     and the product with c add (u_T + 2u_S)|s′_k|, |s′_k| the capped score, because
 //     x·sech²x ≤ tanh x makes the argument's rounding count at most |s′_k|. Without a bias
 //     s′_k = s_k (β term); with one |s′_k| ≤ |σq·k| ≤ a_k (α term).
@@ -205,21 +206,21 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   const bool prob = probabilistic();
 
   ToleranceTerms t;
-  // E_L = e^{2Δmax} Σ_k p_k Δ_k |V_kj − O_j| (§2, exact first-order identity for δO_j, with
+  // E_L = e^{2Δmax} Σ_k p_k Δ_k |V_kj − O_j| (§2.4, exact first-order identity for δO_j, with
   // |e^ε − 1| ≤ |ε|e^{|ε|} and E^{-1} ≤ e^{Δmax}). Keys below the M cut-off (weight < 2^-149)
   // are covered by the tail term below, whose per-key allowance exceeds their whole weight.
   const LogitBound l = logit_bound(problem_, profile_, u, n, big_m, max_a);
   const double growth = std::exp(2 * l.max);
   t.logit = growth * (l.alpha * ca + l.beta * cs + l.gamma0 * c);
 
-  // E_P (§2, "P storage"): deterministic u_P(A_j + |O_j|) — the numerator's rounding plus, when
-  // the row sum is taken over the rounded P, the denominator's — or λ·u_P·W_j (§3), never more
+  // E_P (§2.5): deterministic u_P(A_j + |O_j|) — the numerator's rounding plus, when
+  // the row sum is taken over the rounded P, the denominator's — or λ·u_P·W_j (§3.2), never more
   // than the deterministic one.
   if (u.u_p > 0) {
     const double det = u.u_p * (a + o);
     t.probability = prob ? std::min(det, kLambda * u.u_p * w) : det;
   }
-  // Sub-normal weights (§2, η_P). P in fp16: weights e^{s−m} < ν_P = 2^-14 lose their relative
+  // Sub-normal weights (§2.5, η_P). P in fp16: weights e^{s−m} < ν_P = 2^-14 lose their relative
   // accuracy and err by ≤ η_P = 2^-25 (half the fp16 subnormal spacing), or ≤ ν_P under FTZ.
   // Any P format: a weight below fp32's normal range (2^-126) — the exp's fp32 result, or bf16,
   // which shares fp32's exponent — is off by less than 2^-125 in every rounding mode (its true
@@ -234,24 +235,24 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   tails += 0x1p-125 * n * v_bound;
   t.probability += tails;
 
-  // E_A (§2, "Accumulation"): N = ⌈n/k0⌉ + R roundings, then one division (2u: reciprocal and
+  // E_A (§2.6): N = ⌈n/k0⌉ + R roundings, then one division (2u: reciprocal and
   // product, or a division and the final conversion to the accumulator).
   const double g_det = gamma(big_n, u.u_a_rounding);
   const double g = prob ? std::min(g_det, gamma_probabilistic(big_n, u.u_a)) : g_det;
   // Plus, per rounding, the underflow allowance η_A: N products and sums and the final division,
-  // each of which may land among the subnormals (numerics.md §6 "Denormals").
+  // each of which may land among the subnormals (§6.4).
   t.accumulation = g * a + (g + 2 * u.u_a_rounding) * o + (big_n + 2) * u.eta_a;
 
   // E_ref: the double reference's own dot product (d), row sum and P·V (n), shift and exp: a
-  // γ_{d+n+8}(2^-53) relative error on every quantity above; negligible by design (§1).
+  // γ_{d+n+8}(2^-53) relative error on every quantity above; negligible by design (§1, §2.7).
   const double u64 = unit_roundoff(DType::F64);
   t.reference = gamma(static_cast<double>(problem_.qk_dim) + n + 8, u64) * (a + o + ca + cs + (big_m + 1) * c);
 
-  // Output rounding (§2): no safety factor.
+  // Output rounding (§2.8): no safety factor (§3.4).
   const double e = t.logit + t.probability + t.accumulation + t.reference;
   t.output = u.u_o * (o + e) + u.eta_o;
 
-  // The aggregate check's split (compare.cpp): which parts of the healthy error average out.
+  // The aggregate check's split (compare.cpp; §4.4): which parts of the healthy error average out.
   // Random part: sums of independent rounding errors, each c·θ with θ uniform on [−1, 1] — the
   // classical statistical model of rounding to nearest on data-random values, the model behind
   // §3's λ√N bounds made specific. A uniform θ is strictly sub-Gaussian (E e^{tθ} = sinh t / t ≤

@@ -1,4 +1,4 @@
-// Tests of the comparator's rules (numerics.md §4, §6, §7): NaN/Inf policy, empty-row
+// Tests of the comparator's rules (numerics/README.md §4, §6.1, §7): NaN/Inf policy, empty-row
 // conventions, refusal of vacuous checks, the LSE bound, and the exact modes.
 #include <gtest/gtest.h>
 
@@ -92,7 +92,7 @@ TEST(CompareAttention, RefusesANonFiniteReferenceFromFiniteInputs) {
 }
 
 TEST(CompareAttention, RefusesAnUnboundedTau) {
-  // An fp16 accumulator over n = 4096 keys on structured data (deterministic bounds, §3):
+  // An fp16 accumulator over n = 4096 keys on structured data (deterministic bounds, §3.2):
   // N·u = 4096·2^-11 = 2 ≥ 1, γ_N has no value.
   Small s;
   s.c = sim::make_case(DType::F16, 4096, 16, 1, 5, 1.0);
@@ -108,7 +108,8 @@ TEST(CompareAttention, RefusesAnUnboundedTau) {
   EXPECT_NE(v.failure.find("unbounded"), std::string::npos) << v.failure;
 }
 
-// §6: rows with no allowed key are checked exactly against the declared convention. Row 1 of
+// §6.1: rows with no allowed key are checked against the declared convention (exactly for
+// zeros and NaN, within the accumulation bound for the mean of V). Row 1 of
 // a boolean mask is all false; the other rows attend to every key.
 struct EmptyRow {
   Problem p;

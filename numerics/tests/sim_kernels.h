@@ -1,12 +1,13 @@
 /// \file sim_kernels.h
-/// \brief Emulated attention kernels for testing the tolerance model itself (numerics.md §5).
+/// \brief Emulated attention kernels for testing the tolerance model itself
+/// (numerics/README.md §5.2).
 ///
-/// Each kernel computes one head row by row the way a GPU kernel does: an fp32 (or narrower)
-/// Q·Kᵀ accumulator, fp32 softmax arithmetic with expf, optional online softmax with a running
-/// max and rescales, P optionally re-rounded to fp16/bf16 before P·V, an fp32 P·V and row-sum
-/// accumulator rounding to nearest or toward zero, and the output rounded to its dtype.
-/// Narrow formats are emulated with round_to(); round-toward-zero fp32 addition is the exact sum
-/// (TwoSum in double) truncated to fp32. Defects are the ones numerics.md §5 lists.
+/// Each kernel computes one head row by row the way a GPU kernel does: an fp32 (or narrower) Q·Kᵀ
+/// accumulator, fp32 softmax arithmetic with expf, optional online softmax with a running max and
+/// rescales, P optionally re-rounded to fp16/bf16 before P·V, an fp32 P·V and row-sum accumulator
+/// rounding to nearest or toward zero, and the output rounded to its dtype. Narrow formats are
+/// emulated with round_to(); round-toward-zero fp32 addition is the exact sum (TwoSum in double)
+/// truncated to fp32. Defects are the ones numerics/README.md §5.1–§5.2 lists.
 #pragma once
 
 #include <cmath>
@@ -105,8 +106,8 @@ class Normal {
   bool have_spare_ = false;
 };
 
-/// Q, K, V ~ N(0, 1) rounded to `input` (numerics.md §1: the reference sees the same values);
-/// Q is multiplied by logit_std first, which sets the logits' standard deviation.
+/// Q, K, V ~ N(0, 1) rounded to `input` (numerics/README.md §1: the reference sees the same
+/// values); Q is multiplied by logit_std first, which sets the logits' standard deviation.
 inline Case make_case(DType input, std::int64_t n, std::int64_t d, std::int64_t rows, std::uint64_t seed,
                       double logit_std) {
   Case c;

@@ -1,5 +1,5 @@
-// Tests of the tolerance model itself (numerics.md §2–§5): emulated healthy kernels must stay
-// below ratio 1, and every defect of §5 must be caught.
+// Tests of the tolerance model itself (numerics/README.md §2–§5): emulated healthy kernels must
+// stay below ratio 1, and the defects of §5.2 must be caught where that section says they are.
 //
 // False-alarm budget. τ's probabilistic terms (λ = 10) fail with probability ≤ 2N·e^{-λ²/2}
 // per sum [HM, IZ]: ≤ 2·8320·e^{-50} ≈ 3.2e-18 at the largest N here (n = 8192, B_c = 32:
@@ -64,9 +64,9 @@ TEST(ToleranceModel, OneKeyMatchesTheHandDerivation) {
   }
 }
 
-// numerics.md §3's table: at N = 8192, u = 2^-24, γ_N = 4.9e-4 and 10√N·u = 5.4e-5. A profile
-// with RN accumulation and random data takes the smaller; RZ or structured data the larger
-// (with 2u under RZ), in E_A = G·A_j + (G + 2u)|O_j| (§2 "Accumulation"; three-pass: N = n).
+// numerics/README.md §3's table: at N = 8192, u = 2^-24, γ_N = 4.9e-4 and 10√N·u = 5.4e-5. A
+// profile with RN accumulation and random data takes the smaller; RZ or structured data the larger
+// (with 2u under RZ), in E_A = G·A_j + (G + 2u)|O_j| (§2.6; three-pass: N = n).
 TEST(ToleranceModel, ProbabilisticOnlyForNearestAndRandomData) {
   const sim::Case c = sim::make_case(DType::F16, 8192, 64, 2, 7, 1.0);
   const AttentionResult ref = sim::reference_of(c);
@@ -163,7 +163,7 @@ INSTANTIATE_TEST_SUITE_P(Profiles, HealthyKernel,
                          });
 
 // ---------------------------------------------------------------------------------------------
-// Defects of numerics.md §5: each must fail its healthy profile's declaration.
+// Defects of numerics/README.md §5.2: each must fail its healthy profile's declaration.
 
 struct DefectCase {
   std::string name;
@@ -190,14 +190,14 @@ std::vector<DefectCase> defect_cases() {
     }
     // A dropped key moves O by p_k|V_kj − O_j| ~ |V|/n against τ ∝ u_P·W_j ~ u_P|V|/√n, so
     // in bf16 at large n it is caught only where the dropped key's weight is large: these seeds
-    // catch it (tolerance_table: r ≥ 3.5); §7's identity test is the check that cannot miss.
+    // catch it (tolerance_table: r ≥ 3.5); §7.2's identity test is the check that cannot miss.
     for (const auto& [name, spec] : {std::pair{std::string("F32"), f32}, std::pair{std::string("F16"), f16},
                                      std::pair{std::string("BF16"), bf16}})
       cases.push_back({fmt::format("{}DroppedKey{}", name, size), spec, Defect::DroppedKey, n, 1.0, 16});
     // A softmax scale off by 2^-10: τ alone catches it in fp32. With fp16 P it moves each
     // element by ~2^-10·|s|·W_j, below τ's λ·u_P·W_j; the aggregate check catches it where the
     // P-rounding noise is the larger part of the healthy error and enough elements average it
-    // (64 rows; §5 used 128): n = 512 and 4096. At n = 8192 the coherent allowance for R = 64
+    // (64 rows; §5.1 used 128): n = 512 and 4096. At n = 8192 the coherent allowance for R = 64
     // rescales' exp errors dominates the threshold (tolerance_table: aggregate 0.92), and in
     // bf16 the defect is below the P-rounding noise itself — neither is asserted here.
     cases.push_back({fmt::format("F32ScaleOff{}", size), f32, Defect::ScaleOff, n, 1.0, 16});

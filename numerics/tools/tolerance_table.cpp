@@ -1,6 +1,6 @@
-// tolerance_table: the bound ratios of healthy and defective emulated kernels (numerics.md §5)
-// for fp32 / fp16 / bf16 at n = 512, 4096, 8192. Each cell is "max r / aggregate ratio" over the
-// rows of a few seeds; a defect is caught when either exceeds 1.
+// tolerance_table: the bound ratios of healthy and defective emulated kernels (numerics/README.md
+// §5.2) for fp32 / fp16 / bf16 at n = 512, 4096, 8192. Each cell is "max r / aggregate ratio" over
+// the rows of a few seeds; a defect is caught when either exceeds 1.
 // Usage: tolerance_table [rows=64] [seeds=2]
 #include <cstdio>
 #include <cstdlib>

@@ -121,7 +121,8 @@ void shift_invariance(PropertyContext& ctx) {
 
 // O is linear in V: O(αV₁ + βV₂) = αO(V₁) + βO(V₂). Values on a grid of 2^-4 and α, β in
 // {±1, 2, 1/2} keep αV₁ + βV₂ exact in every dtype, so the identity is exact in the inputs.
-// A deterministic kernel also satisfies f(2V) = 2f(V) bitwise away from subnormals (§7.4).
+// A deterministic kernel also satisfies f(2V) = 2f(V) bitwise away from subnormals
+// (numerics/README.md §7.4).
 void linearity_in_v(PropertyContext& ctx) {
   AttentionCase c = *gen_case(ctx.dtype(), ProblemSpace{});
   c.values = ValueKind::Grid;

@@ -1,6 +1,7 @@
-// Normalization: softmax weights are non-negative and sum to one along keys. Three consequences
-// a kernel must honour: equal scores average V exactly (numerics.md §7.1), V = I exposes P itself
-// (§7.2: every masked key exactly +0), and every output is a convex combination of the values.
+// Normalization: softmax weights are non-negative and sum to one along keys. Three consequences a
+// kernel must honour: equal scores average V exactly (numerics/README.md §7.1), V = I exposes P
+// itself (§7.2: every masked key exactly +0), and every output is a convex combination of the
+// values.
 #include <bit>
 #include <cmath>
 #include <fmt/format.h>

@@ -305,7 +305,7 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   if (opt_.row_statistics) write_statistics(b, h, i0, v, ws);
 }
 
-// numerics.md §2's row data, from the final scores, the weights and the finished outputs.
+// numerics/README.md §2.2's row data, from the final scores, the weights and the finished outputs.
 void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const RowMap& v,
                                  Workspace& ws) const {
   RowStatistics& st = *out_.stats;

@@ -3,10 +3,10 @@
 // Both sides compute the same real numbers in double precision, in different orders (GEMM blocking
 // and vectorized exp against sequential loops), so they differ by rounding only. With a_k =
 // |σ|Σ_l|q_l k_kl| and a_max its maximum over a row, a logit is off by at most γ_Dk·a_k ≈ Dk·u·a_k
-// (u = 2^-53), exp by about 2u, and the centred identity of numerics.md §2 turns a logit error δ
-// into an output error of at most δ·Σ_k p_k|V_kj − O_j| ≤ 2δ·A_j, where A_j = Σ_k p_k|V_kj| is the
-// row scale. For the random problems here (Dk ≤ 9, a_max ≲ 100) that is below 2·9·2^-53·100 ≈
-// 2e-13 in the worst case and ~1e-14 in practice; the tests require 1e-13·A_j (and report the
+// (u = 2^-53), exp by about 2u, and the centred identity of numerics/README.md §2.4 turns a logit
+// error δ into an output error of at most δ·Σ_k p_k|V_kj − O_j| ≤ 2δ·A_j, where A_j = Σ_k p_k|V_kj|
+// is the row scale. For the random problems here (Dk ≤ 9, a_max ≲ 100) that is below 2·9·2^-53·100
+// ≈ 2e-13 in the worst case and ~1e-14 in practice; the tests require 1e-13·A_j (and report the
 // largest ratio seen), so a genuine semantic difference (a wrong mask, a wrong diagonal, a missing
 // softcap) fails by many orders of magnitude.
 #pragma once

@@ -17,7 +17,7 @@ struct PlainResult {
   HostTensor lse;            // [1, B, Hq, Lq]
   HostTensor probabilities;  // [B, Hq, Lq, Lk]
   HostTensor allowed;        // [B, Hq, Lq, Lk]: 1 where the key is allowed, else 0
-  // numerics.md §2 row data, with the same shapes as RowStatistics.
+  // numerics/README.md §2.2 row data, with the same shapes as RowStatistics.
   HostTensor allowed_keys, max_abs_score, max_score, max_dot_abs;
   HostTensor row_scale, spread, centered, centered_dot, centered_score, fp16_tail;
 };

@@ -1,4 +1,4 @@
-// The row statistics (numerics.md §2) against the plain loops' direct evaluation of each
+// The row statistics (numerics/README.md §2.2) against the plain loops' direct evaluation of each
 // definition, on a few problems, and on a two-key row derived by hand.
 #include <gtest/gtest.h>
 
@@ -49,7 +49,7 @@ TEST(RowStatistics, TwoKeyRowByHand) {
   // O = (2 − 4e^{−20})/Z, W = (Σ p_k²(|V_k| + |O|)²)^½, C = Σ p_k|V_k − O|,
   // Ca = p_2·20·|V_2 − O|, Cs = p_2·20·|V_2 − O| (|s_1| = 0), and T = Σ_{k: e^{s_k−m} < 2^-14}
   // |V_k|/Z = |V_2|/Z = 4/Z, because e^{−20} ≈ 2.1e-9 < 2^-14 (key 2's weight is subnormal in fp16).
-  // T carries no weight of its own: E_P's last term in numerics.md §2 is η_P·T.
+  // T carries no weight of its own: E_P's fp16 tail in numerics/README.md §2.5 is η_P·T.
   Problem p;
   p.k_len = 2;
   p.scale = 1.0;

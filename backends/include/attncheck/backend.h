@@ -168,9 +168,10 @@ typedef struct {
 #define ATTNCHECK_PROBLEM_SIZE_2_0 (offsetof(attncheck_problem, mask_shape) + 4 * sizeof(int64_t))
 
 /*!
- * \brief How a backend computes, declared honestly: the tolerance model derives every bound from
- * it (the suite's numerics model, §2). A dtype field names where a value is rounded; a stage that
- * stays in a wider type names that type. "Unit roundoff" below means the dtype's 2^-p.
+ * \brief How a backend computes, declared honestly: the tolerance model derives every bound from it
+ * (the suite's numerics model, numerics/README.md §2.3). A dtype field names where a value is
+ * rounded; a stage that stays in a wider type names that type. "Unit roundoff" below means the
+ * dtype's 2^-p.
  */
 typedef struct {
   uint32_t struct_size;            /*!< \brief sizeof(attncheck_numerics_profile) as compiled by the backend. */

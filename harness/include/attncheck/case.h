@@ -19,7 +19,7 @@
 namespace attncheck {
 
 /// How input values are drawn. Structured kinds make rounding errors coherent, so they are judged
-/// with deterministic accumulation bounds (numerics.md §3).
+/// with deterministic accumulation bounds (numerics/README.md §3.2).
 enum class ValueKind : std::uint8_t {
   Gaussian,       ///< Q, K, V ~ N(0, 1)
   LargeLogits,    ///< Q scaled so that |s| ≈ 1e3: catches kernels without max-subtraction
@@ -53,8 +53,8 @@ struct AttentionCase {
 /// Inverse of AttentionCase::describe(). Throws ProblemError.
 AttentionCase parse_case(std::string_view text);
 
-/// The inputs of a case, already rounded to its dtype (numerics.md §1: the reference sees exactly
-/// the values the kernel receives), stored as doubles in logical order.
+/// The inputs of a case, already rounded to its dtype (numerics/README.md §1: the reference sees
+/// exactly the values the kernel receives), stored as doubles in logical order.
 struct CaseData {
   HostTensor q, k, v, mask;
   std::vector<std::int64_t> key_lengths;

@@ -71,8 +71,8 @@ Problem with_mask(Problem p, MaskKind kind, std::int64_t batch, std::int64_t hea
 Problem with_window(Problem p, std::int64_t left, std::int64_t right);
 Problem with_alignment(Problem p, Alignment alignment);
 /// scale (resolved from its 1/sqrt(Dk) default) and softcap rounded to fp32: the values a kernel
-/// that applies them in fp32 computes with, so the reference computes with them too (numerics.md
-/// §1: the reference sees the operands the kernel received).
+/// that applies them in fp32 computes with, so the reference computes with them too
+/// (numerics/README.md §1: the reference sees the operands the kernel received).
 Problem with_fp32_parameters(Problem p);
 
 /// Every case of `cases` once per dtype, the dtype appended to its name ("Mha" → "MhaF16"),

@@ -22,8 +22,8 @@ struct ElementIndex {
   std::int64_t batch = 0, head = 0, row = 0, col = 0;
 };
 
-/// How the data were generated, which decides deterministic vs probabilistic accumulation
-/// bounds (numerics.md §3): probabilistic only for round-to-nearest accumulation on generic
+/// How the data were generated, which decides deterministic vs probabilistic accumulation bounds
+/// (numerics/README.md §3.2): probabilistic only for round-to-nearest accumulation on generic
 /// random data; ties, duplicated keys, constant or one-hot V make errors coherent.
 enum class DataCharacter : std::uint8_t { GenericRandom, Structured };
 
@@ -37,7 +37,7 @@ struct Verdict {
   std::string dominant_term; ///< τ's largest term there: "logit", "probability", "accumulation", "output", …
   double tau_at_worst = 0;
   double error_at_worst = 0;
-  // Distribution and conventional metrics (numerics.md §4; reported, not gated).
+  // Distribution and conventional metrics (numerics/README.md §4.3; reported, not gated).
   double p50_ratio = 0, p99_ratio = 0, rms_ratio = 0;
   double max_abs_error = 0;
   double max_rel_error_row_scale = 0;  ///< max |Ô − O| / max(|O|, A_j)
@@ -45,9 +45,9 @@ struct Verdict {
   double nmse = 0;                     ///< Σ(Ô − O)² / ΣO²
   double lse_max_ratio = 0;            ///< when LSE is checked
   ElementIndex lse_worst;              ///< where lse_max_ratio occurs (col = −1)
-  /// Aggregate check (numerics.md §4): ‖Ô − O‖₂ over the τ-checked elements divided by the bound
-  /// a healthy kernel meets with probability ≥ 1 − CompareOptions::aggregate_false_alarm under
-  /// the probabilistic model. Gated (> 1 fails) only when aggregate_checked.
+  /// Aggregate check (numerics/README.md §4.4): ‖Ô − O‖₂ over the τ-checked elements divided by the
+  /// bound a healthy kernel meets with probability ≥ 1 − CompareOptions::aggregate_false_alarm
+  /// under the probabilistic model. Gated (> 1 fails) only when aggregate_checked.
   double aggregate_ratio = 0;
   bool aggregate_checked = false;
   std::int64_t empty_rows = 0;         ///< rows with no allowed key, checked against the convention
@@ -74,7 +74,7 @@ Verdict compare_attention(const Problem& problem, const NumericsProfile& profile
                           const AttentionResult& reference, const HostTensor& actual_out,
                           const HostTensor* actual_lse, const CompareOptions& options = {});
 
-/// Exact modes for properties whose answer is exact (numerics.md §7).
+/// Exact modes for properties whose answer is exact (numerics/README.md §7).
 enum class ExactMode : std::uint8_t {
   Bitwise,       ///< actual == expected bit for bit (NaN matches NaN, +0 differs from −0)
   RoundedExact,  ///< actual == round_to(output dtype, expected)

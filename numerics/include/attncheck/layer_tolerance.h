@@ -5,11 +5,11 @@
 /// Derivation (first order in the unit roundoffs; every term a worst-case bound):
 ///  1. Projections. The kernel forms Q̂ = fl(X W_Q + b_Q) with its accumulator (u_A) and, since a
 ///     layer does not declare where it stores the heads, stores them in its input dtype (the
-///     conservative default of numerics.md §3, u_in):
+///     conservative default of numerics/README.md §3.4, u_in):
 ///       |δq_l| ≤ γ_{d_model+1}(u_A)(Σ_m |x_m||W_Q,ml| + |b_Q,l|) + u_in·|q̂_l|, likewise δk, δv.
 ///  2. Logits. s_k = σ q·k moves by at most
 ///       Δ^P_k = |σ| Σ_l (|δq_l||k_kl| + |q_l||δk_kl| + |δq_l||δk_kl|),
-///     a logit perturbation; numerics.md §2's exact identity gives
+///     a logit perturbation; numerics/README.md §2.4's exact identity gives
 ///       δO_j ≤ e^{2Δ^P_max} Σ_k p_k Δ^P_k |V_kj − O_j|.
 ///  3. Values. δO_j from δV is Σ_k p_k |δv_kj| (P·V is linear in V).
 ///  4. The kernel's own attention error on the heads: the core τ (tolerance.h) at the exact

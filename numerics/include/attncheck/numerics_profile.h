@@ -13,7 +13,7 @@ namespace attncheck {
 
 enum class Rounding : std::uint8_t { Nearest, TowardZero };
 
-/// Each dtype names where a value is rounded (numerics.md §2 "Profile"). Defaults describe an
+/// Each dtype names where a value is rounded (numerics/README.md §2.3). Defaults describe an
 /// fp32 three-pass kernel with round-to-nearest accumulation.
 struct NumericsProfile {
   DType input = DType::F32;        ///< q, k, v as the kernel receives them

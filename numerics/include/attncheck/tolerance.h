@@ -1,6 +1,6 @@
 /// \file tolerance.h
 /// \brief τ for every output element, from a backend's numerics profile and the reference's row
-/// statistics (numerics.md §2–§3). The comparator is its only consumer.
+/// statistics (numerics/README.md §2–§3). The comparator is its only consumer.
 #pragma once
 
 #include <array>
@@ -14,7 +14,7 @@
 
 namespace attncheck {
 
-/// τ's terms at one element (numerics.md §2: τ = E_L + E_P + E_A + E_ref + output).
+/// τ's terms at one element (numerics/README.md §2.8: τ = E_L + E_P + E_A + E_ref + output).
 struct ToleranceTerms {
   double logit = 0;         ///< E_L
   double probability = 0;   ///< E_P
@@ -39,7 +39,7 @@ class ToleranceModel {
   /// that bound uses the largest finite value of the input dtype, which is loose for f32/bf16.
   ToleranceModel(const Problem& problem, const NumericsProfile& profile, DataCharacter data,
                  const AttentionInputs& inputs);
-  /// Whether the probabilistic (λ√N) accumulation bounds apply (numerics.md §3: RN
+  /// Whether the probabilistic (λ√N) accumulation bounds apply (numerics/README.md §3.2: RN
   /// accumulation and generic random data); the aggregate check exists only when they do.
   bool probabilistic() const;
   /// τ's terms at output element (b, h, i, j).

@@ -3,8 +3,8 @@
 ///
 /// Defined once: the Problem, the ABI conversion, the tolerance model and the fixture format all
 /// use this enum and these functions. Rounding is round-to-nearest-even, the rounding the suite
-/// applies to every input before the double reference runs (numerics.md §1: input rounding is not
-/// kernel error).
+/// applies to every input before the double reference runs (numerics/README.md §1: input rounding
+/// is not kernel error).
 #pragma once
 
 #include <cstddef>

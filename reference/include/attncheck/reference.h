@@ -61,8 +61,8 @@ struct ScoreStages {
   HostTensor biased;  ///< capped + additive bias, −inf at every excluded key (mask, causal, window, key length)
 };
 
-/// The row data the tolerance model needs (numerics.md §2). With p_k the softmax weights of one
-/// row (b, h, i), s_k its final scores, a_k = |σ|·Σ_l |q_l k_kl| and O_j the output:
+/// The row data the tolerance model needs (numerics/README.md §2.2). With p_k the softmax weights
+/// of one row (b, h, i), s_k its final scores, a_k = |σ|·Σ_l |q_l k_kl| and O_j the output:
 struct RowStatistics {
   // Per row, shape [1, B, Hq, Lq]:
   HostTensor allowed_keys;   ///< n: keys not masked (as a double)
@@ -77,7 +77,8 @@ struct RowStatistics {
   HostTensor centered_dot;    ///< Ca_j = Σ_k p_k a_k |V_kj − O_j|
   HostTensor centered_score;  ///< Cs_j = Σ_k p_k |s_k| |V_kj − O_j|
   HostTensor fp16_tail;       ///< T_j  = Σ_{k: e^{s_k−m} < 2^-14} |V_kj| / Z: the keys whose weight is
-                              ///< subnormal when P is stored in fp16 (numerics.md §2, E_P's last term)
+                              ///< subnormal when P is stored in fp16 (E_P's fp16 tail,
+                              ///< numerics/README.md §2.5)
 };
 
 struct AttentionResult {

@@ -41,7 +41,8 @@ enum class UnitStatus : std::uint8_t { Passed, Failed, Skipped };
 std::string_view unit_status_name(UnitStatus status);  ///< "passed", "failed", "skipped"
 std::optional<UnitStatus> parse_unit_status(std::string_view name);
 
-/// The metrics of the shrunk failing case's verdict worth tracking over time (numerics.md §4).
+/// The metrics of the shrunk failing case's verdict worth tracking over time (numerics/README.md
+/// §4.3).
 struct VerdictMetrics {
   double max_ratio = 0;           ///< max |Ô − O| / τ: the gated metric
   double nmse = 0;
