@@ -64,7 +64,11 @@ struct Avx512 {
   }
   static float exp1(float x) { return _mm512_cvtss_f32(exp(_mm512_set1_ps(x))); }
   static float half_to_float(std::uint16_t h) { return _cvtsh_ss(h); }
-  static std::uint16_t float_to_half(float x) { return _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // Not _cvtss_sh: Clang 14 defines it with a compound literal, which is not C++.
+  static std::uint16_t float_to_half(float x) {
+    const __m128i h = _mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return static_cast<std::uint16_t>(_mm_extract_epi16(h, 0));
+  }
 };
 
 #include "flash_tile.inl"
