@@ -85,30 +85,10 @@ struct Workspace {
   RowMatrix values;   // V block with non-finite entries zeroed (only when V has any)
   RowMatrix q_copy, k_copy, v_copy;  // gathers of views whose rows are not contiguous
   RowMatrix q_abs, k_abs;            // |Q|, |K| for a_k
-  std::vector<double> k_transposed;  // one chunk of Kᵀ, [Dk, kKeyChunk]
   std::vector<double> weights;       // e^{s−m} of one row, for the row statistics
   std::vector<KeyRange> ranges;      // per row of the block, relative to the block's first key
   Eigen::VectorXd normalizer;        // Z per row
 };
-
-// Keys per chunk of Kᵀ: the product reads B row-wise, so K is transposed a chunk at a time
-// (a chunk of a 128-wide K is 512 KiB; a whole 32k-token K would be 32 MiB per thread).
-constexpr std::int64_t kKeyChunk = 512;
-
-// dots(r, c) = Σ_l q(r, l)·k(c, l) for the block, in the fixed order of kernels/fixed_order.h.
-void dot_products(const FixedOrderKernels& kernels, const RowMap& q, const RowMap& k, RowMatrix& dots,
-                  std::vector<double>& k_transposed) {
-  const std::int64_t dim = q.cols(), keys = k.rows();
-  dots.resize(q.rows(), keys);
-  k_transposed.resize(static_cast<size_t>(dim * std::min(keys, kKeyChunk)));
-  for (std::int64_t c0 = 0; c0 < keys; c0 += kKeyChunk) {
-    const std::int64_t chunk = std::min(kKeyChunk, keys - c0);
-    for (std::int64_t c = 0; c < chunk; ++c)
-      for (std::int64_t l = 0; l < dim; ++l) k_transposed[static_cast<size_t>(l * chunk + c)] = k(c0 + c, l);
-    kernels.product(q.rows(), chunk, dim, q.data(), q.outerStride(), k_transposed.data(), chunk, dots.data() + c0,
-                    dots.outerStride());
-  }
-}
 
 // NaN payloads are not part of the specification: which operand's payload an operation keeps
 // depends on operand order, which compilers may swap. Every NaN the reference writes is this one.
@@ -228,8 +208,9 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
 
   // s = σ·(Q Kᵀ) (σ multiplies each finished dot product, as GEMM's alpha), then softcap
   // c·tanh(s/c), then masks and bias (ONNX order: cap before bias).
-  dot_products(kernels_, q, k, ws.scores, ws.k_transposed);
-  ws.scores *= scale_;
+  ws.scores.resize(rows, keys);
+  kernels_.scaled_product_transposed(rows, keys, q.cols(), scale_, q.data(), q.outerStride(), k.data(), k.outerStride(),
+                                     ws.scores.data(), ws.scores.outerStride());
   if (out_.scores) write_stage(out_.scores->raw, b, h, i0, key0, ws.scores);
   if (p_.softcap > 0)
     for (double& s : ws.scores.reshaped()) s = detail::tanh(s / p_.softcap) * p_.softcap;
@@ -240,10 +221,10 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
     ws.logits = ws.scores;
     ws.q_abs = q.cwiseAbs();
     ws.k_abs = k.cwiseAbs();
-    const RowMap q_abs(ws.q_abs.data(), rows, q.cols(), Eigen::OuterStride<>(q.cols()));
-    const RowMap k_abs(ws.k_abs.data(), keys, k.cols(), Eigen::OuterStride<>(k.cols()));
-    dot_products(kernels_, q_abs, k_abs, ws.dot_abs, ws.k_transposed);
-    ws.dot_abs *= std::fabs(scale_);
+    ws.dot_abs.resize(rows, keys);
+    kernels_.scaled_product_transposed(rows, keys, q.cols(), std::fabs(scale_), ws.q_abs.data(), ws.q_abs.outerStride(),
+                                       ws.k_abs.data(), ws.k_abs.outerStride(), ws.dot_abs.data(),
+                                       ws.dot_abs.outerStride());
   }
 
   // Softmax numerators e^{s−m} per row, over the row's key range only.
@@ -253,8 +234,11 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
     const KeyRange range = ws.ranges[static_cast<size_t>(r)];
     const std::int64_t count = range.last - range.first;
     double* live = ws.scores.row(r).data() + range.first;
-    // A NaN score (an attended NaN in Q or K) makes the row NaN: m = NaN, so every e^{s−m} is NaN.
-    const double m = kernels_.max(live, count);
+    // A NaN score (an attended NaN in Q or K) makes the row NaN: e^{NaN−m} is NaN, and so are Z,
+    // LSE, O and P. The maximum skips NaNs, so only a row whose other keys are all masked needs
+    // the NaN put in by hand (it would otherwise look empty).
+    double m = kernels_.max(live, count);
+    if (m == kNegInf && std::any_of(live, live + count, [](double s) { return s != s; })) m = kNaN;
     row.head(range.first).setZero();
     row.tail(keys - range.last).setZero();
     if (m == kNegInf) {  // no allowed key: O = 0, LSE = −inf, and P = 0

@@ -25,9 +25,14 @@ struct FixedOrderKernels {
   /// (unit column stride). k = 0 gives C = +0.
   void (*product)(std::int64_t m, std::int64_t n, std::int64_t k, const double* a, std::int64_t lda,
                   const double* b, std::int64_t ldb, double* c, std::int64_t ldc);
+  /// C[m×n] = α·(A[m×k]·Btᵀ) with Bt [n×k] at row stride ldbt: each chain as in `product`, then
+  /// one multiplication by α (Q·Kᵀ with the softmax scale σ, read straight from K's rows).
+  void (*scaled_product_transposed)(std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
+                                    std::int64_t lda, const double* bt, std::int64_t ldbt, double* c,
+                                    std::int64_t ldc);
   /// x_e ← exp(x_e − shift) for e in [0, n) (detail::exp; −inf becomes +0).
   void (*exp_shifted)(double* x, std::int64_t n, double shift);
-  /// max_e x_e (−inf for n = 0), or NaN if any x_e is NaN.
+  /// max_e x_e over the non-NaN x_e (−inf if there are none).
   double (*max)(const double* x, std::int64_t n);
   /// Σ x_e in the eight-partial order above, x_0 having absolute index `first` (≥ 0).
   double (*sum)(const double* x, std::int64_t n, std::int64_t first);

@@ -16,11 +16,13 @@ struct Lanes {
   static void store(double* p, reg x) { _mm256_storeu_pd(p, x); }
   static reg broadcast(double x) { return _mm256_set1_pd(x); }
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
+  static reg max(reg x, reg m) { return _mm256_max_pd(x, m); }  // x > m ? x : m, m if either is NaN
+  static reg mul(reg a, reg b) { return _mm256_mul_pd(a, b); }
 };
 constexpr int kLanes = 4, kRows = 4, kCols = 12;
 #include "kernels/fixed_order.inl"
 
-constexpr FixedOrderKernels kKernels{ReferenceIsa::Avx2, product, exp_shifted, max, sum};
+constexpr FixedOrderKernels kKernels{ReferenceIsa::Avx2, product, scaled_product_transposed, exp_shifted, max, sum};
 
 }  // namespace isa_avx2
 

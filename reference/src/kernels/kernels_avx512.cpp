@@ -16,11 +16,13 @@ struct Lanes {
   static void store(double* p, reg x) { _mm512_storeu_pd(p, x); }
   static reg broadcast(double x) { return _mm512_set1_pd(x); }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
+  static reg max(reg x, reg m) { return _mm512_max_pd(x, m); }  // x > m ? x : m, m if either is NaN
+  static reg mul(reg a, reg b) { return _mm512_mul_pd(a, b); }
 };
 constexpr int kLanes = 8, kRows = 8, kCols = 16;
 #include "kernels/fixed_order.inl"
 
-constexpr FixedOrderKernels kKernels{ReferenceIsa::Avx512, product, exp_shifted, max, sum};
+constexpr FixedOrderKernels kKernels{ReferenceIsa::Avx512, product, scaled_product_transposed, exp_shifted, max, sum};
 
 }  // namespace isa_avx512
 

@@ -15,11 +15,13 @@ struct Lanes {
   static void store(double* p, reg x) { *p = x; }
   static reg broadcast(double x) { return x; }
   static reg fma(reg a, reg b, reg c) { return __builtin_fma(a, b, c); }
+  static reg max(reg x, reg m) { return x > m ? x : m; }
+  static reg mul(reg a, reg b) { return a * b; }
 };
 constexpr int kLanes = 1, kRows = 4, kCols = 4;
 #include "kernels/fixed_order.inl"
 
-constexpr FixedOrderKernels kKernels{ReferenceIsa::Baseline, product, exp_shifted, max, sum};
+constexpr FixedOrderKernels kKernels{ReferenceIsa::Baseline, product, scaled_product_transposed, exp_shifted, max, sum};
 
 }  // namespace isa_baseline
 
