@@ -188,7 +188,10 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
       key1 = std::max(key1, range.last);
     }
   }
-  if (out_.scores) key0 = 0, key1 = p_.k_len;
+  if (out_.scores) {
+    key0 = 0;
+    key1 = p_.k_len;
+  }
   const std::int64_t keys = std::max<std::int64_t>(key1 - key0, 0);
   auto lse = [&](std::int64_t r) -> double& { return out_.lse(0, b, h, i0 + r); };
   if (keys == 0) {  // every row of the block is empty
