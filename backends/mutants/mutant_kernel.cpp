@@ -150,6 +150,14 @@ class MutantBackend final : public impl::BackendImpl {
         t->strides = {s[2] * s[1] * s[3], s[3], s[1] * s[3], 1};
       }
     }
+    if (mutation_ == Mutation::IgnoresStrides) {
+      // The bug: the strides of the head-major layout assumed, right whenever the caller's tensors
+      // happen to be compact [B, H, L, D], and wrong for [B, L, H, D] or padded rows.
+      for (TensorArg* t : {&q, &k, &v, &o}) {
+        const auto& s = t->shape;
+        t->strides = {s[1] * s[2] * s[3], s[2] * s[3], s[3], 1};
+      }
+    }
     if (mutation_ == Mutation::CrashOnSingleKey && p.k_len == 1) {
       volatile float* nowhere = nullptr;
       *nowhere = 1.0f;  // the bug: a null dereference on a single key
@@ -304,6 +312,10 @@ extern "C" {
 attncheck_backend* attncheck_mutant_transposed_axes_entry(void) {
   return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::TransposedAxes, "mutant-transposed-axes",
                                          "indexes tensors as compact [B, L, H, D] whatever their strides");
+}
+attncheck_backend* attncheck_mutant_ignores_strides_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::IgnoresStrides, "mutant-ignores-strides",
+                                         "indexes tensors as compact [B, H, L, D] whatever their strides");
 }
 attncheck_backend* attncheck_mutant_shared_projection_entry(void) {
   return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::SharedProjection, "mutant-shared-projection",

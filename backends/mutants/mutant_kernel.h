@@ -9,6 +9,7 @@ namespace attncheck::mutants {
 
 enum class Mutation {
   TransposedAxes,       ///< indexes Q/K/V/O as compact [B, L, H, D] whatever the strides say
+  IgnoresStrides,       ///< indexes Q/K/V/O as compact [B, H, L, D] whatever the strides say
   SharedProjection,     ///< the layer projects every head with head 0's W_Q, W_K, W_V
   GqaModulo,            ///< query head h reads kv head h % Hkv instead of h / (Hq / Hkv)
   ScaleOneOverD,        ///< scale 1/Dk instead of the problem's (default 1/sqrt(Dk))

@@ -344,6 +344,14 @@ def check_fixtures(r):
     out = r.run(["verify", "--backend", "mutant-transposed-axes", os.path.join(toy, "layout_trap.json")], expect_code=1).stdout
     expect("FAIL layout_trap.json (f32)" in out, f"the layout trap did not catch the transposed-axes mutant:\n{out}")
 
+    # verify hands each tensor over in the layout the fixture records (layout_blhd_f32: [B, L, H, D]),
+    # so a kernel that assumes compact [B, H, L, D] fails that file while it passes a compact one.
+    blhd, compact = os.path.join(gen_a, "layout_blhd_f32.safetensors"), os.path.join(gen_a, "mha_f32.safetensors")
+    out = r.run(["verify", "--backend", "mutant-ignores-strides", blhd], expect_code=1).stdout
+    expect("FAIL layout_blhd_f32.safetensors" in out, f"verify did not hand over the recorded [B, L, H, D] layout:\n{out}")
+    out = r.run(["verify", "--backend", "mutant-ignores-strides", compact], expect_code=0).stdout
+    expect("PASS mha_f32.safetensors" in out, f"the strides mutant should pass a compact fixture:\n{out}")
+
     source = os.path.join(gen_a, "mha_f32.safetensors")
     with open(source, "rb") as f:
         good = f.read()
