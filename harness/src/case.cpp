@@ -267,6 +267,7 @@ LayerInputs LayerCaseData::inputs(const LayerProblem& lp) const {
   if (lp.has_out_bias) in.b_o = b_o.view();
   if (lp.attention.mask != MaskKind::None) in.mask = mask.view();
   if (lp.attention.has_key_lengths) in.key_lengths = key_lengths;
+  if (lp.separate_values) in.x_v = x_v.view();
   return in;
 }
 
@@ -281,14 +282,17 @@ LayerCaseData make_layer_case_data(const LayerCase& c) {
     for (double& x : t.values) x = round_to(c.dtype, spread * rng.normal());
     return t;
   };
+  // Each weight ~ N(0, 1/fan-in): W_K's fan-in is the key input's width, W_V's the value input's
+  // (d_model unless the layer has torch's kdim/vdim), so the shapes and draws of other layers stay.
+  const std::int64_t dk_in = c.problem.key_width(), dv_in = c.problem.value_width();
   const double w_in = 1.0 / std::sqrt(static_cast<double>(dm));
   const double w_out = 1.0 / std::sqrt(static_cast<double>(p.q_heads * p.v_dim));
   LayerCaseData d;
   d.x = draw({1, p.batch, p.q_len, dm}, 1.0);
-  if (!c.problem.self_attention) d.x_kv = draw({1, p.batch, p.k_len, dm}, 1.0);
+  if (!c.problem.self_attention) d.x_kv = draw({1, p.batch, p.k_len, dk_in}, 1.0);
   d.w_q = draw({1, p.q_heads, dm, p.qk_dim}, w_in);
-  d.w_k = draw({1, p.kv_heads, dm, p.qk_dim}, w_in);
-  d.w_v = draw({1, p.kv_heads, dm, p.v_dim}, w_in);
+  d.w_k = draw({1, p.kv_heads, dk_in, p.qk_dim}, 1.0 / std::sqrt(static_cast<double>(dk_in)));
+  d.w_v = draw({1, p.kv_heads, dv_in, p.v_dim}, 1.0 / std::sqrt(static_cast<double>(dv_in)));
   d.b_q = draw({1, 1, p.q_heads, p.qk_dim}, 0.1);
   d.b_k = draw({1, 1, p.kv_heads, p.qk_dim}, 0.1);
   d.b_v = draw({1, 1, p.kv_heads, p.v_dim}, 0.1);
@@ -297,6 +301,8 @@ LayerCaseData make_layer_case_data(const LayerCase& c) {
   if (p.mask != MaskKind::None) d.mask = draw({p.mask_batch, p.mask_heads, p.mask_q_len, p.mask_k_len}, 1.0);
   // Last, so that layer cases without key lengths draw what they always drew.
   if (p.has_key_lengths) d.key_lengths = key_lengths_of(p, c.key_lengths, rng);
+  // After everything else, for the same reason.
+  if (c.problem.separate_values) d.x_v = draw({1, p.batch, p.k_len, dv_in}, 1.0);
   return d;
 }
 

@@ -59,6 +59,13 @@ void LayerProblem::validate() const {
   if (self_attention && attention.q_len != attention.k_len)
     throw ProblemError(fmt::format("X_kv: self-attention projects keys from X, so Lk must equal Lq = {}, but Lk = {}",
                                    attention.q_len, attention.k_len));
+  if (key_dim < 0 || value_dim < 0)
+    throw ProblemError(fmt::format("X_kv: key width {} and value width {} must be at least 1 (0: d_model)", key_dim, value_dim));
+  if (self_attention && (key_dim > 0 || separate_values))
+    throw ProblemError("X_kv: self-attention projects keys and values from X itself, so it has no key width or value input");
+  if (value_dim > 0 && !separate_values)
+    throw ProblemError(fmt::format("X_v: a value width of {} needs values of their own (sepv=1); without, they come from X_kv",
+                                   value_dim));
 }
 
 std::string LayerProblem::describe() const {
@@ -66,6 +73,9 @@ std::string LayerProblem::describe() const {
   if (!self_attention) out += " cross=1";
   if (has_qkv_bias) out += " qkvbias=1";
   if (has_out_bias) out += " outbias=1";
+  if (key_dim > 0) out += fmt::format(" kdim={}", key_dim);
+  if (value_dim > 0) out += fmt::format(" vdim={}", value_dim);
+  if (separate_values) out += " sepv=1";
   return out;
 }
 
@@ -84,11 +94,17 @@ LayerProblem parse_layer_problem(std::string_view text) {
         throw ProblemError(fmt::format("problem text: {}={} is not 0 or 1", key, value));
       return value == "1";
     };
-    if (token.starts_with("dmodel=")) {
-      const std::string_view value = token.substr(7);
-      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), layer.model_dim);
+    const auto integer = [&](std::string_view key, std::int64_t& into) {
+      if (!token.starts_with(key) || token.size() <= key.size() || token[key.size()] != '=') return false;
+      const std::string_view value = token.substr(key.size() + 1);
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), into);
       if (ec != std::errc() || end != value.data() + value.size())
-        throw ProblemError(fmt::format("problem text: dmodel={} is not an integer", value));
+        throw ProblemError(fmt::format("problem text: {}={} is not an integer", key, value));
+      return true;
+    };
+    if (integer("dmodel", layer.model_dim) || integer("kdim", layer.key_dim) || integer("vdim", layer.value_dim)) {
+    } else if (auto separate = flag("sepv")) {
+      layer.separate_values = *separate;
     } else if (auto cross = flag("cross")) {
       layer.self_attention = !*cross;
     } else if (auto qkv = flag("qkvbias")) {
@@ -108,13 +124,18 @@ void validate_layer_inputs(const LayerProblem& layer, const LayerInputs& in) {
   const Problem& p = layer.attention;
   const std::int64_t d = layer.model_dim;
   check_shape("X", in.x, {1, p.batch, p.q_len, d}, {"unit", "batch", "query length", "model dim"});
+  const std::int64_t dk_in = layer.key_width(), dv_in = layer.value_width();
   if (layer.self_attention)
     check_absent("X_kv", in.x_kv, "the problem is self-attention (keys and values come from X)");
   else
-    check_shape("X_kv", in.x_kv, {1, p.batch, p.k_len, d}, {"unit", "batch", "key length", "model dim"});
+    check_shape("X_kv", in.x_kv, {1, p.batch, p.k_len, dk_in}, {"unit", "batch", "key length", "key width"});
+  if (layer.separate_values)
+    check_shape("X_v", in.x_v, {1, p.batch, p.k_len, dv_in}, {"unit", "batch", "key length", "value width"});
+  else
+    check_absent("X_v", in.x_v, "the problem projects values from X_kv (no sepv=1)");
   check_shape("W_Q", in.w_q, {1, p.q_heads, d, p.qk_dim}, {"unit", "query heads", "model dim", "head dim"});
-  check_shape("W_K", in.w_k, {1, p.kv_heads, d, p.qk_dim}, {"unit", "kv heads", "model dim", "head dim"});
-  check_shape("W_V", in.w_v, {1, p.kv_heads, d, p.v_dim}, {"unit", "kv heads", "model dim", "value dim"});
+  check_shape("W_K", in.w_k, {1, p.kv_heads, dk_in, p.qk_dim}, {"unit", "kv heads", "key width", "head dim"});
+  check_shape("W_V", in.w_v, {1, p.kv_heads, dv_in, p.v_dim}, {"unit", "kv heads", "value width", "value dim"});
   if (layer.has_qkv_bias) {
     check_shape("b_Q", in.b_q, {1, 1, p.q_heads, p.qk_dim}, {"unit", "unit", "query heads", "head dim"});
     check_shape("b_K", in.b_k, {1, 1, p.kv_heads, p.qk_dim}, {"unit", "unit", "kv heads", "head dim"});
@@ -141,6 +162,7 @@ LayerResult reference_layer(const LayerProblem& layer, const LayerInputs& in, co
   validate_layer_inputs(layer, in);
   const Problem& p = layer.attention;
   const View4<const double>& x_kv = layer.self_attention ? in.x : in.x_kv;
+  const View4<const double>& x_v = layer.separate_values ? in.x_v : x_kv;  // torch's value argument
   const detail::FixedOrderKernels& kernels = detail::fixed_order_kernels(options.isa);
 
   // Each query head has its own W_Q^(h); kv head g's W_K^(g), W_V^(g) serve the Hq/Hkv query heads
@@ -150,12 +172,12 @@ LayerResult reference_layer(const LayerProblem& layer, const LayerInputs& in, co
   result.k = HostTensor({p.batch, p.kv_heads, p.k_len, p.qk_dim});
   result.v = HostTensor({p.batch, p.kv_heads, p.k_len, p.v_dim});
   for (std::int64_t b = 0; b < p.batch; ++b) {
-    const StridedMatrix x = matrix_at(in.x, 0, b), xkv = matrix_at(x_kv, 0, b);
+    const StridedMatrix x = matrix_at(in.x, 0, b), xkv = matrix_at(x_kv, 0, b), xv = matrix_at(x_v, 0, b);
     for (std::int64_t h = 0; h < p.q_heads; ++h)
       project(kernels, x, matrix_at(in.w_q, 0, h), in.b_q, h, result.q, b);
     for (std::int64_t g = 0; g < p.kv_heads; ++g) {
       project(kernels, xkv, matrix_at(in.w_k, 0, g), in.b_k, g, result.k, b);
-      project(kernels, xkv, matrix_at(in.w_v, 0, g), in.b_v, g, result.v, b);
+      project(kernels, xv, matrix_at(in.w_v, 0, g), in.b_v, g, result.v, b);
     }
   }
   const HostTensor& q = result.q;

@@ -190,6 +190,29 @@ TEST(Layer, DescribeRoundTrips) {
   EXPECT_EQ(parse_layer_problem(l.describe()), l);
   const LayerProblem self = layer_problem(1, 1, 2, 2, true);
   EXPECT_EQ(parse_layer_problem(self.describe()), self);
+  // torch's kdim/vdim: a key input 7 wide, values from their own 11-wide input.
+  l.key_dim = 7;
+  l.value_dim = 11;
+  l.separate_values = true;
+  EXPECT_EQ(l.describe(), "B=2 Hq=4 Hkv=2 Lq=3 Lk=9 Dk=3 Dv=2 softcap=30 dmodel=5 cross=1 qkvbias=1 outbias=1 kdim=7 vdim=11 sepv=1");
+  EXPECT_EQ(parse_layer_problem(l.describe()), l);
+  EXPECT_EQ(l.key_width(), 7);
+  EXPECT_EQ(l.value_width(), 11);
+}
+
+// What kdim/vdim cannot mean: keys of their own width in self-attention, or a value width for
+// values that come from the key input.
+TEST(Layer, KeyAndValueWidthsNeedTheirOwnInputs) {
+  LayerProblem self = layer_problem(1, 1, 2, 2, true);
+  self.key_dim = 3;
+  EXPECT_THROW(self.validate(), ProblemError);
+  LayerProblem cross = layer_problem(1, 1, 2, 3, false);
+  cross.value_dim = 4;
+  EXPECT_THROW(cross.validate(), ProblemError);
+  cross.separate_values = true;
+  EXPECT_NO_THROW(cross.validate());
+  EXPECT_EQ(cross.value_width(), 4);
+  EXPECT_EQ(cross.key_width(), cross.model_dim);
 }
 
 }  // namespace

@@ -92,6 +92,7 @@ struct LayerCase {
 struct LayerCaseData {
   HostTensor x, x_kv, w_q, w_k, w_v, b_q, b_k, b_v, w_o, b_o, mask;
   std::vector<std::int64_t> key_lengths;
+  HostTensor x_v;  ///< with problem.separate_values: the value input
   LayerInputs inputs(const LayerProblem& problem) const;
 };
 
