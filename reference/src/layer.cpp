@@ -124,18 +124,22 @@ void validate_layer_inputs(const LayerProblem& layer, const LayerInputs& in) {
   const Problem& p = layer.attention;
   const std::int64_t d = layer.model_dim;
   check_shape("X", in.x, {1, p.batch, p.q_len, d}, {"unit", "batch", "query length", "model dim"});
+  // The key and value inputs are d_model wide unless the layer says otherwise (torch's kdim/vdim);
+  // the messages name the width the layer has.
   const std::int64_t dk_in = layer.key_width(), dv_in = layer.value_width();
+  const std::string_view key_width = layer.key_dim > 0 ? "key width" : "model dim";
+  const std::string_view value_width = layer.value_width() != d || layer.separate_values ? "value width" : key_width;
   if (layer.self_attention)
     check_absent("X_kv", in.x_kv, "the problem is self-attention (keys and values come from X)");
   else
-    check_shape("X_kv", in.x_kv, {1, p.batch, p.k_len, dk_in}, {"unit", "batch", "key length", "key width"});
+    check_shape("X_kv", in.x_kv, {1, p.batch, p.k_len, dk_in}, {"unit", "batch", "key length", key_width});
   if (layer.separate_values)
-    check_shape("X_v", in.x_v, {1, p.batch, p.k_len, dv_in}, {"unit", "batch", "key length", "value width"});
+    check_shape("X_v", in.x_v, {1, p.batch, p.k_len, dv_in}, {"unit", "batch", "key length", value_width});
   else
     check_absent("X_v", in.x_v, "the problem projects values from X_kv (no sepv=1)");
   check_shape("W_Q", in.w_q, {1, p.q_heads, d, p.qk_dim}, {"unit", "query heads", "model dim", "head dim"});
-  check_shape("W_K", in.w_k, {1, p.kv_heads, dk_in, p.qk_dim}, {"unit", "kv heads", "key width", "head dim"});
-  check_shape("W_V", in.w_v, {1, p.kv_heads, dv_in, p.v_dim}, {"unit", "kv heads", "value width", "value dim"});
+  check_shape("W_K", in.w_k, {1, p.kv_heads, dk_in, p.qk_dim}, {"unit", "kv heads", key_width, "head dim"});
+  check_shape("W_V", in.w_v, {1, p.kv_heads, dv_in, p.v_dim}, {"unit", "kv heads", value_width, "value dim"});
   if (layer.has_qkv_bias) {
     check_shape("b_Q", in.b_q, {1, 1, p.q_heads, p.qk_dim}, {"unit", "unit", "query heads", "head dim"});
     check_shape("b_K", in.b_k, {1, 1, p.kv_heads, p.qk_dim}, {"unit", "unit", "kv heads", "head dim"});
