@@ -7,8 +7,9 @@
 #
 # Included from the top-level CMakeLists.txt after every folder, because install(TARGETS) needs
 # the targets to exist. Exported: attncheck::abi (header-only, with dlpack), attncheck::reference,
-# attncheck::numerics, attncheck::backends, attncheck::harness, attncheck::engine and the attncheck::attncheck
-# executable; attncheckFunctions.cmake (attncheck_add_conformance_test) comes with the config.
+# attncheck::numerics, attncheck::backends, attncheck::harness, attncheck::engine,
+# attncheck::fixture_format (read and write fixture files; needs only the reference),
+# attncheck::fixtures (golden generation and verification) and the attncheck::attncheck executable; attncheckFunctions.cmake (attncheck_add_conformance_test) comes with the config.
 #
 # As with the tests and tools, the rules default ON only when attncheck is the top-level project
 # (fmt's FMT_INSTALL), so add_subdirectory(attncheck) installs nothing into its parent's prefix.
@@ -25,7 +26,7 @@ set(ATTNCHECK_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/attncheck"
     CACHE STRING "attncheck: where attncheckConfig.cmake is installed, relative to the prefix")
 
 set(attncheck_exported_libraries attncheck_abi attncheck_reference attncheck_numerics attncheck_backends
-                                 attncheck_harness attncheck_engine)
+                                 attncheck_harness attncheck_engine attncheck_fixture_format attncheck_fixtures)
 foreach(target IN LISTS attncheck_exported_libraries)
   if(NOT TARGET ${target})
     message(FATAL_ERROR "attncheck install: target ${target} does not exist; include(AttncheckInstall) after "
@@ -44,7 +45,7 @@ if(TARGET attncheck)
 endif()
 
 # Every public header sits in <folder>/include/attncheck/; they install side by side.
-foreach(folder IN ITEMS reference numerics backends harness properties)
+foreach(folder IN ITEMS reference numerics backends harness properties fixtures)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${folder}/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
           FILES_MATCHING PATTERN "*.h" PATTERN "*.hpp")
 endforeach()
