@@ -74,13 +74,17 @@ foreach(dir IN LISTS attncheck_dlpack_includes)
     string(APPEND ATTNCHECK_PC_DLPACK_CFLAGS " -I${dir}")
   endif()
 endforeach()
-configure_file(${PROJECT_SOURCE_DIR}/cmake/attncheck.pc.in ${PROJECT_BINARY_DIR}/attncheck.pc.in.configured @ONLY)
-install(CODE "
-  file(READ \"${PROJECT_BINARY_DIR}/attncheck.pc.in.configured\" pc)
-  string(REPLACE \"prefix=${CMAKE_INSTALL_PREFIX}\" \"prefix=\${CMAKE_INSTALL_PREFIX}\" pc \"\${pc}\")
-  file(WRITE \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig/attncheck.pc\" \"\${pc}\")
-  message(STATUS \"Installing: \$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig/attncheck.pc\")
-")
+# attncheck-fixture-format.pc: compile and link flags for tools that read or write fixture files
+# (attncheck::fixture_format and the reference, static) without CMake.
+foreach(pc IN ITEMS attncheck attncheck-fixture-format)
+  configure_file(${PROJECT_SOURCE_DIR}/cmake/${pc}.pc.in ${PROJECT_BINARY_DIR}/${pc}.pc.in.configured @ONLY)
+  install(CODE "
+    file(READ \"${PROJECT_BINARY_DIR}/${pc}.pc.in.configured\" content)
+    string(REPLACE \"prefix=${CMAKE_INSTALL_PREFIX}\" \"prefix=\${CMAKE_INSTALL_PREFIX}\" content \"\${content}\")
+    file(WRITE \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig/${pc}.pc\" \"\${content}\")
+    message(STATUS \"Installing: \$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig/${pc}.pc\")
+  ")
+endforeach()
 
 # The package test lives here, beside the rules it checks: it installs this build into a fresh
 # prefix, builds tools/examples/external-kernel against it, and expects its conformance test to
