@@ -5,8 +5,15 @@
 // it accepts must then be safe to use, so the harness also
 //   * checks the canonical form: encode_fixture of an accepted fixture decodes again, and encoding
 //     that gives the same bytes (a reader and writer that disagree corrupt the golden set);
-//   * computes the reference outputs from it, as regenerating a golden file does; that may refuse
-//     the fixture with FixtureError or ProblemError, and nothing else.
+//   * converts every tensor as a consumer of the format does (to_host_tensor, to_int64_values),
+//     which may refuse with FixtureError and nothing else;
+//   * for an attention fixture, whose shapes the reader promises to have checked against its
+//     problem, runs the double reference on those tensors: it must accept them (a ProblemError
+//     would mean the reader let through a fixture its own problem contradicts), except for key
+//     lengths out of [0, Lk], which the format leaves to the reference to refuse.
+//
+// The harness links attncheck::fixture_format alone. Completing decode and layer fixtures with
+// the reference (with_reference_outputs) belongs to attncheck::fixtures and its tests.
 //
 // The data section is covered by a SHA-256 in the header, which random mutation never matches,
 // so nearly every mutant would stop at the checksum. Each input is therefore decoded twice: as
@@ -23,7 +30,7 @@
 #include <vector>
 
 #include "attncheck/fixture.h"
-#include "attncheck/golden.h"
+#include "attncheck/reference.h"
 #include "attncheck/sha256.h"
 #include "fuzz_support.h"
 
@@ -66,11 +73,50 @@ void check_canonical_form(const attncheck::Fixture& fixture) {
     invariant_broken("encode(decode(encode(f))) differs from encode(f)", as_text(first), as_text(second));
 }
 
+// The reference's cost grows with B·Hq·Lq·Lk·(Dk + Dv), which a few kilobytes of input can make
+// large (Dk = Dv = 1, thousands of keys). Above this many multiply-adds (more than any golden
+// fixture needs) the harness skips the reference run: it would spend the budget on arithmetic the
+// reader never sees, while every check of the reader has already run on that input.
+constexpr double kMaxReferenceWork = 1 << 18;
+
 void use_fixture(const attncheck::Fixture& fixture) {
+  for (const auto& [name, tensor] : fixture.tensors) {
+    try {
+      (void)attncheck::to_host_tensor(tensor);
+      if (tensor.type == attncheck::StorageType::I64 || tensor.type == attncheck::StorageType::U8)
+        (void)attncheck::to_int64_values(tensor);
+    } catch (const attncheck::FixtureError&) {
+      // e.g. more than 4 axes, or an I64 value beyond 2^53: refused, as documented.
+    }
+  }
+  if (fixture.kind != attncheck::FixtureKind::Attention) return;
+
+  const attncheck::Problem& p = fixture.problem;
+  const double work = static_cast<double>(p.batch) * static_cast<double>(p.q_heads) * static_cast<double>(p.q_len) *
+                      static_cast<double>(p.k_len) * static_cast<double>(p.qk_dim + p.v_dim);
+  if (work > kMaxReferenceWork) return;
+  attncheck::HostTensor q, k, v, mask;
+  std::vector<std::int64_t> key_lengths;
   try {
-    (void)attncheck::with_reference_outputs(fixture);
+    q = attncheck::to_host_tensor(fixture.tensors.at("q"));
+    k = attncheck::to_host_tensor(fixture.tensors.at("k"));
+    v = attncheck::to_host_tensor(fixture.tensors.at("v"));
+    if (p.mask != attncheck::MaskKind::None) mask = attncheck::to_host_tensor(fixture.tensors.at("mask"));
+    if (p.has_key_lengths) key_lengths = attncheck::to_int64_values(fixture.tensors.at("key_lengths"));
   } catch (const attncheck::FixtureError&) {
-  } catch (const attncheck::ProblemError&) {
+    return;  // refused above already; std::out_of_range (a missing tensor) escapes: the reader checked them
+  }
+  attncheck::AttentionInputs inputs{q.view(), k.view(), v.view(), {}, {}};
+  if (p.mask != attncheck::MaskKind::None) inputs.mask = mask.view();
+  if (p.has_key_lengths) inputs.key_lengths = key_lengths;
+  // One thread: starting threads would cost more than these problems.
+  attncheck::ReferenceOptions options;
+  options.threads = 1;
+  try {
+    (void)attncheck::reference_attention(p, inputs, options);
+  } catch (const attncheck::ProblemError& e) {
+    if (!p.has_key_lengths)
+      invariant_broken("the reference refuses an attention fixture the reader accepted", e.what(), p.describe());
   }
 }
 
