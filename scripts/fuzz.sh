@@ -50,8 +50,9 @@ for value in "$seconds" "$runs" "$max_len"; do
   [[ $value =~ ^[1-9][0-9]*$ ]] || { echo "fuzz: ATTNCHECK_FUZZ_SECONDS, _RUNS and _MAX_LEN must be positive integers, not '$value'" >&2; exit 2; }
 done
 
-# Sanitize: ASan and UBSan on every library (fuzz/CMakeLists.txt also sets -O2 -g there), so a
-# report's stack has line numbers all the way down.
+# fuzz/CMakeLists.txt itself puts ASan, UBSan and -O2 -g on every attncheck library a target
+# reaches, so a report's stack has line numbers all the way down: the Sanitize build type's own
+# flags never apply (CMake creates an empty cache entry for them; fuzz/README.md).
 CC=${CC:-clang} CXX=${CXX:-clang++} cmake -S "$root" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=Sanitize -DATTNCHECK_FUZZ=ON -DATTNCHECK_CUDA=OFF \
   -DATTNCHECK_BUILD_TESTS=OFF -DATTNCHECK_BUILD_BENCHMARKS=OFF
