@@ -90,7 +90,7 @@ if [[ $mode == merge ]]; then
       { tail -n 30 "$fuzz_dir/logs/$target.merge.log" >&2; echo "fuzz: merge of $target failed" >&2; exit 1; }
     rm -rf "$committed"
     cp -r "$merged" "$committed"
-    echo "fuzz: $target: $(find "$committed" -type f | wc -l) inputs, $(du -sk "$committed" | cut -f1) KiB in fuzz/corpus/$target"
+    echo "fuzz: $target: $(find "$committed" -type f | wc -l) inputs, $(du -sb "$committed" | cut -f1) bytes in fuzz/corpus/$target"
   done
   exit 0
 fi
