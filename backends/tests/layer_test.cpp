@@ -118,5 +118,28 @@ TEST(Layer, NonFiniteExpectedOrActualValuesFailTheComparison) {
   }
 }
 
+// With an fp16 accumulator, d_model = 2048 gives (d_model + 1)·2^-11 ≥ 1: γ has no finite value and
+// τ bounds nothing. The verdict must be a refusal; the formula's negative γ used to pass an output
+// off by 1 everywhere. The expected values are the double reference's; the corruption is +1.
+TEST(Layer, AnAccumulatorTooShortForTheModelDimIsRefusedNotPassed) {
+  LayerCase c;
+  c.problem.attention = Problem::of_shape(1, 1, 1, 2, 2, 4, 4);
+  c.problem.model_dim = 2048;
+  c.seed = 3;
+  const LayerCaseData data = make_layer_case_data(c);
+  const LayerInputs inputs = data.inputs(c.problem);
+  ReferenceOptions options;
+  options.row_statistics = true;
+  options.probabilities = true;
+  const LayerResult reference = reference_layer(c.problem, inputs, options);
+  NumericsProfile profile;
+  profile.accumulator = DType::F16;
+  HostTensor wrong = reference.out;
+  for (double& x : wrong.values) x += 1.0;
+  const Verdict v = compare_layer(c.problem, profile, DataCharacter::GenericRandom, inputs, reference, wrong);
+  EXPECT_FALSE(v.passed) << v.summary();
+  EXPECT_NE(v.failure.find("τ is unbounded"), std::string::npos) << v.failure;
+}
+
 }  // namespace
 }  // namespace attncheck

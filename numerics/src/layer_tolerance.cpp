@@ -10,7 +10,10 @@
 namespace attncheck {
 namespace {
 
-double gamma_n(double n, double u) { return n * u / (1 - n * u); }
+// γ_n = n·u/(1 − n·u), and +∞ once n·u ≥ 1, where the bound holds nothing (as the core τ's γ,
+// numerics/README.md §9): the formula alone would turn negative there, and a negative τ passed
+// every error.
+double gamma_n(double n, double u) { return n * u >= 1 ? INFINITY : n * u / (1 - n * u); }
 
 // Bound on the kernel's projection error, element by element (derivation step 1): `input` is a
 // [1, B, L, d_model] view, `weights` [1, H, d_model, D], `bias` [1, 1, H, D] or empty, `exact`
@@ -114,7 +117,8 @@ Verdict compare_layer(const LayerProblem& lp, const NumericsProfile& profile, Da
   v.passed = true;
   v.dominant_term = "layer";
   double sum_sq_err = 0, sum_sq = 0;
-  bool any_nonzero = false;
+  bool any_nonzero = false, unbounded = false;
+  ElementIndex unbounded_at;
   std::vector<double> ratios;
   const Shape4& s = tau.shape;
   for (std::int64_t b = 0; b < s[1]; ++b)
@@ -136,6 +140,10 @@ Verdict compare_layer(const LayerProblem& lp, const NumericsProfile& profile, Da
                                           "the expected values are corrupt",
                                           b, i, m, expected);
           continue;
+        }
+        if (std::isinf(bound) && !unbounded) {
+          unbounded = true;
+          unbounded_at = {b, 0, i, m};
         }
         const double err = std::fabs(got - expected);
         const double ratio = bound > 0 ? err / bound : (err > 0 ? INFINITY : 0);
@@ -162,6 +170,11 @@ Verdict compare_layer(const LayerProblem& lp, const NumericsProfile& profile, Da
   if (!any_nonzero) {
     v.passed = false;
     v.failure = "the reference layer output is all zeros: this check could not fail";
+  } else if (unbounded) {  // every error would pass: a refusal, as compare_attention's
+    v.passed = false;
+    v.failure = fmt::format("refused: τ is unbounded at out[{}, {}, {}] (N·u ≥ 1 for the declared accumulator at "
+                            "d_model = {}), so the declared profile cannot be checked at this size",
+                            unbounded_at.batch, unbounded_at.row, unbounded_at.col, lp.model_dim);
   } else if (v.nonfinite_violations > 0) {
     v.passed = false;
   } else if (v.max_ratio > 1) {
