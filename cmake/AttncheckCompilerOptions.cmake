@@ -4,12 +4,21 @@
 # Sanitize: ASan + UBSan with frame pointers, for the test suite and the fuzzers. -O2 rather than
 # the customary -O1: the suite is arithmetic-heavy and runs about twice as fast, and ASan reports
 # stay exact (it instruments memory accesses, whatever the optimizer keeps).
-set(CMAKE_CXX_FLAGS_SANITIZE "-O2 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
-    CACHE STRING "C++ flags for the Sanitize build type")
-set(CMAKE_C_FLAGS_SANITIZE "${CMAKE_CXX_FLAGS_SANITIZE}" CACHE STRING "C flags for the Sanitize build type")
-set(CMAKE_EXE_LINKER_FLAGS_SANITIZE "-fsanitize=address,undefined" CACHE STRING "")
-set(CMAKE_SHARED_LINKER_FLAGS_SANITIZE "-fsanitize=address,undefined" CACHE STRING "")
-set(CMAKE_MODULE_LINKER_FLAGS_SANITIZE "-fsanitize=address,undefined" CACHE STRING "")
+#
+# project() leaves an empty cache entry for the flags of a build type it does not know, and
+# set(CACHE) never replaces an existing entry, so these must fill an empty one with FORCE;
+# otherwise the Sanitize build silently compiles without sanitizers. A value the user set stays.
+function(_attncheck_build_type_flags variable value)
+  if("$CACHE{${variable}}" STREQUAL "")
+    set(${variable} "${value}" CACHE STRING "Flags for the Sanitize build type" FORCE)
+  endif()
+endfunction()
+set(attncheck_sanitize_flags "-O2 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined")
+_attncheck_build_type_flags(CMAKE_CXX_FLAGS_SANITIZE "${attncheck_sanitize_flags}")
+_attncheck_build_type_flags(CMAKE_C_FLAGS_SANITIZE "${attncheck_sanitize_flags}")
+foreach(kind IN ITEMS EXE SHARED MODULE)
+  _attncheck_build_type_flags(CMAKE_${kind}_LINKER_FLAGS_SANITIZE "-fsanitize=address,undefined")
+endforeach()
 
 add_library(attncheck_warnings INTERFACE)
 target_compile_options(attncheck_warnings INTERFACE
