@@ -262,7 +262,13 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   // zeroed for the product and added back only where the weight is nonzero (the result is then
   // non-finite whatever the order).
   Eigen::Map<RowMatrix> o(&out_.out(b, h, i0, 0), rows, p_.v_dim);
-  const bool v_finite = v.allFinite();
+  bool v_finite = true;  // row by row: V's rows are contiguous, and Eigen's allFinite walks columns
+  for (std::int64_t c = 0; c < keys && v_finite; ++c) {
+    const double* row = v.data() + c * v.outerStride();
+    double zero_if_finite = 0;
+    for (std::int64_t j = 0; j < p_.v_dim; ++j) zero_if_finite += row[j] - row[j];  // NaN for ±inf and NaN
+    v_finite = zero_if_finite == 0;
+  }
   if (!v_finite) ws.values = v.unaryExpr([](double x) { return std::isfinite(x) ? x : 0.0; });
   const double* v_data = v_finite ? v.data() : ws.values.data();
   const std::int64_t ldv = v_finite ? v.outerStride() : ws.values.outerStride();
