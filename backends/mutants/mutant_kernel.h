@@ -1,6 +1,6 @@
-// Mutants: each is a plain, correct fp32 attention backend with exactly one classic bug from the
-// suite's bug catalogue (anchors.md §c). The suite must catch every one of them; the mutation
-// test records which property catches each first.
+// Mutants: each is a plain, correct fp32 attention backend with exactly one classic bug of
+// attention kernels (README.md, "Mutants", lists them). The suite must catch every one of them;
+// the mutation test records which property catches each first.
 #pragma once
 
 #include "attncheck/backend.h"

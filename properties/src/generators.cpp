@@ -5,8 +5,8 @@
 namespace attncheck {
 namespace {
 
-// Head dims from anchors.md's bug classes: 1 and 3 (degenerate), 59 and 111 (odd, not a tile
-// multiple), 256 (the largest common). The first element is what shrinking converges to.
+// Head dims where attention kernels' bugs live: 1 and 3 (degenerate), 59 and 111 (odd, not a
+// tile multiple), 256 (the largest common). The first element is what shrinking converges to.
 const std::vector<std::int64_t> kSmallHeadDims = {4, 1, 3, 8};
 const std::vector<std::int64_t> kAllHeadDims = {4, 1, 3, 8, 16, 32, 59, 64, 111, 128, 256};
 // Lengths at tile boundaries ± 1 for tiles of 16, 32, 64.
