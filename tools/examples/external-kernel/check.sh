@@ -38,7 +38,10 @@ step "the example's conformance test and the fixture reader must pass"
 ctest --test-dir "$work/good" --output-on-failure --no-tests=error
 # The reader's test exists and ran: a package without the format library would have failed the
 # configure above, but a test silently not registered would pass unnoticed.
-ctest --test-dir "$work/good" -N | grep -q 'read_fixture' ||
+# The listing is captured first: under pipefail, `ctest -N | grep -q` fails whenever grep exits at
+# its first match before ctest has finished writing (ctest then dies of SIGPIPE).
+registered_tests=$(ctest --test-dir "$work/good" -N)
+grep -q 'read_fixture' <<<"$registered_tests" ||
   { echo "check.sh: FAILED: the read_fixture test was not registered" >&2; exit 1; }
 
 step "rebuild with the planted bug"
