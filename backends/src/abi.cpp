@@ -152,11 +152,11 @@ attncheck_layer_problem to_abi(const LayerProblem& p) {
 }
 
 NumericsProfile from_abi(const attncheck_numerics_profile& a) {
-  // Every field of minor 0 must be present; later minors only append.
-  constexpr std::size_t v1_0_size =
-      offsetof(attncheck_numerics_profile, tanh_relative_error) + sizeof(a.tanh_relative_error);
-  if (a.struct_size < v1_0_size)
-    bad_field(fmt::format("profile.struct_size: {} bytes, but ABI 1.0 needs at least {}", a.struct_size, v1_0_size));
+  // Every field of minor 0 must be present; later minors only append, and a field the backend's
+  // struct_size does not cover keeps its documented default (backend.h, rule 2).
+  if (a.struct_size < ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0)
+    bad_field(fmt::format("profile.struct_size: {} bytes, but ABI 2.0 needs at least {}", a.struct_size,
+                          ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0));
   NumericsProfile p;
   p.input = dtype_field(a.input_dtype, "input_dtype");
   p.score = dtype_field(a.score_dtype, "score_dtype");
@@ -192,6 +192,40 @@ NumericsProfile from_abi(const attncheck_numerics_profile& a) {
     bad_field(fmt::format("profile.tanh_relative_error: {}, but must be in [0, 1)", a.tanh_relative_error));
   p.exp_relative_error = a.exp_relative_error;
   p.tanh_relative_error = a.tanh_relative_error;
+
+  // ABI 2.1.
+  auto optional_dtype = [&](const DLDataType& field, const char* name, bool present) -> std::optional<DType> {
+    if (!present || (field.code == 0 && field.bits == 0 && field.lanes == 0)) return std::nullopt;
+    return dtype_field(field, name);
+  };
+#define ATTNCHECK_PROFILE_HAS(field) ATTNCHECK_HAS_FIELD(&a, attncheck_numerics_profile, field)
+  p.query_rounding = optional_dtype(a.query_rounding, "query_rounding", ATTNCHECK_PROFILE_HAS(query_rounding));
+  p.key_rounding = optional_dtype(a.key_rounding, "key_rounding", ATTNCHECK_PROFILE_HAS(key_rounding));
+  p.value_rounding = optional_dtype(a.value_rounding, "value_rounding", ATTNCHECK_PROFILE_HAS(value_rounding));
+  p.mask_dtype = optional_dtype(a.mask_dtype, "mask_dtype", ATTNCHECK_PROFILE_HAS(mask_dtype));
+  p.row_sum_accumulator = optional_dtype(a.row_sum_dtype, "row_sum_dtype", ATTNCHECK_PROFILE_HAS(row_sum_dtype));
+  if (ATTNCHECK_PROFILE_HAS(keys_per_partial_sum)) {
+    if (a.keys_per_partial_sum < 0)
+      bad_field(fmt::format("profile.keys_per_partial_sum: {}, but must be >= 0 (0 = one running sum)",
+                            a.keys_per_partial_sum));
+    p.keys_per_partial_sum = a.keys_per_partial_sum;
+  }
+  if (ATTNCHECK_PROFILE_HAS(kv_splits)) {
+    if (a.kv_splits < 0) bad_field(fmt::format("profile.kv_splits: {}, but must be >= 0 (0 or 1 = no split)", a.kv_splits));
+    p.kv_splits = a.kv_splits;
+  }
+  if (ATTNCHECK_PROFILE_HAS(empty_row_lse)) {
+    switch (a.empty_row_lse) {
+      case kAttncheckEmptyRowLseNegInf: p.empty_row_lse = EmptyRowLse::NegativeInfinity; break;
+      case kAttncheckEmptyRowLseZero: p.empty_row_lse = EmptyRowLse::Zero; break;
+      case kAttncheckEmptyRowLseUnspecified: p.empty_row_lse = EmptyRowLse::Unspecified; break;
+      default:
+        bad_field(fmt::format("profile.empty_row_lse: {} is not an attncheck_empty_row_lse (0..2)", a.empty_row_lse));
+    }
+  }
+  if (ATTNCHECK_PROFILE_HAS(masked_keys_weighted_by_zero))
+    p.masked_keys_weighted_by_zero = a.masked_keys_weighted_by_zero != 0;
+#undef ATTNCHECK_PROFILE_HAS
   return p;
 }
 
@@ -214,6 +248,18 @@ attncheck_numerics_profile to_abi(const NumericsProfile& p) {
   a.writes_lse = p.writes_lse ? 1 : 0;
   a.exp_relative_error = p.exp_relative_error;
   a.tanh_relative_error = p.tanh_relative_error;
+  auto optional_dtype = [](const std::optional<DType>& d) { return d ? to_dlpack(*d) : DLDataType{0, 0, 0}; };
+  a.query_rounding = optional_dtype(p.query_rounding);
+  a.key_rounding = optional_dtype(p.key_rounding);
+  a.value_rounding = optional_dtype(p.value_rounding);
+  a.mask_dtype = optional_dtype(p.mask_dtype);
+  a.row_sum_dtype = optional_dtype(p.row_sum_accumulator);
+  a.keys_per_partial_sum = p.keys_per_partial_sum;
+  a.kv_splits = p.kv_splits;
+  a.empty_row_lse = p.empty_row_lse == EmptyRowLse::Zero          ? kAttncheckEmptyRowLseZero
+                    : p.empty_row_lse == EmptyRowLse::Unspecified ? kAttncheckEmptyRowLseUnspecified
+                                                                  : kAttncheckEmptyRowLseNegInf;
+  a.masked_keys_weighted_by_zero = p.masked_keys_weighted_by_zero ? 1 : 0;
   return a;
 }
 

@@ -57,6 +57,20 @@ std::optional<NumericsProfile> Backend::profile(DType input) const {
   return from_abi(p);
 }
 
+bool Backend::has_problem_profiles() const {
+  return ATTNCHECK_HAS_FIELD(table_, attncheck_backend, get_problem_profile) && table_->get_problem_profile != nullptr;
+}
+
+std::optional<NumericsProfile> Backend::profile(const Problem& problem, DType input) const {
+  if (!has_problem_profiles()) return profile(input);
+  const attncheck_problem abi_problem = to_abi(problem);
+  attncheck_numerics_profile p{};
+  const attncheck_status status = table_->get_problem_profile(table_, &abi_problem, to_dlpack(input), &p);
+  if (status == kAttncheckNotSupported) return std::nullopt;
+  if (status != kAttncheckOk) fail(table_, "get_problem_profile", status);
+  return from_abi(p);
+}
+
 std::optional<std::string> Backend::unsupported_reason(const Problem& problem, DType input, DLDeviceType device) const {
   const attncheck_problem p = to_abi(problem);
   char reason[1024] = {};

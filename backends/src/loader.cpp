@@ -55,9 +55,11 @@ Backend load_backend_library(const std::filesystem::path& path) {
   if (v.major != ATTNCHECK_ABI_VERSION_MAJOR)
     throw LoadError(fmt::format("{}: built for attncheck ABI {}.{}, but this attncheck speaks ABI {}.{} (major versions must match)",
                                 file, v.major, v.minor, ATTNCHECK_ABI_VERSION_MAJOR, ATTNCHECK_ABI_VERSION_MINOR));
-  if (table->struct_size < sizeof(attncheck_backend))
+  // A 2.0 table ends at destroy; fields appended by later minors are read only where its
+  // struct_size covers them (backend.h, rule 2).
+  if (table->struct_size < ATTNCHECK_BACKEND_SIZE_2_0)
     throw LoadError(fmt::format("{}: table struct_size is {} bytes, but ABI {}.0 needs {}", file, table->struct_size,
-                                ATTNCHECK_ABI_VERSION_MAJOR, sizeof(attncheck_backend)));
+                                ATTNCHECK_ABI_VERSION_MAJOR, ATTNCHECK_BACKEND_SIZE_2_0));
   switch (static_cast<int>(table->device.device_type)) {
     case kDLCPU: case kDLCUDA: case kDLCUDAHost: case kDLCUDAManaged: case kAttncheckSimulatedDevice: break;
     default:

@@ -124,6 +124,42 @@ TEST(Conversions, ProfileRoundTripsAndBadFieldsAreNamed) {
   EXPECT_THROW((void)from_abi(a), BackendError);
 }
 
+TEST(Conversions, Abi21ProfileFieldsRoundTrip) {
+  NumericsProfile p;
+  p.input = DType::F32, p.probability = DType::F16, p.accumulator = DType::F16;
+  p.query_rounding = p.key_rounding = p.value_rounding = DType::F16;
+  p.mask_dtype = DType::F16, p.row_sum_accumulator = DType::F32;
+  p.keys_per_partial_sum = 64, p.kv_splits = 2;
+  p.empty_row_lse = EmptyRowLse::Zero, p.masked_keys_weighted_by_zero = true;
+  EXPECT_EQ(from_abi(to_abi(p)), p);
+  EXPECT_EQ(p.describe(),
+            "in=f32 S=f32 P=f16 acc=f16 out=f32 RN k0=1 block=0 zeros Q=f16 K=f16 V=f16 mask=f16 sum=f32 partial=64 "
+            "splits=2 lse0=zero masked*0");
+
+  attncheck_numerics_profile a = to_abi(p);
+  a.empty_row_lse = 7;
+  EXPECT_THROW((void)from_abi(a), BackendError);
+  a = to_abi(p);
+  a.kv_splits = -1;
+  EXPECT_THROW((void)from_abi(a), BackendError);
+}
+
+// A plug-in built against ABI 2.0 writes a shorter profile: the 2.1 fields it does not cover
+// keep their documented defaults, whatever bytes follow it (backend.h, rule 2).
+TEST(Conversions, Abi20SizedProfileKeepsTheDefaultsOfLaterFields) {
+  NumericsProfile p;
+  p.input = DType::F16, p.probability = DType::F16, p.output = DType::F16;
+  attncheck_numerics_profile a = to_abi(p);
+  a.query_rounding = DLDataType{kDLFloat, 16, 1};
+  a.empty_row_lse = kAttncheckEmptyRowLseUnspecified;
+  a.masked_keys_weighted_by_zero = 1;
+  a.kv_splits = 4;
+  a.struct_size = static_cast<std::uint32_t>(ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0);
+  EXPECT_EQ(from_abi(a), p);
+  a.struct_size = static_cast<std::uint32_t>(ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0 - 1);
+  EXPECT_THROW((void)from_abi(a), BackendError);
+}
+
 TEST(Conversions, StatusNames) {
   EXPECT_EQ(status_name(kAttncheckOk), "ok");
   EXPECT_EQ(status_name(kAttncheckNotSupported), "not supported");

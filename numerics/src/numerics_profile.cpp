@@ -19,7 +19,25 @@ std::string NumericsProfile::describe() const {
   if (writes_lse) text += " lse";
   if (exp_relative_error > 0) text += fmt::format(" uE={:.3g}", exp_relative_error);
   if (tanh_relative_error > 0) text += fmt::format(" uT={:.3g}", tanh_relative_error);
+  if (query_rounding) text += fmt::format(" Q={}", dtype_name(*query_rounding));
+  if (key_rounding) text += fmt::format(" K={}", dtype_name(*key_rounding));
+  if (value_rounding) text += fmt::format(" V={}", dtype_name(*value_rounding));
+  if (mask_dtype) text += fmt::format(" mask={}", dtype_name(*mask_dtype));
+  if (row_sum_accumulator) text += fmt::format(" sum={}", dtype_name(*row_sum_accumulator));
+  if (keys_per_partial_sum > 0) text += fmt::format(" partial={}", keys_per_partial_sum);
+  if (kv_splits > 1) text += fmt::format(" splits={}", kv_splits);
+  if (empty_row_lse != EmptyRowLse::NegativeInfinity) text += fmt::format(" lse0={}", empty_row_lse_name(empty_row_lse));
+  if (masked_keys_weighted_by_zero) text += " masked*0";
   return text;
+}
+
+std::string_view empty_row_lse_name(EmptyRowLse convention) {
+  switch (convention) {
+    case EmptyRowLse::NegativeInfinity: return "-inf";
+    case EmptyRowLse::Zero: return "zero";
+    case EmptyRowLse::Unspecified: return "unspecified";
+  }
+  return "?";
 }
 
 }  // namespace attncheck

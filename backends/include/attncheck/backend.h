@@ -55,7 +55,7 @@
 #include <stdint.h>
 
 #define ATTNCHECK_ABI_VERSION_MAJOR 2
-#define ATTNCHECK_ABI_VERSION_MINOR 0
+#define ATTNCHECK_ABI_VERSION_MINOR 1
 
 /*! \brief Nonzero when the struct at ptr (of type type, whose first field is struct_size) was written
  * by code that knew field: the only safe way to read a field added in a later minor version. */
@@ -119,6 +119,14 @@ enum {
   kAttncheckEmptyRowZeros = 0,   /*!< \brief O = 0, LSE = -inf (ONNX opset 23, PyTorch _safe_softmax). */
   kAttncheckEmptyRowNaN = 1,     /*!< \brief O = NaN (the unguarded 0/0). */
   kAttncheckEmptyRowMeanOfV = 2  /*!< \brief O = mean of V over all Lk keys (large finite fill values). */
+};
+
+/*! \brief What a backend writes to lse for a query row with no allowed key (ABI 2.1). */
+typedef int32_t attncheck_empty_row_lse;
+enum {
+  kAttncheckEmptyRowLseNegInf = 0,     /*!< \brief -inf: log of an empty sum (ONNX, FlashAttention). The default. */
+  kAttncheckEmptyRowLseZero = 1,       /*!< \brief 0 (PyTorch's CPU flash and math paths). */
+  kAttncheckEmptyRowLseUnspecified = 2 /*!< \brief Any value, NaN included: the suite does not read it. */
 };
 
 /*! \brief How an accumulator rounds. */
@@ -190,7 +198,21 @@ typedef struct {
   int32_t writes_lse;              /*!< \brief Nonzero: forward fills lse when it is not NULL. */
   double exp_relative_error;       /*!< \brief u_E, the relative error of exp; 0 = the suite's default 2^-22. */
   double tanh_relative_error;      /*!< \brief u_T for softcap; 0 = the suite's default 2^-22. */
+  /* ABI 2.1. A DLDataType field left zero ({0, 0, 0}, as a zero-initialised struct has it) means
+   * "no such rounding": the stage keeps the precision named in its description. */
+  DLDataType query_rounding;       /*!< \brief Q is rounded to this inside the kernel before Q.K^T (ggml's F16 path); zero = used as received. */
+  DLDataType key_rounding;         /*!< \brief Likewise for K; zero = used as received. */
+  DLDataType value_rounding;       /*!< \brief Likewise for V before P.V; zero = used as received. */
+  DLDataType mask_dtype;           /*!< \brief dtype the kernel reads an additive mask in; zero = input_dtype. The suite rounds the bias to it before the reference. */
+  DLDataType row_sum_dtype;        /*!< \brief Accumulator of the softmax row sum when it differs from the P.V one; zero = accumulator_dtype. */
+  int32_t keys_per_partial_sum;    /*!< \brief Blocked accumulation: keys summed into a partial sum before it is added to the running total; 0 = one running sum. */
+  int32_t kv_splits;               /*!< \brief Split-KV: the keys are cut into this many parts whose partial softmaxes are merged; 0 or 1 = no split. */
+  attncheck_empty_row_lse empty_row_lse; /*!< \brief lse of a row with no allowed key; absent = kAttncheckEmptyRowLseNegInf. */
+  int32_t masked_keys_weighted_by_zero;  /*!< \brief Nonzero: masked keys enter the sums with weight 0, so NaN or Inf in masked K/V propagates (PyTorch's math path). The suite then poisons masked keys with finite values only. */
 } attncheck_numerics_profile;
+
+/*! \brief Size of attncheck_numerics_profile in ABI 2.0: the smallest a suite of this major accepts. */
+#define ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0 (offsetof(attncheck_numerics_profile, tanh_relative_error) + sizeof(double))
 
 /*!
  * \brief Tensors of one forward call, all in the memory the table's device names. Inputs are
@@ -293,7 +315,18 @@ struct attncheck_backend {
   const char* (*last_error)(const attncheck_backend* self);
   /*! \brief Releases the table and everything it owns. self is invalid afterwards. */
   void (*destroy)(attncheck_backend* self);
+  /*!
+   * \brief Optional, ABI 2.1 (NULL or absent: get_profile for every problem). The profile of the
+   * code path forward takes for this problem, for a kernel whose arithmetic depends on the shape
+   * (a tiled path above some length, split-KV for long decodes). Same contract as get_profile;
+   * called in the parent process under isolation, so it must not initialise a device either.
+   */
+  attncheck_status (*get_problem_profile)(const attncheck_backend* self, const attncheck_problem* problem,
+                                          DLDataType input_dtype, attncheck_numerics_profile* profile);
 };
+
+/*! \brief Size of attncheck_backend in ABI 2.0: the smallest table the loader accepts. */
+#define ATTNCHECK_BACKEND_SIZE_2_0 (offsetof(attncheck_backend, destroy) + sizeof(void (*)(attncheck_backend*)))
 
 /*! \brief Type of the one symbol a plug-in library exports: returns a new table owned by the caller (destroy() frees it), or NULL. */
 typedef attncheck_backend* (*attncheck_backend_entry_fn)(void);

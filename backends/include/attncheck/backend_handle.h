@@ -68,6 +68,11 @@ class Backend {
 
   /// The profile for inputs of `input`, or nullopt if that dtype is not supported.
   std::optional<NumericsProfile> profile(DType input) const;
+  /// The profile of the path forward takes for `problem` (get_problem_profile, ABI 2.1), or the
+  /// dtype's profile when the backend has no per-problem entry; nullopt if `input` is not supported.
+  std::optional<NumericsProfile> profile(const Problem& problem, DType input) const;
+  /// Whether the backend declares profiles per problem (get_problem_profile is set).
+  bool has_problem_profiles() const;
   /// nullopt if supported; otherwise the backend's reason (never empty).
   std::optional<std::string> unsupported_reason(const Problem& problem, DType input, DLDeviceType device) const;
   /// The same for the memory the backend declared.

@@ -233,6 +233,14 @@ class BackendImpl {
   /// Throw AbiError(kAttncheckNotSupported, reason) if `problem` is not handled; return otherwise.
   virtual void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const = 0;
   virtual void forward(const attncheck_problem& problem, const attncheck_attention_tensors& tensors) = 0;
+  /// Whether the profile depends on the problem (the table's get_problem_profile is NULL otherwise).
+  virtual bool has_problem_profiles() const { return false; }
+  /// The profile of the path forward takes for `problem` (ABI 2.1); only called when
+  /// has_problem_profiles(). Throw AbiError(kAttncheckNotSupported) if `input` is not handled.
+  virtual attncheck_numerics_profile problem_profile(const attncheck_problem& problem, DLDataType input) const {
+    (void)problem;
+    return profile(input);
+  }
   /// Whether forward_layer is implemented (the table's pointer is NULL otherwise).
   virtual bool has_layer() const { return false; }
   virtual void forward_layer(const attncheck_layer_problem&, const attncheck_layer_tensors&) {
@@ -305,6 +313,16 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
         out->struct_size = sizeof(attncheck_numerics_profile);
       });
     };
+    if (h->impl->has_problem_profiles())
+      t.get_problem_profile = [](const attncheck_backend* self, const attncheck_problem* problem, DLDataType input,
+                                 attncheck_numerics_profile* out) {
+        return detail::guarded(self, [&](detail::TableHolder& holder) {
+          if (problem == nullptr || out == nullptr) invalid("get_problem_profile: problem or profile is NULL");
+          check_problem(*problem);
+          *out = holder.impl->problem_profile(*problem, input);
+          out->struct_size = sizeof(attncheck_numerics_profile);
+        });
+      };
     t.supports = [](const attncheck_backend* self, const attncheck_problem* problem, DLDataType input,
                     DLDeviceType device, char* reason, size_t reason_size) {
       const attncheck_status status = detail::guarded(self, [&](detail::TableHolder& holder) {

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "attncheck/dtype.h"
 #include "attncheck/problem.h"
@@ -12,6 +13,10 @@
 namespace attncheck {
 
 enum class Rounding : std::uint8_t { Nearest, TowardZero };
+
+/// What a kernel writes to the LSE of a row with no allowed key (ABI 2.1).
+enum class EmptyRowLse : std::uint8_t { NegativeInfinity, Zero, Unspecified };
+std::string_view empty_row_lse_name(EmptyRowLse convention);
 
 /// Each dtype names where a value is rounded (numerics/README.md §2.3). Defaults describe an
 /// fp32 three-pass kernel with round-to-nearest accumulation.
@@ -34,6 +39,20 @@ struct NumericsProfile {
   bool writes_lse = false;
   double exp_relative_error = 0;   ///< u_E; 0 = default 2^-22 (CUDA's bounds are test-derived)
   double tanh_relative_error = 0;  ///< u_T; 0 = default 2^-22
+  // ABI 2.1. Unset optionals and zeros keep a 2.0 profile's meaning.
+  std::optional<DType> query_rounding;  ///< Q rounded to this inside the kernel (from `input`)
+  std::optional<DType> key_rounding;    ///< likewise K
+  std::optional<DType> value_rounding;  ///< likewise V, before P·V
+  std::optional<DType> mask_dtype;      ///< an additive mask as the kernel reads it; unset = `input`
+  std::optional<DType> row_sum_accumulator;  ///< the row sum's accumulator; unset = `accumulator`
+  int keys_per_partial_sum = 0;  ///< blocked accumulation: keys per partial sum; 0 = one running sum
+  int kv_splits = 0;             ///< split-KV parts merged at the end; 0 or 1 = none
+  EmptyRowLse empty_row_lse = EmptyRowLse::NegativeInfinity;
+  bool masked_keys_weighted_by_zero = false;  ///< NaN/Inf in masked K/V propagates (declared convention)
+
+  /// The dtype an additive mask is rounded to before the reference sees it.
+  DType additive_mask_dtype() const { return mask_dtype.value_or(input); }
+  DType row_sum_dtype() const { return row_sum_accumulator.value_or(accumulator); }
 
   /// "in=f16 S=f32 P=f16 acc=f32 out=f16 RN k0=1 block=128 det zeros"
   std::string describe() const;
