@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "attncheck/accuracy.h"
 #include "attncheck/tolerance.h"
 
 namespace attncheck {
@@ -97,6 +98,10 @@ std::string Verdict::summary() const {
   if (lse_max_ratio > 0) text += fmt::format(" LSE r={:.3g}", lse_max_ratio);
   if (empty_rows > 0) text += fmt::format(" empty rows={}", empty_rows);
   if (nonfinite_violations > 0) text += fmt::format(" nonfinite violations={}", nonfinite_violations);
+  if (guaranteed_relative_accuracy > 0) text += fmt::format(" τ/|O|={:.3g}", guaranteed_relative_accuracy);
+  if (accuracy_checked)
+    text += fmt::format(" accuracy: max={:.3g} agg={:.3g} baseline max|err|={:.3g}", accuracy_max_ratio,
+                        accuracy_aggregate_ratio, baseline_max_error);
   text += fmt::format(" elements={}", elements);
   return text;
 }
@@ -232,6 +237,7 @@ Verdict compare_attention(const Problem& problem, const NumericsProfile& profile
           v.max_abs_error = std::max(v.max_abs_error, err);
           const double rel_den = std::max(std::fabs(o), row_scale);
           if (err > 0) v.max_rel_error_row_scale = std::max(v.max_rel_error_row_scale, rel_den > 0 ? err / rel_den : kInf);
+          if (rel_den > 0) v.guaranteed_relative_accuracy = std::max(v.guaranteed_relative_accuracy, tau / rel_den);
           v.max_ulps_row_scale = std::max(v.max_ulps_row_scale, err / ulp_of(profile.output, row_scale));
           sum_sq_err += err * err;
           sum_sq_ref += o * o;
@@ -308,6 +314,21 @@ Verdict compare_attention(const Problem& problem, const NumericsProfile& profile
     v.failure = fmt::format("aggregate error ‖Ô − O‖₂ is {:.3g}× what a healthy kernel reaches with probability "
                             "1 − {:.2g} (a systematic defect: every element below τ, too many near it)",
                             v.aggregate_ratio, options.aggregate_false_alarm);
+  }
+  if (options.accuracy) {
+    const AccuracyMeasure accuracy = measure_accuracy(problem, profile.output, reference, actual_out,
+                                                      baseline_attention(problem, inputs, profile.output));
+    v.accuracy_checked = true;
+    v.accuracy_max_ratio = accuracy.max_ratio;
+    v.accuracy_aggregate_ratio = accuracy.aggregate_ratio;
+    v.baseline_max_error = accuracy.baseline_max_error;
+    const double factor = options.accuracy_factor;
+    if (v.failure.empty() && factor > 0 && (accuracy.max_ratio > factor || accuracy.aggregate_ratio > factor)) {
+      v.accuracy_failed = true;
+      v.failure = fmt::format("accuracy (not conformance): the error is {:.3g}× (max) and {:.3g}× (aggregate) the fp32 "
+                              "baseline's, above the accuracy factor {:.3g}",
+                              accuracy.max_ratio, accuracy.aggregate_ratio, factor);
+    }
   }
   v.passed = v.failure.empty();
   return v;

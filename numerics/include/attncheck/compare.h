@@ -53,6 +53,18 @@ struct Verdict {
   std::int64_t empty_rows = 0;         ///< rows with no allowed key, checked against the convention
   std::int64_t elements = 0;
   std::int64_t nonfinite_violations = 0;  ///< NaN/Inf where the convention forbids, or missing where it requires
+  /// What the declared profile guarantees at this size: max over τ-checked elements of
+  /// τ / max(|O|, A_j) (numerics/README.md §4.5); 0.3 means only 30 % relative accuracy.
+  double guaranteed_relative_accuracy = 0;
+  // Accuracy verdict (numerics/README.md §4.5; CompareOptions::accuracy): the kernel's error
+  // beside that of an fp32 baseline kernel on the same inputs (accuracy.h).
+  bool accuracy_checked = false;
+  double accuracy_max_ratio = 0;        ///< max |Ô − O| / max max(|Ô_base − O|, φ)
+  double accuracy_aggregate_ratio = 0;  ///< ‖Ô − O‖₂ / ‖max(|Ô_base − O|, φ)‖₂
+  double baseline_max_error = 0;        ///< max |Ô_base − O|
+  /// Conformance passed but an accuracy ratio exceeds CompareOptions::accuracy_factor: the
+  /// failure is one of accuracy, not of the declaration.
+  bool accuracy_failed = false;
 
   /// One line: "PASS max r=0.14 at [0,3,17,5] (accumulation) p99=0.08 NMSE=8.2e-08 …".
   std::string summary() const;
@@ -63,6 +75,11 @@ struct CompareOptions {
   /// False-alarm budget of the aggregate check per verdict (compare.cpp derives its threshold
   /// from it); 2^-30 ≈ 9.3e-10. A budget, not a tolerance: it sets x = ln(1/β) in the tail bound.
   double aggregate_false_alarm = 0x1p-30;
+  /// Also measure the accuracy verdict (§4.5): runs the baseline kernel on the inputs.
+  bool accuracy = false;
+  /// With `accuracy`: 0 reports the ratios only; F > 0 fails the verdict (accuracy_failed) when
+  /// the max or the aggregate ratio exceeds F.
+  double accuracy_factor = 0;
 };
 
 /// Judges a backend's output against the reference. `reference` must carry row statistics
