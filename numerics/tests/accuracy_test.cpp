@@ -250,5 +250,54 @@ TEST(CompareAttentionAccuracy, WithoutTheOptionNothingIsMeasured) {
   EXPECT_EQ(v.summary().find("accuracy:"), std::string::npos);
 }
 
+// A planted softmax-scale error σ·(1 + 2^-10) at Lk = 4096, fp16 inputs, fp32 output (a kernel
+// that reads fp16 and writes fp32, as ggml's): the kernel is the baseline itself run with the
+// wrong scale, so every other rounding is the baseline's own. Why factor 4 must catch it:
+// δs_k = 2^-10·s_k moves O_j by δO_j ≈ 2^-10·Σ_k p_k (s_k − s̄)(V_kj − O_j), a p-weighted
+// covariance of scores (std ≈ 1 at σ = 1/8, d = 64) and values (std 1) over 4096 diffuse keys:
+// of order 2^-10·(Σ_k p_k²)^½ ≈ 2^-10/50 ≈ 2e-5 typically and ≈ 1e-4 at the worst of 256–2048
+// elements. The baseline's own error is fp32 rounding, ≈ γ·u_f32·A ≈ a few 2^-24 (≈ 2e-7), so
+// the ratio is ≈ 500, far above 4. (With fp16 output the output's half ulp, ≈ 3e-5 at |O| ≈ 0.1,
+// is of the planted error's size and the ratio drops to ≈ 4: the verdict then cannot tell the
+// defect from rounding, and this test does not claim it.)
+TEST(CompareAttentionAccuracy, APlantedScaleErrorAtLk4096InFp16IsAnAccuracyFailureWithFactor4) {
+  Problem p = Problem::of_shape(1, 2, 2, 16, 4096, 64, 64);
+  p.scale = 0.125;
+  const Inputs inputs(p, DType::F16, 11);
+  const AttentionResult reference = reference_with_statistics(p, inputs.view());
+  Problem planted = p;
+  planted.scale = 0.125 * (1 + std::ldexp(1.0, -10));  // exact in fp32: 2^-3 + 2^-13
+  const HostTensor kernel = baseline_attention(planted, inputs.view(), DType::F32);
+  CompareOptions options;
+  options.accuracy = true;
+  options.accuracy_factor = 4;
+  const Verdict v =
+      compare_attention(p, baseline_profile(DType::F16, DType::F32), inputs.view(), reference, kernel, nullptr, options);
+  EXPECT_FALSE(v.passed);
+  EXPECT_GT(v.accuracy_max_ratio, 4.0) << v.summary();
+  EXPECT_GT(v.accuracy_aggregate_ratio, 4.0) << v.summary();
+  // Conformance catches it too here (the fp32 declaration's τ is ≈ 5e-5); when it does, the
+  // failure is reported as the conformance one and accuracy_failed stays false. Judged with
+  // conformance passing (a declaration loose enough), the same error is an accuracy failure:
+  NumericsProfile loose = baseline_profile(DType::F16, DType::F32);
+  loose.accumulator = DType::F16;  // an honest fp16-accumulation declaration: τ ≫ the planted error
+  loose.score = DType::F16;
+  loose.score_accumulator = DType::F32;
+  const Verdict lenient = compare_attention(p, loose, inputs.view(), reference, kernel, nullptr, options);
+  EXPECT_TRUE(lenient.accuracy_failed) << lenient.summary();
+  EXPECT_FALSE(lenient.passed);
+  EXPECT_EQ(lenient.failure.rfind("accuracy (not conformance)", 0), 0u) << lenient.failure;
+  options.accuracy_factor = 0;  // report only
+  const Verdict reported = compare_attention(p, loose, inputs.view(), reference, kernel, nullptr, options);
+  EXPECT_TRUE(reported.passed) << reported.summary();
+  EXPECT_EQ(reported.accuracy_max_ratio, lenient.accuracy_max_ratio);
+  // The healthy baseline at the same size passes with factor 4 (ratio ≤ 1 by construction).
+  options.accuracy_factor = 4;
+  const HostTensor healthy = baseline_attention(p, inputs.view(), DType::F32);
+  const Verdict ok = compare_attention(p, baseline_profile(DType::F16, DType::F32), inputs.view(), reference, healthy,
+                                       nullptr, options);
+  EXPECT_TRUE(ok.passed) << ok.summary();
+}
+
 }  // namespace
 }  // namespace attncheck

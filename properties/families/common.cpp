@@ -13,10 +13,8 @@ AttentionResult reference_for(const Problem& problem, const CaseData& data) {
 
 Verdict judge(PropertyContext& ctx, const AttentionCase& c, const CaseData& data, const BackendRun& run) {
   const AttentionResult reference = reference_for(c.problem, data);
-  CompareOptions options;
-  options.data = data_character(c.values);
   return compare_attention(c.problem, ctx.profile(), data.inputs(c.problem), reference, run.out,
-                           run.lse ? &*run.lse : nullptr, options);
+                           run.lse ? &*run.lse : nullptr, ctx.compare_options(data_character(c.values)));
 }
 
 HostTensor tolerance_of(const PropertyContext& ctx, const AttentionCase& c, const CaseData& data,

@@ -59,10 +59,9 @@ void identity_values(PropertyContext& ctx) {
       for (std::int64_t k = 0; k < p.k_len; ++k)
         for (std::int64_t j = 0; j < p.v_dim; ++j) data.v(b, g, k, j) = k == j ? 1.0 : 0.0;
   JudgedRun judged = run_and_bound(ctx, c, std::move(data));
-  CompareOptions options;
-  options.data = DataCharacter::Structured;
   ctx.expect(compare_attention(p, ctx.profile(), judged.data.inputs(p), judged.reference, judged.run.out,
-                               judged.run.lse ? &*judged.run.lse : nullptr, options),
+                               judged.run.lse ? &*judged.run.lse : nullptr,
+                               ctx.compare_options(DataCharacter::Structured)),
              c, "O = P with V = I");
   for (std::int64_t b = 0; b < p.batch; ++b)
     for (std::int64_t h = 0; h < p.q_heads; ++h)

@@ -70,9 +70,8 @@ void two_tokens(PropertyContext& ctx) {
       ctx.fail(c, fmt::format("internal: the reference ({}) disagrees with the closed form ({})", reference.out.values[n],
                               closed.values[n]));
   const BackendRun run = ctx.run(c, data);
-  CompareOptions compare;
-  compare.data = DataCharacter::Structured;
-  ctx.expect(compare_attention(p, ctx.profile(), data.inputs(p), reference, run.out, run.lse ? &*run.lse : nullptr, compare),
+  ctx.expect(compare_attention(p, ctx.profile(), data.inputs(p), reference, run.out, run.lse ? &*run.lse : nullptr,
+                               ctx.compare_options(DataCharacter::Structured)),
              c, "two-token closed form");
 }
 

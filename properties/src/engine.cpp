@@ -85,6 +85,7 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
   call_options.isolate = settings.isolate;
   call_options.timeout_seconds = settings.timeout_seconds;
   PropertyContext context(backend, dtype, *profile, log, settings.problem_filter, call_options);
+  if (settings.accuracy_factor) context.measure_accuracy(*settings.accuracy_factor);
   rc::detail::TestMetadata metadata;
   metadata.id = property.name;
   metadata.description = property.why;
@@ -128,6 +129,9 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
 
   outcome.worst_ratio = log.worst_ratio;
   outcome.worst_case = log.worst_case;
+  if (log.accuracy_measured) outcome.worst_accuracy_ratio = log.worst_accuracy_ratio;
+  outcome.worst_accuracy_case = log.worst_accuracy_case;
+  outcome.worst_guaranteed_relative_accuracy = log.worst_guaranteed_relative_accuracy;
   outcome.coverage = log.coverage;
   outcome.cases_skipped = log.skipped;
   outcome.cases_filtered = log.filtered;
@@ -143,6 +147,7 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
     outcome.cases_passed = failure.numSuccess;
     outcome.shrunk_case = log.last_failure_case;
     outcome.shrunk_verdict = log.last_failure_verdict;
+    outcome.accuracy_failure = log.last_failure_verdict && log.last_failure_verdict->accuracy_failed;
     outcome.reproduce = encode_reproduce(property.name, failure.reproduce, settings.seed);
     return finish(OutcomeStatus::Failed, failure.description);
   }

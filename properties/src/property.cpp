@@ -68,11 +68,29 @@ void PropertyContext::expect(const Verdict& verdict, const AttentionCase& c, std
   expect(verdict, c.describe(), what);
 }
 
+CompareOptions PropertyContext::compare_options(DataCharacter data) const {
+  CompareOptions options;
+  options.data = data;
+  options.accuracy = accuracy_factor_.has_value();
+  options.accuracy_factor = accuracy_factor_.value_or(0.0);
+  return options;
+}
+
 void PropertyContext::expect(const Verdict& verdict, const std::string& description, std::string_view what) {
   ++log_.evaluated;
   if (log_.worst_case.empty() || verdict.max_ratio > log_.worst_ratio) {
     log_.worst_ratio = std::max(log_.worst_ratio, verdict.max_ratio);
     log_.worst_case = description;
+  }
+  log_.worst_guaranteed_relative_accuracy =
+      std::max(log_.worst_guaranteed_relative_accuracy, verdict.guaranteed_relative_accuracy);
+  if (verdict.accuracy_checked) {
+    const double ratio = std::max(verdict.accuracy_max_ratio, verdict.accuracy_aggregate_ratio);
+    if (!log_.accuracy_measured || ratio > log_.worst_accuracy_ratio) {
+      log_.worst_accuracy_ratio = ratio;
+      log_.worst_accuracy_case = description;
+    }
+    log_.accuracy_measured = true;
   }
   if (!verdict.passed) {
     log_.last_failure_verdict = verdict;

@@ -29,7 +29,8 @@ HostTensor baseline_attention(const Problem& problem, const AttentionInputs& inp
 
 /// A kernel's error beside the baseline's, both against the reference (numerics/README.md §4.5).
 /// Over the elements of rows with an allowed key where the reference, the kernel and the baseline
-/// are all finite; φ_ij = ½·ulp_out(A_ij) is the floor (A_ij the row scale):
+/// are all finite; φ_ij = ½·ulp_out(O_ij) is the floor (the worst error of the correctly rounded
+/// answer; the smallest subnormal's half at O = 0):
 ///   max_ratio       = max_ij |Ô − O| / max_ij max(|Ô_base − O|, φ_ij)
 ///   aggregate_ratio = ‖Ô − O‖₂ / (Σ_ij max(|Ô_base − O|, φ_ij)²)^½
 struct AccuracyMeasure {

@@ -39,6 +39,10 @@ struct RunSettings {
   /// a crash or a hang fails that case, with its reproduction, and the run goes on.
   bool isolate = false;
   double timeout_seconds = 30;
+  /// The accuracy verdict beside conformance (numerics/README.md §4.5) in every verdict against
+  /// the reference: unset, not measured; 0, measured and reported; F > 0, a case whose error is
+  /// more than F times the fp32 baseline kernel's fails (an accuracy failure).
+  std::optional<double> accuracy_factor;
 };
 
 enum class OutcomeStatus : std::uint8_t { Passed, Failed, Skipped };
@@ -57,6 +61,13 @@ struct PropertyOutcome {
   std::map<std::string, int> decline_reasons;
   double worst_ratio = 0;     ///< largest bound ratio seen among judged cases
   std::string worst_case;     ///< AttentionCase::describe() of that case
+  /// With RunSettings::accuracy_factor: the largest accuracy ratio (max or aggregate) and its case.
+  std::optional<double> worst_accuracy_ratio;
+  std::string worst_accuracy_case;
+  double worst_guaranteed_relative_accuracy = 0;  ///< largest τ / max(|O|, A) among judged cases
+  /// The failure is an accuracy one (the kernel conforms to its declaration but is less accurate
+  /// than the accuracy factor allows), not a conformance one.
+  bool accuracy_failure = false;
   std::string shrunk_case;    ///< on failure: the minimal failing case
   std::optional<Verdict> shrunk_verdict;
   std::string reproduce;      ///< on failure: RapidCheck's reproduce string

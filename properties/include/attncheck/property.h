@@ -35,6 +35,13 @@ struct CaseLog {
   std::map<std::string, int> decline_reasons;  ///< the backend's own reason → how many cases
   double worst_ratio = 0;
   std::string worst_case;
+  /// Accuracy verdict (numerics/README.md §4.5), over the verdicts that measured it: the largest
+  /// of the max and aggregate ratios, and its case.
+  bool accuracy_measured = false;
+  double worst_accuracy_ratio = 0;
+  std::string worst_accuracy_case;
+  /// The largest τ / max(|O|, A) among judged cases: the weakest guarantee the profile gave.
+  double worst_guaranteed_relative_accuracy = 0;
   std::optional<Verdict> last_failure_verdict;
   std::string last_failure_case;
   std::map<std::string, int> coverage;
@@ -51,6 +58,12 @@ class PropertyContext {
   Backend& backend() { return backend_; }
   DType dtype() const { return dtype_; }
   const NumericsProfile& profile() const { return profile_; }
+  /// Every verdict against the reference also measures accuracy (RunSettings::accuracy_factor):
+  /// 0 reports the ratios, F > 0 fails a case whose ratio exceeds F.
+  void measure_accuracy(double factor) { accuracy_factor_ = factor; }
+  /// The comparator's options for a case whose data have character `data`, with the run's
+  /// accuracy verdict.
+  CompareOptions compare_options(DataCharacter data) const;
 
   /// Discards the current case when the backend declines it, counting a skip under its reason.
   /// Under isolation a backend whose memory is not the host's is asked in the child instead
@@ -85,6 +98,7 @@ class PropertyContext {
   std::function<bool(const std::string&)> case_filter_;
   RunOptions call_options_;
   std::vector<std::string> pending_cells_;
+  std::optional<double> accuracy_factor_;
 
   [[noreturn]] void decline(const std::string& reason);
 };
