@@ -47,6 +47,9 @@ struct RunOptions {
   /// Unset: on for plug-ins loaded by path, off for built-ins.
   std::optional<bool> isolate;
   double timeout_seconds = 30;
+  /// The accuracy verdict (numerics/README.md §4.5): unset, off; 0, reported; F > 0, a case whose
+  /// error exceeds F times the fp32 baseline kernel's fails as an accuracy failure.
+  std::optional<double> accuracy_factor;
 };
 
 struct GenerateOptions {
@@ -73,6 +76,18 @@ struct BenchOptions {
   int repeats = 3;
 };
 
+/// `attncheck characterize`: the grid of Lq × Lk × head dim × value class (tools/README.md).
+struct CharacterizeOptions {
+  std::string backend;
+  std::string dtype = "f16";
+  std::vector<std::int64_t> q_lengths = {1, 2, 128};
+  std::vector<std::int64_t> k_lengths = {64, 512, 4096, 8192};
+  std::vector<std::int64_t> head_dims = {64, 128};
+  /// FlashAttention's rule (numerics/README.md §4.5); 0: report the ratios only.
+  double accuracy_factor = 2;
+  std::string json_path;
+};
+
 struct MergeOptions {
   std::string output;
   std::vector<std::string> inputs;
@@ -88,5 +103,6 @@ int generate_command(const GenerateOptions& options, std::ostream& out, std::ost
 int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream& err);
 int reference_command(const ReferenceCommandOptions& options, std::ostream& out, std::ostream& err);
 int bench_command(const BenchOptions& options, std::ostream& out, std::ostream& err);
+int characterize_command(const CharacterizeOptions& options, std::ostream& out, std::ostream& err);
 
 }  // namespace attncheck::cli

@@ -58,23 +58,28 @@ void Console::unit_line(const UnitResult& u, std::size_t position, std::size_t c
     case UnitStatus::Passed:
       text += fmt::format("  {} cases  worst r={}  {:.2f} s", u.cases, ratio_text(u), u.seconds);
       if (u.skipped > 0) text += fmt::format("  ({} declined: {})", u.skipped, describe_decline_reasons(u.decline_reasons, 2));
+      if (const std::string accuracy = accuracy_phrase(u); !accuracy.empty()) text += "  " + accuracy;
       break;
     case UnitStatus::Skipped: text += fmt::format("  ({})", message_headline(u.message)); break;
     case UnitStatus::Failed:
-      text += fmt::format("  after {} cases  {:.2f} s: {}", u.cases, u.seconds, message_headline(u.message));
+      text += fmt::format("  after {} cases  {:.2f} s: {}{}", u.cases, u.seconds,
+                          u.failure_kind == "accuracy" ? "accuracy failure: " : "", message_headline(u.message));
       break;
   }
   line(text);
 }
 
 void Console::summary(const RunReport& report) {
-  static constexpr std::array<std::string_view, 7> kHeader = {"property", "dtype",    "status", "worst ratio",
-                                                              "cases",    "declined", "time"};
-  std::vector<std::array<std::string, 7>> rows;
+  static constexpr std::array<std::string_view, 9> kHeader = {
+      "property", "dtype", "status", "worst ratio", "accuracy", "tau/|O|", "cases", "declined", "time"};
+  std::vector<std::array<std::string, 9>> rows;
   for (const UnitResult& u : report.units)
-    rows.push_back({u.property, u.dtype, std::string(unit_status_name(u.status)), ratio_text(u), std::to_string(u.cases),
-                    std::to_string(u.skipped), fmt::format("{:.2f} s", u.seconds)});
-  std::array<std::size_t, 7> width{};
+    rows.push_back({u.property, u.dtype, std::string(unit_status_name(u.status)), ratio_text(u),
+                    u.worst_accuracy_ratio ? fmt::format("{:.3g}", *u.worst_accuracy_ratio) : "-",
+                    u.worst_guaranteed_relative_accuracy > 0 ? fmt::format("{:.3g}", u.worst_guaranteed_relative_accuracy)
+                                                             : "-",
+                    std::to_string(u.cases), std::to_string(u.skipped), fmt::format("{:.2f} s", u.seconds)});
+  std::array<std::size_t, 9> width{};
   for (std::size_t c = 0; c < width.size(); ++c) {
     width[c] = kHeader[c].size();
     for (const auto& row : rows) width[c] = std::max(width[c], row[c].size());
@@ -101,7 +106,8 @@ void Console::summary(const RunReport& report) {
   for (const UnitResult& u : report.units) {
     if (u.status != UnitStatus::Failed) continue;
     line("");
-    line(fmt::format("{} {} {}", label(u.status), u.property, u.dtype));
+    line(fmt::format("{} {} {}{}", label(u.status), u.property, u.dtype,
+                     u.failure_kind == "accuracy" ? " (accuracy failure: conforms to its declaration)" : ""));
     if (!u.message.empty()) line(fmt::format("  {}", u.message));
     if (u.shrunk_verdict) line(fmt::format("  verdict:     {}", u.shrunk_verdict->summary));
     if (!u.shrunk_case.empty()) line(fmt::format("  shrunk case: {}", u.shrunk_case));

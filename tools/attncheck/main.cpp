@@ -5,6 +5,7 @@
 //   attncheck list backends|properties|profiles
 //   attncheck generate / verify / reference      golden fixtures
 //   attncheck bench --backend B                  speed beside the reference, on validated cases
+//   attncheck characterize --backend B           conformance and accuracy over a grid of sizes
 //
 // Argument parsing lives here; each subcommand is a function of plain options (commands.h).
 #include <unistd.h>
@@ -36,7 +37,10 @@ Examples:
   attncheck run --backend mutant-gqa-modulo --property '^gqa-equivalence$' --dtype f32 \
                 --seed 24301 --reproduce '<string printed by a failing run>'
 
-Exit status: 0 all units passed (skips allowed), 1 a conformance failure,
+Accuracy: --accuracy-factor F also compares each case's error with an fp32
+baseline kernel's on the same inputs; a ratio above F fails the case as an
+accuracy failure (0 reports the ratios; off by default).
+Exit status: 0 all units passed (skips allowed), 1 a conformance or accuracy failure,
 2 a usage or environment error (unknown backend, load error, bad regex,
 unwritable report). A run in which every unit was skipped exits 0 unless
 --require-backend is given (then 2).
@@ -97,6 +101,16 @@ Each shape is first checked against the reference (a wrong kernel has no
 speed); then the best of --repeats runs is reported in GF/s
 (4·B·H·L²·D flop) beside the reference's time.)";
 
+constexpr const char* kCharacterizeExamples = R"(
+Examples:
+  attncheck characterize --backend cpu-flash --dtype f16
+  attncheck characterize --backend cpu-naive --dtype bf16 --lq 1 --lk 8192 --json grid.json
+  attncheck characterize --backend ./libmykernel.so --accuracy-factor 0      (report only)
+Each case (Lq x Lk x head dim x values: diffuse, peaked, constant-v,
+non-negative-v) is judged for conformance to the declared profile and for
+accuracy beside an fp32 baseline kernel on the same inputs. Exit status: 0
+every case passed both, 1 a case failed either, 2 a usage error.)";
+
 constexpr const char* kMainExamples = R"(
 Examples:
   attncheck list backends
@@ -150,6 +164,13 @@ int main(int argc, char** argv) {
   bool isolate = false, no_isolate = false;
   run_app->add_flag("--isolate", isolate, "Run every backend call in a forked child (default for plug-ins loaded by path)");
   run_app->add_flag("--no-isolate", no_isolate, "Run backend calls in this process, even for a plug-in");
+  double accuracy_factor = 0;
+  CLI::Option* accuracy_option =
+      run_app
+          ->add_option("--accuracy-factor", accuracy_factor,
+                       "Also judge accuracy: fail a case whose error exceeds F times an fp32 baseline kernel's "
+                       "(0: report the ratios only; default: off)")
+          ->check(CLI::NonNegativeNumber);
   run_app->add_option("--timeout", run.timeout_seconds, "Seconds an isolated call may take before it counts as a hang")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -189,6 +210,29 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
 
+  CharacterizeOptions characterize;
+  CLI::App* characterize_app = app.add_subcommand(
+      "characterize", "Conformance and accuracy of one backend and dtype over a grid of sizes and value classes");
+  characterize_app->footer(kCharacterizeExamples);
+  characterize_app->add_option("--backend,-b", characterize.backend, "Built-in backend name or plug-in library path")
+      ->required();
+  characterize_app->add_option("--dtype", characterize.dtype, "Input dtype")->capture_default_str();
+  characterize_app->add_option("--lq", characterize.q_lengths, "Query lengths of the grid")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  characterize_app->add_option("--lk", characterize.k_lengths, "Key lengths of the grid")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  characterize_app->add_option("--head-dim", characterize.head_dims, "Head dims of the grid (Dk = Dv)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  characterize_app
+      ->add_option("--accuracy-factor", characterize.accuracy_factor,
+                   "Fail a case whose error exceeds F times the fp32 baseline kernel's (0: report only)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  characterize_app->add_option("--json", characterize.json_path, "Write the table as JSON");
+
   MergeOptions merge;
   CLI::App* merge_app = app.add_subcommand("merge", "Combine the JSON reports of the shards of one run");
   merge_app->footer(kMergeExamples);
@@ -218,6 +262,7 @@ int main(int argc, char** argv) {
     if (seed_option->count() > 0) run.seed = seed;
     if (cases_option->count() > 0) run.cases = cases;
     if (shard_option->count() > 0) run.shard = shard;
+    if (accuracy_option->count() > 0) run.accuracy_factor = accuracy_factor;
     if (isolate && no_isolate) {
       std::cerr << "attncheck run: --isolate and --no-isolate contradict each other\n";
       return kExitUsage;
@@ -230,5 +275,6 @@ int main(int argc, char** argv) {
   if (*verify_app) return verify_command(verify, std::cout, std::cerr);
   if (*reference_app) return reference_command(reference, std::cout, std::cerr);
   if (*bench_app) return bench_command(bench, std::cout, std::cerr);
+  if (*characterize_app) return characterize_command(characterize, std::cout, std::cerr);
   return list_command(what, plugins, std::cout, std::cerr);
 }

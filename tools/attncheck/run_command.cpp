@@ -154,6 +154,7 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   settings.max_size = profile->max_size;
   settings.seed = seed;
   settings.reproduce = options.reproduce;
+  settings.accuracy_factor = options.accuracy_factor;
   if (!options.problem_regex.empty()) {
     std::shared_ptr<const std::regex> filter;
     try {
@@ -194,6 +195,7 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   run.problem_filter = options.problem_regex;
   run.dtypes = dtypes;
   run.reproduce = options.reproduce;
+  run.accuracy_factor = options.accuracy_factor;
   run.shard = shard;
   run.total_units = plan.size();
   run.started_at = utc_now();

@@ -153,6 +153,48 @@ def check_exit_fail(r):
            f"the replay did not reproduce the shrunk case {unit['shrunk_case']!r}")
 
 
+def check_accuracy(r):
+    # --accuracy-factor 0 measures and reports without gating: the JSON carries the factor and
+    # every judged unit its worst accuracy ratio; the console names the ratio.
+    report = r.path("accuracy.json")
+    proc = r.run(["run", "--backend", "cpu-naive", "--profile", "quick", "--property", "^reference-agreement$",
+                  "--dtype", "f32", "--cases", "5", "--accuracy-factor", "0", "--json", report], expect_code=0)
+    data = load(report)
+    expect(data["run"]["accuracy_factor"] == 0, f"run.accuracy_factor is {data['run'].get('accuracy_factor')!r}")
+    unit = data["units"][0]
+    expect(isinstance(unit["worst_accuracy_ratio"], (int, float)), f"worst_accuracy_ratio: {unit['worst_accuracy_ratio']!r}")
+    expect(unit["worst_guaranteed_relative_accuracy"] > 0, "no guaranteed relative accuracy in the report")
+    expect("accuracy ratio" in proc.stdout, "the console does not show the accuracy ratio")
+    # Without the option nothing is measured: the field is null.
+    r.run(["run", "--backend", "cpu-naive", "--profile", "quick", "--property", "^reference-agreement$",
+           "--dtype", "f32", "--cases", "5", "--json", report], expect_code=0)
+    expect(load(report)["units"][0]["worst_accuracy_ratio"] is None, "accuracy measured without --accuracy-factor")
+    # A factor no real kernel meets (its fp32 error is not a millionth of the baseline's) fails the
+    # unit as an accuracy failure, told apart from a conformance one in JSON, JUnit and text.
+    junit = r.path("accuracy.xml")
+    proc = r.run(["run", "--backend", "cpu-naive", "--profile", "quick", "--property", "^reference-agreement$",
+                  "--dtype", "f32", "--cases", "5", "--accuracy-factor", "1e-6", "--json", report, "--junit", junit],
+                 expect_code=1)
+    unit = load(report)["units"][0]
+    expect(unit["status"] == "failed" and unit["failure_kind"] == "accuracy",
+           f"expected an accuracy failure, got {unit['status']} / {unit.get('failure_kind')!r}")
+    expect("accuracy (not conformance)" in proc.stdout, "the console does not say it is an accuracy failure")
+    failure = ET.parse(junit).getroot().find(".//failure")
+    expect(failure is not None and failure.get("type") == "accuracy", "JUnit failure type is not 'accuracy'")
+    # characterize: a small grid passes with the default factor 2; its JSON lists every case.
+    grid = r.path("grid.json")
+    proc = r.run(["characterize", "--backend", "cpu-flash", "--dtype", "f32", "--lq", "2", "--lk", "64",
+                  "--head-dim", "16", "--json", grid], expect_code=0)
+    cases = load(grid)["cases"]
+    expect(len(cases) == 4 and all(c["passed"] for c in cases), f"characterize cases: {cases}")
+    expect(all(c["accuracy_max_ratio"] <= 2 for c in cases), "a healthy kernel above the accuracy factor")
+    expect(load(grid)["accuracy_factor"] == 2, "characterize's default factor is not 2")
+    r.run(["characterize", "--backend", "cpu-flash", "--dtype", "f32", "--lq", "2", "--lk", "64", "--head-dim", "16",
+           "--accuracy-factor", "1e-6"], expect_code=1)
+    r.run(["characterize", "--backend", "cpu-flash", "--dtype", "f8"], expect_code=2)
+    r.run(["run", "--backend", "cpu-naive", "--accuracy-factor", "-1"], expect_code=2)
+
+
 def check_exit_usage(r):
     base = ["run", "--profile", "quick", "--property", "two-token", "--dtype", "f32"]
     cases = {
@@ -415,6 +457,7 @@ CHECKS = {
     "exit-pass": check_exit_pass,
     "exit-fail": check_exit_fail,
     "exit-usage": check_exit_usage,
+    "accuracy": check_accuracy,
     "require-backend": check_require_backend,
     "junit-schema": check_junit_schema,
     "sharding": check_sharding,

@@ -43,7 +43,9 @@ std::string seconds(double s) { return fmt::format("{:.3f}", s >= 0 ? s : 0.0); 
 
 std::string failure_body(const UnitResult& u) {
   std::string body;
+  if (!u.failure_kind.empty()) body += fmt::format("failure kind: {}\n", u.failure_kind);
   if (u.shrunk_verdict) body += fmt::format("verdict: {}\n", u.shrunk_verdict->summary);
+  if (const std::string accuracy = accuracy_phrase(u); !accuracy.empty()) body += fmt::format("{}\n", accuracy);
   if (!u.shrunk_case.empty()) body += fmt::format("shrunk case: {}\n", u.shrunk_case);
   if (!u.reproduce_command.empty()) body += fmt::format("reproduce: {}\n", u.reproduce_command);
   if (!u.message.empty()) body += fmt::format("{}\n", u.message);
@@ -95,6 +97,7 @@ void write_junit(std::ostream& out, const RunReport& report) {
         {"shard", shard_name(run.shard)},
         {"property_filter", run.property_filter},
         {"problem_filter", run.problem_filter},
+        {"accuracy_factor", run.accuracy_factor ? fmt::format("{:g}", *run.accuracy_factor) : std::string("off")},
     };
     for (const auto& [name, value] : properties)
       out << fmt::format("      <property name=\"{}\" value=\"{}\"/>\n", attr(name), attr(value));
@@ -108,8 +111,9 @@ void write_junit(std::ostream& out, const RunReport& report) {
           out << fmt::format(">\n      <skipped message=\"{}\"/>\n    </testcase>\n", attr(headline(u)));
           break;
         case UnitStatus::Failed:
-          out << fmt::format(">\n      <failure message=\"{}\" type=\"conformance\">{}</failure>\n    </testcase>\n",
-                             attr(headline(u)), escape(failure_body(u), false));
+          out << fmt::format(">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>\n",
+                             attr(headline(u)), u.failure_kind == "accuracy" ? "accuracy" : "conformance",
+                             escape(failure_body(u), false));
           break;
       }
     }

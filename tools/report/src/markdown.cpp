@@ -82,13 +82,14 @@ void write_markdown(std::ostream& out, const RunReport& report) {
   if (!run.property_filter.empty()) out << fmt::format("Property filter: {}\n\n", inline_code(run.property_filter));
   if (!run.problem_filter.empty()) out << fmt::format("Problem filter: {}\n\n", inline_code(run.problem_filter));
 
-  out << "| property | dtype | status | worst ratio | cases | declined | time | note |\n";
-  out << "|---|---|---|---:|---:|---:|---:|---|\n";
+  out << "| property | dtype | status | worst ratio | accuracy | cases | declined | time | note |\n";
+  out << "|---|---|---|---:|---|---:|---:|---:|---|\n";
   for (const UnitResult& u : report.units) {
-    const std::string note = u.status == UnitStatus::Passed ? "" : markdown_cell(message_headline(u.message));
-    out << fmt::format("| {} | {} | {} | {} | {} | {} | {:.2f} s | {} |\n", markdown_cell(u.property),
-                       markdown_cell(u.dtype), status_cell(u.status), ratio_cell(u), u.cases, u.skipped, u.seconds,
-                       note);
+    std::string note = u.status == UnitStatus::Passed ? "" : markdown_cell(message_headline(u.message));
+    if (u.failure_kind == "accuracy") note = "accuracy failure: " + note;
+    out << fmt::format("| {} | {} | {} | {} | {} | {} | {} | {:.2f} s | {} |\n", markdown_cell(u.property),
+                       markdown_cell(u.dtype), status_cell(u.status), ratio_cell(u), markdown_cell(accuracy_phrase(u)),
+                       u.cases, u.skipped, u.seconds, note);
   }
 
   if (t.failed == 0) return;

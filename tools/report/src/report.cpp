@@ -43,6 +43,14 @@ ReportTotals totals(const RunReport& report) {
   return t;
 }
 
+std::string accuracy_phrase(const UnitResult& u) {
+  std::string text;
+  if (u.worst_accuracy_ratio) text = fmt::format("accuracy ratio ≤ {:.3g}", *u.worst_accuracy_ratio);
+  if (u.worst_guaranteed_relative_accuracy > 0)
+    text += fmt::format("{}τ/|O| ≤ {:.3g}", text.empty() ? "" : ", ", u.worst_guaranteed_relative_accuracy);
+  return text;
+}
+
 UnitResult to_unit_result(const PropertyOutcome& outcome, std::size_t index, const std::string& backend_spec) {
   UnitResult unit;
   unit.index = index;
@@ -59,6 +67,10 @@ UnitResult to_unit_result(const PropertyOutcome& outcome, std::size_t index, con
   unit.decline_reasons = outcome.decline_reasons;
   unit.worst_ratio = outcome.worst_ratio;
   unit.worst_case = outcome.worst_case;
+  unit.worst_accuracy_ratio = outcome.worst_accuracy_ratio;
+  unit.worst_accuracy_case = outcome.worst_accuracy_case;
+  unit.worst_guaranteed_relative_accuracy = outcome.worst_guaranteed_relative_accuracy;
+  if (outcome.status == OutcomeStatus::Failed) unit.failure_kind = outcome.accuracy_failure ? "accuracy" : "conformance";
   unit.shrunk_case = outcome.shrunk_case;
   if (outcome.shrunk_verdict) {
     const Verdict& v = *outcome.shrunk_verdict;
@@ -193,6 +205,7 @@ json metadata_json(const RunMetadata& m) {
               {"problem_filter", m.problem_filter},
               {"dtypes", m.dtypes},
               {"reproduce", m.reproduce},
+              {"accuracy_factor", m.accuracy_factor ? json(number(*m.accuracy_factor)) : json(nullptr)},
               {"shard", {{"index", m.shard.index}, {"count", m.shard.count}}},
               {"total_units", m.total_units},
               {"merged_shards", m.merged_shards},
@@ -221,6 +234,8 @@ RunMetadata metadata_from_json(const json& j) {
     m.dtypes.push_back(dtypes[i].get<std::string>());
   }
   m.reproduce = get_string(j, "reproduce", p);
+  if (const auto it = j.find("accuracy_factor"); it != j.end() && !it->is_null())
+    m.accuracy_factor = get_number(j, "accuracy_factor", p);
   const json& shard = field(j, "shard", p);
   m.shard.index = get_integer<int>(shard, "index", "run.shard");
   m.shard.count = get_integer<int>(shard, "count", "run.shard");
@@ -252,6 +267,10 @@ json unit_json(const UnitResult& u) {
               {"decline_reasons", u.decline_reasons},
               {"worst_ratio", number(u.worst_ratio)},
               {"worst_case", u.worst_case},
+              {"worst_accuracy_ratio", u.worst_accuracy_ratio ? json(number(*u.worst_accuracy_ratio)) : json(nullptr)},
+              {"worst_accuracy_case", u.worst_accuracy_case},
+              {"worst_guaranteed_relative_accuracy", number(u.worst_guaranteed_relative_accuracy)},
+              {"failure_kind", u.failure_kind},
               {"shrunk_case", u.shrunk_case},
               {"shrunk_verdict", verdict},
               {"reproduce", u.reproduce},
@@ -276,6 +295,13 @@ UnitResult unit_from_json(const json& j, std::size_t position) {
   u.worst_ratio = get_number(j, "worst_ratio", p);
   u.worst_case = get_string(j, "worst_case", p);
   u.shrunk_case = get_string(j, "shrunk_case", p);
+  // The accuracy fields were added after the first schema; older reports lack them.
+  if (const auto it = j.find("worst_accuracy_ratio"); it != j.end() && !it->is_null())
+    u.worst_accuracy_ratio = get_number(j, "worst_accuracy_ratio", p);
+  if (j.contains("worst_accuracy_case")) u.worst_accuracy_case = get_string(j, "worst_accuracy_case", p);
+  if (j.contains("worst_guaranteed_relative_accuracy"))
+    u.worst_guaranteed_relative_accuracy = get_number(j, "worst_guaranteed_relative_accuracy", p);
+  if (j.contains("failure_kind")) u.failure_kind = get_string(j, "failure_kind", p);
   if (const auto it = j.find("shrunk_verdict"); it != j.end() && !it->is_null()) {
     const std::string vp = p + ".shrunk_verdict";
     u.shrunk_verdict = VerdictMetrics{get_number(*it, "max_ratio", vp), get_number(*it, "nmse", vp),

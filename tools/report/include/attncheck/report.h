@@ -66,6 +66,15 @@ struct UnitResult {
   std::map<std::string, int> decline_reasons;
   double worst_ratio = 0;       ///< largest bound ratio among judged cases
   std::string worst_case;       ///< AttentionCase::describe() of that case
+  /// The accuracy verdict (numerics/README.md §4.5), when the run measured it (--accuracy-factor):
+  /// the largest kernel/baseline error ratio (max or aggregate) among judged cases, and its case.
+  std::optional<double> worst_accuracy_ratio;
+  std::string worst_accuracy_case;
+  /// The largest τ / max(|O|, A) among judged cases: the weakest accuracy the profile guaranteed.
+  double worst_guaranteed_relative_accuracy = 0;
+  /// On failure: "accuracy" when the kernel conformed to its declaration but exceeded the
+  /// accuracy factor, else "conformance"; empty unless failed.
+  std::string failure_kind;
   std::string shrunk_case;      ///< on failure: the minimal failing case
   std::optional<VerdictMetrics> shrunk_verdict;
   std::string reproduce;        ///< on failure: RapidCheck's reproduce string
@@ -89,6 +98,7 @@ struct RunMetadata {
   std::string problem_filter;   ///< --problem regex ("" = all)
   std::vector<std::string> dtypes;
   std::string reproduce;        ///< --reproduce, when replaying
+  std::optional<double> accuracy_factor;  ///< --accuracy-factor (unset: accuracy not measured)
   Shard shard;                  ///< {0, 1} for an unsplit or merged run
   std::size_t total_units = 0;  ///< units of the unsplit run, before sharding
   int merged_shards = 0;        ///< 0, or how many shard reports were merged into this one
@@ -109,6 +119,10 @@ struct ReportTotals {
   double seconds = 0;
 };
 ReportTotals totals(const RunReport& report);
+
+/// The unit's accuracy numbers in one phrase for every report format: "accuracy ratio ≤ 1.3,
+/// τ/|O| ≤ 0.00012" (the ratio only when the run measured it; empty when nothing was judged).
+std::string accuracy_phrase(const UnitResult& unit);
 
 /// The engine's outcome as a report unit. `backend_spec` goes into the reproduce command.
 UnitResult to_unit_result(const PropertyOutcome& outcome, std::size_t index, const std::string& backend_spec);
