@@ -226,7 +226,7 @@ TEST(ReportMarkdown, OneRowPerUnitAndAFailureSection) {
   for (std::string line; std::getline(lines, line);)
     if (line.rfind("| ", 0) == 0 || line.rfind("|---", 0) == 0) ++rows;
   EXPECT_EQ(rows, 5u) << md;
-  EXPECT_NE(md.find("| gqa-equivalence | f16 | ❌ failed | inf | 4 | 2 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| gqa-equivalence | f16 | ❌ failed | inf | – | 4 | 2 |"), std::string::npos) << md;
   EXPECT_NE(md.find("#### gqa-equivalence (f16)"), std::string::npos);
   EXPECT_NE(md.find("attncheck run --backend x --reproduce 'reproduce=AbCd'"), std::string::npos);
 }

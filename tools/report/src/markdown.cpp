@@ -87,8 +87,11 @@ void write_markdown(std::ostream& out, const RunReport& report) {
   for (const UnitResult& u : report.units) {
     std::string note = u.status == UnitStatus::Passed ? "" : markdown_cell(message_headline(u.message));
     if (u.failure_kind == "accuracy") note = "accuracy failure: " + note;
+    // Not measured (no accuracy factor, or no case judged against the reference) reads as the
+    // ratio column does for a unit without a ratio.
+    const std::string accuracy = accuracy_phrase(u);
     out << fmt::format("| {} | {} | {} | {} | {} | {} | {} | {:.2f} s | {} |\n", markdown_cell(u.property),
-                       markdown_cell(u.dtype), status_cell(u.status), ratio_cell(u), markdown_cell(accuracy_phrase(u)),
+                       markdown_cell(u.dtype), status_cell(u.status), ratio_cell(u), accuracy.empty() ? std::string("–") : markdown_cell(accuracy),
                        u.cases, u.skipped, u.seconds, note);
   }
 
