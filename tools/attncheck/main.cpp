@@ -10,10 +10,12 @@
 // Argument parsing lives here; each subcommand is a function of plain options (commands.h).
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "commands.h"
 
@@ -119,6 +121,19 @@ Examples:
 
 Documentation: tools/README.md in the attncheck sources.)";
 
+// CLI11's PositiveNumber and NonNegativeNumber name their range as 0 to 1.8e308 in full; these
+// say what is wanted in words.
+CLI::Validator number_check(bool zero_allowed) {
+  return CLI::Validator(
+      [zero_allowed](std::string& text) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(text, value) || !std::isfinite(value) || value < 0 || (!zero_allowed && value == 0))
+          return fmt::format("'{}' is not a {} number", text, zero_allowed ? "non-negative" : "positive");
+        return {};
+      },
+      zero_allowed ? "NUMBER>=0" : "NUMBER>0");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -170,9 +185,9 @@ int main(int argc, char** argv) {
           ->add_option("--accuracy-factor", accuracy_factor,
                        "Also judge accuracy: fail a case whose error exceeds F times an fp32 baseline kernel's "
                        "(0: report the ratios only; default: off)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(number_check(true));
   run_app->add_option("--timeout", run.timeout_seconds, "Seconds an isolated call may take before it counts as a hang")
-      ->check(CLI::PositiveNumber)
+      ->check(number_check(false))
       ->capture_default_str();
 
   GenerateOptions generate;
@@ -207,7 +222,7 @@ int main(int argc, char** argv) {
   bench_app->add_option("--shape", bench.shapes, "B,H,L,D (repeatable); default: 1,8,L,64 for L = 512..4096");
   bench_app->add_option("--dtype", bench.dtype, "Input dtype")->capture_default_str();
   bench_app->add_option("--repeats", bench.repeats, "Timed repetitions per shape (the best is reported)")
-      ->check(CLI::PositiveNumber)
+      ->check(number_check(false))
       ->capture_default_str();
 
   CharacterizeOptions characterize;
@@ -217,19 +232,22 @@ int main(int argc, char** argv) {
   characterize_app->add_option("--backend,-b", characterize.backend, "Built-in backend name or plug-in library path")
       ->required();
   characterize_app->add_option("--dtype", characterize.dtype, "Input dtype")->capture_default_str();
-  characterize_app->add_option("--lq", characterize.q_lengths, "Query lengths of the grid")
-      ->check(CLI::PositiveNumber)
+  characterize_app->add_option("--lq", characterize.q_lengths, "Query lengths of the grid (repeatable or comma-separated)")
+      ->delimiter(',')
+      ->check(number_check(false))
       ->capture_default_str();
-  characterize_app->add_option("--lk", characterize.k_lengths, "Key lengths of the grid")
-      ->check(CLI::PositiveNumber)
+  characterize_app->add_option("--lk", characterize.k_lengths, "Key lengths of the grid (repeatable or comma-separated)")
+      ->delimiter(',')
+      ->check(number_check(false))
       ->capture_default_str();
-  characterize_app->add_option("--head-dim", characterize.head_dims, "Head dims of the grid (Dk = Dv)")
-      ->check(CLI::PositiveNumber)
+  characterize_app->add_option("--head-dim", characterize.head_dims, "Head dims of the grid, Dk = Dv (repeatable or comma-separated)")
+      ->delimiter(',')
+      ->check(number_check(false))
       ->capture_default_str();
   characterize_app
       ->add_option("--accuracy-factor", characterize.accuracy_factor,
                    "Fail a case whose error exceeds F times the fp32 baseline kernel's (0: report only)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(number_check(true))
       ->capture_default_str();
   characterize_app->add_option("--json", characterize.json_path, "Write the table as JSON");
 
