@@ -267,7 +267,13 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   //  - the output rounding, half the output's spacing at |O_j| + E (≤ u_O(|O_j| + E) + η_O).
   // Coherent part (bounded, not assumed to average): the exp's error as a function of its
   // argument — in every weight and every rescale — the rounded constants σ·log2e and m·c (a
-  // relative change of every logit and a common shift), the tanh's error, E_ref and the tails.
+  // relative change of every logit and a common shift), the tanh's error, E_ref and the tails —
+  // and every result below the normal range (§6.4): there the relative model, and with it the
+  // uniform θ, does not hold. A subnormal result errs by up to η_A (accumulator) or η_O (output)
+  // whatever its size, and a declared flush to zero always errs toward zero, by up to the whole
+  // smallest normal: an FTZ kernel whose outputs sit just below ν_O is off by ≈ ν_O everywhere,
+  // in one direction. So the same (N + 2)η_A + η_O that E_A and the output term allow per element
+  // is bounded here as coherent, not assumed to average out.
   const double logit_random_per_key =
       std::sqrt(static_cast<double>(problem_.qk_dim) + 1) * u.u_dot * max_a + 6 * u.u_s * big_m +
       (l.beta - 3 * u.u_s) * big_m;
@@ -280,7 +286,7 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
                      3;
   t.coherent = growth * ((1 + r) * u.u_e * c + u.u_s * (cs + big_m * c) +
                          (problem_.softcap > 0 ? u.u_t * (problem_.mask == MaskKind::Additive ? ca : cs) : 0.0)) +
-               t.reference + tails;
+               t.reference + tails + (big_n + 2) * u.eta_a + u.eta_o;
   return t;
 }
 

@@ -202,6 +202,48 @@ TEST(CompareExact, Bitwise) {
   EXPECT_DOUBLE_EQ(w.max_ulps_row_scale, 1.0) << "ulp of fp32 at 3 is 2^-22";
 }
 
+// Two different problems: where the reference is exactly zero (an empty row) +0 and −0 are the
+// same value; anywhere else the sign, and any difference, still count.
+TEST(CompareExact, ZeroSignIgnoredOnlyWhereTheReferenceIsZero) {
+  HostTensor reference({1, 1, 1, 3});
+  reference.values = {0.0, 0.25, 0.0};
+  HostTensor first = reference, second = reference;
+  second.values[0] = -0.0;
+  EXPECT_FALSE(compare_exact(first, second, DType::F32, ExactMode::Bitwise).passed) << "without a reference: strict";
+  EXPECT_TRUE(compare_exact(first, second, DType::F32, ExactMode::Bitwise, &reference).passed);
+  second.values[2] = 0x1p-149;  // a real change of an empty row's value
+  EXPECT_FALSE(compare_exact(first, second, DType::F32, ExactMode::Bitwise, &reference).passed);
+  second.values[2] = 0.0;
+  second.values[1] = -0.25;  // a sign change where the reference is not zero
+  const Verdict v = compare_exact(first, second, DType::F32, ExactMode::Bitwise, &reference);
+  EXPECT_FALSE(v.passed);
+  EXPECT_EQ(v.worst.col, 1);
+}
+
+// A kernel declaring flush to zero whose outputs sit just below fp16's normal range 2^-14: each
+// is flushed to 0, an error of ≈ 0.99·2^-14 everywhere and always toward zero. Each element is
+// within τ (η_O = ν_O under FTZ); the aggregate must bound the flush as coherent, not as noise
+// that averages out (numerics/README.md §4.4). Before, the aggregate ratio was ≈ 1.3 here.
+TEST(CompareAttention, DeclaredFlushToZeroPassesTheAggregateCheck) {
+  sim::Case c = sim::make_case(DType::F16, 64, 64, 256, 7, 1.0);
+  sim::Normal normal(11);
+  for (double& x : c.v.values) x = round_to(DType::F16, 0x1p-14 * 0.99 * (1 + 0.003 * normal()));
+  const AttentionResult ref = sim::reference_of(c);
+  NumericsProfile profile = sim::KernelSpec{DType::F16, DType::F32, DType::F16}.declared();
+  profile.flushes_subnormals = true;
+  HostTensor out(ref.out.shape);
+  for (size_t n = 0; n < out.values.size(); ++n) {
+    const double x = round_to(DType::F16, ref.out.values[n]);
+    out.values[n] = std::fabs(x) < smallest_normal(DType::F16) ? 0.0 : x;
+  }
+  const Verdict v = compare_attention(c.problem, profile, c.inputs(), ref, out, nullptr);
+  ASSERT_TRUE(v.aggregate_checked);
+  EXPECT_TRUE(v.passed) << v.summary();
+  // The check can still fail: the same outputs flushed while the profile does not declare it.
+  profile.flushes_subnormals = false;
+  EXPECT_FALSE(compare_attention(c.problem, profile, c.inputs(), ref, out, nullptr).passed);
+}
+
 TEST(CompareExact, RoundedExact) {
   HostTensor expected({1, 1, 1, 2});
   expected.values = {1.0 / 3.0, 1e-3};

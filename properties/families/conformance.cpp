@@ -9,7 +9,7 @@ namespace attncheck::props {
 namespace {
 
 void reference_agreement(PropertyContext& ctx) {
-  const AttentionCase c = *gen_case(ctx.dtype(), ProblemSpace{},
+  const AttentionCase c = *gen_case(ctx.dtype(), ctx.space(),
                                     {ValueKind::Gaussian, ValueKind::Grid, ValueKind::Ties, ValueKind::DuplicateKeys,
                                      ValueKind::OneHotV, ValueKind::LargeLogits});
   ctx.classify(c);
@@ -24,7 +24,7 @@ enum class HardInput { LargeLogits, EmptyRows, MaskedTiles, Subnormal };
 void robustness(PropertyContext& ctx) {
   const HardInput hard = *rc::gen::element(HardInput::LargeLogits, HardInput::EmptyRows, HardInput::MaskedTiles,
                                            HardInput::Subnormal);
-  AttentionCase c = *gen_case(ctx.dtype(), ProblemSpace{});
+  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
   Problem& p = c.problem;
   switch (hard) {
     case HardInput::LargeLogits:

@@ -9,7 +9,7 @@ namespace attncheck::props {
 namespace {
 
 void repeated_runs(PropertyContext& ctx) {
-  const AttentionCase c = *gen_case(ctx.dtype(), ProblemSpace{});
+  const AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
   ctx.classify(c);
   ctx.require_supported(c.problem);
   const CaseData data = make_case_data(c);

@@ -152,11 +152,11 @@ std::vector<PropertyDef> layer_properties() {
   return {
       {"layer-agreement", "layer",
        "the layer is per-head projections, attention and the output projection: it must match the reference layer",
-       true, layer_agreement},
+       true, layer_agreement, {}, false},
       {"layer-shared-kv-equivalence", "layer",
        "sharing K/V projections within a group is MHA with those projections replicated", true,
-       layer_shared_kv_equivalence},
-      {"layer-head-independence", "layer", "each head depends on its own W_Q only", true, layer_head_independence},
+       layer_shared_kv_equivalence, {}, false},
+      {"layer-head-independence", "layer", "each head depends on its own W_Q only", true, layer_head_independence, {}, false},
   };
 }
 

@@ -11,17 +11,52 @@
 namespace attncheck::props {
 namespace {
 
-// q = 0 makes every score 0 and every weight exactly 1 (exp(0) = 1, tanh(0) = 0). With V on a
-// grid of multiples of 2^-10 in [−1, 1] and n = 2^k ≤ 2^13 keys, every partial sum and the final
-// division by n are exact in fp32, so O must be the output dtype's rounding of mean(V), bitwise.
+// Significand bits p of a binary format (u = 2^-p): integers up to 2^p are exact in it.
+int significand_bits(DType dtype) { return -std::ilogb(unit_roundoff(dtype)); }
+
+// q = 0 makes every score 0 and every weight e^0 (tanh(0) = 0). V lies on a grid of multiples of
+// 2^-10 in [−1, 1] and n = 2^k ≤ 64 keys. The mean is then exact, and O bitwise the output
+// dtype's rounding of mean(V), when every step of the declared arithmetic is (numerics/README.md
+// §7.1, with the profile's stages of §2.3):
+//  - exp(0) = 1 exactly: only a kernel declaring no exp error of its own (u_E = 0, the library
+//    exp). A fast exp with u_E > 0 may give exp(0) = 1 − δ (PyTorch's: 0.99994659); P rounded
+//    to f16/bf16 for P·V is then 1 while the row sum over fp32 P is n(1 − δ), and O = mean/(1 − δ)
+//    rounds 1 ulp away from the mean for some V.
+//  - the row sum: its partial sums are the integers 1..n, exact iff n ≤ 2^p of the row-sum
+//    accumulator (fp16: 2048, bf16: 256).
+//  - P·V: partial sums are multiples of 2^-10 of magnitude ≤ n, exact iff n·2^10 ≤ 2^p of the
+//    P·V accumulator (fp32: n ≤ 2^14; fp16 and bf16 never for n ≥ 2 here), and V must be exact
+//    in value_rounding.
+//  - a split-KV merge divides each part by its own count, which need not be a power of two.
+//  - the division by n = 2^k is exact unless the mean falls below the output's normal range
+//    under a declared flush to zero.
+// Otherwise the statement is O = mean(V) within the model's bound: the tolerance model judges
+// the output against the reference, with structured data (equal weights make errors coherent,
+// §3.2).
+bool mean_is_exact(const NumericsProfile& profile, const Problem& p, const CaseData& data) {
+  const double n = static_cast<double>(p.k_len);
+  const bool exact_exp = profile.exp_relative_error == 0;
+  const bool row_sum_exact = n <= std::ldexp(1.0, significand_bits(profile.row_sum_dtype()));
+  const bool pv_exact = n * 1024 <= std::ldexp(1.0, significand_bits(profile.accumulator));
+  bool values_exact = true;
+  if (profile.value_rounding)
+    for (double x : data.v.values) values_exact = values_exact && round_to(*profile.value_rounding, x) == x;
+  const bool no_split = profile.kv_splits <= 1;
+  bool no_flush = true;
+  if (profile.flushes_subnormals)
+    for (double x : data.v.values) no_flush = no_flush && (x == 0 || std::fabs(x) / n >= smallest_normal(profile.output));
+  return exact_exp && row_sum_exact && pv_exact && values_exact && no_split && no_flush;
+}
+
 void uniform_weights_exact(PropertyContext& ctx) {
-  ProblemSpace space = ProblemSpace::plain();
+  ProblemSpace space = ctx.plain_space();
   space.gqa = true;
   space.layouts = true;
   AttentionCase c = *gen_case(ctx.dtype(), space);
   c.problem.k_len = std::int64_t{1} << *rc::gen::inRange(0, 7);
   c.problem.scale = std::nullopt;
   c.problem.softcap = *rc::gen::element(0.0, 30.0);
+  c.values = ValueKind::Ties;  // every weight equal: judged as structured data when not exact
   ctx.classify(c);
   ctx.require_supported(c.problem);
   CaseData data = make_case_data(c);
@@ -29,6 +64,16 @@ void uniform_weights_exact(PropertyContext& ctx) {
   for (double& x : data.q.values) x = 0.0;
   // round_to keeps a multiple of 2^-10 a multiple of 2^-10 (bf16 drops low bits only above 2^-3).
   for (double& x : data.v.values) x = round_to(c.dtype, static_cast<double>(rng.below(2049) - 1024) / 1024.0);
+
+  if (!mean_is_exact(ctx.profile(), c.problem, data)) {
+    const JudgedRun judged = run_and_bound(ctx, c, std::move(data));
+    CompareOptions options;
+    options.data = DataCharacter::Structured;
+    ctx.expect(compare_attention(c.problem, ctx.profile(), judged.data.inputs(c.problem), judged.reference, judged.run.out,
+                                 judged.run.lse ? &*judged.run.lse : nullptr, options),
+               c, "uniform weights must average V within the declared arithmetic's bound");
+    return;
+  }
   const BackendRun run = ctx.run(c, data);
 
   const Problem& p = c.problem;
@@ -46,7 +91,7 @@ void uniform_weights_exact(PropertyContext& ctx) {
 
 // V = I (Lk ≤ Dv) turns O into P: O ≥ 0, masked keys exactly +0, rows summing to one.
 void identity_values(PropertyContext& ctx) {
-  AttentionCase c = *gen_case(ctx.dtype(), ProblemSpace{});
+  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
   Problem& p = c.problem;
   p.v_dim = std::max(p.v_dim, p.k_len);
   c.values = ValueKind::OneHotV;  // judged with deterministic bounds: V is structured
@@ -86,7 +131,7 @@ void identity_values(PropertyContext& ctx) {
 // Each O_j is a weighted mean of the attended V_kj, so it lies in [min_k V_kj, max_k V_kj]
 // (widened by τ_j for the kernel's rounding).
 void convexity(PropertyContext& ctx) {
-  AttentionCase c = *gen_case(ctx.dtype(), ProblemSpace{});
+  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
   c.poison_masked = false;
   ctx.classify(c);
   ctx.require_supported(c.problem);
@@ -120,9 +165,9 @@ void convexity(PropertyContext& ctx) {
 std::vector<PropertyDef> normalization_properties() {
   return {
       {"uniform-weights-exact", "normalization",
-       "equal scores give weights exactly 1/n, so O is the exactly rounded mean of V", false, uniform_weights_exact},
+       "equal scores give weights exactly 1/n, so O is the exactly rounded mean of V", false, uniform_weights_exact, {}, false},
       {"identity-values", "normalization",
-       "with V = I the output is P: non-negative, masked keys exactly +0, rows summing to one", false, identity_values},
+       "with V = I the output is P: non-negative, masked keys exactly +0, rows summing to one", false, identity_values, {}, false},
       {"convexity", "normalization", "each output is a convex combination of the attended values", false, convexity},
   };
 }

@@ -27,7 +27,7 @@ const char* corruption_name(Corruption c) {
 }
 
 void invalid_problems_rejected(PropertyContext& ctx) {
-  ProblemSpace space = ProblemSpace::plain();
+  ProblemSpace space = ctx.plain_space();
   space.max_len = 16;
   const AttentionCase c = *gen_case(ctx.dtype(), space);
   const Corruption corruption = *rc::gen::element(
@@ -79,7 +79,7 @@ void invalid_problems_rejected(PropertyContext& ctx) {
 std::vector<PropertyDef> shapes_properties() {
   return {
       {"invalid-problems-rejected", "shapes",
-       "an inconsistent problem is refused with a status, never computed or written", false, invalid_problems_rejected},
+       "an inconsistent problem is refused with a status, never computed or written", false, invalid_problems_rejected, {}, false},
   };
 }
 

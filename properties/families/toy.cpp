@@ -81,7 +81,7 @@ std::vector<PropertyDef> toy_properties() {
   return {
       {"two-token-closed-form", "toy",
        "two keys reduce softmax to a logistic with a closed form; B=1, H=2, L=2 is also the layout trap", false,
-       two_tokens},
+       two_tokens, {}, false},
   };
 }
 

@@ -11,9 +11,9 @@ namespace attncheck {
 
 const std::vector<SuiteProfile>& suite_profiles() {
   static const std::vector<SuiteProfile> profiles = {
-      {"quick", 30, 60},
-      {"standard", 100, 100},
-      {"exhaustive", 1000, 100},
+      {"quick", 30, 60, {3, 3}},
+      {"standard", 100, 100, {15, 10}},
+      {"exhaustive", 1000, 100, {15, 10}},
   };
   return profiles;
 }
@@ -21,6 +21,14 @@ const std::vector<SuiteProfile>& suite_profiles() {
 std::optional<SuiteProfile> find_suite_profile(std::string_view name) {
   for (const auto& p : suite_profiles())
     if (p.name == name) return p;
+  return std::nullopt;
+}
+
+std::optional<SizeMix> size_mix_for_class(std::string_view name) {
+  if (name == "small") return SizeMix{0, 0};
+  if (name == "medium") return SizeMix{60, 0};
+  if (name == "long") return SizeMix{0, 60};
+  if (name == "all") return SizeMix{33, 33};
   return std::nullopt;
 }
 
@@ -84,7 +92,8 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
   RunOptions call_options;
   call_options.isolate = settings.isolate;
   call_options.timeout_seconds = settings.timeout_seconds;
-  PropertyContext context(backend, dtype, *profile, log, settings.problem_filter, call_options);
+  PropertyContext context(backend, dtype, *profile, log, settings.problem_filter, call_options,
+                          property.size_agnostic ? settings.sizes : SizeMix{});
   if (settings.accuracy_factor) context.measure_accuracy(*settings.accuracy_factor);
   rc::detail::TestMetadata metadata;
   metadata.id = property.name;

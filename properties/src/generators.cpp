@@ -16,12 +16,47 @@ const std::vector<std::int64_t> kBoundaryLengths = {15, 16, 17, 31, 32, 33, 63, 
 // run in milliseconds; lengths give way first since the other dimensions carry the bug classes.
 constexpr std::int64_t kWorkBudget = 3'000'000;
 
+// Medium and long problems: lengths where real kernels switch code paths (one key at a time below
+// 64, 64-key tiles, 128/256 tiles, split-KV decode from 512 keys), ± 1 for the partial tile.
+const std::vector<std::int64_t> kMediumLengths = {63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513};
+const std::vector<std::int64_t> kLongKeyLengths = {1023, 1024, 1025, 2048, 4095, 4096, 4097, 8191, 8192};
+const std::vector<std::int64_t> kLongQueryLengths = {384, 511, 512};
+const std::vector<std::int64_t> kMediumHeadDims = {64, 1, 59, 111, 128, 256};
+const std::vector<std::int64_t> kLongHeadDims = {64, 128, 256, 512};
+// A long case's reference costs ∝ Lq·Lk·D per head (Lk = 8192, Lq = 16, D = 256 is one budget);
+// batch and heads give way first, so that the lengths that reach the kernel's long paths survive,
+// and a property's few long cases take tens of milliseconds each.
+constexpr std::int64_t kLongWorkBudget = std::int64_t{1} << 25;
+
+SizeClass draw_size_class(const SizeMix& mix) {
+  if (mix.medium_percent <= 0 && mix.long_percent <= 0) return SizeClass::Small;  // no draw: small runs unchanged
+  const int r = *rc::gen::inRange(0, 100);  // shrinks to 0: small
+  if (r < 100 - mix.medium_percent - mix.long_percent) return SizeClass::Small;
+  return r < 100 - mix.long_percent ? SizeClass::Medium : SizeClass::Long;
+}
+
 }  // namespace
+
+std::string_view size_class_name(SizeClass size) {
+  switch (size) {
+    case SizeClass::Small: return "small";
+    case SizeClass::Medium: return "medium";
+    case SizeClass::Long: return "long";
+  }
+  return "?";
+}
+
+SizeClass size_class_of(const Problem& problem) {
+  const std::int64_t longest = std::max(problem.q_len, problem.k_len);
+  if (longest > 600) return SizeClass::Long;
+  return longest > 96 ? SizeClass::Medium : SizeClass::Small;
+}
 
 rc::Gen<Problem> gen_problem(const ProblemSpace& space) {
   return rc::gen::withSize([space](int size) {
     return rc::gen::exec([space, size] {
       Problem p;
+      const SizeClass size_class = draw_size_class(space.sizes);
       const bool big = size >= 30;
       p.batch = *rc::gen::inRange<std::int64_t>(1, 2 + size / 40);
 
@@ -38,7 +73,10 @@ rc::Gen<Problem> gen_problem(const ProblemSpace& space) {
         p.q_heads = p.kv_heads * *rc::gen::element<std::int64_t>(2, 3, 12);
       }
 
-      const auto& dims = big ? kAllHeadDims : kSmallHeadDims;
+      const auto& dims = size_class == SizeClass::Long     ? kLongHeadDims
+                         : size_class == SizeClass::Medium ? kMediumHeadDims
+                         : big                             ? kAllHeadDims
+                                                           : kSmallHeadDims;
       p.qk_dim = *rc::gen::elementOf(dims);
       p.v_dim = space.distinct_dims && *rc::gen::element(false, true) ? *rc::gen::elementOf(dims) : p.qk_dim;
 
@@ -47,12 +85,39 @@ rc::Gen<Problem> gen_problem(const ProblemSpace& space) {
         if (big && *rc::gen::element(false, false, true)) return *rc::gen::elementOf(kBoundaryLengths);
         return *rc::gen::inRange<std::int64_t>(1, max_len + 1);
       };
-      p.k_len = length();
-      p.q_len = space.decode && *rc::gen::element(false, false, false, true) ? 1 : length();
+      if (size_class == SizeClass::Small) {
+        p.k_len = length();
+        p.q_len = space.decode && *rc::gen::element(false, false, false, true) ? 1 : length();
+      } else if (size_class == SizeClass::Medium) {
+        p.k_len = *rc::gen::elementOf(kMediumLengths);
+        const int query = *rc::gen::inRange(0, 4);  // medium, medium, small, decode
+        p.q_len = query < 2 ? *rc::gen::elementOf(kMediumLengths) : query == 2 || !space.decode ? length() : 1;
+      } else if (*rc::gen::element(true, false) || !space.decode) {  // prefill: long queries, moderate keys
+        p.q_len = *rc::gen::elementOf(kLongQueryLengths);
+        p.k_len = *rc::gen::element<std::int64_t>(512, 513, 1024);
+      } else {  // decode: one or a few queries against a long cache
+        p.k_len = *rc::gen::elementOf(kLongKeyLengths);
+        p.q_len = *rc::gen::element(true, false) ? 1 : *rc::gen::inRange<std::int64_t>(2, 17);
+      }
+      if (size_class != SizeClass::Small) {
+        // Batch and heads give way before the lengths (which are the point of the class).
+        const std::int64_t work = std::max(p.qk_dim, p.v_dim) * p.q_len * p.k_len;
+        while (p.batch * p.q_heads * work > kLongWorkBudget && (p.batch > 1 || p.q_heads > 1)) {
+          if (p.batch > 1) p.batch = 1;
+          else if (p.kv_heads > 1) p.q_heads /= p.kv_heads, p.kv_heads = 1;
+          else p.q_heads = p.q_heads % 2 == 0 && p.q_heads > 2 ? p.q_heads / 2 : 1, p.kv_heads = 1;
+        }
+        // Then the head dims (512 fits one budget only at decode lengths), then the lengths below.
+        if (p.q_heads * work > kLongWorkBudget) {
+          p.qk_dim = std::min<std::int64_t>(p.qk_dim, 64);
+          p.v_dim = std::min<std::int64_t>(p.v_dim, 64);
+        }
+      }
 
       const std::int64_t widest = std::max(p.qk_dim, p.v_dim);
       const std::int64_t per_pair = p.batch * p.q_heads * widest;
-      while (per_pair * p.q_len * p.k_len > kWorkBudget && (p.q_len > 1 || p.k_len > 1)) {
+      const std::int64_t budget = size_class == SizeClass::Small ? kWorkBudget : kLongWorkBudget;
+      while (per_pair * p.q_len * p.k_len > budget && (p.q_len > 1 || p.k_len > 1)) {
         if (p.k_len >= p.q_len) p.k_len = std::max<std::int64_t>(1, p.k_len / 2);
         else p.q_len = std::max<std::int64_t>(1, p.q_len / 2);
       }

@@ -70,6 +70,7 @@ RunSettings settings_from_environment() {
   }
   settings.cases = profile->cases;
   settings.max_size = profile->max_size;
+  settings.sizes = profile->sizes;
   const char* seed = std::getenv("ATTNCHECK_SEED");
   settings.seed = seed ? std::strtoull(seed, nullptr, 10) : 20261123;
   std::cout << "Using seed=" << settings.seed << " profile=" << profile->name << " (ATTNCHECK_SEED, ATTNCHECK_PROFILE)\n";

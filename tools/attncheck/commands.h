@@ -34,6 +34,8 @@ struct Environment {
 struct RunOptions {
   std::string backend;
   std::string profile = "standard";
+  /// small, medium, long or all: the size mix of size-agnostic properties; unset: the profile's.
+  std::optional<std::string> size_class;
   std::string property_regex;
   std::string problem_regex;
   std::string dtypes = "f32,f16,bf16";

@@ -164,6 +164,10 @@ int main(int argc, char** argv) {
   run_app->add_option("--profile", run.profile, "Effort: quick, standard or exhaustive")
       ->check(CLI::IsMember({"quick", "standard", "exhaustive"}))
       ->capture_default_str();
+  run_app->add_option("--size-class", run.size_class,
+                      "Problem sizes of size-agnostic properties: small (Lq, Lk <= 96), medium (60 % at 64..513), "
+                      "long (60 % decode to Lk 8192 or Lq 512) or all (a third each); default: the profile's mix")
+      ->check(CLI::IsMember({"small", "medium", "long", "all"}));
   run_app->add_option("--property,-p", run.property_regex, "Only properties whose name matches this regex (search)");
   run_app->add_option("--problem", run.problem_regex,
                       "Only cases whose description (AttentionCase::describe()) matches this regex");

@@ -100,9 +100,9 @@ const PropertyDef& find_property(const std::string& name) {
 // Which coverage cells (variant × dtype × mask kind × causal alignment) the run's cases reached,
 // over all units, and which it never did: a generator or filter that starves a cell shows here.
 std::string coverage_summary(const RunReport& report, const std::vector<std::string>& dtypes) {
-  std::map<std::string, long> cells;
+  std::map<std::string, long> cells, sizes;
   for (const UnitResult& unit : report.units)
-    for (const auto& [cell, count] : unit.coverage) cells[cell] += count;
+    for (const auto& [cell, count] : unit.coverage) (cell.starts_with("size=") ? sizes : cells)[cell] += count;
   std::vector<std::string> missed;
   std::size_t possible = 0;
   for (const char* variant : {"mha", "mqa", "gqa"})
@@ -119,6 +119,10 @@ std::string coverage_summary(const RunReport& report, const std::vector<std::str
                                  possible - missed.size(), possible, cases);
   if (!missed.empty() && missed.size() <= 12) text += fmt::format("; never: {}", fmt::join(missed, ", "));
   if (missed.size() > 12) text += fmt::format("; {} never reached (the JSON report counts every cell)", missed.size());
+  std::vector<std::string> by_size;
+  for (const char* size : {"small", "medium", "long"})
+    by_size.push_back(fmt::format("{} {}", size, sizes.count(fmt::format("size={}", size)) ? sizes[fmt::format("size={}", size)] : 0));
+  text += fmt::format("; sizes: {}", fmt::join(by_size, ", "));
   return text;
 }
 
@@ -152,6 +156,7 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   RunSettings settings;
   settings.cases = options.cases.value_or(profile->cases);
   settings.max_size = profile->max_size;
+  settings.sizes = options.size_class ? *size_mix_for_class(*options.size_class) : profile->sizes;
   settings.seed = seed;
   settings.reproduce = options.reproduce;
   settings.accuracy_factor = options.accuracy_factor;

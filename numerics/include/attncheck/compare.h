@@ -96,6 +96,11 @@ enum class ExactMode : std::uint8_t {
   Bitwise,       ///< actual == expected bit for bit (NaN matches NaN, +0 differs from −0)
   RoundedExact,  ///< actual == round_to(output dtype, expected)
 };
-Verdict compare_exact(const HostTensor& expected, const HostTensor& actual, DType output, ExactMode mode);
+/// `reference`, when given (the double reference of the problem, shaped like `expected`), makes
+/// +0 and −0 match wherever it is exactly zero: two different problems that agree on a row's
+/// value need not agree on the sign of an exact zero (an empty row, numerics/README.md §7.5),
+/// while any nonzero difference, and a sign change of a nonzero value, still fails.
+Verdict compare_exact(const HostTensor& expected, const HostTensor& actual, DType output, ExactMode mode,
+                      const HostTensor* reference = nullptr);
 
 }  // namespace attncheck

@@ -21,14 +21,18 @@ struct SuiteProfile {
   std::string name;
   int cases = 30;
   int max_size = 60;
+  SizeMix sizes;  ///< medium and long problems drawn by size-agnostic properties
 };
-/// quick (30 cases, size ≤ 60), standard (100, 100), exhaustive (1000, 100).
+/// quick (30 cases, size ≤ 60, 3 % medium, 3 % long: about one of each per property, so the run
+/// keeps its time), standard (100, 100, 15 % medium, 10 % long) and exhaustive (1000, 100, the
+/// same mix).
 const std::vector<SuiteProfile>& suite_profiles();
 std::optional<SuiteProfile> find_suite_profile(std::string_view name);
 
 struct RunSettings {
   int cases = 30;
   int max_size = 60;
+  SizeMix sizes;  ///< for size-agnostic properties (PropertyDef::size_agnostic); others draw small sizes
   std::uint64_t seed = 0;
   bool shrink = true;
   /// RapidCheck's reproduce string of an earlier failure ("reproduce=…"); replays it exactly.
@@ -75,6 +79,10 @@ struct PropertyOutcome {
   double seconds = 0;
   std::map<std::string, int> coverage;  ///< judged cases only, per cell
 };
+
+/// The size mix `--size-class` names: small (none), medium (60 % medium), long (60 % long), all
+/// (a third each); nullopt for another name.
+std::optional<SizeMix> size_mix_for_class(std::string_view name);
 
 /// "no CUDA device: … (602×); Dk > 256 (3×)": the decline reasons, most frequent first.
 std::string describe_decline_reasons(const std::map<std::string, int>& reasons, std::size_t at_most = 3);

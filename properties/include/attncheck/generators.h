@@ -6,9 +6,30 @@
 
 #include <rapidcheck.h>
 
+#include <string_view>
+
 #include "attncheck/case.h"
 
 namespace attncheck {
+
+/// Problem sizes a generator draws (numerics/README.md §9: real kernels switch code paths at
+/// lengths 64, 128, 256, 512 and beyond).
+///  - Small: Lq, Lk ≤ max_len (96), with tile boundaries of 16, 32, 64;
+///  - Medium: Lq, Lk at 64, 128, 256, 512 ± 1, head dims up to 256;
+///  - Long: decode (Lq = 1, or 2–16) against Lk of 1024–8192 ± 1, or Lq up to 512 against
+///    moderate Lk; head dims up to 512. Batch and heads give way so that the work stays bounded.
+enum class SizeClass : std::uint8_t { Small, Medium, Long };
+std::string_view size_class_name(SizeClass size);
+/// The class a problem's lengths fall in: Long when max(Lq, Lk) > 600, Medium above 96.
+SizeClass size_class_of(const Problem& problem);
+
+/// How often a generator leaves the small class, in percent of drawn problems (the rest are
+/// small). Shrinking moves a case toward the small class.
+struct SizeMix {
+  int medium_percent = 0;
+  int long_percent = 0;
+  bool operator==(const SizeMix&) const = default;
+};
 
 /// Which Problem options a generator may use. Properties restrict them where the statement they
 /// check needs it (no causal for key permutation, say).
@@ -25,6 +46,7 @@ struct ProblemSpace {
   bool distinct_dims = true;  ///< Dv ≠ Dk
   std::int64_t max_len = 96;  ///< Lq, Lk at full size
   std::int64_t max_heads = 12;
+  SizeMix sizes;              ///< medium and long problems, besides the small ones
 
   static ProblemSpace plain() {
     return {false, false, false, false, false, false, false, false, true, true, 64, 4};

@@ -21,13 +21,14 @@
 #include "attncheck/case.h"
 #include "attncheck/compare.h"
 #include "attncheck/execute.h"
+#include "attncheck/generators.h"
 #include "attncheck/numerics_profile.h"
 
 namespace attncheck {
 
 /// What the engine learned from the evaluations of one property run: the cases it judged, the
 /// worst verdict among them, the last failing case (after shrinking: the minimal one), how many
-/// judged cases hit each coverage cell, and why the others were not judged.
+/// judged cases hit each coverage cell (and each size class), and why the others were not judged.
 struct CaseLog {
   int evaluated = 0;
   int skipped = 0;   ///< cases the backend declined (supports(), or kAttncheckNotSupported from a call)
@@ -51,9 +52,10 @@ class PropertyContext {
  public:
   /// `call_options` carries the run's isolation settings into every backend call.
   PropertyContext(Backend& backend, DType dtype, NumericsProfile profile, CaseLog& log,
-                  std::function<bool(const std::string&)> case_filter = {}, RunOptions call_options = {})
+                  std::function<bool(const std::string&)> case_filter = {}, RunOptions call_options = {},
+                  SizeMix sizes = {})
       : backend_(backend), dtype_(dtype), profile_(std::move(profile)), log_(log), case_filter_(std::move(case_filter)),
-        call_options_(call_options) {}
+        call_options_(call_options), sizes_(sizes) {}
 
   Backend& backend() { return backend_; }
   DType dtype() const { return dtype_; }
@@ -64,6 +66,18 @@ class PropertyContext {
   /// The comparator's options for a case whose data have character `data`, with the run's
   /// accuracy verdict.
   CompareOptions compare_options(DataCharacter data) const;
+  /// The full problem space, and ProblemSpace::plain(), with the run's size mix: what a property
+  /// draws from before restricting it (the engine gives size-specific properties small sizes only).
+  ProblemSpace space() const {
+    ProblemSpace s;
+    s.sizes = sizes_;
+    return s;
+  }
+  ProblemSpace plain_space() const {
+    ProblemSpace s = ProblemSpace::plain();
+    s.sizes = sizes_;
+    return s;
+  }
 
   /// Discards the current case when the backend declines it, counting a skip under its reason.
   /// Under isolation a backend whose memory is not the host's is asked in the child instead
@@ -97,6 +111,7 @@ class PropertyContext {
   CaseLog& log_;
   std::function<bool(const std::string&)> case_filter_;
   RunOptions call_options_;
+  SizeMix sizes_;
   std::vector<std::string> pending_cells_;
   std::optional<double> accuracy_factor_;
 
@@ -112,6 +127,9 @@ struct PropertyDef {
   /// Optional: a reason to skip the whole property for this profile (determinism for a backend
   /// that does not declare it, say); empty when it applies.
   std::function<std::string(const NumericsProfile&)> skip_reason;
+  /// False for a property that sets lengths or head dims itself (a V = I that needs Dv ≥ Lk, a
+  /// power-of-two key count): it draws small problems only, whatever the run's size mix.
+  bool size_agnostic = true;
 };
 
 /// Every property, in registration order (properties/src/registry.cpp).
