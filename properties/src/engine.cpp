@@ -11,7 +11,7 @@ namespace attncheck {
 
 const std::vector<SuiteProfile>& suite_profiles() {
   static const std::vector<SuiteProfile> profiles = {
-      {"quick", 30, 60, {3, 3}},
+      {"quick", 30, 60, {1, 1}},
       {"standard", 100, 100, {15, 10}},
       {"exhaustive", 1000, 100, {15, 10}},
   };

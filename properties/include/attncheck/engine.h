@@ -23,8 +23,9 @@ struct SuiteProfile {
   int max_size = 60;
   SizeMix sizes;  ///< medium and long problems drawn by size-agnostic properties
 };
-/// quick (30 cases, size ≤ 60, 3 % medium, 3 % long: about one of each per property, so the run
-/// keeps its time), standard (100, 100, 15 % medium, 10 % long) and exhaustive (1000, 100, the
+/// quick (30 cases, size ≤ 60, 1 % medium, 1 % long: a medium and a long case in about every
+/// third property, so the run keeps its time), standard (100, 100, 15 % medium, 10 %
+/// long) and exhaustive (1000, 100, the
 /// same mix).
 const std::vector<SuiteProfile>& suite_profiles();
 std::optional<SuiteProfile> find_suite_profile(std::string_view name);
