@@ -20,13 +20,16 @@ constexpr std::int64_t kWorkBudget = 3'000'000;
 // 64, 64-key tiles, 128/256 tiles, split-KV decode from 512 keys), ± 1 for the partial tile.
 const std::vector<std::int64_t> kMediumLengths = {63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 512, 513};
 const std::vector<std::int64_t> kLongKeyLengths = {1023, 1024, 1025, 2048, 4095, 4096, 4097, 8191, 8192};
-const std::vector<std::int64_t> kLongQueryLengths = {384, 511, 512};
+// Prefill against a long cache: Lq at the 128-row tile (± 1 past it), Lk past 1024 keys.
+const std::vector<std::int64_t> kLongQueryLengths = {128, 129};
+const std::vector<std::int64_t> kLongPrefillKeyLengths = {1023, 1024, 1025};
 const std::vector<std::int64_t> kMediumHeadDims = {64, 1, 59, 111, 128, 256};
 const std::vector<std::int64_t> kLongHeadDims = {64, 128, 256, 512};
-// A long case's reference costs ∝ Lq·Lk·D per head (Lk = 8192, Lq = 16, D = 64 is one budget);
-// batch and heads give way first, so that the lengths that reach the kernel's long paths survive,
-// and a property's few long cases take tens of milliseconds each.
-constexpr std::int64_t kLongWorkBudget = std::int64_t{1} << 23;
+// A long case's reference costs ∝ Lq·Lk·D per head; one budget holds Lk = 8192 against Lq = 16 at
+// D = 64 (8.4e6) and the largest prefill, Lq = 129 against Lk = 1025 at D = 64 (8.5e6), so that
+// neither is halved back into the medium class. Batch and heads give way first, so that the
+// lengths that reach the kernel's long paths survive, and a long case takes tens of milliseconds.
+constexpr std::int64_t kLongWorkBudget = 9'000'000;
 
 SizeClass draw_size_class(const SizeMix& mix) {
   if (mix.medium_percent <= 0 && mix.long_percent <= 0) return SizeClass::Small;  // no draw: small runs unchanged
@@ -94,9 +97,9 @@ rc::Gen<Problem> gen_problem(const ProblemSpace& space) {
         p.k_len = *rc::gen::elementOf(kMediumLengths);
         const int query = *rc::gen::inRange(0, 4);  // medium, medium, small, decode
         p.q_len = query < 2 ? *rc::gen::elementOf(kMediumLengths) : query == 2 || !space.decode ? length() : 1;
-      } else if (*rc::gen::element(true, false) || !space.decode) {  // prefill: long queries, moderate keys
+      } else if (*rc::gen::element(true, false) || !space.decode) {  // prefill: a 128-row tile of queries against a long cache
         p.q_len = *rc::gen::elementOf(kLongQueryLengths);
-        p.k_len = *rc::gen::element<std::int64_t>(512, 513, 1024);
+        p.k_len = *rc::gen::elementOf(kLongPrefillKeyLengths);
       } else {  // decode: one or a few queries against a long cache
         p.k_len = *rc::gen::elementOf(kLongKeyLengths);
         p.q_len = *rc::gen::element(true, false) ? 1 : *rc::gen::inRange<std::int64_t>(2, 17);

@@ -16,8 +16,9 @@ namespace attncheck {
 /// lengths 64, 128, 256, 512 and beyond).
 ///  - Small: Lq, Lk ≤ max_len (96), with tile boundaries of 16, 32, 64;
 ///  - Medium: Lq, Lk at 64, 128, 256, 512 ± 1, head dims up to 256;
-///  - Long: decode (Lq = 1, or 2–16) against Lk of 1024–8192 ± 1, or Lq up to 512 against
-///    moderate Lk; head dims up to 512. Batch and heads give way so that the work stays bounded.
+///  - Long: decode (Lq = 1, or 2–16) against Lk of 1024–8192 ± 1, or a 128-row tile of queries
+///    (Lq = 128, 129) against Lk = 1024 ± 1; head dims up to 512. Batch, heads and then head dims
+///    give way so that the work stays bounded.
 enum class SizeClass : std::uint8_t { Small, Medium, Long };
 std::string_view size_class_name(SizeClass size);
 /// The class a problem's lengths fall in: Long when max(Lq, Lk) > 600, Medium above 96.
