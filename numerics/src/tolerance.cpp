@@ -10,7 +10,9 @@
 //   u_S  stored scores and the softmax arithmetic on them (score)
 //   u_E  exp, u_T tanh      (declared, default 2^-22)
 //   u_P  P as stored for P·V: 0 unless P is re-rounded below the fp32 the exp produces
-//   u_A  P·V and row-sum accumulator (doubled under round-toward-zero, §3.2)
+//   u_A  P·V accumulator (doubled under round-toward-zero, §3.2)
+//   u_R  row-sum accumulator (row_sum_accumulator, else accumulator; §2.11)
+//   u_Q, u_K, u_V  Q, K and V rounded inside the kernel below `input` (0 when not, §2.11)
 //   u_O  output
 #include "attncheck/tolerance.h"
 
@@ -52,7 +54,21 @@ double default_if_zero(double value) { return value > 0 ? value : 0x1p-22; }
 struct Units {
   double u_dot, u_s, u_e, u_t, u_p, u_a, u_a_rounding, u_o, eta_o, eta_a;
   bool narrow_score_store;  // scores rounded to `score` after a wider accumulator
+  // ABI 2.1 stages (§2.11). All zero, and separate_row_sum false, for a 2.0 profile.
+  double u_q = 0, u_k = 0, u_v = 0, eta_v = 0;
+  double u_r = 0, u_r_rounding = 0, eta_r = 0;
+  bool separate_row_sum = false;  // the row sum has its own accumulator dtype
 };
+
+// Whether every value of `from` is a value of `to`: then rounding to `to` is exact.
+bool converts_exactly(DType from, DType to) {
+  return from == to || to == DType::F64 || (to == DType::F32 && from != DType::F64);
+}
+
+// u of an operand rounding stage inside the kernel: 0 when there is none or it is exact.
+double stage_roundoff(DType input, const std::optional<DType>& stage) {
+  return stage && !converts_exactly(input, *stage) ? unit_roundoff(*stage) : 0.0;
+}
 
 Units units_of(const NumericsProfile& p) {
   Units u{};
@@ -81,23 +97,54 @@ Units units_of(const NumericsProfile& p) {
   u.eta_a = p.flushes_subnormals ? smallest_normal(p.accumulator) : smallest_subnormal(p.accumulator) / 2;
   u.eta_o = p.flushes_subnormals ? smallest_normal(p.output)
                                  : std::max(smallest_subnormal(p.output) / 2, std::numeric_limits<double>::denorm_min());
+  u.u_q = stage_roundoff(p.input, p.query_rounding);
+  u.u_k = stage_roundoff(p.input, p.key_rounding);
+  u.u_v = stage_roundoff(p.input, p.value_rounding);
+  if (u.u_v > 0) {
+    const DType v = *p.value_rounding;
+    u.eta_v = p.flushes_subnormals ? smallest_normal(v) : smallest_subnormal(v) / 2;
+  }
+  const DType row_sum = p.row_sum_dtype();
+  u.separate_row_sum = row_sum != p.accumulator;
+  u.u_r = unit_roundoff(row_sum);
+  u.u_r_rounding = rounding_factor * u.u_r;
+  u.eta_r = p.flushes_subnormals ? smallest_normal(row_sum) : smallest_subnormal(row_sum) / 2;
   return u;
 }
+
+// Split-KV (§2.11): S > 1 parts, each a softmax with its own max, merged with S factors
+// e^{m_s − m}. 0 for one part.
+double split_merges(const NumericsProfile& p) { return p.kv_splits > 1 ? static_cast<double>(p.kv_splits) : 0.0; }
 
 // Number of online-softmax rescales (numerics/README.md §2.9). The first derivation took
 // R = ⌈n/B_c⌉ (§9), which holds when the n allowed keys are contiguous. A kernel whose key tiles
 // sit at fixed positions rescales once per tile holding an allowed key, and a mask can scatter n
 // keys over every tile: up to min(n, ⌈Lk/B_c⌉ + 1) tiles (+1: tiles need not start at key 0, e.g.
 // at a window's edge).
+// Split-KV cuts the keys into S parts, each of which may start a tile of its own: S − 1 more
+// tile edges than one part has (§2.11).
 double rescales(const NumericsProfile& p, double n, double key_len) {
   if (p.softmax_block <= 0) return 0.0;
-  return std::min(n, std::ceil(key_len / p.softmax_block) + 1);
+  const double edges = p.kv_splits > 1 ? static_cast<double>(p.kv_splits) : 1.0;
+  return std::min(n, std::ceil(key_len / p.softmax_block) + edges);
 }
 
-// The accumulation count N = ⌈n/k0⌉ + R (§2.6).
+// The accumulation count N = ⌈n/k0⌉ + R (§2.6): the most roundings any one term passes through.
+// Blocked summation (keys_per_partial_sum b, §2.11): a term passes through ≤ ⌈min(b, n)/k0⌉
+// roundings inside its partial sum and then one per partial sum added into the total, of which
+// there are at most min(n, ⌈Lk/b⌉ + 1) (fixed-position blocks, scattered keys, as for R). The
+// sequential count ⌈n/k0⌉ bounds every order, so the smaller of the two holds. Split-KV adds, per
+// term, the merge's sum over the S partials (S roundings, each partial's product with its factor
+// included) and the normalisation of the part and its re-weighting (2).
 double accumulations(const NumericsProfile& p, double n, double key_len) {
   const double k0 = std::max(1, p.products_per_rounding);
-  return std::ceil(n / k0) + rescales(p, n, key_len);
+  double sums = std::ceil(n / k0);
+  if (p.keys_per_partial_sum > 0) {
+    const double b = p.keys_per_partial_sum;
+    sums = std::min(sums, std::ceil(std::min(b, n) / k0) + std::min(n, std::ceil(key_len / b) + 1));
+  }
+  const double merge = split_merges(p) > 0 ? split_merges(p) + 2 : 0.0;
+  return sums + rescales(p, n, key_len) + merge;
 }
 
 // Δ_k = α·a_k + β·|s_k| + γ0: the logit perturbation of §2.4, affine in a_k and |s_k|, so that
@@ -125,12 +172,18 @@ struct LogitBound {
 //     and the product with c add (u_T + 2u_S)|s′_k|, |s′_k| the capped score, because
 //     x·sech²x ≤ tanh x makes the argument's rounding count at most |s′_k|. Without a bias
 //     s′_k = s_k (β term); with one |s′_k| ≤ |σq·k| ≤ a_k (α term).
+//  8. Q and K rounded inside the kernel (§2.11): q̃_l k̃_l = q_l k_l(1 + δ_q)(1 + δ_k), a relative
+//     change ≤ (1 + u_Q)(1 + u_K) − 1 of every product, and term 1's γ_d then applies to the
+//     rounded products: α = (1 + γ_d)(1 + u_Q)(1 + u_K) − 1. Holds while Q and K stay in the
+//     rounding dtype's normal range (§2.11).
+//  9. Split-KV merge factors e^{m_s − m} (§2.11): S more rescales of the kind of 4.
 LogitBound logit_bound(const Problem& problem, const NumericsProfile& profile, const Units& u, double n,
                        double big_m, double max_a) {
   LogitBound l;
-  const double r = rescales(profile, n, static_cast<double>(problem.k_len));
+  const double r = rescales(profile, n, static_cast<double>(problem.k_len)) + split_merges(profile);
   const bool bias = problem.mask == MaskKind::Additive;
   l.alpha = gamma(static_cast<double>(problem.qk_dim), u.u_dot);
+  if (u.u_q > 0 || u.u_k > 0) l.alpha = (1 + l.alpha) * (1 + u.u_q) * (1 + u.u_k) - 1;
   l.beta = 3 * u.u_s;
   if (u.narrow_score_store) l.beta += u.u_s;
   if (bias) l.beta += u.u_s;
@@ -172,18 +225,6 @@ ToleranceModel::ToleranceModel(const Problem& problem, const NumericsProfile& pr
     throw std::invalid_argument(fmt::format("ToleranceModel: V has shape {}, but the problem expects {}",
                                             shape_string(v.shape),
                                             shape_string({problem.batch, problem.kv_heads, problem.k_len, problem.v_dim})));
-  max_abs_v_.assign(static_cast<size_t>(problem.batch * problem.kv_heads * problem.v_dim), 0.0);
-  for (std::int64_t b = 0; b < problem.batch; ++b)
-    for (std::int64_t h = 0; h < problem.kv_heads; ++h)
-      for (std::int64_t k = 0; k < problem.k_len; ++k)
-        for (std::int64_t j = 0; j < problem.v_dim; ++j) {
-          const double x = std::fabs(v(b, h, k, j));
-          // Non-finite V only reaches the output where its key is allowed, and then the
-          // reference is non-finite too and the element is not a τ check.
-          if (!std::isfinite(x)) continue;
-          double& slot = max_abs_v_[static_cast<size_t>((b * problem.kv_heads + h) * problem.v_dim + j)];
-          slot = std::max(slot, x);
-        }
 }
 
 bool ToleranceModel::probabilistic() const {
@@ -201,7 +242,7 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   const double o = std::fabs(reference.out(b, h, i, j));
   const double a = st.row_scale(b, h, i, j), w = st.spread(b, h, i, j);
   const double c = st.centered(b, h, i, j), ca = st.centered_dot(b, h, i, j), cs = st.centered_score(b, h, i, j);
-  const double r = rescales(profile_, n, static_cast<double>(problem_.k_len));
+  const double r = rescales(profile_, n, static_cast<double>(problem_.k_len)) + split_merges(profile_);
   const double big_n = accumulations(profile_, n, static_cast<double>(problem_.k_len));
   const bool prob = probabilistic();
 
@@ -225,14 +266,12 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   // Any P format: a weight below fp32's normal range (2^-126) — the exp's fp32 result, or bf16,
   // which shares fp32's exponent — is off by less than 2^-125 in every rounding mode (its true
   // and computed values are both below 2ν), and Σ over such keys of |V_kj| ≤ n·max_k|V_kj|, Z ≥ 1.
+  // The max ranges over the row's allowed keys only: a key the row cannot reach has no weight at
+  // all, whatever its V holds (§2.5; a max over every key let ±max-finite padding make τ vacuous).
   double tails = 0;
   if (profile_.probability == DType::F16)
     tails += (profile_.flushes_subnormals ? 0x1p-14 : 0x1p-25) * st.fp16_tail(b, h, i, j);
-  const double v_bound =
-      max_abs_v_.empty()
-          ? largest_finite(profile_.input)
-          : max_abs_v_[static_cast<size_t>((b * problem_.kv_heads + problem_.kv_head_of(h)) * problem_.v_dim + j)];
-  tails += 0x1p-125 * n * v_bound;
+  tails += 0x1p-125 * n * st.reachable_max_abs_value(b, h, i, j);
   t.probability += tails;
 
   // E_A (§2.6): N = ⌈n/k0⌉ + R roundings, then one division (2u: reciprocal and
@@ -241,7 +280,26 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   const double g = prob ? std::min(g_det, gamma_probabilistic(big_n, u.u_a)) : g_det;
   // Plus, per rounding, the underflow allowance η_A: N products and sums and the final division,
   // each of which may land among the subnormals (§6.4).
-  t.accumulation = g * a + (g + 2 * u.u_a_rounding) * o + (big_n + 2) * u.eta_a;
+  if (!u.separate_row_sum) {
+    t.accumulation = g * a + (g + 2 * u.u_a_rounding) * o + (big_n + 2) * u.eta_a;
+  } else {
+    // §2.11: O_j = (Σ p̃_k V_kj)/Z̃ with each sum in its own accumulator. The P·V sum errs by
+    // G_A·A_j, the row sum by G_R relative (Z's terms are positive), which reaches O_j as
+    // G_R·|O_j|; Z ≥ 1 (it holds e^0), so the row sum's N subnormal roundings η_R are relative
+    // errors ≤ N·η_R too. The division rounds in the coarser of the two.
+    const double gr_det = gamma(big_n, u.u_r_rounding);
+    const double gr = prob ? std::min(gr_det, gamma_probabilistic(big_n, u.u_r)) : gr_det;
+    const double u_div = std::max(u.u_a_rounding, u.u_r_rounding);
+    t.accumulation = g * a + (gr + big_n * u.eta_r + 2 * u_div) * o + (big_n + 2) * u.eta_a;
+  }
+  // V rounded inside the kernel (§2.11): Σ_k p_k V_kj δ_kj with |δ_kj| ≤ u_V, so u_V·A_j, plus
+  // η_V where Ṽ lands among the subnormals (Σ p_k = 1); the P·V sum then runs over |Ṽ| ≤
+  // (1 + u_V)|V|. Under §3.2's model the δ_kj are independent (each a rounding of its own
+  // data-random value), so λ·u_V·W_j bounds the sum as it does P's rounding in E_P.
+  if (u.u_v > 0) {
+    const double det = u.u_v * a;
+    t.accumulation += g * u.u_v * a + (prob ? std::min(det, kLambda * u.u_v * w) : det) + u.eta_v;
+  }
 
   // E_ref: the double reference's own dot product (d), row sum and P·V (n), shift and exp: a
   // γ_{d+n+8}(2^-53) relative error on every quantity above; negligible by design (§1, §2.7).
@@ -274,19 +332,30 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   // smallest normal: an FTZ kernel whose outputs sit just below ν_O is off by ≈ ν_O everywhere,
   // in one direction. So the same (N + 2)η_A + η_O that E_A and the output term allow per element
   // is bounded here as coherent, not assumed to average out.
+  //  - K rounded inside the kernel: d independent roundings per key, Σ_l (u_K|σ q_l k_kl|)² ≤
+  //    (u_K a_k)²: a per-key error like the dot's. V rounded: Σ_k (u_V p_k |V_kj|)² ≤ (u_V W_j)².
+  //    Q's rounding is shared by every key of the row and is counted as coherent below.
+  //  - with a separate row-sum accumulator, its N roundings are N u_R² O_j² (P·V keeps N u_A² A_j²).
   const double logit_random_per_key =
       std::sqrt(static_cast<double>(problem_.qk_dim) + 1) * u.u_dot * max_a + 6 * u.u_s * big_m +
-      (l.beta - 3 * u.u_s) * big_m;
+      (l.beta - 3 * u.u_s) * big_m + u.u_k * max_a;
   const double out_half_spacing = profile_.flushes_subnormals && o + e < smallest_normal(profile_.output)
                                       ? smallest_normal(profile_.output)
                                       : ulp_of(profile_.output, o + e) / 2;
-  t.noise_variance = (std::pow(growth * logit_random_per_key * w, 2) + r * std::pow(growth * 6 * u.u_s * big_m * c, 2) +
-                      std::pow(u.u_p * w, 2) + big_n * u.u_a * u.u_a * (a * a + o * o) + 2 * u.u_a * u.u_a * o * o +
-                      out_half_spacing * out_half_spacing) /
-                     3;
+  // (Summed in the order of the 2.0 model, so that a 2.0 profile's variance keeps its bits.)
+  double variance =
+      std::pow(growth * logit_random_per_key * w, 2) + r * std::pow(growth * 6 * u.u_s * big_m * c, 2) +
+      std::pow(u.u_p * w, 2);
+  if (u.separate_row_sum)
+    variance = variance + big_n * (u.u_a * u.u_a * a * a + u.u_r * u.u_r * o * o) +
+               2 * std::pow(std::max(u.u_a, u.u_r) * o, 2);
+  else
+    variance = variance + big_n * u.u_a * u.u_a * (a * a + o * o) + 2 * u.u_a * u.u_a * o * o;
+  t.noise_variance = (variance + out_half_spacing * out_half_spacing + std::pow(u.u_v * w, 2)) / 3;
   t.coherent = growth * ((1 + r) * u.u_e * c + u.u_s * (cs + big_m * c) +
-                         (problem_.softcap > 0 ? u.u_t * (problem_.mask == MaskKind::Additive ? ca : cs) : 0.0)) +
-               t.reference + tails + (big_n + 2) * u.eta_a + u.eta_o;
+                         (problem_.softcap > 0 ? u.u_t * (problem_.mask == MaskKind::Additive ? ca : cs) : 0.0) +
+                         u.u_q * ca) +
+               t.reference + tails + (big_n + 2) * u.eta_a + u.eta_o + u.eta_v;
   return t;
 }
 
@@ -298,7 +367,8 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
 //  2. The sum of positive terms carries a relative error ≤ G_N (the same G as E_A): −log(1 − G).
 //  3. The log's relative error u_E and a base conversion rounding u_X on |log Z̃| ≤ log n + (1) + (2).
 //  4. Adding m̃ back: rounding of m·c (|m| ≤ M) and of the final sum (≈ |LSE|), u_X each, where
-//     u_X is the coarser of the score and accumulator formats (the softmax arithmetic).
+//     u_X is the coarser of the score and row-sum formats (the softmax arithmetic).
+//  With a separate row-sum accumulator (§2.11) G and u_X use u_R, and G gains N·η_R (Z ≥ 1).
 //  5. The reference's own error, γ_{d+n+8}(2^-53) on every magnitude involved.
 double ToleranceModel::lse_bound(const AttentionResult& reference, std::int64_t b, std::int64_t h,
                                  std::int64_t i) const {
@@ -312,9 +382,10 @@ double ToleranceModel::lse_bound(const AttentionResult& reference, std::int64_t 
   const double lse = std::fabs(reference.lse(0, b, h, i));
   const LogitBound l = logit_bound(problem_, profile_, u, n, big_m, max_a);
   const double big_n = accumulations(profile_, n, static_cast<double>(problem_.k_len));
-  const double g_det = gamma(big_n, u.u_a_rounding);
-  const double g = probabilistic() ? std::min(g_det, gamma_probabilistic(big_n, u.u_a)) : g_det;
-  const double u_x = std::max(u.u_s, u.u_a_rounding);
+  const double g_det = gamma(big_n, u.u_r_rounding);
+  const double g = (probabilistic() ? std::min(g_det, gamma_probabilistic(big_n, u.u_r)) : g_det) +
+                   (u.separate_row_sum ? big_n * u.eta_r : 0.0);
+  const double u_x = std::max(u.u_s, u.u_r_rounding);
   const double perturbation = l.max * std::exp(l.max);
   const double sum = g < 1 ? -std::log1p(-g) : kInf;
   const double log_error = (u.u_e + u_x) * (std::log(n) + perturbation + sum);

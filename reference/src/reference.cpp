@@ -330,7 +330,7 @@ void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0
     st.max_abs_score(0, b, h, i) = big_m;
     for (std::int64_t j = 0; j < p_.v_dim; ++j) {
       const double oj = out_.out(b, h, i, j);
-      double row_scale = 0, spread = 0, centered = 0, centered_dot = 0, centered_score = 0, tail = 0;
+      double row_scale = 0, spread = 0, centered = 0, centered_dot = 0, centered_score = 0, tail = 0, max_v = 0;
       for (std::int64_t c = 0; c < ws.logits.cols(); ++c) {
         const double s = ws.logits(r, c);
         if (s == kNegInf) continue;
@@ -342,7 +342,10 @@ void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0
         centered_dot += pk * ws.dot_abs(r, c) * dev;
         centered_score += pk * std::fabs(s) * dev;
         if (ws.weights[static_cast<size_t>(c)] < fp16_weight_normal) tail += std::fabs(vkj);
+        // A max does not depend on the order of the keys (reference/README.md, "Reproducibility").
+        if (std::isfinite(vkj)) max_v = std::max(max_v, std::fabs(vkj));
       }
+      st.reachable_max_abs_value(b, h, i, j) = max_v;
       st.row_scale(b, h, i, j) = row_scale;
       st.spread(b, h, i, j) = std::sqrt(spread);
       st.centered(b, h, i, j) = centered;
@@ -398,7 +401,8 @@ AttentionResult reference_attention(const Problem& p, const AttentionInputs& in,
     const Shape4 rows{1, p.batch, p.q_heads, p.q_len}, elements{p.batch, p.q_heads, p.q_len, p.v_dim};
     result.stats = RowStatistics{HostTensor(rows), HostTensor(rows), HostTensor(rows), HostTensor(rows),
                                  HostTensor(elements), HostTensor(elements), HostTensor(elements),
-                                 HostTensor(elements), HostTensor(elements), HostTensor(elements)};
+                                 HostTensor(elements), HostTensor(elements), HostTensor(elements),
+                                 HostTensor(elements)};
   }
 
   const Reference reference(p, in, opt, result);

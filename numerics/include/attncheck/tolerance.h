@@ -34,9 +34,9 @@ struct ToleranceTerms {
 class ToleranceModel {
  public:
   ToleranceModel(const Problem& problem, const NumericsProfile& profile, DataCharacter data);
-  /// As above, and reads max |V| per (batch, kv head, column) from `inputs`, which bounds the
-  /// keys whose weight is below fp32's normal range (E_P's tail for fp32/bf16 P). Without it
-  /// that bound uses the largest finite value of the input dtype, which is loose for f32/bf16.
+  /// As above, and checks that `inputs` match the problem. E_P's tail for weights below fp32's
+  /// normal range is bounded by the reference's max |V| over each row's allowed keys
+  /// (RowStatistics::reachable_max_abs_value), so the inputs add no data to the bound.
   ToleranceModel(const Problem& problem, const NumericsProfile& profile, DataCharacter data,
                  const AttentionInputs& inputs);
   /// Whether the probabilistic (λ√N) accumulation bounds apply (numerics/README.md §3.2: RN
@@ -52,7 +52,6 @@ class ToleranceModel {
   Problem problem_;
   NumericsProfile profile_;
   DataCharacter data_;
-  std::vector<double> max_abs_v_;  ///< [B, Hkv, Dv]; empty: unknown
 };
 
 }  // namespace attncheck
