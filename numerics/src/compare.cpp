@@ -179,7 +179,12 @@ Verdict compare_attention(const Problem& problem, const NumericsProfile& profile
               }
             }
           }
-          if (actual_lse != nullptr) {
+          if (actual_lse != nullptr && profile.empty_row_lse == EmptyRowLse::Zero) {
+            // Declared (ABI 2.1, §6.1): the kernel writes LSE = 0 for a row with no allowed key
+            // (PyTorch's convention); exactly 0, either sign, and nothing else.
+            const double x = (*actual_lse)(0, b, h, i);
+            if (x != 0.0) note_nonfinite({b, h, i, -1}, fmt::format("empty row: declared LSE = 0, got {}", x));
+          } else if (actual_lse != nullptr && profile.empty_row_lse == EmptyRowLse::NegativeInfinity) {
             // log 0 = −inf is always right. FlashAttention writes +inf for zeros (so that
             // exp(s − lse) = 0 in its backward pass); a NaN kernel may write NaN; a fill-value
             // kernel (MeanOfV) writes the fill plus log Lk, a finite value fixed by its undeclared
