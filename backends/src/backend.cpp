@@ -68,7 +68,15 @@ std::optional<NumericsProfile> Backend::profile(const Problem& problem, DType in
   const attncheck_status status = table_->get_problem_profile(table_, &abi_problem, to_dlpack(input), &p);
   if (status == kAttncheckNotSupported) return std::nullopt;
   if (status != kAttncheckOk) fail(table_, "get_problem_profile", status);
-  return from_abi(p);
+  NumericsProfile profile = from_abi(p);
+  // The per-problem profile refines the dtype's; one that describes other inputs than those
+  // asked for would make every bound derived from it meaningless.
+  if (profile.input != input)
+    throw BackendError(kAttncheckInternalError,
+                       fmt::format("{}: get_problem_profile: asked for {} inputs, it declared input = {} (the profile's "
+                                   "input must be the dtype asked for)",
+                                   name(), dtype_name(input), dtype_name(profile.input)));
+  return profile;
 }
 
 std::optional<std::string> Backend::unsupported_reason(const Problem& problem, DType input, DLDeviceType device) const {

@@ -1,6 +1,7 @@
 #include "attncheck/case.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <fmt/format.h>
@@ -215,8 +216,7 @@ CaseData make_case_data(const AttentionCase& c) {
     // Keys no query may see (beyond the key length or the mask's length) get NaN and the largest
     // finite values: a kernel that multiplies them by a zero weight instead of skipping them
     // produces NaN (0·NaN) or Inf.
-    const double big = largest_finite(c.dtype);
-    const double poison[3] = {std::numeric_limits<double>::quiet_NaN(), big, -big};
+    const std::array<double, 3> poison = poison_values(c.dtype, false);
     for (std::int64_t b = 0; b < p.batch; ++b) {
       std::int64_t first_dead = p.k_len;
       if (p.has_key_lengths) first_dead = std::min(first_dead, d.key_lengths[static_cast<size_t>(b)]);
@@ -229,6 +229,33 @@ CaseData make_case_data(const AttentionCase& c) {
     }
   }
   return d;
+}
+
+std::array<double, 3> poison_values(DType dtype, bool finite_only) {
+  const double big = largest_finite(dtype);
+  if (finite_only) return {big / 2, big, -big};
+  return {std::numeric_limits<double>::quiet_NaN(), big, -big};
+}
+
+void round_additive_mask(const Problem& p, CaseData& data, DType mask_dtype) {
+  if (p.mask != MaskKind::Additive) return;
+  round_all(data.mask, mask_dtype);
+}
+
+void make_poison_finite(const Problem& p, CaseData& data, DType dtype) {
+  const double big = largest_finite(dtype);
+  auto finite = [&](double x) { return std::isnan(x) ? big / 2 : std::isinf(x) ? std::copysign(big, x) : x; };
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    std::int64_t first_dead = p.k_len;
+    if (p.has_key_lengths && static_cast<std::int64_t>(data.key_lengths.size()) > b)
+      first_dead = std::min(first_dead, data.key_lengths[static_cast<size_t>(b)]);
+    if (p.mask != MaskKind::None) first_dead = std::min(first_dead, p.mask_k_len);
+    for (std::int64_t g = 0; g < p.kv_heads; ++g)
+      for (std::int64_t j = first_dead; j < p.k_len; ++j) {
+        for (std::int64_t l = 0; l < p.qk_dim; ++l) data.k(b, g, j, l) = finite(data.k(b, g, j, l));
+        for (std::int64_t l = 0; l < p.v_dim; ++l) data.v(b, g, j, l) = finite(data.v(b, g, j, l));
+      }
+  }
 }
 
 void forbid_in_mask(const Problem& p, CaseData& data, const std::function<bool(std::int64_t row)>& row,

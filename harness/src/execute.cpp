@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <memory>
+#include <stdexcept>
 #include <thread>
 
 #include "attncheck/memory_domain.h"
@@ -265,9 +266,26 @@ std::unique_ptr<GuardedTensor> make_input_rank(const std::string& name, const Vi
   return t;
 }
 
-std::unique_ptr<GuardedTensor> make_mask(const Problem& p, const View4<const double>& mask, DType input, std::int64_t guard,
-                                         const Handover& handover) {
-  if (p.mask == MaskKind::Additive) return make_input("mask", mask, input, handover, guard);
+// An additive mask is handed over in the kernel's mask dtype (NumericsProfile::additive_mask_dtype),
+// whose values the caller has rounded it to (round_additive_mask): the reference must see the
+// bias the kernel receives, so a value the encoding would round is refused, never rounded here.
+std::unique_ptr<GuardedTensor> make_mask(const Problem& p, const View4<const double>& mask, DType mask_dtype,
+                                         std::int64_t guard, const Handover& handover) {
+  if (p.mask == MaskKind::Additive) {
+    const Shape4& s = mask.shape;
+    for (std::int64_t a = 0; a < s[0]; ++a)
+      for (std::int64_t b = 0; b < s[1]; ++b)
+        for (std::int64_t c = 0; c < s[2]; ++c)
+          for (std::int64_t d = 0; d < s[3]; ++d) {
+            const double x = mask(a, b, c, d);
+            if (!std::isnan(x) && round_to(mask_dtype, x) != x)
+              throw std::invalid_argument(fmt::format(
+                  "mask: element [{},{},{},{}] is {:.17g}, which is not a {} value (the backend's mask dtype); "
+                  "round the bias to it before the reference sees it (round_additive_mask)",
+                  a, b, c, d, x, dtype_name(mask_dtype)));
+          }
+    return make_input("mask", mask, mask_dtype, handover, guard);
+  }
   const Shape4& s = mask.shape;
   auto t = std::make_unique<GuardedTensor>("mask", DLDataType{kDLUInt, 8, 1}, 1, std::vector<std::int64_t>(s.begin(), s.end()),
                                            strides_for(s, false), guard, false, handover);
@@ -506,7 +524,7 @@ PreparedCall::PreparedCall(const Problem& p, const NumericsProfile& profile, con
   b.q = make_input("Q", in.q, profile.input, layout, guard);
   b.k = make_input("K", in.k, profile.input, layout, guard);
   b.v = make_input("V", in.v, profile.input, layout, guard);
-  if (p.mask != MaskKind::None) b.mask = make_mask(p, in.mask, profile.input, guard, compact);
+  if (p.mask != MaskKind::None) b.mask = make_mask(p, in.mask, profile.additive_mask_dtype(), guard, compact);
   if (p.has_key_lengths) b.lengths = make_key_lengths(in.key_lengths, guard, compact);
   const Shape4 out_shape{p.batch, p.q_heads, p.q_len, p.v_dim};
   b.out = make_output("out", {out_shape.begin(), out_shape.end()},

@@ -97,7 +97,7 @@ void padding_invariance(PropertyContext& ctx) {
   ctx.require_supported(padded.problem);
   CaseData data = original.data;
   const double big = largest_finite(c.dtype);
-  const double poison[3] = {std::numeric_limits<double>::quiet_NaN(), big, -big};
+  const std::array<double, 3> poison = ctx.poison_values(p);
   auto extend = [&](const HostTensor& t) {
     HostTensor e({t.shape[0], t.shape[1], t.shape[2] + extra, t.shape[3]});
     for (std::int64_t a = 0; a < e.shape[0]; ++a)

@@ -13,13 +13,13 @@ AttentionResult reference_for(const Problem& problem, const CaseData& data) {
 
 Verdict judge(PropertyContext& ctx, const AttentionCase& c, const CaseData& data, const BackendRun& run) {
   const AttentionResult reference = reference_for(c.problem, data);
-  return compare_attention(c.problem, ctx.profile(), data.inputs(c.problem), reference, run.out,
+  return compare_attention(c.problem, ctx.profile(c.problem), data.inputs(c.problem), reference, run.out,
                            run.lse ? &*run.lse : nullptr, ctx.compare_options(data_character(c.values)));
 }
 
-HostTensor tolerance_of(const PropertyContext& ctx, const AttentionCase& c, const CaseData& data,
+HostTensor tolerance_of(PropertyContext& ctx, const AttentionCase& c, const CaseData& data,
                         const AttentionResult& reference) {
-  const ToleranceModel model(c.problem, ctx.profile(), data_character(c.values), data.inputs(c.problem));
+  const ToleranceModel model(c.problem, ctx.profile(c.problem), data_character(c.values), data.inputs(c.problem));
   HostTensor tau(reference.out.shape);
   const Shape4& s = tau.shape;
   for (std::int64_t b = 0; b < s[0]; ++b)
@@ -75,6 +75,6 @@ JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c, CaseData d
   return j;
 }
 
-JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c) { return run_and_bound(ctx, c, make_case_data(c)); }
+JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c) { return run_and_bound(ctx, c, ctx.case_data(c)); }
 
 }  // namespace attncheck::props

@@ -20,7 +20,7 @@ AttentionResult reference_for(const Problem& problem, const CaseData& data);
 Verdict judge(PropertyContext& ctx, const AttentionCase& c, const CaseData& data, const BackendRun& run);
 
 /// τ for every output element of a case (its reference must carry statistics).
-HostTensor tolerance_of(const PropertyContext& ctx, const AttentionCase& c, const CaseData& data,
+HostTensor tolerance_of(PropertyContext& ctx, const AttentionCase& c, const CaseData& data,
                         const AttentionResult& reference);
 
 /// Two outputs that are equal in exact arithmetic: passes iff |a − b| ≤ τa + τb everywhere

@@ -14,7 +14,7 @@ void reference_agreement(PropertyContext& ctx) {
                                      ValueKind::OneHotV, ValueKind::LargeLogits});
   ctx.classify(c);
   ctx.require_supported(c.problem);
-  const CaseData data = make_case_data(c);
+  const CaseData data = ctx.case_data(c);
   const BackendRun run = ctx.run(c, data);
   ctx.expect(judge(ctx, c, data, run), c, "agreement with the reference");
 }
@@ -53,7 +53,7 @@ void robustness(PropertyContext& ctx) {
   }
   ctx.classify(c);
   ctx.require_supported(p);
-  CaseData data = make_case_data(c);
+  CaseData data = ctx.case_data(c);
   if (hard == HardInput::EmptyRows) data.key_lengths[0] = 0;
   if (hard == HardInput::Subnormal) {
     // V scaled into the subnormal range of the dtype (re-rounded: the kernel receives these bits).

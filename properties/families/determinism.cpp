@@ -12,7 +12,7 @@ void repeated_runs(PropertyContext& ctx) {
   const AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
   ctx.classify(c);
   ctx.require_supported(c.problem);
-  const CaseData data = make_case_data(c);
+  const CaseData data = ctx.case_data(c);
   const BackendRun first = ctx.run(c, data);
   for (int repeat = 1; repeat <= 3; ++repeat) {
     const BackendRun again = ctx.run(c, data);

@@ -22,7 +22,7 @@ void head_independence(PropertyContext& ctx) {
   const std::int64_t target = *rc::gen::inRange<std::int64_t>(0, perturb_kv ? p.kv_heads : p.q_heads);
   ctx.classify(c);
   ctx.require_supported(p);
-  const CaseData data = make_case_data(c);
+  const CaseData data = ctx.case_data(c);
   CaseData changed = data;
   PortableRandom rng(c.seed + 1);
   for (std::int64_t b = 0; b < p.batch; ++b) {

@@ -139,11 +139,11 @@ void linearity_in_v(PropertyContext& ctx) {
   const double alpha = *rc::gen::element(1.0, 2.0, 0.5, -1.0), beta = *rc::gen::element(1.0, -1.0, 0.5, 2.0);
   ctx.classify(c);
   ctx.require_supported(c.problem);
-  const CaseData first = make_case_data(c);
+  const CaseData first = ctx.case_data(c);
   AttentionCase other = c;
   other.seed = c.seed + 17;
   CaseData second = first;
-  second.v = make_case_data(other).v;
+  second.v = ctx.case_data(other).v;
   CaseData combined = first;
   for (size_t n = 0; n < combined.v.values.size(); ++n) combined.v.values[n] = alpha * first.v.values[n] + beta * second.v.values[n];
 

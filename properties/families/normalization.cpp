@@ -59,7 +59,7 @@ void uniform_weights_exact(PropertyContext& ctx) {
   c.values = ValueKind::Ties;  // every weight equal: judged as structured data when not exact
   ctx.classify(c);
   ctx.require_supported(c.problem);
-  CaseData data = make_case_data(c);
+  CaseData data = ctx.case_data(c);
   PortableRandom rng(c.seed);
   for (double& x : data.q.values) x = 0.0;
   // round_to keeps a multiple of 2^-10 a multiple of 2^-10 (bf16 drops low bits only above 2^-3).
@@ -85,7 +85,7 @@ void uniform_weights_exact(PropertyContext& ctx) {
         for (std::int64_t k = 0; k < p.k_len; ++k) sum += data.v(b, p.kv_head_of(h), k, j);
         for (std::int64_t i = 0; i < p.q_len; ++i) expected(b, h, i, j) = sum / static_cast<double>(p.k_len);
       }
-  ctx.expect(compare_exact(expected, run.out, ctx.profile().output, ExactMode::RoundedExact), c,
+  ctx.expect(compare_exact(expected, run.out, ctx.profile(c.problem).output, ExactMode::RoundedExact), c,
              "uniform weights must average V exactly");
 }
 
@@ -98,13 +98,13 @@ void identity_values(PropertyContext& ctx) {
   c.poison_masked = false;
   ctx.classify(c);
   ctx.require_supported(p);
-  CaseData data = make_case_data(c);
+  CaseData data = ctx.case_data(c);
   for (std::int64_t b = 0; b < p.batch; ++b)
     for (std::int64_t g = 0; g < p.kv_heads; ++g)
       for (std::int64_t k = 0; k < p.k_len; ++k)
         for (std::int64_t j = 0; j < p.v_dim; ++j) data.v(b, g, k, j) = k == j ? 1.0 : 0.0;
   JudgedRun judged = run_and_bound(ctx, c, std::move(data));
-  ctx.expect(compare_attention(p, ctx.profile(), judged.data.inputs(p), judged.reference, judged.run.out,
+  ctx.expect(compare_attention(p, ctx.profile(p), judged.data.inputs(p), judged.reference, judged.run.out,
                                judged.run.lse ? &*judged.run.lse : nullptr,
                                ctx.compare_options(DataCharacter::Structured)),
              c, "O = P with V = I");
@@ -135,7 +135,7 @@ void convexity(PropertyContext& ctx) {
   c.poison_masked = false;
   ctx.classify(c);
   ctx.require_supported(c.problem);
-  const CaseData data = make_case_data(c);
+  const CaseData data = ctx.case_data(c);
   ReferenceOptions options;
   options.probabilities = true;
   const AttentionResult weights = reference_attention(c.problem, data.inputs(c.problem), options);

@@ -34,8 +34,8 @@ void invalid_problems_rejected(PropertyContext& ctx) {
       Corruption::IndivisibleHeads, Corruption::HeadDimMismatch, Corruption::ZeroBatch, Corruption::NegativeLength,
       Corruption::ValueDimMismatch, Corruption::MissingMask, Corruption::MissingKeyLengths, Corruption::UnknownAlignment);
   ctx.require_supported(c.problem);
-  const CaseData data = make_case_data(c);
-  PreparedCall call(c.problem, ctx.profile(), data.inputs(c.problem), RunOptions{c.sequence_major});
+  const CaseData data = ctx.case_data(c);
+  PreparedCall call(c.problem, ctx.profile(c.problem), data.inputs(c.problem), RunOptions{c.sequence_major});
   attncheck_problem problem = to_abi(c.problem);
   attncheck_status status = kAttncheckOk;
   call.execute(ctx.backend().device(), [&](const attncheck_attention_tensors& placed, DeviceCall&) {

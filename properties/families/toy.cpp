@@ -31,7 +31,7 @@ void two_tokens(PropertyContext& ctx) {
   c.seed = *rc::gen::inRange<std::uint64_t>(0, 1000);
   ctx.classify(c);
   ctx.require_supported(p);
-  CaseData data = make_case_data(c);
+  CaseData data = ctx.case_data(c);
   if (p.mask == MaskKind::Boolean) {  // exactly one of the two keys masked for every query
     data.mask = HostTensor({1, 1, 1, 2}, 1.0);
     data.mask(0, 0, 0, *rc::gen::element(0, 1)) = 0.0;
@@ -70,7 +70,7 @@ void two_tokens(PropertyContext& ctx) {
       ctx.fail(c, fmt::format("internal: the reference ({}) disagrees with the closed form ({})", reference.out.values[n],
                               closed.values[n]));
   const BackendRun run = ctx.run(c, data);
-  ctx.expect(compare_attention(p, ctx.profile(), data.inputs(p), reference, run.out, run.lse ? &*run.lse : nullptr,
+  ctx.expect(compare_attention(p, ctx.profile(p), data.inputs(p), reference, run.out, run.lse ? &*run.lse : nullptr,
                                ctx.compare_options(DataCharacter::Structured)),
              c, "two-token closed form");
 }

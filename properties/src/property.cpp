@@ -31,15 +31,41 @@ void PropertyContext::require_supported(const Problem& problem) {
   if (reason) decline(*reason);
 }
 
+NumericsProfile PropertyContext::profile(const Problem& problem) {
+  if (!backend_.has_problem_profiles()) return profile_;
+  std::optional<NumericsProfile> p;
+  try {
+    p = backend_.profile(problem, dtype_);
+  } catch (const BackendError& e) {
+    if (e.status() == kAttncheckNotSupported) decline(e.what());
+    fail(problem.describe(), e.what());
+  }
+  if (!p) decline(fmt::format("get_problem_profile: no supported profile for this problem with {} inputs", dtype_name(dtype_)));
+  return *p;
+}
+
+CaseData PropertyContext::case_data(const AttentionCase& c) {
+  const NumericsProfile p = profile(c.problem);
+  CaseData data = make_case_data(c);
+  round_additive_mask(c.problem, data, p.additive_mask_dtype());
+  if (p.masked_keys_weighted_by_zero) make_poison_finite(c.problem, data, c.dtype);
+  return data;
+}
+
+std::array<double, 3> PropertyContext::poison_values(const Problem& problem) {
+  return attncheck::poison_values(dtype_, profile(problem).masked_keys_weighted_by_zero);
+}
+
 BackendRun PropertyContext::run(const AttentionCase& c, const CaseData& data, const RunOptions& options) {
   require_supported(c.problem);
+  const NumericsProfile profile_for_case = profile(c.problem);
   RunOptions opts = options;
   opts.sequence_major = c.sequence_major;
   opts.isolate = call_options_.isolate;
   opts.timeout_seconds = call_options_.timeout_seconds;
   BackendRun result;
   try {
-    result = run_backend(backend_, c.problem, profile_, data.inputs(c.problem), opts);
+    result = run_backend(backend_, c.problem, profile_for_case, data.inputs(c.problem), opts);
   } catch (const BackendError& e) {
     if (e.status() == kAttncheckNotSupported) decline(e.what());
     fail(c, fmt::format("the backend returned '{}': {}", status_name(e.status()), e.what()));
@@ -115,7 +141,7 @@ BackendRun PropertyContext::run_layer(const LayerProblem& problem, const std::st
   require_supported(problem.attention);
   BackendRun result;
   try {
-    result = run_backend_layer(backend_, problem, profile_, inputs, call_options_);
+    result = run_backend_layer(backend_, problem, profile(problem.attention), inputs, call_options_);
   } catch (const BackendError& e) {
     if (e.status() == kAttncheckNotSupported) decline(e.what());
     fail(description, fmt::format("the backend's layer returned '{}': {}", status_name(e.status()), e.what()));

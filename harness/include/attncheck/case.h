@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <array>
 #include <functional>
 #include <optional>
 #include <span>
@@ -66,6 +67,22 @@ struct CaseData {
 /// own normal/uniform transforms, not the implementation-defined std distributions). Throws
 /// ProblemError for fixed key lengths that do not fit the problem.
 CaseData make_case_data(const AttentionCase& c);
+
+/// The additive bias as a kernel whose mask dtype is `mask_dtype` reads it
+/// (NumericsProfile::additive_mask_dtype()): every element rounded to that dtype, as the inputs
+/// are rounded to theirs, so that the reference sees exactly the bias the kernel receives and τ
+/// needs no term for it (numerics/README.md §2.11). −inf stays −inf. No-op without an additive mask.
+void round_additive_mask(const Problem& problem, CaseData& data, DType mask_dtype);
+
+/// Replaces NaN and ±Inf in the keys no query may reach (beyond key_lengths[b] or the mask's key
+/// length) with large finite values of `dtype`, keeping ±max-finite where it was already: the
+/// poisoning for a kernel that declares masked_keys_weighted_by_zero (0·NaN = NaN is then its
+/// declared convention, but finite garbage must still not reach the output).
+void make_poison_finite(const Problem& problem, CaseData& data, DType dtype);
+
+/// The values unreachable keys are poisoned with: NaN and ±the largest finite value, or, when
+/// only finite garbage may be used, ±the largest finite value and half of it.
+std::array<double, 3> poison_values(DType dtype, bool finite_only);
 
 /// A departure from the draw that a fixed check needs and random masks hit too rarely: the mask
 /// forbids keys [key_begin, key_end) (clamped to the mask's key length) in every query row for

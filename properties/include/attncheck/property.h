@@ -10,6 +10,7 @@
 /// its PropertyDefs, and add that function to the list in properties/src/registry.cpp.
 #pragma once
 
+#include <array>
 #include <functional>
 #include <map>
 #include <optional>
@@ -59,6 +60,7 @@ class PropertyContext {
 
   Backend& backend() { return backend_; }
   DType dtype() const { return dtype_; }
+  /// The dtype's profile (get_profile): what skip_reason and listings see.
   const NumericsProfile& profile() const { return profile_; }
   /// Every verdict against the reference also measures accuracy (RunSettings::accuracy_factor):
   /// 0 reports the ratios, F > 0 fails a case whose ratio exceeds F.
@@ -78,6 +80,17 @@ class PropertyContext {
     s.sizes = sizes_;
     return s;
   }
+  /// The profile of the path the backend takes for `problem` (Backend::profile(problem, dtype):
+  /// get_problem_profile when the backend has one, else the dtype's profile). Every case is run
+  /// and judged under it. A path whose profile the backend does not support declines the case;
+  /// a profile that breaks get_problem_profile's contract (another input dtype than asked) fails.
+  NumericsProfile profile(const Problem& problem);
+  /// make_case_data(c) as the backend receives it under profile(c.problem): an additive bias
+  /// rounded to the declared mask dtype, and unreachable keys poisoned with finite values only
+  /// when the backend declares that it weights masked keys by zero.
+  CaseData case_data(const AttentionCase& c);
+  /// poison_values(dtype, finite only) for `problem`'s declared masked-key convention.
+  std::array<double, 3> poison_values(const Problem& problem);
 
   /// Discards the current case when the backend declines it, counting a skip under its reason.
   /// Under isolation a backend whose memory is not the host's is asked in the child instead
