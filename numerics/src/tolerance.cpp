@@ -11,8 +11,8 @@
 //   u_E  exp, u_T tanh      (declared, default 2^-22)
 //   u_P  P as stored for P·V: 0 unless P is re-rounded below the fp32 the exp produces
 //   u_A  P·V accumulator (doubled under round-toward-zero, §3.2)
-//   u_R  row-sum accumulator (row_sum_accumulator, else accumulator; §2.11)
-//   u_Q, u_K, u_V  Q, K and V rounded inside the kernel below `input` (0 when not, §2.11)
+//   u_R  row-sum accumulator (row_sum_accumulator, else accumulator; §2.12)
+//   u_Q, u_K, u_V  Q, K and V rounded inside the kernel below `input` (0 when not, §2.12)
 //   u_O  output
 #include "attncheck/tolerance.h"
 
@@ -54,7 +54,7 @@ double default_if_zero(double value) { return value > 0 ? value : 0x1p-22; }
 struct Units {
   double u_dot, u_s, u_e, u_t, u_p, u_a, u_a_rounding, u_o, eta_o, eta_a;
   bool narrow_score_store;  // scores rounded to `score` after a wider accumulator
-  // ABI 2.1 stages (§2.11). All zero, and separate_row_sum false, for a 2.0 profile.
+  // ABI 2.1 stages (§2.12). All zero, and separate_row_sum false, for a 2.0 profile.
   double u_q = 0, u_k = 0, u_v = 0, eta_v = 0;
   double u_r = 0, u_r_rounding = 0, eta_r = 0;
   bool separate_row_sum = false;  // the row sum has its own accumulator dtype
@@ -112,7 +112,7 @@ Units units_of(const NumericsProfile& p) {
   return u;
 }
 
-// Split-KV (§2.11): S > 1 parts, each a softmax with its own max, merged with S factors
+// Split-KV (§2.12): S > 1 parts, each a softmax with its own max, merged with S factors
 // e^{m_s − m}. 0 for one part.
 double split_merges(const NumericsProfile& p) { return p.kv_splits > 1 ? static_cast<double>(p.kv_splits) : 0.0; }
 
@@ -122,7 +122,7 @@ double split_merges(const NumericsProfile& p) { return p.kv_splits > 1 ? static_
 // keys over every tile: up to min(n, ⌈Lk/B_c⌉ + 1) tiles (+1: tiles need not start at key 0, e.g.
 // at a window's edge).
 // Split-KV cuts the keys into S parts, each of which may start a tile of its own: S − 1 more
-// tile edges than one part has (§2.11).
+// tile edges than one part has (§2.12).
 double rescales(const NumericsProfile& p, double n, double key_len) {
   if (p.softmax_block <= 0) return 0.0;
   const double edges = p.kv_splits > 1 ? static_cast<double>(p.kv_splits) : 1.0;
@@ -130,7 +130,7 @@ double rescales(const NumericsProfile& p, double n, double key_len) {
 }
 
 // The accumulation count N = ⌈n/k0⌉ + R (§2.6): the most roundings any one term passes through.
-// Blocked summation (keys_per_partial_sum b, §2.11): a term passes through ≤ ⌈min(b, n)/k0⌉
+// Blocked summation (keys_per_partial_sum b, §2.12): a term passes through ≤ ⌈min(b, n)/k0⌉
 // roundings inside its partial sum and then one per partial sum added into the total, of which
 // there are at most min(n, ⌈Lk/b⌉ + 1) (fixed-position blocks, scattered keys, as for R). The
 // sequential count ⌈n/k0⌉ bounds every order, so the smaller of the two holds. Split-KV adds, per
@@ -172,11 +172,11 @@ struct LogitBound {
 //     and the product with c add (u_T + 2u_S)|s′_k|, |s′_k| the capped score, because
 //     x·sech²x ≤ tanh x makes the argument's rounding count at most |s′_k|. Without a bias
 //     s′_k = s_k (β term); with one |s′_k| ≤ |σq·k| ≤ a_k (α term).
-//  8. Q and K rounded inside the kernel (§2.11): q̃_l k̃_l = q_l k_l(1 + δ_q)(1 + δ_k), a relative
+//  8. Q and K rounded inside the kernel (§2.12): q̃_l k̃_l = q_l k_l(1 + δ_q)(1 + δ_k), a relative
 //     change ≤ (1 + u_Q)(1 + u_K) − 1 of every product, and term 1's γ_d then applies to the
 //     rounded products: α = (1 + γ_d)(1 + u_Q)(1 + u_K) − 1. Holds while Q and K stay in the
-//     rounding dtype's normal range (§2.11).
-//  9. Split-KV merge factors e^{m_s − m} (§2.11): S more rescales of the kind of 4.
+//     rounding dtype's normal range (§2.12).
+//  9. Split-KV merge factors e^{m_s − m} (§2.12): S more rescales of the kind of 4.
 LogitBound logit_bound(const Problem& problem, const NumericsProfile& profile, const Units& u, double n,
                        double big_m, double max_a) {
   LogitBound l;
@@ -283,7 +283,7 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   if (!u.separate_row_sum) {
     t.accumulation = g * a + (g + 2 * u.u_a_rounding) * o + (big_n + 2) * u.eta_a;
   } else {
-    // §2.11: O_j = (Σ p̃_k V_kj)/Z̃ with each sum in its own accumulator. The P·V sum errs by
+    // §2.12: O_j = (Σ p̃_k V_kj)/Z̃ with each sum in its own accumulator. The P·V sum errs by
     // G_A·A_j, the row sum by G_R relative (Z's terms are positive), which reaches O_j as
     // G_R·|O_j|; Z ≥ 1 (it holds e^0), so the row sum's N subnormal roundings η_R are relative
     // errors ≤ N·η_R too. The division rounds in the coarser of the two.
@@ -292,7 +292,7 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
     const double u_div = std::max(u.u_a_rounding, u.u_r_rounding);
     t.accumulation = g * a + (gr + big_n * u.eta_r + 2 * u_div) * o + (big_n + 2) * u.eta_a;
   }
-  // V rounded inside the kernel (§2.11): Σ_k p_k V_kj δ_kj with |δ_kj| ≤ u_V, so u_V·A_j, plus
+  // V rounded inside the kernel (§2.12): Σ_k p_k V_kj δ_kj with |δ_kj| ≤ u_V, so u_V·A_j, plus
   // η_V where Ṽ lands among the subnormals (Σ p_k = 1); the P·V sum then runs over |Ṽ| ≤
   // (1 + u_V)|V|. Under §3.2's model the δ_kj are independent (each a rounding of its own
   // data-random value), so λ·u_V·W_j bounds the sum as it does P's rounding in E_P.
@@ -368,7 +368,7 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
 //  3. The log's relative error u_E and a base conversion rounding u_X on |log Z̃| ≤ log n + (1) + (2).
 //  4. Adding m̃ back: rounding of m·c (|m| ≤ M) and of the final sum (≈ |LSE|), u_X each, where
 //     u_X is the coarser of the score and row-sum formats (the softmax arithmetic).
-//  With a separate row-sum accumulator (§2.11) G and u_X use u_R, and G gains N·η_R (Z ≥ 1).
+//  With a separate row-sum accumulator (§2.12) G and u_X use u_R, and G gains N·η_R (Z ≥ 1).
 //  5. The reference's own error, γ_{d+n+8}(2^-53) on every magnitude involved.
 double ToleranceModel::lse_bound(const AttentionResult& reference, std::int64_t b, std::int64_t h,
                                  std::int64_t i) const {

@@ -1,4 +1,4 @@
-// The ABI 2.1 stages in the tolerance model (numerics/README.md §2.11): a kernel that rounds where
+// The ABI 2.1 stages in the tolerance model (numerics/README.md §2.12): a kernel that rounds where
 // it declares it does passes, and the same kernel declared without the stage fails — so each new
 // term is both needed and sufficient. The kernel below is emulated stage by stage with round_to,
 // independently of the model: operands rounded inside the kernel, P·V and row sum each in their
@@ -190,7 +190,7 @@ TEST(Profile21, ExactOperandRoundingAddsNothing) {
 }
 
 // Blocked summation: with b = 64 and n = 8192 a term passes through ≤ 64 + 129 roundings, not
-// 8192 (§2.11), so the deterministic bound of a structured case shrinks accordingly — and the
+// 8192 (§2.12), so the deterministic bound of a structured case shrinks accordingly — and the
 // blocked kernel still meets it.
 TEST(Profile21, BlockedSummationCountsItsRoundings) {
   StagedKernel kernel;

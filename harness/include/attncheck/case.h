@@ -71,7 +71,7 @@ CaseData make_case_data(const AttentionCase& c);
 /// The additive bias as a kernel whose mask dtype is `mask_dtype` reads it
 /// (NumericsProfile::additive_mask_dtype()): every element rounded to that dtype, as the inputs
 /// are rounded to theirs, so that the reference sees exactly the bias the kernel receives and τ
-/// needs no term for it (numerics/README.md §2.11). −inf stays −inf. No-op without an additive mask.
+/// needs no term for it (numerics/README.md §2.12). −inf stays −inf. No-op without an additive mask.
 void round_additive_mask(const Problem& problem, CaseData& data, DType mask_dtype);
 
 /// Replaces NaN and ±Inf in the keys no query may reach (beyond key_lengths[b] or the mask's key
