@@ -78,12 +78,25 @@ int bench_command(const BenchOptions& options, std::ostream& out, std::ostream& 
       out << fmt::format("{:>20}  skipped: {}\n", label, *reason);
       continue;
     }
+    // Timed and validated under the profile of the path the backend takes for this shape.
+    std::optional<NumericsProfile> shape_profile;
+    try {
+      shape_profile = backend->profile(c.problem, *dtype);
+    } catch (const BackendError& e) {
+      out << fmt::format("{:>20}  FAILED: {}\n", label, e.what());
+      status = kExitFailed;
+      continue;
+    }
+    if (!shape_profile) {
+      out << fmt::format("{:>20}  skipped: no profile for this shape (get_problem_profile)\n", label);
+      continue;
+    }
     const CaseData data = make_case_data(c);
     const AttentionInputs inputs = data.inputs(c.problem);
     // One placement serves the checked call and the timed ones: the device copies are made once,
     // and every timed call ends with the stream synchronized, so asynchronous kernels are timed
     // to completion.
-    PreparedCall call(c.problem, *profile, inputs);
+    PreparedCall call(c.problem, *shape_profile, inputs);
     double backend_seconds = 0;
     try {
       call.execute(backend->device(), [&](const attncheck_attention_tensors& tensors, DeviceCall& device) {
@@ -108,7 +121,8 @@ int bench_command(const BenchOptions& options, std::ostream& out, std::ostream& 
     attncheck::ReferenceOptions with_statistics;
     with_statistics.row_statistics = true;
     const AttentionResult reference = reference_attention(c.problem, inputs, with_statistics);
-    const Verdict verdict = compare_attention(c.problem, *profile, inputs, reference, run.out, run.lse ? &*run.lse : nullptr);
+    const Verdict verdict =
+        compare_attention(c.problem, *shape_profile, inputs, reference, run.out, run.lse ? &*run.lse : nullptr);
     if (!verdict.passed) {
       out << fmt::format("{:>20}  FAILED validation: {}\n", label, verdict.summary());
       status = kExitFailed;
