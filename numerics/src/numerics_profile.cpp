@@ -31,6 +31,18 @@ std::string NumericsProfile::describe() const {
   return text;
 }
 
+std::vector<std::string> NumericsProfile::declared_conventions() const {
+  std::vector<std::string> conventions;
+  if (masked_keys_weighted_by_zero)
+    conventions.emplace_back(
+        "declared: masked keys are weighted by zero, so NaN or Inf in masked K/V propagates — poisoned with finite "
+        "values only");
+  if (empty_row_lse == EmptyRowLse::Zero) conventions.emplace_back("declared: a row with no allowed key has LSE = 0");
+  if (empty_row_lse == EmptyRowLse::Unspecified)
+    conventions.emplace_back("declared: the LSE of a row with no allowed key is unspecified — not checked");
+  return conventions;
+}
+
 std::string_view empty_row_lse_name(EmptyRowLse convention) {
   switch (convention) {
     case EmptyRowLse::NegativeInfinity: return "-inf";

@@ -205,12 +205,24 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   run.total_units = plan.size();
   run.started_at = utc_now();
   run.hostname = host_name();
+  for (const std::string& name : dtypes) {
+    std::optional<NumericsProfile> declared;
+    try {
+      declared = backend.profile(*parse_dtype(name));
+    } catch (const std::exception&) {
+      continue;  // get_profile's failure is reported by every unit of that dtype
+    }
+    if (declared)
+      for (const std::string& convention : declared->declared_conventions())
+        run.declared_conventions.push_back(fmt::format("{}: {}", name, convention));
+  }
 
   Console console(out, env.stdout_is_tty, env.stdout_is_tty && !env.no_color);
   console.line(fmt::format("attncheck {}: backend {} ({}), profile {} ({} cases, size <= {}), {}", env.version, run.backend,
                            run.backend_origin, run.profile, run.cases, run.max_size,
                            shard.count > 1 ? fmt::format("shard {}: {} of {} units", shard_name(shard), mine.size(), plan.size())
                                            : fmt::format("{} units", plan.size())));
+  for (const std::string& convention : run.declared_conventions) console.line(fmt::format("  {}", convention));
 
   const auto start = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < mine.size(); ++i) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "attncheck/dtype.h"
 #include "attncheck/problem.h"
@@ -56,6 +57,9 @@ struct NumericsProfile {
 
   /// "in=f16 S=f32 P=f16 acc=f32 out=f16 RN k0=1 block=128 det zeros"
   std::string describe() const;
+  /// The departures from the strict conventions this profile declares, one sentence each, for
+  /// reports: they are the kernel's declared behaviour, not failures. Empty for a strict profile.
+  std::vector<std::string> declared_conventions() const;
   bool operator==(const NumericsProfile&) const = default;
 };
 

@@ -211,7 +211,8 @@ json metadata_json(const RunMetadata& m) {
               {"merged_shards", m.merged_shards},
               {"started_at", m.started_at},
               {"hostname", m.hostname},
-              {"seconds", number(m.seconds)}};
+              {"seconds", number(m.seconds)},
+              {"declared_conventions", m.declared_conventions}};
 }
 
 RunMetadata metadata_from_json(const json& j) {
@@ -246,6 +247,14 @@ RunMetadata metadata_from_json(const json& j) {
   m.started_at = get_string(j, "started_at", p);
   m.hostname = get_string(j, "hostname", p);
   m.seconds = get_number(j, "seconds", p);
+  // Added without a schema bump: absent in older reports.
+  if (const auto it = j.find("declared_conventions"); it != j.end()) {
+    if (!it->is_array()) wrong_type(p, "declared_conventions", "an array", *it);
+    for (std::size_t i = 0; i < it->size(); ++i) {
+      if (!(*it)[i].is_string()) wrong_type(p, fmt::format("declared_conventions[{}]", i), "a string", (*it)[i]);
+      m.declared_conventions.push_back((*it)[i].get<std::string>());
+    }
+  }
   return m;
 }
 

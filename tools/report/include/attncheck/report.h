@@ -105,6 +105,9 @@ struct RunMetadata {
   std::string started_at;       ///< UTC, "YYYY-MM-DDTHH:MM:SS" (the JUnit timestamp format)
   std::string hostname;
   double seconds = 0;           ///< wall time of the whole run
+  /// "f32: declared: masked keys are weighted by zero, …": each dtype's declared departures
+  /// from the strict conventions (NumericsProfile::declared_conventions), once per dtype.
+  std::vector<std::string> declared_conventions;
   bool operator==(const RunMetadata&) const = default;
 };
 
