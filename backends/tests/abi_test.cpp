@@ -9,9 +9,51 @@
 #include "attncheck/backend_impl.h"
 
 extern "C" attncheck_backend* attncheck_c_mock_entry(void);
+extern "C" attncheck_backend* attncheck_c_mock_2_0_entry(void);
+extern "C" attncheck_backend* attncheck_c_mock_2_1_entry(void);
 
 namespace attncheck {
 namespace {
+
+// A plug-in built against the 2.0 header still loads: its shorter table has no
+// get_problem_profile (the pointer past its end is never called) and its shorter profile's 2.1
+// fields take their defaults, whatever bytes lie past its struct_size.
+TEST(CAbi, A20PluginLoadsWithThe21FieldsAtTheirDefaults) {
+  Backend backend(attncheck_c_mock_2_0_entry(), "c-mock-2.0");
+  EXPECT_EQ(backend.table()->struct_size, ATTNCHECK_BACKEND_SIZE_2_0);
+  EXPECT_FALSE(backend.has_problem_profiles());
+  const auto profile = backend.profile(DType::F32);
+  ASSERT_TRUE(profile.has_value());
+  EXPECT_EQ(profile->empty_row, EmptyRowConvention::NaN);  // a 2.0 field, as declared
+  EXPECT_FALSE(profile->query_rounding || profile->key_rounding || profile->value_rounding);
+  EXPECT_FALSE(profile->mask_dtype || profile->row_sum_accumulator);
+  EXPECT_EQ(profile->keys_per_partial_sum, 0);
+  EXPECT_EQ(profile->kv_splits, 0);
+  EXPECT_EQ(profile->empty_row_lse, EmptyRowLse::NegativeInfinity);
+  EXPECT_FALSE(profile->masked_keys_weighted_by_zero);
+  Problem p;
+  p.k_len = 5;
+  const auto per_problem = backend.profile(p, DType::F32);  // falls back to get_profile
+  ASSERT_TRUE(per_problem.has_value());
+  EXPECT_EQ(*per_problem, *profile);
+}
+
+// A 2.1 plug-in's get_problem_profile is asked per problem.
+TEST(CAbi, A21PluginDeclaresItsProfilePerProblem) {
+  Backend backend(attncheck_c_mock_2_1_entry(), "c-mock-2.1");
+  ASSERT_TRUE(backend.has_problem_profiles());
+  Problem one_key, long_path;
+  one_key.k_len = 1;
+  long_path.k_len = 64;
+  const auto a = backend.profile(one_key, DType::F32), b = backend.profile(long_path, DType::F32);
+  ASSERT_TRUE(a && b);
+  EXPECT_FALSE(a->value_rounding.has_value());
+  EXPECT_EQ(a->empty_row_lse, EmptyRowLse::NegativeInfinity);
+  ASSERT_TRUE(b->value_rounding.has_value());
+  EXPECT_EQ(*b->value_rounding, DType::F16);
+  EXPECT_EQ(b->empty_row_lse, EmptyRowLse::Zero);
+  EXPECT_FALSE(backend.profile(long_path, DType::F16).has_value()) << "f16 is not supported by any path";
+}
 
 // c_abi_mock.c builds its table as C; here the same header is read as C++.
 TEST(CAbi, TableBuiltInCDrivesThroughTheHandle) {

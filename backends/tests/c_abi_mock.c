@@ -82,3 +82,63 @@ attncheck_backend* attncheck_c_mock_entry(void) {
   table.destroy = mock_destroy;
   return &table;
 }
+
+/* A plug-in built against the 2.0 header: its table and profile end where 2.0's did
+ * (ATTNCHECK_BACKEND_SIZE_2_0, ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0). Whatever lies past them is
+ * not its own: bytes there are filled with garbage, which the suite must never read, and the 2.1
+ * fields must take their defaults. */
+static attncheck_status mock_2_0_get_profile(const attncheck_backend* self, DLDataType input,
+                                             attncheck_numerics_profile* profile) {
+  attncheck_status status = mock_get_profile(self, input, profile);
+  if (status != kAttncheckOk) return status;
+  memset((char*)profile + ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0, 0x7f,
+         sizeof *profile - ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0);
+  profile->struct_size = (uint32_t)ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0;
+  return kAttncheckOk;
+}
+
+/* Past a 2.0 table's end: never to be called. It declares a profile no caller could accept. */
+static attncheck_status mock_2_0_past_the_end(const attncheck_backend* self, const attncheck_problem* problem,
+                                              DLDataType input, attncheck_numerics_profile* profile) {
+  (void)self;
+  (void)problem;
+  (void)input;
+  memset(profile, 0x7f, sizeof *profile);
+  return kAttncheckInternalError;
+}
+
+attncheck_backend* attncheck_c_mock_2_0_entry(void);
+attncheck_backend* attncheck_c_mock_2_0_entry(void) {
+  static attncheck_backend table;
+  table = *attncheck_c_mock_entry();
+  table.abi_version.minor = 0;
+  table.struct_size = (uint32_t)ATTNCHECK_BACKEND_SIZE_2_0;
+  table.name = "c-mock-2.0";
+  table.get_profile = mock_2_0_get_profile;
+  table.get_problem_profile = mock_2_0_past_the_end;
+  return &table;
+}
+
+/* A 2.1 plug-in with a per-problem profile: above one key its path rounds V to fp16 and writes
+ * LSE = 0 for an empty row. */
+static attncheck_status mock_2_1_get_problem_profile(const attncheck_backend* self, const attncheck_problem* problem,
+                                                     DLDataType input, attncheck_numerics_profile* profile) {
+  attncheck_status status = mock_get_profile(self, input, profile);
+  if (status != kAttncheckOk) return status;
+  if (problem->k_len > 1) {
+    profile->value_rounding.code = kDLFloat;
+    profile->value_rounding.bits = 16;
+    profile->value_rounding.lanes = 1;
+    profile->empty_row_lse = kAttncheckEmptyRowLseZero;
+  }
+  return kAttncheckOk;
+}
+
+attncheck_backend* attncheck_c_mock_2_1_entry(void);
+attncheck_backend* attncheck_c_mock_2_1_entry(void) {
+  static attncheck_backend table;
+  table = *attncheck_c_mock_entry();
+  table.name = "c-mock-2.1";
+  table.get_problem_profile = mock_2_1_get_problem_profile;
+  return &table;
+}
