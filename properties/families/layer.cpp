@@ -59,17 +59,18 @@ void layer_agreement(PropertyContext& ctx) {
   const LayerCaseData data = make_layer_case_data(c);
   const BackendRun run = ctx.run_layer(c.problem, c.describe(), data.inputs(c.problem));
   const LayerResult reference = reference_layer_for(c, data);
-  ctx.expect(compare_layer(c.problem, ctx.profile(c.problem.attention), DataCharacter::GenericRandom, data.inputs(c.problem), reference, run.out),
+  ctx.expect(compare_layer(c.problem, ctx.profile(c.problem.attention), DataCharacter::GenericRandom,
+                           data.inputs(c.problem), reference, run.out),
              c.describe(), "agreement with the reference layer");
 }
 
 // Two layer runs equal in exact arithmetic: |a − b| ≤ τa + τb.
 Verdict compare_layer_runs(PropertyContext& ctx, const LayerCase& ca, const LayerCaseData& da, const BackendRun& ra,
                            const LayerCase& cb, const LayerCaseData& db, const BackendRun& rb) {
-  const HostTensor ta = layer_tolerance(ca.problem, ctx.profile(ca.problem.attention), DataCharacter::GenericRandom, da.inputs(ca.problem),
-                                        reference_layer_for(ca, da));
-  const HostTensor tb = layer_tolerance(cb.problem, ctx.profile(cb.problem.attention), DataCharacter::GenericRandom, db.inputs(cb.problem),
-                                        reference_layer_for(cb, db));
+  const HostTensor ta = layer_tolerance(ca.problem, ctx.profile(ca.problem.attention), DataCharacter::GenericRandom,
+                                        da.inputs(ca.problem), reference_layer_for(ca, da));
+  const HostTensor tb = layer_tolerance(cb.problem, ctx.profile(cb.problem.attention), DataCharacter::GenericRandom,
+                                        db.inputs(cb.problem), reference_layer_for(cb, db));
   return compare_pair(ra.out, ta, rb.out, tb);
 }
 
