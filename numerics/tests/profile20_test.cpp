@@ -1,8 +1,8 @@
 // A profile that sets none of ABI 2.1's fields means what it meant under 2.0: its τ and LSE bound
 // are bit-identical to the model before those fields existed. The expected values were printed
-// (as hex floats) by this test's own body run against the tolerance model of the commit that
-// introduced the 2.1 fields ("ABI 2.1: profile fields for what real kernels do"), before any 2.1
-// field entered a bound.
+// (as hex floats, ATTNCHECK_PRINT_FROZEN=1) by this test's own body run against the tolerance
+// model as it stood before any 2.1 field entered a bound: commit c1c40c4, whose aggregate check
+// already counts sub-normal results as coherent error (numerics/README.md §4.4).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 

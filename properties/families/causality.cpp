@@ -49,7 +49,7 @@ void causal_prefix(PropertyContext& ctx) {
       }
   }
   const JudgedRun after = run_and_bound(ctx, c, std::move(changed));
-  if (ctx.profile().deterministic) {
+  if (ctx.profile(c.problem).deterministic) {
     auto prefix = [&](const HostTensor& o) {
       HostTensor rows({p.batch, p.q_heads, t + 1, p.v_dim});
       for (std::int64_t b = 0; b < p.batch; ++b)
@@ -59,7 +59,7 @@ void causal_prefix(PropertyContext& ctx) {
       return rows;
     };
     const HostTensor reference = prefix(before.reference.out);
-    ctx.expect(compare_exact(prefix(before.run.out), prefix(after.run.out), ctx.profile().output, ExactMode::Bitwise,
+    ctx.expect(compare_exact(prefix(before.run.out), prefix(after.run.out), ctx.profile(c.problem).output, ExactMode::Bitwise,
                              &reference),
                c, fmt::format("changing tokens after query {} (keys after {}) changed an earlier row", t, last_seen));
     return;

@@ -47,11 +47,11 @@ void head_independence(PropertyContext& ctx) {
           const double x = before.run.out(b, h, i, j), y = after.run.out(b, h, i, j);
           const bool same = std::bit_cast<std::uint64_t>(x) == std::bit_cast<std::uint64_t>(y);
           const double bound = before.tau(b, h, i, j) + after.tau(b, h, i, j);
-          const bool ok = ctx.profile().deterministic ? same : (same || std::fabs(x - y) <= bound);
+          const bool ok = ctx.profile(c.problem).deterministic ? same : (same || std::fabs(x - y) <= bound);
           if (!ok)
             ctx.fail(c, fmt::format("changing {} {} changed head {} at [{}, {}, {}, {}]: {} → {}{}",
                                     perturb_kv ? "kv group" : "query head", target, h, b, h, i, j, x, y,
-                                    ctx.profile().deterministic ? " (the backend declares determinism: must be bitwise)"
+                                    ctx.profile(c.problem).deterministic ? " (the backend declares determinism: must be bitwise)"
                                                                 : fmt::format(" (τ + τ′ = {:.3g})", bound)));
         }
     }

@@ -158,11 +158,11 @@ void linearity_in_v(PropertyContext& ctx) {
   ctx.expect(compare_pair(r3.run.out, r3.tau, expected, tau), c,
              fmt::format("O({}·V₁ + {}·V₂) differs from {}·O(V₁) + {}·O(V₂)", alpha, beta, alpha, beta));
 
-  if (!ctx.profile().deterministic) return;
+  if (!ctx.profile(c.problem).deterministic) return;
   CaseData doubled = first;
   for (double& x : doubled.v.values) x *= 2;
   const BackendRun twice = ctx.run(c, doubled);
-  const NumericsProfile& profile = ctx.profile();
+  const NumericsProfile& profile = ctx.profile(c.problem);
   const double output_normal = smallest_normal(profile.output);
   double inner_normal = smallest_normal(profile.accumulator);
   if (profile.value_rounding) inner_normal = std::max(inner_normal, smallest_normal(*profile.value_rounding));

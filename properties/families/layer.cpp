@@ -141,7 +141,7 @@ void layer_head_independence(PropertyContext& ctx) {
         const double x = before.out(0, b, i, m), y = after.out(0, b, i, m);
         const bool same = std::bit_cast<std::uint64_t>(x) == std::bit_cast<std::uint64_t>(y);
         const double bound = tau_before(0, b, i, m) + tau_after(0, b, i, m);
-        if (!(same || (!ctx.profile().deterministic && std::fabs(x - y) <= bound)))
+        if (!(same || (!ctx.profile(c.problem.attention).deterministic && std::fabs(x - y) <= bound)))
           ctx.fail(c.describe(), fmt::format("changing W_Q of head {} changed head {}'s output at [{}, {}, {}]: {} → {}",
                                              target, m / p.v_dim, b, i, m, x, y));
       }

@@ -65,11 +65,11 @@ void uniform_weights_exact(PropertyContext& ctx) {
   // round_to keeps a multiple of 2^-10 a multiple of 2^-10 (bf16 drops low bits only above 2^-3).
   for (double& x : data.v.values) x = round_to(c.dtype, static_cast<double>(rng.below(2049) - 1024) / 1024.0);
 
-  if (!mean_is_exact(ctx.profile(), c.problem, data)) {
+  if (!mean_is_exact(ctx.profile(c.problem), c.problem, data)) {
     const JudgedRun judged = run_and_bound(ctx, c, std::move(data));
     CompareOptions options;
     options.data = DataCharacter::Structured;
-    ctx.expect(compare_attention(c.problem, ctx.profile(), judged.data.inputs(c.problem), judged.reference, judged.run.out,
+    ctx.expect(compare_attention(c.problem, ctx.profile(c.problem), judged.data.inputs(c.problem), judged.reference, judged.run.out,
                                  judged.run.lse ? &*judged.run.lse : nullptr, options),
                c, "uniform weights must average V within the declared arithmetic's bound");
     return;
