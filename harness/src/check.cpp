@@ -31,9 +31,15 @@ std::string CaseCheck::report() const {
 
 CaseCheck check_case(Backend& backend, const AttentionCase& c, const CaseData& data, RunOptions options) {
   CaseCheck check;
-  const std::optional<NumericsProfile> profile = backend.profile(c.dtype);
-  if (!profile) {
+  if (!backend.profile(c.dtype)) {
     check.declined = fmt::format("{} does not take {} inputs", backend.name(), dtype_name(c.dtype));
+    return check;
+  }
+  // Run and judged under the profile of the path the backend takes for this problem (ABI 2.1).
+  const std::optional<NumericsProfile> profile = backend.profile(c.problem, c.dtype);
+  if (!profile) {
+    check.declined = fmt::format("{} declares no profile for this problem with {} inputs (get_problem_profile)",
+                                 backend.name(), dtype_name(c.dtype));
     return check;
   }
   check.profile = *profile;
@@ -43,14 +49,26 @@ CaseCheck check_case(Backend& backend, const AttentionCase& c, const CaseData& d
     if (check.declined) return check;
   }
   options.sequence_major = c.sequence_major;
+  // The data as PropertyContext::case_data hands them to the kernel: the bias rounded to the
+  // dtype the kernel reads it in before the reference sees it, as inputs are rounded to the input
+  // dtype (numerics/README.md §2.12), and unreachable keys poisoned with finite values only for a
+  // kernel that declares it weights masked keys by zero (§6.1).
+  std::optional<CaseData> adjusted;
+  const bool round_mask = c.problem.mask == MaskKind::Additive && check.profile.additive_mask_dtype() != c.dtype;
+  if (round_mask || check.profile.masked_keys_weighted_by_zero) {
+    adjusted = data;
+    round_additive_mask(c.problem, *adjusted, check.profile.additive_mask_dtype());
+    if (check.profile.masked_keys_weighted_by_zero) make_poison_finite(c.problem, *adjusted, c.dtype);
+  }
+  const CaseData& judged = adjusted ? *adjusted : data;
   try {
-    check.run = run_backend(backend, c.problem, check.profile, data.inputs(c.problem), options);
+    check.run = run_backend(backend, c.problem, check.profile, judged.inputs(c.problem), options);
   } catch (const BackendError& e) {
     if (e.status() != kAttncheckNotSupported) throw;
     check.declined = e.what();
     return check;
   }
-  check.verdict = judge_run(c, data, check.profile, check.run);
+  check.verdict = judge_run(c, judged, check.profile, check.run);
   return check;
 }
 

@@ -40,8 +40,11 @@ struct CaseCheck {
 
 /// Runs `c` on `backend` with inputs `data` (make_case_data's, or a documented departure from
 /// them) and judges the run. The tensors are laid out as `options` say, except that the case's
-/// own sequence_major decides that layout. Throws BackendError for any other status than ok or
-/// not-supported (the message is the backend's).
+/// own sequence_major decides that layout. Runs and judges under the profile of the path the
+/// backend takes for the problem (Backend::profile(problem, dtype)), with `data` adjusted to it as
+/// the properties do: an additive bias rounded to the declared mask dtype, and unreachable keys
+/// poisoned with finite values only when masked keys are declared weighted by zero. Throws
+/// BackendError for any other status than ok or not-supported (the message is the backend's).
 CaseCheck check_case(Backend& backend, const AttentionCase& c, const CaseData& data, RunOptions options = {});
 
 /// One case of a fixed grid: a name, the case, how its tensors are handed over (row padding,
