@@ -305,8 +305,8 @@ Verdict compare_attention(const Problem& problem, const NumericsProfile& profile
     v.failure = "refused: the reference output is all zeros on every row with an allowed key, so no kernel error "
                 "could show (a check that cannot fail)";
   } else if (unbounded) {
-    v.failure = fmt::format("refused: τ is unbounded at {} (N·u ≥ 1 for the declared accumulator), so the "
-                            "declared profile cannot be checked at this size",
+    v.failure = fmt::format("refused: τ is infinite at {} (a term of the bound overflows), so the declared "
+                            "profile cannot be checked there",
                             index_string(unbounded_at));
   } else if (v.nonfinite_violations > 0) {
     v.failure = fmt::format("{} element(s) break the NaN/Inf rules; first: {}", v.nonfinite_violations, nonfinite_failure);

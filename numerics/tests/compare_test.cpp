@@ -91,9 +91,12 @@ TEST(CompareAttention, RefusesANonFiniteReferenceFromFiniteInputs) {
   EXPECT_NE(v.failure.find("refused"), std::string::npos) << v.failure;
 }
 
-TEST(CompareAttention, RefusesAnUnboundedTau) {
-  // An fp16 accumulator over n = 4096 keys on structured data (deterministic bounds, §3.2):
-  // N·u = 4096·2^-11 = 2 ≥ 1, γ_N has no value.
+// Past N·u = 1 the bound stays finite (numerics/README.md §9, item 30): an fp16 accumulator over
+// n = 4096 keys on structured data (deterministic bounds, §3.2) has N·u = 2, where γ_N has no
+// value but every term still carries at most (1 − 2^-11)^{−4096} − 1 = e^{2.0005} − 1 ≈ 6.39 of
+// relative error. A kernel inside it passes, the verdict says the profile guarantees nothing
+// there (τ/|O| > 1), and an output off by far more than that bound still fails.
+TEST(CompareAttention, PastNuOneTheBoundIsFiniteAndSaysItGuaranteesLittle) {
   Small s;
   s.c = sim::make_case(DType::F16, 4096, 16, 1, 5, 1.0);
   s.ref = sim::reference_of(s.c);
@@ -103,9 +106,14 @@ TEST(CompareAttention, RefusesAnUnboundedTau) {
   sim::KernelSpec k;
   k.input = DType::F16;
   s.out = sim::run_kernel(k, s.c, &s.lse);
-  const Verdict v = s.judge(DataCharacter::Structured);
-  EXPECT_FALSE(v.passed);
-  EXPECT_NE(v.failure.find("unbounded"), std::string::npos) << v.failure;
+  Verdict v = s.judge(DataCharacter::Structured);
+  EXPECT_TRUE(v.passed) << v.summary();
+  EXPECT_GT(v.guaranteed_relative_accuracy, 1.0) << v.summary();
+  double largest = 0;
+  for (double x : s.ref.out.values) largest = std::max(largest, std::fabs(x));
+  for (double& x : s.out.values) x += 1e3 * largest;
+  v = s.judge(DataCharacter::Structured);
+  EXPECT_FALSE(v.passed) << v.summary();
 }
 
 // §6.1: rows with no allowed key are checked against the declared convention (exactly for
