@@ -1,7 +1,8 @@
 // The statements the emulated kernels exist to prove, each on the case that states it: a
 // ggml-like kernel that declares its real stages conforms at decode length while the accuracy
 // verdict flags its fp16 accumulation, an fp32-accumulating kernel on the same fp16 inputs is not
-// flagged, and a planted 2^-10 scale error is caught by the accuracy verdict at Lk = 4096.
+// flagged, and a planted 2^-10 scale error is caught by the accuracy verdict at Lk = 4096. The
+// accuracy verdict is the suite's (accuracy.h) with factor 4.
 #include <gtest/gtest.h>
 
 #include "evidence.h"
@@ -22,12 +23,12 @@ TEST(EmulatedEvidence, AccuracyFlagsGgmlFp16AccumulationAtLk8192ButNotFp32Accumu
   ASSERT_FALSE(ggml.declined) << *ggml.declined;
   EXPECT_TRUE(ggml.conforms) << "emu-ggml declares its stages and must conform: " << ggml.failure;
   EXPECT_TRUE(ggml.accuracy_flagged(kAccuracyFactor))
-      << "accuracy ratios max " << ggml.accuracy_max << ", rms " << ggml.accuracy_rms;
+      << "accuracy ratios max " << ggml.accuracy_max << ", aggregate " << ggml.accuracy_aggregate;
   const Judgement fp32 = cell.judge(Kernel::Fp32, Defect::None);
   ASSERT_FALSE(fp32.declined) << *fp32.declined;
   EXPECT_TRUE(fp32.conforms) << fp32.failure;
   EXPECT_FALSE(fp32.accuracy_flagged(kAccuracyFactor))
-      << "accuracy ratios max " << fp32.accuracy_max << ", rms " << fp32.accuracy_rms;
+      << "accuracy ratios max " << fp32.accuracy_max << ", aggregate " << fp32.accuracy_aggregate;
 }
 
 // Constant V = 10 over 8192 tied keys: the fp16 running sum stalls at 32768, O = 4.0 instead of
@@ -43,14 +44,19 @@ TEST(EmulatedEvidence, ConstantVStallIsDeclaredByGgmlAndADefectWhenFp32IsDeclare
   EXPECT_FALSE(stalled.conforms) << "an fp16 running sum declared as fp32 must fail conformance";
 }
 
-// scale × (1 + 2^-10) at Lk = 4096 on fp16 inputs, fp32 accumulation (emu-fp32, output fp16).
+// scale × (1 + 2^-10) at Lk = 4096 on fp16 inputs, on emu-ggml's tiled path (Lq = 64: fp32
+// accumulation, fp32 output): the healthy path is as accurate as the baseline, the planted error
+// moves O by ≈ 2^-10 · (Σ p_k²)^½ ≈ 2e-5 against a baseline error of a few 2^-24. With an fp16
+// output the half-ulp floor of the accuracy measure (≈ 3e-5 at |O| ≈ 0.1) is of the planted
+// error's size (numerics/README.md §4.5), so the statement is about a kernel that writes fp32.
 TEST(EmulatedEvidence, AccuracyCatchesAPlantedScaleErrorAtLk4096InF16) {
-  EvidenceCell cell(evidence_case(1, 4096, ValueClass::Gaussian, DType::F16, 13), ValueClass::Gaussian);
-  const Judgement healthy = cell.judge(Kernel::Fp32, Defect::None);
-  EXPECT_FALSE(healthy.accuracy_flagged(kAccuracyFactor)) << healthy.accuracy_max << " " << healthy.accuracy_rms;
-  const Judgement scaled = cell.judge(Kernel::Fp32, Defect::Scale);
+  EvidenceCell cell(evidence_case(64, 4096, ValueClass::Gaussian, DType::F16, 13), ValueClass::Gaussian);
+  const Judgement healthy = cell.judge(Kernel::Ggml, Defect::None);
+  EXPECT_TRUE(healthy.conforms) << healthy.failure;
+  EXPECT_FALSE(healthy.accuracy_flagged(kAccuracyFactor)) << healthy.accuracy_max << " " << healthy.accuracy_aggregate;
+  const Judgement scaled = cell.judge(Kernel::Ggml, Defect::Scale);
   EXPECT_TRUE(scaled.accuracy_flagged(kAccuracyFactor))
-      << "accuracy ratios max " << scaled.accuracy_max << ", rms " << scaled.accuracy_rms;
+      << "accuracy ratios max " << scaled.accuracy_max << ", aggregate " << scaled.accuracy_aggregate;
 }
 
 }  // namespace

@@ -121,12 +121,12 @@ int run(const Settings& s) {
             t.accuracy += j.accuracy_flagged(s.factor);
             if (defect == Defect::None) {
               healthy_conformance[name].push_back(std::max(j.max_ratio, j.aggregate_ratio));
-              healthy_accuracy[name].push_back(std::max(j.accuracy_max, j.accuracy_rms));
+              healthy_accuracy[name].push_back(std::max(j.accuracy_max, j.accuracy_aggregate));
             }
             if (s.cells)
               cell_lines.push_back(fmt::format("| {} | {} | {} | {} | {} | {:.3g} ({}) | {:.3g} | {:.3g} | {:.3g} | {:.2g} |", name,
                                                q_len, k_len, value_class_name(values), j.conforms ? "pass" : "FAIL",
-                                               j.max_ratio, j.dominant_term, j.aggregate_ratio, j.accuracy_max, j.accuracy_rms, j.tau_relative));
+                                               j.max_ratio, j.dominant_term, j.aggregate_ratio, j.accuracy_max, j.accuracy_aggregate, j.tau_relative));
           }
       }
 
@@ -157,7 +157,7 @@ int run(const Settings& s) {
     }
 
   fmt::print("\nHealthy kernels over every cell: conformance ratio max(max r, aggregate r) and accuracy ratio "
-             "max(max, rms) of error / baseline error.\n\n");
+             "max(max, aggregate) of error / baseline error.\n\n");
   fmt::print("| kernel | cases | conformance p50 | p90 | max | cases > 0.5 | accuracy p50 | p90 | max | flagged (> {}) |\n",
              s.factor);
   fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
@@ -172,7 +172,7 @@ int run(const Settings& s) {
                quantile(a, 0.5), quantile(a, 0.9), a.empty() ? 0.0 : *std::max_element(a.begin(), a.end()), flagged);
   }
   if (s.cells) {
-    fmt::print("\n| kernel | Lq | Lk | values | conformance | max r (τ's largest term) | aggregate r | accuracy max | accuracy rms | τ/max|O| |\n"
+    fmt::print("\n| kernel | Lq | Lk | values | conformance | max r (τ's largest term) | aggregate r | accuracy max | accuracy aggregate | τ/max|O| |\n"
                "|---|---|---|---|---|---|---|---|---|---|\n");
     for (const std::string& l : cell_lines) fmt::print("{}\n", l);
   }

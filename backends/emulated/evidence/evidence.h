@@ -34,15 +34,14 @@ struct Judgement {
   double max_ratio = 0;         ///< max |Ô − O| / τ
   std::string dominant_term;    ///< τ's largest term where max_ratio peaks
   double aggregate_ratio = 0;   ///< the aggregate check's ratio (0 when not checked)
-  /// The accuracy ratios divide by the error of the baseline kernel: fp32 scores, fp32 exp, fp32
-  /// row sum and P·V in one pass each, O rounded to the kernel's output dtype — what a plain
-  /// fp32-accumulating kernel of the same input and output dtypes makes. The baseline error is
-  /// floored at 2^-24 · max |O| so that an exactly right baseline (constant V) keeps them finite.
-  double accuracy_max = 0;      ///< max |Ô − O| / max |O_baseline − O|
-  double accuracy_rms = 0;      ///< ‖Ô − O‖₂ / ‖O_baseline − O‖₂
+  /// The suite's accuracy verdict (accuracy.h, numerics/README.md §4.5): the kernel's error
+  /// beside that of the fp32 baseline kernel on the same inputs and output dtype, floored at half
+  /// an output ulp per element.
+  double accuracy_max = 0;        ///< AccuracyMeasure::max_ratio
+  double accuracy_aggregate = 0;  ///< AccuracyMeasure::aggregate_ratio
   double tau_relative = 0;      ///< τ at the worst element / max |O|
   /// Whether the accuracy verdict with `factor` flags the case.
-  bool accuracy_flagged(double factor) const { return accuracy_max > factor || accuracy_rms > factor; }
+  bool accuracy_flagged(double factor) const { return accuracy_max > factor || accuracy_aggregate > factor; }
 };
 
 /// A case with its inputs, reference and baseline output computed once, judged for any kernel.
