@@ -43,7 +43,7 @@ constexpr std::int64_t kGgmlSplitMinKeys = 512;
 struct Path {
   DType input = DType::F32;
   std::optional<DType> operand_rounding;  ///< Q, K, V (each) rounded to this inside the kernel
-  std::optional<DType> mask_rounding;     ///< the additive bias rounded to this before it is added
+  std::optional<DType> mask_rounding;     ///< the dtype an additive bias is read in (ggml: F16)
   DType probability = DType::F32;         ///< P as it enters P·V
   DType accumulator = DType::F32;         ///< the P·V accumulator as computed
   DType declared_accumulator = DType::F32;  ///< as declared (differs only under AccumulatorStall)
@@ -175,6 +175,7 @@ attncheck_numerics_profile profile_of(const Path& path) {
 struct Call {
   attncheck_problem p{};
   DType input = DType::F32;
+  DType mask_dtype = DType::F32;  ///< an additive mask arrives in the declared mask dtype (backend.h, ABI 2.1)
   TensorArg q, k, v, mask, out, lse;
   std::vector<std::int64_t> key_lengths;
 };
@@ -184,6 +185,7 @@ Call check_call(const attncheck_problem& p, const attncheck_attention_tensors& t
   Call c;
   c.p = p;
   c.input = path.input;
+  c.mask_dtype = path.mask_rounding.value_or(path.input);
   const DLDataType in = dl(path.input);
   c.q = check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {in});
   c.k = check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {in});
@@ -196,7 +198,7 @@ Call check_call(const attncheck_problem& p, const attncheck_attention_tensors& t
     const std::initializer_list<std::string_view> dims{"batch", "heads", "query length", "key length"};
     const std::initializer_list<std::int64_t> shape{p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]};
     c.mask = p.mask_kind == kAttncheckMaskBoolean ? check_cpu_tensor(t.mask, "mask", shape, dims, {impl::kU8})
-                                                  : check_cpu_tensor(t.mask, "mask", shape, dims, {in});
+                                                  : check_cpu_tensor(t.mask, "mask", shape, dims, {dl(c.mask_dtype)});
   } else if (t.mask != nullptr) {
     impl::invalid("mask: given, but problem.mask_kind is none");
   }
@@ -214,8 +216,8 @@ Call check_call(const attncheck_problem& p, const attncheck_attention_tensors& t
 }
 
 /// Whether row i of (b, h) may attend to key j (problem.h's clauses); `bias` receives the
-/// additive mask value as the kernel reads it (rounded to the mask dtype), 0 without one.
-bool key_allowed(const Call& c, const Path& path, Defect defect, std::int64_t b, std::int64_t h, std::int64_t i,
+/// additive mask value (handed over in the mask dtype), 0 without one.
+bool key_allowed(const Call& c, Defect defect, std::int64_t b, std::int64_t h, std::int64_t i,
                  std::int64_t j, float* bias) {
   const attncheck_problem& p = c.p;
   *bias = 0.0f;
@@ -228,8 +230,7 @@ bool key_allowed(const Call& c, const Path& path, Defect defect, std::int64_t b,
     if (p.mask_kind == kAttncheckMaskBoolean) {
       if (*c.mask.at<std::uint8_t>(mb, mh, mi, j) == 0) return false;
     } else {
-      *bias = read(c.mask, c.input, mb, mh, mi, j);
-      if (path.mask_rounding) *bias = round_float(*path.mask_rounding, *bias);
+      *bias = read(c.mask, c.mask_dtype, mb, mh, mi, j);
       if (*bias == kNegInf) return false;
     }
   }
@@ -283,7 +284,7 @@ class Engine {
     bias_.assign(static_cast<size_t>(p.k_len), 0.0f);
     std::int64_t last_allowed = -1;
     for (std::int64_t j = 0; j < p.k_len; ++j) {
-      allowed_[static_cast<size_t>(j)] = key_allowed(c_, path_, defect_, b, h, i, j, &bias_[static_cast<size_t>(j)]);
+      allowed_[static_cast<size_t>(j)] = key_allowed(c_, defect_, b, h, i, j, &bias_[static_cast<size_t>(j)]);
       if (allowed_[static_cast<size_t>(j)]) last_allowed = j;
     }
     if (defect_ == Defect::DroppedKey && last_allowed >= 0) allowed_[static_cast<size_t>(last_allowed)] = 0;
