@@ -282,8 +282,16 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
 
   // E_A (§2.6): N = ⌈n/k0⌉ + R roundings, then one division (2u: reciprocal and
   // product, or a division and the final conversion to the accumulator).
+  // §3.2's model needs mean-zero rounding errors. A sum whose N addends are each about 1/N of the
+  // total stagnates once N·u ≥ 1: an addend below half an ulp of the running sum is lost whole,
+  // always in the same direction (fp16 over 2048 keys of diffuse, non-negative weights). Such a
+  // sum keeps only its deterministic bound, and its error counts as coherent in the aggregate
+  // check below (§4.4).
+  const bool pv_stagnates = big_n * u.u_a >= 1, sum_stagnates = big_n * u.u_r >= 1;
+  const bool prob_pv = prob && !pv_stagnates;
+  const bool prob_sum = prob && !sum_stagnates;
   const double g_det = gamma(big_n, u.u_a_rounding);
-  const double g = prob ? std::min(g_det, gamma_probabilistic(big_n, u.u_a)) : g_det;
+  const double g = prob_pv ? std::min(g_det, gamma_probabilistic(big_n, u.u_a)) : g_det;
   // Plus, per rounding, the underflow allowance η_A: N products and sums and the final division,
   // each of which may land among the subnormals (§6.4).
   if (!u.separate_row_sum) {
@@ -294,7 +302,7 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
     // G_R·|O_j|; Z ≥ 1 (it holds e^0), so the row sum's N subnormal roundings η_R are relative
     // errors ≤ N·η_R too. The division rounds in the coarser of the two.
     const double gr_det = gamma(big_n, u.u_r_rounding);
-    const double gr = prob ? std::min(gr_det, gamma_probabilistic(big_n, u.u_r)) : gr_det;
+    const double gr = prob_sum ? std::min(gr_det, gamma_probabilistic(big_n, u.u_r)) : gr_det;
     const double u_div = std::max(u.u_a_rounding, u.u_r_rounding);
     t.accumulation = g * a + (gr + big_n * u.eta_r + 2 * u_div) * o + (big_n + 2) * u.eta_a;
   }
@@ -352,16 +360,26 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   double variance =
       std::pow(growth * logit_random_per_key * w, 2) + r * std::pow(growth * 6 * u.u_s * big_m * c, 2) +
       std::pow(u.u_p * w, 2);
-  if (u.separate_row_sum)
-    variance = variance + big_n * (u.u_a * u.u_a * a * a + u.u_r * u.u_r * o * o) +
+  // A stagnating sum (N·u ≥ 1, above) leaves the random part: its deterministic bound is coherent.
+  double stagnating = 0;
+  if (u.separate_row_sum) {
+    variance = variance +
+               big_n * ((pv_stagnates ? 0.0 : u.u_a * u.u_a * a * a) + (sum_stagnates ? 0.0 : u.u_r * u.u_r * o * o)) +
                2 * std::pow(std::max(u.u_a, u.u_r) * o, 2);
-  else
+    if (pv_stagnates) stagnating += g_det * a;
+    if (sum_stagnates) stagnating += gamma(big_n, u.u_r_rounding) * o;
+  } else if (!pv_stagnates) {
     variance = variance + big_n * u.u_a * u.u_a * (a * a + o * o) + 2 * u.u_a * u.u_a * o * o;
+  } else {
+    variance = variance + 2 * u.u_a * u.u_a * o * o;
+    stagnating += g_det * (a + o);
+  }
   t.noise_variance = (variance + out_half_spacing * out_half_spacing + std::pow(u.u_v * w, 2)) / 3;
   t.coherent = growth * ((1 + r) * u.u_e * c + u.u_s * (cs + big_m * c) +
                          (problem_.softcap > 0 ? u.u_t * (problem_.mask == MaskKind::Additive ? ca : cs) : 0.0) +
                          u.u_q * ca) +
                t.reference + tails + (big_n + 2) * u.eta_a + u.eta_o + u.eta_v;
+  if (stagnating > 0) t.coherent += stagnating;
   return t;
 }
 
@@ -389,7 +407,9 @@ double ToleranceModel::lse_bound(const AttentionResult& reference, std::int64_t 
   const LogitBound l = logit_bound(problem_, profile_, u, n, big_m, max_a);
   const double big_n = accumulations(profile_, n, static_cast<double>(problem_.k_len));
   const double g_det = gamma(big_n, u.u_r_rounding);
-  const double g = (probabilistic() ? std::min(g_det, gamma_probabilistic(big_n, u.u_r)) : g_det) +
+  // A stagnating row sum (N·u_R ≥ 1, see at()) keeps only its deterministic bound.
+  const bool prob_sum = probabilistic() && big_n * u.u_r < 1;
+  const double g = (prob_sum ? std::min(g_det, gamma_probabilistic(big_n, u.u_r)) : g_det) +
                    (u.separate_row_sum ? big_n * u.eta_r : 0.0);
   const double u_x = std::max(u.u_s, u.u_r_rounding);
   const double perturbation = l.max * std::exp(l.max);
