@@ -40,20 +40,34 @@ std::string_view value_kind_name(ValueKind kind) {
     case ValueKind::DuplicateKeys: return "duplicate-keys";
     case ValueKind::OneHotV: return "one-hot-v";
     case ValueKind::Grid: return "grid";
+    case ValueKind::Diffuse: return "diffuse";
+    case ValueKind::Peaked: return "peaked";
+    case ValueKind::ConstantV: return "constant-v";
+    case ValueKind::NonNegativeV: return "non-negative-v";
   }
   return "?";
 }
 
 std::optional<ValueKind> parse_value_kind(std::string_view name) {
   for (auto k : {ValueKind::Gaussian, ValueKind::LargeLogits, ValueKind::Ties, ValueKind::DuplicateKeys,
-                 ValueKind::OneHotV, ValueKind::Grid})
+                 ValueKind::OneHotV, ValueKind::Grid, ValueKind::Diffuse, ValueKind::Peaked, ValueKind::ConstantV,
+                 ValueKind::NonNegativeV})
     if (value_kind_name(k) == name) return k;
   return std::nullopt;
 }
 
+// Constant V makes every P·V term the same multiple of its weight, so the rounding errors of a
+// row are not independent (numerics/README.md §3.2); scaled logits and |V| keep them data-random
+// (a stagnating sum is handled by the model itself, §9 item 31).
 DataCharacter data_character(ValueKind kind) {
-  return kind == ValueKind::Gaussian || kind == ValueKind::LargeLogits ? DataCharacter::GenericRandom
-                                                                         : DataCharacter::Structured;
+  switch (kind) {
+    case ValueKind::Gaussian:
+    case ValueKind::LargeLogits:
+    case ValueKind::Diffuse:
+    case ValueKind::Peaked:
+    case ValueKind::NonNegativeV: return DataCharacter::GenericRandom;
+    default: return DataCharacter::Structured;
+  }
 }
 
 std::string AttentionCase::describe() const {
@@ -184,9 +198,17 @@ CaseData make_case_data(const AttentionCase& c) {
   d.k = HostTensor({p.batch, p.kv_heads, p.k_len, p.qk_dim});
   d.v = HostTensor({p.batch, p.kv_heads, p.k_len, p.v_dim});
   // |s| ≈ 1e3 for LargeLogits: s = σ q·k with σ = 1/sqrt(Dk) has unit spread when q, k ~ N(0,1).
-  fill(d.q, rng, c.values, c.values == ValueKind::LargeLogits ? 1e3 : 1.0);
+  const double q_scale = c.values == ValueKind::LargeLogits ? 1e3
+                         : c.values == ValueKind::Diffuse ? 1.0 / 16
+                         : c.values == ValueKind::Peaked  ? 4.0
+                                                          : 1.0;
+  fill(d.q, rng, c.values, q_scale);
   fill(d.k, rng, c.values);
   fill(d.v, rng, c.values);
+  if (c.values == ValueKind::ConstantV)
+    for (double& x : d.v.values) x = 10.0;
+  if (c.values == ValueKind::NonNegativeV)
+    for (double& x : d.v.values) x = std::fabs(x);
   for (std::int64_t b = 0; b < p.batch; ++b)
     for (std::int64_t g = 0; g < p.kv_heads; ++g)
       for (std::int64_t j = 0; j < p.k_len; ++j) {

@@ -11,7 +11,8 @@ namespace {
 void reference_agreement(PropertyContext& ctx) {
   const AttentionCase c = *gen_case(ctx.dtype(), ctx.space(),
                                     {ValueKind::Gaussian, ValueKind::Grid, ValueKind::Ties, ValueKind::DuplicateKeys,
-                                     ValueKind::OneHotV, ValueKind::LargeLogits});
+                                     ValueKind::OneHotV, ValueKind::LargeLogits, ValueKind::Diffuse,
+                                     ValueKind::Peaked, ValueKind::ConstantV, ValueKind::NonNegativeV});
   ctx.classify(c);
   ctx.require_supported(c.problem);
   const CaseData data = ctx.case_data(c);

@@ -16,42 +16,12 @@
 namespace attncheck::cli {
 namespace {
 
-// The value classes of the grid, each reaching a different part of a kernel's error: diffuse
-// weights (N(0, 1) inputs), peaked weights (Q scaled by 4: logits of std 4), a constant V = 10
-// (the row sum and P·V sums grow linearly, where a narrow accumulator stalls) and a
-// non-negative V = |N(0, 1)| (no cancellation in P·V).
-enum class ValueClass { Diffuse, Peaked, ConstantV, NonNegativeV };
-constexpr ValueClass kValueClasses[] = {ValueClass::Diffuse, ValueClass::Peaked, ValueClass::ConstantV,
-                                        ValueClass::NonNegativeV};
-
-const char* value_class_name(ValueClass c) {
-  switch (c) {
-    case ValueClass::Diffuse: return "diffuse";
-    case ValueClass::Peaked: return "peaked";
-    case ValueClass::ConstantV: return "constant-v";
-    case ValueClass::NonNegativeV: return "non-negative-v";
-  }
-  return "?";
-}
-
-// make_case_data's N(0, 1) draw, then the class's change, rounded to the input dtype again so
-// that the reference and the baseline see what the kernel receives.
-CaseData class_data(const AttentionCase& c, ValueClass value_class) {
-  CaseData data = make_case_data(c);
-  switch (value_class) {
-    case ValueClass::Diffuse: break;
-    case ValueClass::Peaked:
-      for (double& x : data.q.values) x = round_to(c.dtype, 4 * x);
-      break;
-    case ValueClass::ConstantV:
-      for (double& x : data.v.values) x = 10;
-      break;
-    case ValueClass::NonNegativeV:
-      for (double& x : data.v.values) x = std::fabs(x);
-      break;
-  }
-  return data;
-}
+// The value kinds of the grid (harness/case.h), each reaching a different part of a kernel's
+// error on long rows: diffuse weights (Q/16: nearly uniform), peaked weights (Q·4), a constant
+// V = 10 (the row sum and P·V sums grow linearly, where a narrow accumulator stalls) and a
+// non-negative V = |N(0, 1)| (no cancellation in P·V, where rounding bias accumulates).
+constexpr ValueKind kValueKinds[] = {ValueKind::Diffuse, ValueKind::Peaked, ValueKind::ConstantV,
+                                     ValueKind::NonNegativeV};
 
 }  // namespace
 
@@ -93,26 +63,37 @@ int characterize_command(const CharacterizeOptions& options, std::ostream& out, 
   for (const std::int64_t lq : options.q_lengths)
     for (const std::int64_t lk : options.k_lengths)
       for (const std::int64_t d : options.head_dims)
-        for (const ValueClass value_class : kValueClasses) {
+        for (const ValueKind kind : kValueKinds) {
           AttentionCase c;
           // Two query heads on one kv head: GQA's head mapping is exercised and B·H stays small,
           // which keeps the Lk = 8192 cases to a few seconds.
           c.problem = Problem::of_shape(1, 2, 1, lq, lk, d, d);
           c.dtype = *dtype;
-          c.seed = static_cast<std::uint64_t>(lq * 1000003 + lk * 101 + d) * 4 + static_cast<std::uint64_t>(value_class);
-          const std::string label = fmt::format("{:>5} {:>6} {:>4} {:>15}", lq, lk, d, value_class_name(value_class));
-          nlohmann::json row = {{"q_len", lq}, {"k_len", lk}, {"head_dim", d}, {"values", value_class_name(value_class)}};
+          c.values = kind;
+          c.seed = static_cast<std::uint64_t>(lq * 1000003 + lk * 101 + d) * 4 + static_cast<std::uint64_t>(kind);
+          const std::string label = fmt::format("{:>5} {:>6} {:>4} {:>15}", lq, lk, d, value_kind_name(kind));
+          nlohmann::json row = {{"q_len", lq}, {"k_len", lk}, {"head_dim", d}, {"values", value_kind_name(kind)}};
           if (const auto reason = backend->unsupported_reason(c.problem, c.dtype)) {
             out << fmt::format("{}  declined: {}\n", label, *reason);
             row["declined"] = *reason;
             cases.push_back(row);
             continue;
           }
-          const CaseData data = class_data(c, value_class);
+          // Run and judged under the profile of the path the backend takes for this problem.
+          const std::optional<NumericsProfile> path_profile = backend->profile(c.problem, *dtype);
+          if (!path_profile) {
+            const std::string reason = "no profile for this problem (get_problem_profile)";
+            out << fmt::format("{}  declined: {}\n", label, reason);
+            row["declined"] = reason;
+            cases.push_back(row);
+            continue;
+          }
+          CaseData data = make_case_data(c);
+          round_additive_mask(c.problem, data, path_profile->additive_mask_dtype());
           const AttentionInputs inputs = data.inputs(c.problem);
           BackendRun run;
           try {
-            run = run_backend(*backend, c.problem, *profile, inputs, {});
+            run = run_backend(*backend, c.problem, *path_profile, inputs, {});
           } catch (const BackendError& e) {
             out << fmt::format("{}  FAILED: the backend returned an error: {}\n", label, e.what());
             row["error"] = e.what();
@@ -123,9 +104,9 @@ int characterize_command(const CharacterizeOptions& options, std::ostream& out, 
           ReferenceOptions with_statistics;
           with_statistics.row_statistics = true;
           const AttentionResult reference = reference_attention(c.problem, inputs, with_statistics);
-          compare.data = value_class == ValueClass::ConstantV ? DataCharacter::Structured : DataCharacter::GenericRandom;
-          const Verdict v =
-              compare_attention(c.problem, *profile, inputs, reference, run.out, run.lse ? &*run.lse : nullptr, compare);
+          compare.data = data_character(kind);
+          const Verdict v = compare_attention(c.problem, *path_profile, inputs, reference, run.out,
+                                              run.lse ? &*run.lse : nullptr, compare);
           const bool passed = v.passed && run.memory_findings.empty();
           if (!passed) status = kExitFailed;
           const std::string verdict = passed ? "PASS" : v.accuracy_failed ? "FAIL accuracy" : "FAIL conformance";

@@ -28,6 +28,11 @@ enum class ValueKind : std::uint8_t {
   DuplicateKeys,  ///< keys repeat in pairs
   OneHotV,        ///< each V row is a one-hot vector
   Grid,           ///< values on a grid of multiples of 2^-4 in [−2, 2], exact in every dtype
+  // Long rows, where accumulation bias shows (a sum of many like-signed small terms):
+  Diffuse,        ///< Q scaled by 1/16: logits of spread ≈ 0.06, nearly uniform weights
+  Peaked,         ///< Q scaled by 4: logits of spread ≈ 4, a few keys carry the weight
+  ConstantV,      ///< every V element 10 (exact in every dtype): O = 10 whatever the weights
+  NonNegativeV,   ///< V = |N(0, 1)|: every P·V term has the sign of its column
 };
 
 std::string_view value_kind_name(ValueKind kind);
