@@ -51,10 +51,20 @@ std::string last_error_of(const attncheck_backend* t) {
 
 std::optional<NumericsProfile> Backend::profile(DType input) const {
   attncheck_numerics_profile p{};
+  p.struct_size = sizeof p;  // the buffer's size: the backend writes no more (backend.h)
   const attncheck_status status = table_->get_profile(table_, to_dlpack(input), &p);
   if (status == kAttncheckNotSupported) return std::nullopt;
   if (status != kAttncheckOk) fail(table_, "get_profile", status);
-  return from_abi(p);
+  return checked_profile(p, "get_profile", input);
+}
+
+// from_abi's message names the field; the user also needs the backend, the call and the dtype.
+NumericsProfile Backend::checked_profile(const attncheck_numerics_profile& p, std::string_view call, DType input) const {
+  try {
+    return from_abi(p);
+  } catch (const BackendError& e) {
+    throw BackendError(e.status(), fmt::format("{}: {} for {} inputs: {}", name(), call, dtype_name(input), e.what()));
+  }
 }
 
 bool Backend::has_problem_profiles() const {
@@ -65,10 +75,11 @@ std::optional<NumericsProfile> Backend::profile(const Problem& problem, DType in
   if (!has_problem_profiles()) return profile(input);
   const attncheck_problem abi_problem = to_abi(problem);
   attncheck_numerics_profile p{};
+  p.struct_size = sizeof p;
   const attncheck_status status = table_->get_problem_profile(table_, &abi_problem, to_dlpack(input), &p);
   if (status == kAttncheckNotSupported) return std::nullopt;
   if (status != kAttncheckOk) fail(table_, "get_problem_profile", status);
-  NumericsProfile profile = from_abi(p);
+  NumericsProfile profile = checked_profile(p, "get_problem_profile", input);
   // The per-problem profile refines the dtype's; one that describes other inputs than those
   // asked for would make every bound derived from it meaningless.
   if (profile.input != input)

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "attncheck/backend.h"
@@ -200,6 +201,27 @@ TEST(Conversions, Abi20SizedProfileKeepsTheDefaultsOfLaterFields) {
   EXPECT_EQ(from_abi(a), p);
   a.struct_size = static_cast<std::uint32_t>(ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0 - 1);
   EXPECT_THROW((void)from_abi(a), BackendError);
+}
+
+// The profile is written into the suite's memory: a 2.0 suite's zero-initialised buffer
+// (struct_size 0) holds only the 2.0 fields, and a backend of a later minor must not write past
+// them (backend.h, attncheck_write_profile).
+TEST(Conversions, AProfileIsWrittenNoFurtherThanTheSuitesBuffer) {
+  Backend backend = open_backend("cpu-naive");
+  attncheck_numerics_profile buffer;
+  std::memset(&buffer, 0xAB, sizeof buffer);
+  buffer.struct_size = 0;  // as a 2.0 suite's `attncheck_numerics_profile p{}` has it
+  ASSERT_EQ(backend.table()->get_profile(backend.table(), to_dlpack(DType::F32), &buffer), kAttncheckOk);
+  EXPECT_EQ(buffer.struct_size, ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(&buffer);
+  for (std::size_t i = ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0; i < sizeof buffer; ++i)
+    ASSERT_EQ(bytes[i], 0xAB) << "byte " << i << " past the 2.0 profile was written";
+  EXPECT_EQ(from_abi(buffer), *backend.profile(DType::F32));  // cpu-naive sets no 2.1 field
+
+  std::memset(&buffer, 0, sizeof buffer);
+  buffer.struct_size = sizeof buffer;
+  ASSERT_EQ(backend.table()->get_profile(backend.table(), to_dlpack(DType::F32), &buffer), kAttncheckOk);
+  EXPECT_EQ(buffer.struct_size, sizeof buffer);
 }
 
 TEST(Conversions, StatusNames) {

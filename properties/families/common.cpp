@@ -59,6 +59,15 @@ Verdict compare_pair(const HostTensor& a, const HostTensor& tau_a, const HostTen
           }
         }
   v.nmse = sum_sq > 0 ? sum_sq_diff / sum_sq : 0;
+  // An infinite τ + τ′ would let every difference pass: refused, as compare_attention refuses it.
+  for (std::int64_t n = 0; n < static_cast<std::int64_t>(tau_a.values.size()); ++n)
+    if (!std::isfinite(tau_a.values[static_cast<size_t>(n)]) || !std::isfinite(tau_b.values[static_cast<size_t>(n)])) {
+      v.passed = false;
+      v.failure = fmt::format("refused: τ is infinite at flat index {} (a term of the bound overflows), so the two "
+                              "outputs cannot be compared there",
+                              n);
+      return v;
+    }
   if (v.max_ratio > 1) {
     v.passed = false;
     v.failure = fmt::format("the two outputs differ by {:.3g} at [{}, {}, {}, {}] where τ + τ′ = {:.3g}", v.error_at_worst,

@@ -21,6 +21,7 @@ class Declining final : public impl::BackendImpl {
 
   attncheck_numerics_profile profile(DLDataType input) const override {
     attncheck_numerics_profile p{};
+    p.struct_size = sizeof p;
     const attncheck_status status = inner_.table()->get_profile(inner_.table(), input, &p);
     if (status != kAttncheckOk) impl::unsupported("float32 only");
     return p;

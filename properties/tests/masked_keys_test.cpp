@@ -42,6 +42,7 @@ class ZeroWeighted final : public impl::BackendImpl {
   ZeroWeighted(Leak leak, bool declares) : inner_(open_backend("cpu-naive")), leak_(leak), declares_(declares) {}
   attncheck_numerics_profile profile(DLDataType input) const override {
     attncheck_numerics_profile p{};
+    p.struct_size = sizeof p;
     if (inner_.table()->get_profile(inner_.table(), input, &p) != kAttncheckOk) impl::unsupported("float32 only");
     p.masked_keys_weighted_by_zero = declares_ ? 1 : 0;
     return p;

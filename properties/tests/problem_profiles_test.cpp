@@ -31,6 +31,7 @@ class TwoPath final : public impl::BackendImpl {
 
   attncheck_numerics_profile profile(DLDataType input) const override {
     attncheck_numerics_profile p{};
+    p.struct_size = sizeof p;
     if (inner_.table()->get_profile(inner_.table(), input, &p) != kAttncheckOk) impl::unsupported("float32 only");
     return p;
   }

@@ -46,7 +46,13 @@ int characterize_command(const CharacterizeOptions& options, std::ostream& out, 
       return kExitUsage;
     }
   }
-  const std::optional<NumericsProfile> profile = backend->profile(*dtype);
+  std::optional<NumericsProfile> profile;
+  try {
+    profile = backend->profile(*dtype);
+  } catch (const BackendError& e) {
+    err << fmt::format("attncheck characterize: error: {}\n", e.what());
+    return kExitFailed;
+  }
   if (!profile) {
     err << fmt::format("attncheck characterize: error: {} does not take {} inputs\n", backend->name(), options.dtype);
     return kExitUsage;
@@ -73,14 +79,27 @@ int characterize_command(const CharacterizeOptions& options, std::ostream& out, 
           c.seed = static_cast<std::uint64_t>(lq * 1000003 + lk * 101 + d) * 4 + static_cast<std::uint64_t>(kind);
           const std::string label = fmt::format("{:>5} {:>6} {:>4} {:>15}", lq, lk, d, value_kind_name(kind));
           nlohmann::json row = {{"q_len", lq}, {"k_len", lk}, {"head_dim", d}, {"values", value_kind_name(kind)}};
-          if (const auto reason = backend->unsupported_reason(c.problem, c.dtype)) {
-            out << fmt::format("{}  declined: {}\n", label, *reason);
-            row["declined"] = *reason;
+          // The backend's answers to supports() and get_problem_profile are its own: an error
+          // status or a malformed profile fails this case, with the backend's message, not the run.
+          std::optional<std::string> declined;
+          std::optional<NumericsProfile> path_profile;
+          try {
+            declined = backend->unsupported_reason(c.problem, c.dtype);
+            // Run and judged under the profile of the path the backend takes for this problem.
+            if (!declined) path_profile = backend->profile(c.problem, *dtype);
+          } catch (const BackendError& e) {
+            out << fmt::format("{}  FAILED: {}\n", label, e.what());
+            row["error"] = e.what();
+            cases.push_back(row);
+            status = kExitFailed;
+            continue;
+          }
+          if (declined) {
+            out << fmt::format("{}  declined: {}\n", label, *declined);
+            row["declined"] = *declined;
             cases.push_back(row);
             continue;
           }
-          // Run and judged under the profile of the path the backend takes for this problem.
-          const std::optional<NumericsProfile> path_profile = backend->profile(c.problem, *dtype);
           if (!path_profile) {
             const std::string reason = "no profile for this problem (get_problem_profile)";
             out << fmt::format("{}  declined: {}\n", label, reason);

@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   run_app->add_option("--size-class", run.size_class,
                       "Problem sizes of size-agnostic properties: small (Lq, Lk <= 96), medium (60 % at 64..513), "
-                      "long (60 % decode to Lk 8192 or Lq 512) or all (a third each); default: the profile's mix")
+                      "long (60 % decode to Lk 8192, or Lq 128 against 1024 keys) or all (a third each); default: the profile's mix")
       ->check(CLI::IsMember({"small", "medium", "long", "all"}));
   run_app->add_option("--property,-p", run.property_regex, "Only properties whose name matches this regex (search)");
   run_app->add_option("--problem", run.problem_regex,

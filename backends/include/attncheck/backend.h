@@ -215,6 +215,26 @@ typedef struct {
 #define ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0 (offsetof(attncheck_numerics_profile, tanh_relative_error) + sizeof(double))
 
 /*!
+ * \brief Writes *full into the profile buffer the suite passed to get_profile or get_problem_profile,
+ * no more bytes than that buffer holds, and sets its struct_size to the bytes written.
+ *
+ * The profile is the one struct a backend writes into memory the suite owns, so its size is
+ * negotiated (ABI 2.1): on entry, out->struct_size is the size of the suite's buffer; 0, as a
+ * 2.0 suite leaves its zero-initialised buffer, means ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0. A
+ * backend built against a later minor must not write past it (`*out = profile` would); this
+ * function is how to write it.
+ */
+static inline void attncheck_write_profile(attncheck_numerics_profile* out, const attncheck_numerics_profile* full) {
+  size_t capacity = out->struct_size == 0 ? ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0 : (size_t)out->struct_size;
+  const unsigned char* from = (const unsigned char*)full;
+  unsigned char* to = (unsigned char*)out;
+  size_t i;
+  if (capacity > sizeof *full) capacity = sizeof *full;
+  for (i = 0; i < capacity; ++i) to[i] = from[i];
+  out->struct_size = (uint32_t)capacity;
+}
+
+/*!
  * \brief Tensors of one forward call, all in the memory the table's device names. Inputs are
  * read-only; a backend that writes them is caught.
  */

@@ -88,6 +88,7 @@ class Backend {
   attncheck_backend* table() const { return table_; }
 
  private:
+  NumericsProfile checked_profile(const attncheck_numerics_profile& p, std::string_view call, DType input) const;
   attncheck_backend* table_;
   std::string origin_;
   std::shared_ptr<void> library_;  // released after ~Backend()'s body has destroyed the table

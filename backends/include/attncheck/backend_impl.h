@@ -309,8 +309,8 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
     t.get_profile = [](const attncheck_backend* self, DLDataType input, attncheck_numerics_profile* out) {
       return detail::guarded(self, [&](detail::TableHolder& holder) {
         if (out == nullptr) invalid("get_profile: profile is NULL");
-        *out = holder.impl->profile(input);
-        out->struct_size = sizeof(attncheck_numerics_profile);
+        const attncheck_numerics_profile full = holder.impl->profile(input);
+        attncheck_write_profile(out, &full);  // no more than the suite's buffer holds (backend.h)
       });
     };
     if (h->impl->has_problem_profiles())
@@ -319,8 +319,8 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
         return detail::guarded(self, [&](detail::TableHolder& holder) {
           if (problem == nullptr || out == nullptr) invalid("get_problem_profile: problem or profile is NULL");
           check_problem(*problem);
-          *out = holder.impl->problem_profile(*problem, input);
-          out->struct_size = sizeof(attncheck_numerics_profile);
+          const attncheck_numerics_profile full = holder.impl->problem_profile(*problem, input);
+          attncheck_write_profile(out, &full);
         });
       };
     t.supports = [](const attncheck_backend* self, const attncheck_problem* problem, DLDataType input,

@@ -92,6 +92,9 @@ class PropertyContext {
   /// poison_values(dtype, finite only) for `problem`'s declared masked-key convention.
   std::array<double, 3> poison_values(const Problem& problem);
 
+  /// Discards the current case as not applicable to this backend, counted as a skip under
+  /// `reason` (a path whose profile does not make the property's promise, say).
+  [[noreturn]] void decline(const std::string& reason);
   /// Discards the current case when the backend declines it, counting a skip under its reason.
   /// Under isolation a backend whose memory is not the host's is asked in the child instead
   /// (execute.h), and its decline arrives from run().
@@ -128,7 +131,6 @@ class PropertyContext {
   std::vector<std::string> pending_cells_;
   std::optional<double> accuracy_factor_;
 
-  [[noreturn]] void decline(const std::string& reason);
 };
 
 struct PropertyDef {

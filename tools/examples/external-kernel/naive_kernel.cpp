@@ -225,17 +225,18 @@ attncheck_status get_profile(const attncheck_backend* self, DLDataType input, at
     const DLDataType f32{kDLFloat, 32, 1};
     // Declared as computed: every stage in fp32, one rounding per product-and-add (k0 = 1),
     // a three-pass softmax, deterministic, zeros for empty rows.
-    *profile = attncheck_numerics_profile{};
-    profile->struct_size = sizeof(attncheck_numerics_profile);
-    profile->input_dtype = profile->score_dtype = profile->probability_dtype = f32;
-    profile->accumulator_dtype = profile->output_dtype = f32;
-    profile->accumulation_rounding = kAttncheckRoundNearest;
-    profile->products_per_rounding = 1;
-    profile->softmax_block = 0;
-    profile->deterministic = 1;
-    profile->empty_row = kAttncheckEmptyRowZeros;
-    profile->accepts_strides = 1;
-    profile->writes_lse = 1;
+    attncheck_numerics_profile p{};
+    p.input_dtype = p.score_dtype = p.probability_dtype = f32;
+    p.accumulator_dtype = p.output_dtype = f32;
+    p.accumulation_rounding = kAttncheckRoundNearest;
+    p.products_per_rounding = 1;
+    p.softmax_block = 0;
+    p.deterministic = 1;
+    p.empty_row = kAttncheckEmptyRowZeros;
+    p.accepts_strides = 1;
+    p.writes_lse = 1;
+    // The suite owns *profile and says how large it is; never write past it (backend.h).
+    attncheck_write_profile(profile, &p);
   });
 }
 
