@@ -3,6 +3,7 @@
 // a decline, and a profile that breaks the contract fails with a message that says so.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <vector>
@@ -21,6 +22,7 @@ enum class Declares {
   Fp32Everywhere,    // the long path's rounding left out
   DeclinesLongPath,  // no profile for the long path (kAttncheckNotSupported)
   WrongInputDtype,   // the long path's profile says input = f16 for f32 inputs
+  NondeterministicLongPath,  // honest, and the long path is declared (and is) not deterministic
 };
 
 // cpu-naive, except that above kLongPath keys it rounds V to fp16 inside the kernel first (the
@@ -44,6 +46,10 @@ class TwoPath final : public impl::BackendImpl {
       case Declares::Fp32Everywhere: break;
       case Declares::DeclinesLongPath: impl::unsupported("the long path has no declared profile");
       case Declares::WrongInputDtype: p.input_dtype = to_dlpack(DType::F16); break;
+      case Declares::NondeterministicLongPath:
+        p.value_rounding = to_dlpack(DType::F16);
+        p.deterministic = 0;
+        break;
     }
     return p;
   }
@@ -77,11 +83,18 @@ class TwoPath final : public impl::BackendImpl {
     }
     if (inner_.table()->forward(inner_.table(), &problem, &call) != kAttncheckOk)
       throw std::runtime_error(inner_.table()->last_error(inner_.table()));
+    // Every other call on the long path moves the first output one ulp up: run-to-run different,
+    // as an atomically accumulated split-KV path is, and far inside τ.
+    if (declares_ == Declares::NondeterministicLongPath && problem.k_len > kLongPath && ++long_calls_ % 2 == 0) {
+      float* out = reinterpret_cast<float*>(static_cast<char*>(tensors.out->data) + tensors.out->byte_offset);
+      *out = std::nextafter(*out, INFINITY);
+    }
   }
 
  private:
   Backend inner_;
   Declares declares_;
+  int long_calls_ = 0;
 };
 
 Backend two_path(Declares declares) {
@@ -136,6 +149,17 @@ TEST(ProblemProfiles, AProfileForAnotherInputDtypeFailsWithAClearMessage) {
   const PropertyOutcome o = run_property(property("reference-agreement"), b, DType::F32, settings());
   EXPECT_EQ(o.status, OutcomeStatus::Failed);
   EXPECT_NE(o.message.find("asked for f32 inputs, it declared input = f16"), std::string::npos) << o.message;
+}
+
+// The determinism promise is made per path: a backend deterministic for its dtype whose long path
+// is declared not deterministic is judged on its short path, and its long-path cases decline.
+TEST(ProblemProfiles, DeterminismIsCheckedOnlyOnPathsThatPromiseIt) {
+  Backend b = two_path(Declares::NondeterministicLongPath);
+  ASSERT_TRUE(b.profile(DType::F32)->deterministic);
+  const PropertyOutcome o = run_property(property("determinism"), b, DType::F32, settings());
+  EXPECT_EQ(o.status, OutcomeStatus::Passed) << o.message;
+  EXPECT_GT(o.cases_passed, 0);
+  EXPECT_EQ(o.decline_reasons.count("this problem's path is not declared deterministic"), 1u);
 }
 
 }  // namespace
