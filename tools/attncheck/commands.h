@@ -44,6 +44,8 @@ struct RunOptions {
   std::optional<std::string> shard;
   std::string junit_path, json_path, markdown_path;
   std::string reproduce;
+  /// Expectation file (attncheck/expectations.h): the exit status says whether the run matches it.
+  std::string expect_path;
   bool require_backend = false;
   /// Each backend call in a forked child (a crash or hang fails its case; the run goes on).
   /// Unset: on for plug-ins loaded by path, off for built-ins.

@@ -46,6 +46,9 @@ Exit status: 0 all units passed (skips allowed), 1 a conformance or accuracy fai
 2 a usage or environment error (unknown backend, load error, bad regex,
 unwritable report). A run in which every unit was skipped exits 0 unless
 --require-backend is given (then 2).
+With --expect FILE the exit status is 0 when every unit matches the file
+(expected failures included) and 1 when one differs, e.g.
+  attncheck run --backend ./attncheck-torch-sdpa.so --profile quick --expect torch-sdpa.json
 Sharding: --shard i/n, or GTEST_TOTAL_SHARDS and GTEST_SHARD_INDEX, runs the
 units whose index % n == i. Seed: --seed, else ATTNCHECK_SEED, else 24301.)";
 
@@ -180,6 +183,9 @@ int main(int argc, char** argv) {
   run_app->add_option("--markdown", run.markdown_path, "Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)");
   run_app->add_option("--reproduce", run.reproduce, "Replay a failure: the reproduce string a failing run printed");
   run_app->add_flag("--require-backend", run.require_backend, "Exit 2 when every unit was skipped");
+  run_app->add_option("--expect", run.expect_path,
+                      "Expectation file (JSON, tools/README.md): exit 0 when every unit's outcome is the expected one, "
+                      "1 when a unit fails unexpectedly or an expected failure passes");
   bool isolate = false, no_isolate = false;
   run_app->add_flag("--isolate", isolate, "Run every backend call in a forked child (default for plug-ins loaded by path)");
   run_app->add_flag("--no-isolate", no_isolate, "Run backend calls in this process, even for a plug-in");

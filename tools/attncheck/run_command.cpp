@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "attncheck/engine.h"
+#include "attncheck/expectations.h"
 #include "attncheck/report.h"
 #include "attncheck/shard.h"
 #include "commands.h"
@@ -170,6 +171,17 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
     settings.problem_filter = [filter](const std::string& description) { return std::regex_search(description, *filter); };
   }
 
+  std::optional<Expectations> expectations;
+  if (!options.expect_path.empty()) {
+    std::ifstream file(options.expect_path);
+    if (!file) throw UsageError(fmt::format("--expect '{}': cannot open ({})", options.expect_path, std::strerror(errno)));
+    try {
+      expectations = read_expectations(file, options.expect_path, names);
+    } catch (const ReportError& e) {
+      throw UsageError(fmt::format("--expect: {}", e.what()));
+    }
+  }
+
   auto junit = open_report(options.junit_path, "--junit");
   auto json = open_report(options.json_path, "--json");
   auto markdown = open_report(options.markdown_path, "--markdown");
@@ -181,6 +193,10 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
       throw UsageError(fmt::format("--backend '{}': {}", options.backend, e.what()));
     }
   }();
+
+  if (expectations && !expectations->backend.empty() && expectations->backend != backend.name())
+    throw UsageError(fmt::format("--expect '{}' is for backend {}, but --backend '{}' is {}", options.expect_path,
+                                 expectations->backend, options.backend, backend.name()));
 
   // Untrusted code runs isolated by default: a plug-in's crash must not take the run down.
   settings.isolate = options.isolate.value_or(backend.origin() != "built-in");
@@ -262,11 +278,22 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   finish_report(markdown.get(), options.markdown_path, "--markdown");
 
   const ReportTotals t = totals(report);
-  if (t.failed > 0) return kExitFailed;
   if (t.units > 0 && t.skipped == t.units && options.require_backend)
     throw UsageError(fmt::format("--require-backend: backend {} checked nothing; every unit was skipped (first reason: {})",
                                  run.backend, report.units.front().message));
-  return kExitPassed;
+  if (expectations) {
+    const ExpectationCheck check = check_expectations(*expectations, report);
+    if (check.ok()) {
+      console.line(fmt::format("expectations {}: all {} units as expected ({} expected failures, {} expected skips)",
+                               options.expect_path, check.units, check.expected_failures, check.expected_skips));
+      return kExitPassed;
+    }
+    console.line(fmt::format("expectations {}: {} of {} units differ:", options.expect_path, check.mismatches.size(),
+                             check.units));
+    for (const ExpectationMismatch& mismatch : check.mismatches) console.line(fmt::format("  {}", describe(mismatch)));
+    return kExitFailed;
+  }
+  return t.failed > 0 ? kExitFailed : kExitPassed;
 }
 
 }  // namespace

@@ -5,7 +5,7 @@ Standard library only (xml.etree for the JUnit schema check), so CI needs no pip
 
     cli_checks.py --attncheck build/tools/attncheck/attncheck --workdir /tmp/x CHECK
 
-Checks: exit-pass, exit-fail, exit-usage, require-backend, junit-schema, sharding, list-and-help,
+Checks: exit-pass, exit-fail, exit-usage, expectations, require-backend, junit-schema, sharding, list-and-help,
 fixtures (generate/verify/reference and hostile files), isolation (a crashing and a hanging plug-in;
 needs --plugin CRASHING.so --plugin HANGING.so).
 """
@@ -193,6 +193,73 @@ def check_accuracy(r):
            "--accuracy-factor", "1e-6"], expect_code=1)
     r.run(["characterize", "--backend", "cpu-flash", "--dtype", "f8"], expect_code=2)
     r.run(["run", "--backend", "cpu-naive", "--accuracy-factor", "-1"], expect_code=2)
+
+
+def check_expectations(r):
+    # A kernel with a known bug gates CI through an expectation file: the window-exclusive mutant
+    # fails a known set of properties (measured by the first run, not assumed); a file listing
+    # exactly those exits 0; a file missing one (a new failure) or listing a passing property (a
+    # fixed bug) exits 1 and names the unit; a malformed file is a usage error.
+    base = ["run", "--backend", "mutant-window-exclusive", "--profile", "quick", "--dtype", "f32,f16",
+            "--property", "identity-values|convexity|two-token|permutation"]
+    r.run(base + ["--json", r.path("measured.json")], expect_code=1)
+    units = load(r.path("measured.json"))["units"]
+    failing = sorted({u["property"] for u in units if u["status"] == "failed"})
+    passing = sorted({u["property"] for u in units if u["status"] == "passed"} - set(failing))
+    expect(failing and passing, f"the check needs failing and passing properties, got {failing} / {passing}")
+
+    def write(name, entries, backend="mutant-window-exclusive"):
+        path = r.path(name)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"format": "attncheck-expectations", "version": 1, "backend": backend, "units": entries}, f)
+        return path
+
+    def verdicts(proc):  # the expectation lines only: unit lines above them name every unit too
+        return proc.stdout[proc.stdout.rindex("\nexpectations "):]
+
+    def failure(prop, dtype="*"):
+        return {"property": prop, "dtype": dtype, "expect": "fail", "reason": "window bounds exclusive",
+                "link": "backends/mutants/README.md"}
+
+    skip_f16 = {"property": "*", "dtype": "f16", "expect": "skip", "reason": "the mutant is f32 only"}
+    exact = write("exact.json", [failure(p, "f32") for p in failing] + [skip_f16])
+    proc = r.run(base + ["--expect", exact], expect_code=0)
+    f16_units = sum(1 for u in units if u["dtype"] == "f16")
+    expect(f"({len(failing)} expected failures, {f16_units} expected skips)" in verdicts(proc),
+           f"the expected failures and skips are not counted:\n{proc.stdout}")
+
+    missing = write("missing.json", [failure(p, "f32") for p in failing[1:]] + [skip_f16])
+    proc = r.run(base + ["--expect", missing], expect_code=1)
+    expect(f"{failing[0]} f32: expected to pass, but it failed" in verdicts(proc),
+           f"the new failure is not named:\n{proc.stdout}")
+
+    fixed = write("fixed.json", [failure(p, "f32") for p in failing] + [skip_f16, failure(passing[0], "f32")])
+    proc = r.run(base + ["--expect", fixed], expect_code=1)
+    expect(f"{passing[0]} f32: expected to fail (window bounds exclusive), but it passed: if the bug is fixed, "
+           "remove the entry" in verdicts(proc), f"the passing expected failure is not named:\n{proc.stdout}")
+
+    # The most specific entry wins: a property's own entry over the blanket "*" "*" one.
+    specific = write("specific.json", [{"property": "*", "dtype": "*", "expect": "skip", "reason": "blanket"},
+                                       {"property": passing[0], "dtype": "f32", "expect": "pass"}] +
+                     [failure(p, "*") for p in failing])
+    proc = r.run(base + ["--expect", specific], expect_code=1)
+    expect(f"{passing[0]} f32" not in verdicts(proc), "the property's own entry did not win over the blanket one")
+    expect(f"{failing[0]} f32" not in verdicts(proc), "the property-wide failure entry did not decide the f32 unit")
+    expect(f"{failing[0]} f16: expected to fail (window bounds exclusive), but it was skipped" in verdicts(proc),
+           f"a property-wide entry did not decide the f16 unit:\n{proc.stdout}")
+    for other in passing[1:]:
+        expect(f"{other} f32: expected to be skipped (blanket), but it passed" in verdicts(proc),
+               f"the blanket entry did not decide {other}:\n{proc.stdout}")
+
+    for name, entries, backend, message in [
+        ("unknown.json", [failure("no-such-property")], "mutant-window-exclusive", "property 'no-such-property' does not exist"),
+        ("nolink.json", [{"property": failing[0], "dtype": "*", "expect": "fail", "reason": "x"}],
+         "mutant-window-exclusive", "needs a 'link'"),
+        ("twice.json", [failure(failing[0]), failure(failing[0])], "mutant-window-exclusive", "a second entry"),
+        ("other.json", [], "cpu-flash", "is for backend cpu-flash"),
+    ]:
+        proc = r.run(base + ["--expect", write(name, entries, backend)], expect_code=2)
+        expect(message in proc.stderr, f"{name}: the error does not say '{message}':\n{proc.stderr}")
 
 
 def check_exit_usage(r):
@@ -458,6 +525,7 @@ CHECKS = {
     "exit-pass": check_exit_pass,
     "exit-fail": check_exit_fail,
     "exit-usage": check_exit_usage,
+    "expectations": check_expectations,
     "accuracy": check_accuracy,
     "require-backend": check_require_backend,
     "junit-schema": check_junit_schema,
