@@ -90,6 +90,8 @@ struct CharacterizeOptions {
   /// FlashAttention's rule (numerics/README.md §4.5); 0: report the ratios only.
   double accuracy_factor = 2;
   std::string json_path;
+  bool ladder = true;  ///< the profile ladder section
+  bool grid = true;    ///< the accuracy grid section
 };
 
 struct MergeOptions {

@@ -111,10 +111,16 @@ Examples:
   attncheck characterize --backend cpu-flash --dtype f16
   attncheck characterize --backend cpu-naive --dtype bf16 --lq 1 --lk 8192 --json grid.json
   attncheck characterize --backend ./libmykernel.so --accuracy-factor 0      (report only)
-Each case (Lq x Lk x head dim x values: diffuse, peaked, constant-v,
-non-negative-v) is judged for conformance to the declared profile and for
-accuracy beside an fp32 baseline kernel on the same inputs. Exit status: 0
-every case passed both, 1 a case failed either, 2 a usage error.)";
+  attncheck characterize --backend ./libmykernel.so --dtype f32 --only ladder
+Two sections. The profile ladder runs 60 healthy cases once each and judges
+the outputs under candidate profiles, tightest first (fp32; fast exp; fp16 P;
+bf16 P; fp16 operands and P.V sums; fp16; bf16), and names the tightest the
+kernel behaves like and the next tighter one it breaks. The accuracy grid
+judges each case (Lq x Lk x head dim x values: diffuse, peaked, constant-v,
+non-negative-v) for conformance to the declared profile and for accuracy
+beside an fp32 baseline kernel on the same inputs. Exit status: 0 every case
+passed, 1 a case failed its declared profile (either section) or the
+accuracy factor (grid), 2 a usage error.)";
 
 constexpr const char* kMainExamples = R"(
 Examples:
@@ -237,7 +243,7 @@ int main(int argc, char** argv) {
 
   CharacterizeOptions characterize;
   CLI::App* characterize_app = app.add_subcommand(
-      "characterize", "Conformance and accuracy of one backend and dtype over a grid of sizes and value classes");
+      "characterize", "Which profile one backend behaves like, and its accuracy over a grid of sizes and value classes");
   characterize_app->footer(kCharacterizeExamples);
   characterize_app->add_option("--backend,-b", characterize.backend, "Built-in backend name or plug-in library path")
       ->required();
@@ -260,6 +266,9 @@ int main(int argc, char** argv) {
       ->check(number_check(true))
       ->capture_default_str();
   characterize_app->add_option("--json", characterize.json_path, "Write the table as JSON");
+  std::string characterize_only;
+  characterize_app->add_option("--only", characterize_only, "One section only: ladder or grid")
+      ->check(CLI::IsMember({"ladder", "grid"}));
 
   MergeOptions merge;
   CLI::App* merge_app = app.add_subcommand("merge", "Combine the JSON reports of the shards of one run");
@@ -303,6 +312,10 @@ int main(int argc, char** argv) {
   if (*verify_app) return verify_command(verify, std::cout, std::cerr);
   if (*reference_app) return reference_command(reference, std::cout, std::cerr);
   if (*bench_app) return bench_command(bench, std::cout, std::cerr);
-  if (*characterize_app) return characterize_command(characterize, std::cout, std::cerr);
+  if (*characterize_app) {
+    characterize.ladder = characterize_only != "grid";
+    characterize.grid = characterize_only != "ladder";
+    return characterize_command(characterize, std::cout, std::cerr);
+  }
   return list_command(what, plugins, std::cout, std::cerr);
 }

@@ -5,7 +5,7 @@ Standard library only (xml.etree for the JUnit schema check), so CI needs no pip
 
     cli_checks.py --attncheck build/tools/attncheck/attncheck --workdir /tmp/x CHECK
 
-Checks: exit-pass, exit-fail, exit-usage, expectations, require-backend, junit-schema, sharding, list-and-help,
+Checks: exit-pass, exit-fail, exit-usage, expectations, characterize-ladder, require-backend, junit-schema, sharding, list-and-help,
 fixtures (generate/verify/reference and hostile files), isolation (a crashing and a hanging plug-in;
 needs --plugin CRASHING.so --plugin HANGING.so).
 """
@@ -184,15 +184,45 @@ def check_accuracy(r):
     # characterize: a small grid passes with the default factor 2; its JSON lists every case.
     grid = r.path("grid.json")
     proc = r.run(["characterize", "--backend", "cpu-flash", "--dtype", "f32", "--lq", "2", "--lk", "64",
-                  "--head-dim", "16", "--json", grid], expect_code=0)
+                  "--head-dim", "16", "--json", grid, "--only", "grid"], expect_code=0)
     cases = load(grid)["cases"]
     expect(len(cases) == 4 and all(c["passed"] for c in cases), f"characterize cases: {cases}")
     expect(all(c["accuracy_max_ratio"] <= 2 for c in cases), "a healthy kernel above the accuracy factor")
     expect(load(grid)["accuracy_factor"] == 2, "characterize's default factor is not 2")
     r.run(["characterize", "--backend", "cpu-flash", "--dtype", "f32", "--lq", "2", "--lk", "64", "--head-dim", "16",
-           "--accuracy-factor", "1e-6"], expect_code=1)
+           "--accuracy-factor", "1e-6", "--only", "grid"], expect_code=1)
     r.run(["characterize", "--backend", "cpu-flash", "--dtype", "f8"], expect_code=2)
     r.run(["run", "--backend", "cpu-naive", "--accuracy-factor", "-1"], expect_code=2)
+
+
+def check_characterize_ladder(r):
+    # The profile ladder names the stages a kernel rounds at. The emulated kernels round at
+    # exactly the stages they are built with (backends/emulated/README.md), so the expected rung
+    # of each comes from its construction: emu-fp32 rounds in fp32 only (rung 1); emu-bf16-p
+    # rounds P to bf16 (rung 4, and it must break rung 3, fp16 P); emu-ggml's short-query path
+    # rounds Q, K, V and P to fp16 and sums P·V in fp16 (rung 5, breaking rung 4). The P·V-in-half
+    # mutant declares fp32 (so its declared row fails, exit 1) and behaves like rung 5.
+    for backend, satisfied, code in [("emu-fp32", 0, 0), ("emu-bf16-p", 3, 0), ("emu-ggml", 4, 0),
+                                     ("mutant-pv-in-half", 4, 1)]:
+        path = r.path(f"ladder-{backend}.json")
+        proc = r.run(["characterize", "--backend", backend, "--dtype", "f32", "--only", "ladder", "--json", path],
+                     expect_code=code)
+        ladder = load(path)["ladder"]
+        expect(ladder["ran"] == 60 and ladder["errors"] == 0, f"{backend}: not every ladder case ran: {ladder}")
+        expect(ladder["satisfied"] == satisfied,
+               f"{backend}: satisfies rung {ladder['satisfied']}, expected {satisfied}: {ladder['rungs']}")
+        rungs = ladder["rungs"]
+        expect(all(g["passed"] == g["judged"] for g in rungs[satisfied:]), f"{backend}: a looser rung fails: {rungs}")
+        if satisfied > 0:
+            expect(ladder["breaks"] == satisfied - 1 and rungs[satisfied - 1]["passed"] < rungs[satisfied - 1]["judged"],
+                   f"{backend}: the next tighter rung is not broken: {rungs}")
+            expect(f"breaks {satisfied}. {rungs[satisfied - 1]['name']}" in proc.stdout,
+                   f"{backend}: the console does not name the broken rung:\n{proc.stdout}")
+        expect(f"behaves like: {satisfied + 1}. {rungs[satisfied]['name']}" in proc.stdout,
+               f"{backend}: the console does not name the rung:\n{proc.stdout}")
+        declared = ladder["declared"]
+        expect((declared["passed"] == declared["judged"]) == (code == 0),
+               f"{backend}: the declared row disagrees with the exit status: {declared}")
 
 
 def check_expectations(r):
@@ -526,6 +556,7 @@ CHECKS = {
     "exit-fail": check_exit_fail,
     "exit-usage": check_exit_usage,
     "expectations": check_expectations,
+    "characterize-ladder": check_characterize_ladder,
     "accuracy": check_accuracy,
     "require-backend": check_require_backend,
     "junit-schema": check_junit_schema,
