@@ -55,7 +55,7 @@ done
 # flags never apply (CMake creates an empty cache entry for them; fuzz/README.md).
 CC=${CC:-clang} CXX=${CXX:-clang++} cmake -S "$root" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=Sanitize -DATTNCHECK_FUZZ=ON -DATTNCHECK_CUDA=OFF \
-  -DATTNCHECK_BUILD_TESTS=OFF -DATTNCHECK_BUILD_BENCHMARKS=OFF
+  -DATTNCHECK_BUILD_TESTS=OFF -DATTNCHECK_BUILD_BENCHMARKS=OFF -DATTNCHECK_THIRD_PARTY=OFF
 cmake --build "$build" --parallel "$(nproc)" --target "${targets[@]}"
 
 fuzz_dir=$build/fuzz

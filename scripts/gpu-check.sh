@@ -36,7 +36,7 @@ prepare() {
   [[ -x /usr/local/cuda/bin/nvcc ]] || { echo "gpu-check: --prepare needs the CUDA toolkit in /usr/local/cuda" >&2; exit 2; }
   # The bundle must run on another machine: no -march=native, Release, CUDA on, no tests.
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DATTNCHECK_CUDA=ON -DATTNCHECK_NATIVE=OFF \
-    -DATTNCHECK_BUILD_TESTS=OFF -DATTNCHECK_BUILD_BENCHMARKS=OFF -DATTNCHECK_INSTALL=OFF >/dev/null
+    -DATTNCHECK_BUILD_TESTS=OFF -DATTNCHECK_BUILD_BENCHMARKS=OFF -DATTNCHECK_INSTALL=OFF -DATTNCHECK_THIRD_PARTY=OFF >/dev/null
   cmake --build "$build" --target attncheck --parallel "$(nproc)"
   rm -rf "$bundle"
   mkdir -p "$bundle/bin" "$bundle/lib"

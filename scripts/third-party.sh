@@ -7,14 +7,18 @@
 #   scripts/third-party.sh            fetch what is missing (idempotent; a second run does nothing)
 #   scripts/third-party.sh --check    only check what is cached against the lock; download nothing
 #
-# Cache: $ATTNCHECK_THIRD_PARTY_DIR, default .third-party/ in the repository (git-ignored). pip's
-# own HTTP cache makes a second clone on the same machine fetch nothing from the network.
+# Two folders. The verified downloads are kept per user, in $ATTNCHECK_DOWNLOAD_CACHE (default
+# ~/.cache/attncheck/downloads), so a fresh clone on the same machine fetches nothing: every file
+# is checked against the lock each time it is used, so sharing it between clones is safe. What
+# is unpacked and built from them goes to $ATTNCHECK_THIRD_PARTY_DIR (default .third-party/ in
+# the repository, git-ignored).
 # ATTNCHECK_THIRD_PARTY=OFF skips everything (prints nothing). Python is used for pip only: the
 # adapters are C++ and never load it.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-lock=$root/backends/third-party/packages.lock
+lock=${ATTNCHECK_THIRD_PARTY_LOCK:-$root/backends/third-party/packages.lock}
 cache=${ATTNCHECK_THIRD_PARTY_DIR:-$root/.third-party}
+downloads=${ATTNCHECK_DOWNLOAD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/attncheck/downloads}
 check_only=0
 [[ ${1:-} == --check ]] && check_only=1
 
@@ -26,7 +30,7 @@ fi
 say() { echo "third-party: $*" >&2; }
 die() { echo "third-party: error: $*" >&2; exit 1; }
 
-mkdir -p "$cache/downloads"
+mkdir -p "$cache" "$downloads"
 python=""
 pip_download() {  # <name>==<version> <is-wheel> <destination> <file>
   if [[ -z $python ]]; then python=$("$root/scripts/python-env.sh"); fi
@@ -56,7 +60,7 @@ PY
 
 # fetch <name> <version> <file> <sha256>: the verified download's path in $fetched.
 fetch() {
-  local name=$1 version=$2 file=$3 want=$4 path=$cache/downloads/$3 got
+  local name=$1 version=$2 file=$3 want=$4 path=$downloads/$3 got
   if [[ -f $path ]]; then
     got=$(sha256sum "$path" | cut -d' ' -f1)
     [[ $got == "$want" ]] && { fetched=$path; return; }
@@ -64,10 +68,10 @@ fetch() {
     say "$file: cached file has SHA-256 $got, the lock says $want; downloading it again"
     rm -f "$path"
   fi
-  ((check_only)) && die "$file: not in $cache/downloads (run scripts/third-party.sh)"
+  ((check_only)) && die "$file: not in $downloads (run scripts/third-party.sh)"
   local wheel=1 staging
   [[ $file == *.whl ]] || wheel=0
-  staging=$(mktemp -d "$cache/downloads/.staging.XXXXXX")
+  staging=$(mktemp -d "$downloads/.staging.XXXXXX")
   local started=$SECONDS
   if ! pip_download "$name==$version" "$wheel" "$staging" "$file"; then
     rm -rf "$staging"; die "$name==$version: pip download failed (is PyPI reachable?)"
