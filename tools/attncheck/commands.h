@@ -74,9 +74,9 @@ struct ReferenceCommandOptions {
 };
 
 struct BenchOptions {
-  std::string backend;
+  std::vector<std::string> backends;  ///< timed in this order; ratios are against the first
   std::vector<std::string> shapes;  ///< "B,H,L,D" each; empty: the default set
-  std::string dtype = "f32";
+  std::string dtype = "f32";  ///< comma-separated
   int repeats = 3;
 };
 

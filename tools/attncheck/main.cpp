@@ -101,6 +101,8 @@ constexpr const char* kBenchExamples = R"(
 Examples:
   attncheck bench --backend cpu-flash
   attncheck bench --backend cpu-flash --shape 1,8,2048,64 --shape 1,8,2048,128 --dtype f16
+  attncheck bench --backend cpu-flash --backend ./attncheck-torch-sdpa.so --dtype f32,bf16 \
+                  --shape 1,8,2048,64 --shape 1,8,4096,128
 
 Each shape is first checked against the reference (a wrong kernel has no
 speed); then the best of --repeats runs is reported in GF/s
@@ -234,9 +236,11 @@ int main(int argc, char** argv) {
   BenchOptions bench;
   CLI::App* bench_app = app.add_subcommand("bench", "Time a backend beside the reference on validated cases");
   bench_app->footer(kBenchExamples);
-  bench_app->add_option("--backend,-b", bench.backend, "Built-in backend name or plug-in library path")->required();
+  bench_app->add_option("--backend,-b", bench.backends,
+                        "Built-in backend name or plug-in library path (repeatable: timed side by side, ratios against the first)")
+      ->required();
   bench_app->add_option("--shape", bench.shapes, "B,H,L,D (repeatable); default: 1,8,L,64 for L = 512..4096");
-  bench_app->add_option("--dtype", bench.dtype, "Input dtype")->capture_default_str();
+  bench_app->add_option("--dtype", bench.dtype, "Input dtypes, comma-separated")->capture_default_str();
   bench_app->add_option("--repeats", bench.repeats, "Timed repetitions per shape (the best is reported)")
       ->check(number_check(false))
       ->capture_default_str();

@@ -5,7 +5,7 @@ Standard library only (xml.etree for the JUnit schema check), so CI needs no pip
 
     cli_checks.py --attncheck build/tools/attncheck/attncheck --workdir /tmp/x CHECK
 
-Checks: exit-pass, exit-fail, exit-usage, expectations, characterize-ladder, require-backend, junit-schema, sharding, list-and-help,
+Checks: exit-pass, exit-fail, exit-usage, expectations, bench, characterize-ladder, require-backend, junit-schema, sharding, list-and-help,
 fixtures (generate/verify/reference and hostile files), isolation (a crashing and a hanging plug-in;
 needs --plugin CRASHING.so --plugin HANGING.so).
 """
@@ -223,6 +223,25 @@ def check_characterize_ladder(r):
         declared = ladder["declared"]
         expect((declared["passed"] == declared["judged"]) == (code == 0),
                f"{backend}: the declared row disagrees with the exit status: {declared}")
+
+
+def check_bench(r):
+    # Several backends side by side on the same validated inputs: a row per backend and dtype, the
+    # first backend's ratio 1.00x, a dtype a backend lacks skipped, and a wrong kernel gets no
+    # time (the scale mutant fails validation, exit 1).
+    proc = r.run(["bench", "--backend", "cpu-flash", "--backend", "cpu-naive", "--dtype", "f32,bf16",
+                  "--shape", "1,2,64,16", "--repeats", "1"], expect_code=0)
+    rows = [line.split() for line in proc.stdout.splitlines()[1:]]
+    expect(any(row[:3] == ["f32", "1,2,64,16", "cpu-flash"] and row[5] == "1.00x" for row in rows),
+           f"no cpu-flash row with ratio 1.00x:\n{proc.stdout}")
+    expect(any(row[:3] == ["f32", "1,2,64,16", "cpu-naive"] and row[5].endswith("x") for row in rows),
+           f"no cpu-naive row with a ratio:\n{proc.stdout}")
+    expect("cpu-naive              skipped: no bf16 inputs" in proc.stdout, f"bf16 on cpu-naive not skipped:\n{proc.stdout}")
+    proc = r.run(["bench", "--backend", "cpu-flash", "--backend", "mutant-scale-one-over-d", "--dtype", "f32",
+                  "--shape", "1,2,64,16", "--repeats", "1"], expect_code=1)
+    expect("mutant-scale-one-over-d FAILED: validation" in re.sub(" +", " ", proc.stdout),
+           f"the wrong kernel was timed:\n{proc.stdout}")
+    r.run(["bench", "--backend", "cpu-flash", "--dtype", "f32,f8"], expect_code=2)
 
 
 def check_expectations(r):
@@ -556,6 +575,7 @@ CHECKS = {
     "exit-fail": check_exit_fail,
     "exit-usage": check_exit_usage,
     "expectations": check_expectations,
+    "bench": check_bench,
     "characterize-ladder": check_characterize_ladder,
     "accuracy": check_accuracy,
     "require-backend": check_require_backend,
