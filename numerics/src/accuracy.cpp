@@ -30,29 +30,6 @@ class DefaultEnvironment {
   std::fenv_t saved_;
 };
 
-// problem.h's diagonal p(b, i) = i + offset(b).
-std::int64_t diagonal_offset(const Problem& p, std::int64_t key_length) {
-  switch (p.alignment) {
-    case Alignment::TopLeft: return 0;
-    case Alignment::BottomRight: return p.k_len - p.q_len;
-    case Alignment::Offset: return p.diagonal_offset;
-    case Alignment::KeyLengths: return key_length - p.q_len;
-  }
-  return 0;
-}
-
-// Keys [first, last) that key length, a short mask, causal and window leave to row i
-// (problem.h); the per-element masks act inside it.
-std::pair<std::int64_t, std::int64_t> key_range(const Problem& p, std::int64_t i, std::int64_t key_length) {
-  std::int64_t first = 0, last = key_length;
-  if (p.mask != MaskKind::None) last = std::min(last, p.mask_k_len);
-  const std::int64_t diagonal = i + diagonal_offset(p, key_length);
-  if (p.causal) last = std::min(last, diagonal + 1);
-  if (p.window_right >= 0) last = std::min(last, diagonal + p.window_right + 1);
-  if (p.window_left >= 0) first = std::max(first, diagonal - p.window_left);
-  return {first, std::max(first, last)};
-}
-
 // One (batch, kv head)'s rows as contiguous floats: the values are fp32-, fp16- or bf16-
 // representable already, so the conversion is exact.
 std::vector<float> rows_as_float(const View4<const double>& view, std::int64_t b, std::int64_t h) {
@@ -94,7 +71,7 @@ HostTensor baseline_attention(const Problem& p, const AttentionInputs& in, DType
       const std::vector<float> k = rows_as_float(in.k, b, kvh), v = rows_as_float(in.v, b, kvh);
       for (std::int64_t h = kvh * p.group_size(); h < (kvh + 1) * p.group_size(); ++h)
         for (std::int64_t i = 0; i < p.q_len; ++i) {
-          const auto [first, last] = key_range(p, i, key_length);
+          const auto [first, last] = p.structural_key_range(i, key_length);
           for (std::int64_t l = 0; l < dk; ++l) q_row[static_cast<size_t>(l)] = static_cast<float>(in.q(b, h, i, l));
           scores.assign(static_cast<size_t>(last - first), kNegInfF);
           allowed.assign(static_cast<size_t>(last - first), 1);

@@ -1,5 +1,6 @@
 #include "attncheck/problem.h"
 
+#include <algorithm>
 #include <cmath>
 #include <charconv>
 #include <fmt/format.h>
@@ -207,6 +208,26 @@ Problem parse_problem(std::string_view text) {
     }
   }
   return p;
+}
+
+std::int64_t Problem::diagonal_key(std::int64_t i, std::int64_t key_length) const {
+  switch (alignment) {
+    case Alignment::TopLeft: return i;
+    case Alignment::BottomRight: return i + k_len - q_len;
+    case Alignment::Offset: return i + diagonal_offset;
+    case Alignment::KeyLengths: return i + key_length - q_len;
+  }
+  return i;
+}
+
+Problem::KeyRange Problem::structural_key_range(std::int64_t i, std::int64_t key_length) const {
+  std::int64_t first = 0, last = key_length;
+  if (mask != MaskKind::None) last = std::min(last, mask_k_len);
+  const std::int64_t diagonal = diagonal_key(i, key_length);
+  if (causal) last = std::min(last, diagonal + 1);
+  if (window_right >= 0) last = std::min(last, diagonal + window_right + 1);
+  if (window_left >= 0) first = std::max(first, diagonal - window_left);
+  return {first, std::max(first, last)};
 }
 
 }  // namespace attncheck

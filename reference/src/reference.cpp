@@ -50,33 +50,7 @@ RowMap matrix_at(const View4<const double>& view, std::int64_t b, std::int64_t h
   return RowMap(scratch.data(), rows, cols, Eigen::OuterStride<>(cols));
 }
 
-// The diagonal position offset(b) of problem.h: query i's diagonal is key i + offset.
-std::int64_t diagonal_offset(const Problem& p, std::int64_t key_length) {
-  switch (p.alignment) {
-    case Alignment::TopLeft: return 0;
-    case Alignment::BottomRight: return p.k_len - p.q_len;
-    case Alignment::Offset: return p.diagonal_offset;
-    case Alignment::KeyLengths: return key_length - p.q_len;
-  }
-  return 0;
-}
-
-// The half-open key range [first, last) that causal, window, key length and a short mask leave
-// to query row i. Per-element masks further remove keys inside it.
-struct KeyRange {
-  std::int64_t first, last;
-};
-
-KeyRange structural_range(const Problem& p, std::int64_t i, std::int64_t key_length) {
-  std::int64_t last = key_length;
-  if (p.mask != MaskKind::None) last = std::min(last, p.mask_k_len);
-  std::int64_t first = 0;
-  const std::int64_t diagonal = i + diagonal_offset(p, key_length);
-  if (p.causal) last = std::min(last, diagonal + 1);
-  if (p.window_right >= 0) last = std::min(last, diagonal + p.window_right + 1);
-  if (p.window_left >= 0) first = std::max(first, diagonal - p.window_left);
-  return {first, std::max(first, last)};
-}
+using KeyRange = Problem::KeyRange;
 
 struct Workspace {
   RowMatrix scores;   // [rows, keys]: scores, then unnormalized weights e^{s−m}, then P if wanted
@@ -181,7 +155,7 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   std::int64_t key0 = p_.k_len, key1 = 0;
   ws.ranges.resize(static_cast<size_t>(rows));
   for (std::int64_t r = 0; r < rows; ++r) {
-    const KeyRange range = structural_range(p_, i0 + r, key_length);
+    const KeyRange range = p_.structural_key_range(i0 + r, key_length);
     ws.ranges[static_cast<size_t>(r)] = range;
     if (range.first < range.last) {
       key0 = std::min(key0, range.first);

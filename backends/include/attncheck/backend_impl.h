@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "attncheck/backend.h"
 
@@ -218,6 +219,23 @@ inline std::int64_t diagonal_offset(const attncheck_problem& p, std::int64_t key
     case kAttncheckAlignKeyLengths: return key_length_b - p.q_len;
     default: return 0;
   }
+}
+
+/// The key lengths of a problem with has_key_lengths, checked: `key_lengths` must be a [B] int64
+/// CPU tensor whose entries lie in 0..Lk (the error names the batch row and the value). Empty
+/// when the problem has none.
+inline std::vector<std::int64_t> checked_key_lengths(const attncheck_problem& p, const DLTensor* key_lengths) {
+  std::vector<std::int64_t> lengths;
+  if (!p.has_key_lengths) return lengths;
+  const TensorArg kl = check_cpu_tensor(key_lengths, "key_lengths", {p.batch}, {"batch"}, {kI64});
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    const std::int64_t len = *kl.at<std::int64_t>(b);
+    if (len < 0 || len > p.k_len)
+      invalid("key_lengths[" + std::to_string(b) + "] is " + std::to_string(len) + ", expected 0..Lk = " +
+              std::to_string(p.k_len));
+    lengths.push_back(len);
+  }
+  return lengths;
 }
 
 // --- the table --------------------------------------------------------------------------------------

@@ -90,6 +90,16 @@ struct Problem {
   std::int64_t kv_head_of(std::int64_t h) const { return h / group_size(); }
   bool has_window() const { return window_left >= 0 || window_right >= 0; }
 
+  /// The key on query row i's diagonal, i + offset(b) (the alignments above), for a batch row
+  /// whose key length is `key_length` (k_len unless has_key_lengths).
+  std::int64_t diagonal_key(std::int64_t i, std::int64_t key_length) const;
+  /// Keys [first, last) that the key length, a mask shorter than Lk, causal and the window leave
+  /// to query row i; per-element masks act inside it. first == last: no key (an empty row).
+  struct KeyRange {
+    std::int64_t first, last;
+  };
+  KeyRange structural_key_range(std::int64_t i, std::int64_t key_length) const;
+
   /// Throws ProblemError naming the first inconsistency.
   void validate() const;
   /// One line, stable, parseable by parse_problem: "B=1 Hq=8 Hkv=2 Lq=17 Lk=33 Dk=64 Dv=64 causal=bottom-right".
