@@ -82,7 +82,7 @@ std::int64_t f32_per_register() {
 
 /// Elements per GGML_F16_STEP when ggml-cpu's F16 vectors compute in fp16 lanes, 0 when they
 /// widen to F32 lanes (GGML_F32Cx16 etc., simd-mappings.h:520-536). fp16 lanes: x86 builds with
-/// __AVX512FP16__ (GGML_F16_STEP 128, simd-mappings.h:482-483), and ARM with fp16 vector
+/// __AVX512FP16__ (GGML_F16_STEP 128, simd-mappings.h:482-485), and ARM with fp16 vector
 /// arithmetic (ggml_cpu_has_fp16_va; not measured here, declared for every length). ggml-cpu has
 /// no query for AVX512-FP16; its GGML_NATIVE build (scripts/third-party.sh) compiles for the CPU
 /// that builds it, which is the CPU that runs it, so the running CPU answers.
@@ -118,7 +118,7 @@ class GgmlFlashAttn final : public impl::BackendImpl {
     impl::check_problem(p);
     check_input(input);
     if (device != kDLCPU) impl::unsupported("ggml's CPU backend reads host memory only");
-    // ggml indexes query rows with int (ops.cpp:8456, `for (int ir = ir0; ...)`), the head
+    // ggml indexes query rows with int (ops.cpp:8431, `for (int ir = ir0; ...)`), the head
     // dimension of its dot products with int too.
     if (p.batch * p.q_heads * p.q_len > INT_MAX || p.qk_dim > INT_MAX || p.v_dim > INT_MAX || p.k_len > INT_MAX)
       impl::unsupported("ggml_flash_attn_ext counts query rows and head dimensions in int; this problem exceeds INT_MAX");
@@ -160,7 +160,7 @@ attncheck_numerics_profile GgmlFlashAttn::profile_for(const attncheck_problem* p
   pr.accumulation_rounding = kAttncheckRoundNearest;
   pr.products_per_rounding = 1;  // each P·V product is fused into its running sum (FMA) or rounded into it
   pr.deterministic = 1;          // fixed thread count; each row's arithmetic and the split boundaries are fixed by the shape
-  pr.empty_row = kAttncheckEmptyRowZeros;  // S = 0 gives S_inv = 0 over a zero accumulator (ops.cpp:8571, 8863, 8929)
+  pr.empty_row = kAttncheckEmptyRowZeros;  // S = 0 gives S_inv = 0 over a zero accumulator (ops.cpp:8571, 8857; the split merge skips S = 0 chunks and leaves a zero sum unnormalized, 8922, 8936)
   pr.flushes_subnormals = 0;
   pr.accepts_strides = 1;        // the adapter copies every input into compact ggml tensors
   pr.writes_lse = 0;             // ggml_flash_attn_ext returns O only
@@ -176,7 +176,7 @@ attncheck_numerics_profile GgmlFlashAttn::profile_for(const attncheck_problem* p
   }
 
   if (path == Path::Tiled) {
-    // ops.cpp:8585-8870: Q copied as F32 (8710), K and V tiles widened to F32 (8755-8768, 8822),
+    // ops.cpp:8585-8870: Q copied as F32 (8718), K and V tiles widened to F32 (8755-8768, 8822),
     // scores by simd_gemm in F32, P = ggml_vec_soft_max_f32 in F32 (8815), VKQ32 += P·V by
     // simd_gemm FMAs straight into the F32 accumulator (8833): one running sum per row, rescaled
     // at each new tile maximum. The row sum adds each tile's sum to S (float).
@@ -314,7 +314,7 @@ bool needs_mask(const attncheck_problem& p) {
 }
 
 /// Fills ggml's F16 mask [Lk, Lq, Hm, Bm] (ne0 = key fastest; broadcast over heads by
-/// iq2 % ne2 and over batches by iq3 % ne3, ops.cpp:8453): 0 or the additive bias for an allowed
+/// iq2 % ne2 and over batches by iq3 % ne3, ops.cpp:8454): 0 or the additive bias for an allowed
 /// key, -inf for a masked one, clause by clause from backend.h's attncheck_problem.
 void fill_mask(const attncheck_problem& p, const Call& c, ggml_tensor* mask) {
   const std::int64_t Lk = p.k_len, Lq = p.q_len, Hm = mask->ne[2], Bm = mask->ne[3];
