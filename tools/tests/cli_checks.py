@@ -151,6 +151,12 @@ def check_exit_fail(r):
     replay = [u for u in load(r.path("replay.json"))["units"] if u["status"] == "failed"]
     expect(len(replay) == 1 and replay[0]["shrunk_case"] == unit["shrunk_case"],
            f"the replay did not reproduce the shrunk case {unit['shrunk_case']!r}")
+    # The same command on a correct kernel replays the same case, which passes there (exit 0): how
+    # a finding is confirmed to be the kernel's and not the suite's.
+    on_flash = [a if a != "mutant-gqa-modulo" else "cpu-flash" for a in shlex.split(unit["reproduce_command"])[1:]]
+    r.run(on_flash + ["--json", r.path("replay-cpu-flash.json")], expect_code=0)
+    passed = [u for u in load(r.path("replay-cpu-flash.json"))["units"] if u["status"] == "passed"]
+    expect(len(passed) == 1, "the replay on cpu-flash did not pass its one unit")
 
 
 def check_accuracy(r):
