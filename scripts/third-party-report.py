@@ -80,6 +80,7 @@ def relative_command(command, plugin, attncheck):
 
 
 def on_backend(command, backend):
+    """The reproduce command's words with `--backend` replaced; words[0] is still the program's name."""
     words = shlex.split(command)
     i = words.index("--backend")
     words[i + 1] = backend
@@ -144,7 +145,7 @@ def generate(build, attncheck):
                 if unit["status"] == "failed":
                     command = unit["reproduce_command"]
                     jobs[(backend, unit["property"], unit["dtype"])] = pool.submit(
-                        run, on_backend(command, "cpu-flash") if command else ["false"])
+                        run, [attncheck] + on_backend(command, "cpu-flash")[1:] if command else ["false"])
         results = {key: job.result() for key, job in jobs.items()}
 
     out = ["# What attncheck finds in third-party attention kernels", "",
