@@ -1,0 +1,37 @@
+# PyTorch (libtorch from the torch wheel scripts/third-party.sh unpacked): three adapters, one per
+# entry point of its CPU attention (README.md here).
+set(_torch_root ${ATTNCHECK_THIRD_PARTY_DIR}/torch/torch)
+set(_torch_libs ${_torch_root}/lib)
+# libtorch_cpu loads these itself at start-up (its DT_NEEDED); no GPU is used.
+set(_torch_cuda_runtime ${ATTNCHECK_THIRD_PARTY_DIR}/nvidia-cuda-runtime/nvidia/cu13/lib)
+set(_torch_cupti ${ATTNCHECK_THIRD_PARTY_DIR}/nvidia-cuda-cupti/nvidia/cu13/lib)
+if(NOT EXISTS ${_torch_libs}/libtorch_cpu.so OR NOT EXISTS ${_torch_libs}/libc10.so)
+  attncheck_third_party_missing(torch "no libtorch_cpu.so and libc10.so in ${_torch_libs}")
+  return()
+endif()
+if(NOT EXISTS ${_torch_root}/include/ATen/ATen.h)
+  attncheck_third_party_missing(torch "no ATen headers in ${_torch_root}/include")
+  return()
+endif()
+if(NOT EXISTS ${_torch_cuda_runtime}/libcudart.so.13 OR NOT EXISTS ${_torch_cupti}/libcupti.so.13)
+  attncheck_third_party_missing(torch "libtorch_cpu needs libcudart.so.13 and libcupti.so.13 (nvidia-cuda-runtime, nvidia-cuda-cupti)")
+  return()
+endif()
+
+# Imported targets for the two libraries the adapters call, headers as SYSTEM (their warnings are
+# not ours), behind one plain INTERFACE target: backends/CMakeLists.txt hands an IMPORTED library
+# named in a backend's LINK on to attncheck::backends as well, and torch must stay out of it.
+if(NOT TARGET attncheck_torch)
+  add_library(attncheck_torch_c10 SHARED IMPORTED GLOBAL)
+  set_target_properties(attncheck_torch_c10 PROPERTIES IMPORTED_LOCATION ${_torch_libs}/libc10.so)
+  add_library(attncheck_torch_cpu SHARED IMPORTED GLOBAL)
+  set_target_properties(attncheck_torch_cpu PROPERTIES IMPORTED_LOCATION ${_torch_libs}/libtorch_cpu.so)
+  add_library(attncheck_torch INTERFACE)
+  target_include_directories(attncheck_torch SYSTEM INTERFACE ${_torch_root}/include)
+  target_link_libraries(attncheck_torch INTERFACE attncheck_torch_cpu attncheck_torch_c10)
+endif()
+set(_torch_rpath ${_torch_libs} ${_torch_cuda_runtime} ${_torch_cupti})
+
+attncheck_add_plugin(torch-sdpa torch attncheck_torch_sdpa_entry LINK attncheck_torch RPATH ${_torch_rpath})
+attncheck_add_plugin(torch-flash-cpu torch attncheck_torch_flash_cpu_entry LINK attncheck_torch RPATH ${_torch_rpath})
+attncheck_add_plugin(torch-math torch attncheck_torch_math_entry LINK attncheck_torch RPATH ${_torch_rpath})

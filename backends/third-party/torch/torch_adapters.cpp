@@ -1,0 +1,366 @@
+/// \file torch_adapters.cpp
+/// \brief Adapters for PyTorch's CPU attention (torch 2.15.0, libtorch_cpu), one per entry point:
+///   torch-sdpa       at::scaled_dot_product_attention, the public op (its CPU dispatch picks the
+///                    flash CPU kernel or the math path; get_problem_profile says which);
+///   torch-flash-cpu  at::_scaled_dot_product_flash_attention_for_cpu, the flash CPU kernel, which
+///                    also returns the log-sum-exp;
+///   torch-math       at::_scaled_dot_product_attention_math, the composite math path.
+/// The suite's tensors are wrapped without a copy (at::from_blob with their strides); what torch
+/// has no option for (causal alignments other than top-left, windows, key lengths, a mask shorter
+/// than Lk) becomes a mask in the format the entry point takes. README.md here says what each
+/// adapter declines, the profile it declares and where in torch's source each number comes from.
+#include <ATen/ATen.h>
+#include <ATen/ops/_scaled_dot_product_attention_math.h>
+#include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "attncheck/backend_impl.h"
+
+namespace attncheck::torch_adapters {
+namespace {
+
+using impl::same_dtype;
+
+enum class Entry { Sdpa, FlashCpu, Math };
+
+/// The torch scalar type of a suite dtype; nullopt for one no adapter takes.
+std::optional<at::ScalarType> scalar_type_of(DLDataType d) {
+  if (same_dtype(d, impl::kF32)) return at::kFloat;
+  if (same_dtype(d, impl::kF16)) return at::kHalf;
+  if (same_dtype(d, impl::kBF16)) return at::kBFloat16;
+  return std::nullopt;
+}
+
+/// A tensor over a DLTensor's memory, no copy, with its strides. Torch refuses negative strides
+/// (from_blob's stride check), so a dimension stored backwards is wrapped from its last element
+/// forwards and flipped: a copy, the only one this makes of an input.
+at::Tensor wrap(const DLTensor& t, at::ScalarType type) {
+  std::vector<std::int64_t> sizes(t.shape, t.shape + t.ndim);
+  std::vector<std::int64_t> strides(static_cast<size_t>(t.ndim));
+  std::int64_t compact = 1;
+  for (int d = t.ndim - 1; d >= 0; --d) {
+    strides[d] = t.strides != nullptr ? t.strides[d] : compact;
+    compact *= t.shape[d];
+  }
+  const std::int64_t element = static_cast<std::int64_t>(c10::elementSize(type));
+  char* base = static_cast<char*>(t.data) + t.byte_offset;
+  std::vector<std::int64_t> reversed;
+  for (int d = 0; d < t.ndim; ++d) {
+    if (strides[d] >= 0) continue;
+    if (sizes[d] > 0) base += (sizes[d] - 1) * strides[d] * element;
+    strides[d] = -strides[d];
+    reversed.push_back(d);
+  }
+  at::Tensor view = at::from_blob(base, sizes, strides, at::TensorOptions().dtype(type).device(at::kCPU));
+  return reversed.empty() ? view : view.flip(reversed);
+}
+
+/// The mask handed to torch (if any) and whether torch's own is_causal does the causal part.
+struct Masking {
+  std::optional<at::Tensor> mask;
+  bool is_causal = false;
+};
+
+/// Whether the problem's causal diagonal is the top-left one torch's is_causal means (query i
+/// sees keys j <= i: attention.cpp, math path, `at::ones({L, S}).tril()`).
+bool causal_is_top_left(const attncheck_problem& p) {
+  switch (p.alignment) {
+    case kAttncheckAlignTopLeft: return true;
+    case kAttncheckAlignBottomRight: return p.k_len == p.q_len;
+    case kAttncheckAlignOffset: return p.diagonal_offset == 0;
+    default: return false;  // key lengths: per batch, through the mask
+  }
+}
+
+/// Builds what torch is given for the problem's masking. `additive_only`: the entry point reads
+/// only a floating mask (the flash CPU kernel: attention.cpp, "Attention mask is the same data
+/// type as query"). `causal_with_mask`: it accepts is_causal beside a mask (the flash CPU kernel
+/// does; the public op and the math path refuse it: "Explicit attn_mask should not be set when
+/// is_causal=True").
+Masking build_masking(const attncheck_problem& p, const attncheck_attention_tensors& t, at::ScalarType type,
+                      bool additive_only, bool causal_with_mask) {
+  const bool windowed = p.window_left >= 0 || p.window_right >= 0;
+  const bool top_left = causal_is_top_left(p);
+  const bool has_mask = p.mask_kind != kAttncheckMaskNone;
+  const bool short_mask = has_mask && p.mask_shape[3] < p.k_len;
+  const bool structural = p.has_key_lengths || windowed || (p.causal && !top_left);
+  Masking m;
+  // Native is_causal where torch can express the diagonal and nothing else must be combined with it.
+  const bool native_causal = p.causal && top_left && (causal_with_mask || (!has_mask && !structural));
+  m.is_causal = native_causal;
+  const bool causal_in_mask = p.causal && !native_causal;
+  if (!has_mask && !structural && !causal_in_mask) return m;
+
+  // allowed[b, h, i, j]: the keys the problem's structure leaves, then the problem's own mask.
+  const std::int64_t mb = (p.has_key_lengths || (has_mask && p.mask_shape[0] == p.batch)) ? p.batch : 1;
+  const std::int64_t mh = has_mask ? p.mask_shape[1] : 1;
+  const auto bool_options = at::TensorOptions().dtype(at::kBool);
+  at::Tensor allowed = at::ones({mb, mh, p.q_len, p.k_len}, bool_options);
+  std::vector<std::int64_t> key_lengths;
+  if (p.has_key_lengths) {
+    const impl::TensorArg kl = impl::check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      const std::int64_t len = *kl.at<std::int64_t>(b);
+      if (len < 0 || len > p.k_len)
+        impl::invalid("key_lengths[" + std::to_string(b) + "] is " + std::to_string(len) + ", expected 0..Lk = " +
+                      std::to_string(p.k_len));
+      key_lengths.push_back(len);
+    }
+  }
+  const at::Tensor rows = at::arange(p.q_len, at::TensorOptions().dtype(at::kLong)).unsqueeze(1);  // i, [Lq, 1]
+  const at::Tensor keys = at::arange(p.k_len, at::TensorOptions().dtype(at::kLong)).unsqueeze(0);  // j, [1, Lk]
+  for (std::int64_t b = 0; b < mb; ++b) {
+    const std::int64_t length = p.has_key_lengths ? key_lengths[b] : p.k_len;
+    const at::Tensor diagonal = rows + impl::diagonal_offset(p, length);  // p = i + offset(b)
+    at::Tensor keep = at::ones({p.q_len, p.k_len}, bool_options);
+    if (p.has_key_lengths) keep &= keys < length;
+    if (causal_in_mask) keep &= keys <= diagonal;
+    if (p.window_left >= 0) keep &= keys >= diagonal - p.window_left;
+    if (p.window_right >= 0) keep &= keys <= diagonal + p.window_right;
+    allowed[b] &= keep;  // broadcast over the mask's heads
+  }
+
+  std::optional<at::Tensor> bias;  // the problem's additive mask, padded to Lk, in the input dtype
+  if (has_mask) {
+    const std::initializer_list<std::int64_t> shape{p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]};
+    const std::initializer_list<std::string_view> dims{"batch", "heads", "query length", "key length"};
+    const std::int64_t lkm = p.mask_shape[3];
+    if (p.mask_kind == kAttncheckMaskBoolean) {
+      impl::check_cpu_tensor(t.mask, "mask", shape, dims, {impl::kU8});
+      const at::Tensor given = wrap(*t.mask, at::kByte).ne(0);
+      allowed.narrow(3, 0, lkm) &= given.expand({mb, mh, p.q_len, lkm});
+      if (short_mask) allowed.narrow(3, lkm, p.k_len - lkm).fill_(false);  // keys the mask does not reach
+    } else {
+      const DLDataType input = t.q != nullptr ? t.q->dtype : impl::kF32;
+      impl::check_cpu_tensor(t.mask, "mask", shape, dims, {input});
+      at::Tensor full = at::zeros({mb, mh, p.q_len, p.k_len}, at::TensorOptions().dtype(type));
+      full.narrow(3, 0, lkm).copy_(wrap(*t.mask, type).expand({mb, mh, p.q_len, lkm}));
+      if (short_mask) allowed.narrow(3, lkm, p.k_len - lkm).fill_(false);  // keys the mask does not reach
+      bias = std::move(full);
+    }
+  } else if (t.mask != nullptr) {
+    impl::invalid("mask: given, but problem.mask_kind is none");
+  }
+
+  // Torch's documented mask formats (torch.nn.functional.scaled_dot_product_attention): a bool
+  // mask, true = take part, or a float mask added to the scores. A bool problem mask is handed on
+  // as bool where the entry point takes one; everything else is a 0 / -inf bias in the input dtype.
+  if (!bias && !additive_only && p.mask_kind == kAttncheckMaskBoolean) {
+    m.mask = allowed.contiguous();
+    return m;
+  }
+  at::Tensor additive = bias ? *bias : at::zeros({mb, mh, p.q_len, p.k_len}, at::TensorOptions().dtype(type));
+  additive.masked_fill_(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  m.mask = additive.contiguous();
+  return m;
+}
+
+/// Numbers of the flash CPU kernel (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp, torch
+/// 2.15.0 source; not in the wheel): keys are processed in kvSplitSize = 512 blocks
+/// (flash_attention_kernel_impl: cpu_flash_attention<..., qSplit, 512> for every q length), with
+/// the online-softmax rescale between blocks; Q.K^T and P.V run through cpublas::gemm into an
+/// accum_t = opmath_type (float) buffer; for Half/BFloat16 the exp'd weights are stored in the
+/// input dtype (qk_reduced_data) before P.V, and the row sum is accumulated in float from the
+/// unrounded weights (_exp_reduce_sum_fusion_kernel). Fully masked rows: the kernel writes O = 0
+/// and lse = 0 (measured with a -inf bias row; README.md).
+constexpr std::int32_t kFlashKvSplit = 512;
+
+attncheck_numerics_profile flash_profile(DLDataType input) {
+  attncheck_numerics_profile pr{};
+  const bool reduced = !same_dtype(input, impl::kF32);
+  pr.input_dtype = input;
+  pr.score_dtype = impl::kF32;                         // qk_data is accum_t
+  pr.probability_dtype = reduced ? input : impl::kF32;  // qk_reduced_data for Half/BFloat16
+  pr.accumulator_dtype = impl::kF32;                   // dst_data is accum_t
+  pr.output_dtype = input;                             // out is written in the query's dtype
+  pr.accumulation_rounding = kAttncheckRoundNearest;
+  pr.products_per_rounding = 1;  // gemm with FMA: each product rounded into its sum
+  pr.softmax_block = kFlashKvSplit;
+  pr.deterministic = 1;          // one thread per (batch, head, q block); fixed order inside
+  pr.empty_row = kAttncheckEmptyRowZeros;
+  pr.flushes_subnormals = 0;
+  pr.accepts_strides = 1;
+  pr.writes_lse = 1;
+  // exp in _exp_reduce_sum_fusion_kernel: the vectorised body calls exp_u20 for float and
+  // fexp_u20 for Half/BFloat16 (ATen/cpu/vec/vec512/vec512_float.h in the wheel: exp_u20, "a
+  // faster version of exp with ULP=20"; fexp_u20, a degree-3 polynomial on 2^frac with a
+  // truncating float-from-bits step, Malossi et al.). Bounds: 20 ulp = 20 * 2^-23 relative for
+  // exp_u20; for fexp_u20 the maximum relative error of the header's formula over the softmax's
+  // range [-87, 0], evaluated in float on this machine, is 1.40e-4 (README.md), declared as
+  // 2^-12.8 ~ 1.41e-4 rounded up to 1.5e-4.
+  pr.exp_relative_error = reduced ? 1.5e-4 : 20 * 0x1p-23;
+  pr.tanh_relative_error = 0;  // softcap is declined
+  pr.row_sum_dtype = impl::kF32;
+  pr.kv_splits = 0;
+  pr.empty_row_lse = kAttncheckEmptyRowLseZero;
+  // Masked keys enter the gemms with weight exp(-inf) = 0: NaN stored at a masked key reaches O
+  // (measured: NaN in a masked K or V row makes the row NaN).
+  pr.masked_keys_weighted_by_zero = 1;
+  return pr;
+}
+
+/// The math path (aten/src/ATen/native/transformers/attention.cpp, _scaled_dot_product_attention_math,
+/// torch 2.15.0 source): Half/BFloat16 q, k, v are converted to float first ("Keep query, key,
+/// value in high precision for accuracy"); q and k are each multiplied by sqrt(scale) (two extra
+/// float roundings of the operands, inside the score bound's fp32 slack); scores = matmul in float;
+/// the mask is added; at::_safe_softmax (float, three-pass, vectorised Sleef_expf16_u10: 1 ulp)
+/// gives 0 for a row with no finite score; P.V = matmul in float; the result is converted back to
+/// the input dtype.
+attncheck_numerics_profile math_profile(DLDataType input) {
+  attncheck_numerics_profile pr{};
+  pr.input_dtype = input;
+  pr.score_dtype = impl::kF32;
+  pr.probability_dtype = impl::kF32;
+  pr.accumulator_dtype = impl::kF32;
+  pr.output_dtype = input;
+  pr.accumulation_rounding = kAttncheckRoundNearest;
+  pr.products_per_rounding = 1;
+  pr.softmax_block = 0;  // softmax over the whole row
+  pr.deterministic = 1;
+  pr.empty_row = kAttncheckEmptyRowZeros;  // _safe_softmax
+  pr.flushes_subnormals = 0;
+  pr.accepts_strides = 1;
+  pr.writes_lse = 0;  // neither the public op nor the math entry returns the log-sum-exp
+  pr.exp_relative_error = 0x1p-23;  // Sleef_expf16_u10 (vec512_float.h, Vectorized<float>::exp)
+  pr.tanh_relative_error = 0;
+  pr.empty_row_lse = kAttncheckEmptyRowLseUnspecified;
+  pr.masked_keys_weighted_by_zero = 1;  // softmax weight 0 times a NaN value is NaN (measured)
+  return pr;
+}
+
+/// Whether the public op's CPU dispatch takes the flash kernel for this problem
+/// (sdp_utils_cpp.cpp, use_flash_attention_cpp, in the wheel as ATen/native/transformers/sdp_utils_cpp.h
+/// checks): equal head sizes (check_head_dim_size_cpp) and a last-dimension stride of 1
+/// (check_last_dim_stride_equals_1_dense), which forward guarantees; otherwise the math path.
+/// Measured with at::_fused_sdp_choice: flash (1) for Dk = Dv, math (0) for Dk != Dv or a strided
+/// last dimension.
+bool sdpa_takes_flash(const attncheck_problem& p) { return p.qk_dim == p.v_dim; }
+
+/// The public op: the flash kernel's or the math path's arithmetic, without the log-sum-exp (the op
+/// returns the output only).
+attncheck_numerics_profile sdpa_profile(DLDataType input, bool flash) {
+  attncheck_numerics_profile pr = flash ? flash_profile(input) : math_profile(input);
+  pr.writes_lse = 0;
+  pr.empty_row_lse = kAttncheckEmptyRowLseUnspecified;
+  return pr;
+}
+
+class TorchAdapter final : public impl::BackendImpl {
+ public:
+  explicit TorchAdapter(Entry entry) : entry_(entry) {}
+
+  attncheck_numerics_profile profile(DLDataType input) const override {
+    check_dtype(input);
+    return entry_ == Entry::FlashCpu ? flash_profile(input) : entry_ == Entry::Math ? math_profile(input) : sdpa_profile(input, true);
+  }
+  bool has_problem_profiles() const override { return entry_ == Entry::Sdpa; }
+  attncheck_numerics_profile problem_profile(const attncheck_problem& problem, DLDataType input) const override {
+    check_dtype(input);
+    return sdpa_profile(input, sdpa_takes_flash(problem));
+  }
+
+  void check_supported(const attncheck_problem& p, DLDataType input, DLDeviceType device) const override {
+    impl::check_problem(p);
+    check_dtype(input);
+    if (device != kDLCPU) impl::unsupported("the torch adapters call libtorch_cpu and read host memory only");
+    if (p.softcap > 0)
+      impl::unsupported("torch's scaled_dot_product_attention has no softcap option, and a cap cannot be expressed as a mask");
+    if (entry_ == Entry::FlashCpu && p.qk_dim != p.v_dim)
+      impl::unsupported("the flash CPU kernel needs Dk = Dv (attention.cpp: \"Q/K/V should have the same head size\")");
+  }
+
+  void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
+    impl::check_problem(p);
+    if (t.q == nullptr) impl::invalid("q: is NULL, but the problem requires it");
+    const std::optional<at::ScalarType> type = scalar_type_of(t.q->dtype);
+    if (!type) impl::unsupported("the torch adapters take float32, float16 and bfloat16, not " + impl::dtype_string(t.q->dtype));
+    check_supported(p, t.q->dtype, kDLCPU);
+    const DLDataType dt = t.q->dtype;
+    impl::check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {dt});
+    impl::check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt});
+    impl::check_cpu_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt});
+    impl::check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "query heads", "query length", "value dim"}, {dt});
+    if (t.lse != nullptr)
+      impl::check_cpu_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "query heads", "query length"}, {impl::kF32});
+    try {
+      run(p, t, *type);
+    } catch (const c10::Error& e) {
+      // Torch's own refusal of an argument: say it in its words, not as a crash.
+      impl::invalid(std::string("torch: ") + e.what_without_backtrace());
+    }
+  }
+
+ private:
+  static void check_dtype(DLDataType input) {
+    if (!scalar_type_of(input))
+      impl::unsupported("the torch adapters take float32, float16 and bfloat16, not " + impl::dtype_string(input));
+  }
+
+  void run(const attncheck_problem& p, const attncheck_attention_tensors& t, at::ScalarType type) const {
+    at::Tensor q = wrap(*t.q, type), k = wrap(*t.k, type), v = wrap(*t.v, type);
+    const bool gqa = p.q_heads != p.kv_heads;
+    at::Tensor out;
+    std::optional<at::Tensor> lse;
+    switch (entry_) {
+      case Entry::Sdpa: {
+        // A strided last dimension would send the op to the math path (check_last_dim_stride_equals_1_dense),
+        // which get_problem_profile cannot see: such operands are copied compact, so the path is
+        // the problem's alone.
+        for (at::Tensor* x : {&q, &k, &v})
+          if (x->stride(3) != 1) *x = x->contiguous();
+        const Masking m = build_masking(p, t, type, /*additive_only=*/false, /*causal_with_mask=*/false);
+        out = at::scaled_dot_product_attention(q, k, v, m.mask, 0.0, m.is_causal, p.scale, gqa);
+        break;
+      }
+      case Entry::FlashCpu: {
+        // GQA: the kernel reads kv head h / (Hq / Hkv) itself (num_head / num_head_kv in
+        // FlashAttentionKernel.cpp; measured correct by the suite's GQA properties).
+        const Masking m = build_masking(p, t, type, /*additive_only=*/true, /*causal_with_mask=*/true);
+        auto [o, l] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, m.is_causal, m.mask, p.scale);
+        out = std::move(o);
+        lse = std::move(l);  // [B, H, Lq], natural log, float (accum_t), transposed view of [B, Lq, H]
+        break;
+      }
+      case Entry::Math: {
+        const Masking m = build_masking(p, t, type, /*additive_only=*/false, /*causal_with_mask=*/false);
+        out = std::get<0>(at::_scaled_dot_product_attention_math(q, k, v, m.mask, 0.0, m.is_causal, std::nullopt,
+                                                                   p.scale, gqa));
+        break;
+      }
+    }
+    wrap(*t.out, type).copy_(out);
+    if (t.lse != nullptr && lse) wrap(*t.lse, at::kFloat).copy_(*lse);
+  }
+
+  Entry entry_;
+};
+
+}  // namespace
+}  // namespace attncheck::torch_adapters
+
+using attncheck::torch_adapters::Entry;
+using attncheck::torch_adapters::TorchAdapter;
+
+extern "C" attncheck_backend* attncheck_torch_sdpa_entry(void) {
+  return attncheck::impl::make_backend_table<TorchAdapter>(
+      "torch-sdpa", "PyTorch 2.15 at::scaled_dot_product_attention on the CPU (flash kernel, math path for Dk != Dv)",
+      Entry::Sdpa);
+}
+
+extern "C" attncheck_backend* attncheck_torch_flash_cpu_entry(void) {
+  return attncheck::impl::make_backend_table<TorchAdapter>(
+      "torch-flash-cpu", "PyTorch 2.15 at::_scaled_dot_product_flash_attention_for_cpu (returns the LSE)", Entry::FlashCpu);
+}
+
+extern "C" attncheck_backend* attncheck_torch_math_entry(void) {
+  return attncheck::impl::make_backend_table<TorchAdapter>(
+      "torch-math", "PyTorch 2.15 at::_scaled_dot_product_attention_math (the composite math path)", Entry::Math);
+}
