@@ -29,6 +29,10 @@ if(NOT TARGET attncheck_torch)
   add_library(attncheck_torch INTERFACE)
   target_include_directories(attncheck_torch SYSTEM INTERFACE ${_torch_root}/include)
   target_link_libraries(attncheck_torch INTERFACE attncheck_torch_cpu attncheck_torch_c10)
+  # DT_RPATH, not DT_RUNPATH: a RUNPATH serves only the module's own dependencies, and
+  # libcudart/libcupti are libtorch_cpu's (it has no RUNPATH of its own). With a RUNPATH the loader
+  # would take whatever copy the system has, or fail where it has none.
+  target_link_options(attncheck_torch INTERFACE "LINKER:--disable-new-dtags")
 endif()
 set(_torch_rpath ${_torch_libs} ${_torch_cuda_runtime} ${_torch_cupti})
 
