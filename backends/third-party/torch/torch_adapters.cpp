@@ -104,17 +104,7 @@ Masking build_masking(const attncheck_problem& p, const attncheck_attention_tens
   const std::int64_t mh = has_mask ? p.mask_shape[1] : 1;
   const auto bool_options = at::TensorOptions().dtype(at::kBool);
   at::Tensor allowed = at::ones({mb, mh, p.q_len, p.k_len}, bool_options);
-  std::vector<std::int64_t> key_lengths;
-  if (p.has_key_lengths) {
-    const impl::TensorArg kl = impl::check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
-    for (std::int64_t b = 0; b < p.batch; ++b) {
-      const std::int64_t len = *kl.at<std::int64_t>(b);
-      if (len < 0 || len > p.k_len)
-        impl::invalid("key_lengths[" + std::to_string(b) + "] is " + std::to_string(len) + ", expected 0..Lk = " +
-                      std::to_string(p.k_len));
-      key_lengths.push_back(len);
-    }
-  }
+  const std::vector<std::int64_t> key_lengths = impl::checked_key_lengths(p, t.key_lengths);
   const at::Tensor rows = at::arange(p.q_len, at::TensorOptions().dtype(at::kLong)).unsqueeze(1);  // i, [Lq, 1]
   const at::Tensor keys = at::arange(p.k_len, at::TensorOptions().dtype(at::kLong)).unsqueeze(0);  // j, [1, Lk]
   for (std::int64_t b = 0; b < mb; ++b) {
@@ -331,7 +321,11 @@ class TorchAdapter final : public impl::BackendImpl {
         break;
       }
       case Entry::Math: {
-        const Masking m = build_masking(p, t, type, /*additive_only=*/false, /*causal_with_mask=*/false);
+        // An additive mask only: the public op converts a boolean mask to 0 / -inf before it
+        // dispatches here (convert_boolean_attn_mask in attention.cpp), so that is this private
+        // entry's contract. Handed a boolean mask it adds it to the scores as 1 / 0 (measured):
+        // a misuse of the entry by its caller, not a finding about the library.
+        const Masking m = build_masking(p, t, type, /*additive_only=*/true, /*causal_with_mask=*/false);
         out = std::get<0>(at::_scaled_dot_product_attention_math(q, k, v, m.mask, 0.0, m.is_causal, std::nullopt,
                                                                    p.scale, gqa));
         break;
