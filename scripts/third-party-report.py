@@ -87,6 +87,15 @@ def on_backend(command, backend):
     return words
 
 
+def case_size(text):
+    """Elements a shrunk case touches, B·Hq·Lq·Lk·(Dk + Dv), from its description."""
+    fields = dict(re.findall(r"(\w+)=(\d+)(?=\s|$)", text))
+    size = 1
+    for name in ("B", "Hq", "Lq", "Lk"):
+        size *= int(fields.get(name, 1))
+    return size * (int(fields.get("Dk", 1)) + int(fields.get("Dv", 1)))
+
+
 def anchor(backend, prop):
     return f"{backend}-{prop}"
 
@@ -94,6 +103,8 @@ def anchor(backend, prop):
 def fmt_ratio(r):
     if r is None:
         return "–"
+    if r != r or r == float("inf"):
+        return str(r)
     if r == 0:
         return "0"
     return f"{r:.2g}"
@@ -176,40 +187,46 @@ def generate(build, attncheck):
                 continue
             count = {s: sum(1 for u in units if u["status"] == s) for s in ("passed", "failed", "skipped")}
             failing = [u["property"] for u in units if u["status"] == "failed"]
-            judged = [u["worst_ratio"] for u in units if u["status"] != "skipped" and u.get("worst_ratio") is not None]
+            # The report writes a non-finite ratio as a string ("inf", "nan"); float() reads both.
+            judged = [float(u["worst_ratio"]) for u in units
+                      if u["status"] != "skipped" and u.get("worst_ratio") is not None]
             worst = max(judged) if judged else None
             failing_text = ", ".join(f"[{p}](#{anchor(backend, p)})" for p in failing) or "–"
             out.append(f"| `{backend}` | {dtype} | {count['passed']} | {count['failed']} | {count['skipped']} | "
                        f"{failing_text} | {fmt_ratio(worst)} | {describe_ladder(results[(backend, dtype)])} |")
 
     out += ["", "## Findings", "",
-            "Each finding is a property that fails on the library with the adapter's declared profile. The",
-            "case is the shrunk one; the command reproduces it from the repository root after the README's",
-            "build, and the same command with `--backend cpu-flash` passes (checked when this file was",
-            "generated)."]
+            "A finding is a cause that makes properties fail on the library under the adapter's declared",
+            "profile, grouped by the reason its expectation file gives. Each shows its smallest shrunk case",
+            "with the verdict, then every failing unit's reproduce command (from the repository root after",
+            "the README's build). Each command was also run with `--backend cpu-flash` when this file was",
+            "generated, and passes there unless it says otherwise."]
     any_finding = False
     for library, backend, plugin, report, expectations in rows:
         entries = {(e["property"], e["dtype"]): e for e in expectations.get("units", [])}
-        failed = [u for u in report["units"] if u["status"] == "failed"]
-        by_property = {}
-        for unit in failed:
-            by_property.setdefault(unit["property"], []).append(unit)
-        for prop, units in by_property.items():
+        groups = {}
+        for unit in report["units"]:
+            if unit["status"] != "failed":
+                continue
+            entry = entries.get((unit["property"], unit["dtype"])) or entries.get((unit["property"], "*")) or {}
+            groups.setdefault(entry.get("reason", "(no reason in the expectation file)"), []).append(unit)
+        for reason, units in groups.items():
             any_finding = True
-            entry = entries.get((prop, units[0]["dtype"])) or entries.get((prop, "*")) or {}
-            out += ["", f'<a id="{anchor(backend, prop)}"></a>',
-                    f"### `{backend}`: {prop} ({', '.join(u['dtype'] for u in units)})", ""]
-            if entry.get("reason"):
-                out += [entry["reason"], ""]
+            properties = list(dict.fromkeys(u["property"] for u in units))
+            dtypes = list(dict.fromkeys(u["dtype"] for u in units))
+            smallest = min(units, key=lambda u: case_size(u["shrunk_case"] or u["worst_case"]))
+            out += [""] + [f'<a id="{anchor(backend, p)}"></a>' for p in properties]
+            out += [f"### `{backend}`: {', '.join(properties)} ({', '.join(dtypes)})", "", reason, "",
+                    f"Smallest case ({smallest['property']}, {smallest['dtype']}): "
+                    f"`{smallest['shrunk_case'] or smallest['worst_case']}`", "",
+                    f"> {smallest['message'].splitlines()[0]}", "",
+                    "| property | dtype | reproduce |", "|---|---|---|"]
             for unit in units:
-                check = results[(backend, prop, unit["dtype"])]
-                verdict = "passes on cpu-flash" if check.returncode == 0 else \
-                    f"**does not pass on cpu-flash (exit {check.returncode}): not a finding about the library**"
-                out += [f"- {unit['dtype']}: {unit['message'].splitlines()[0]}",
-                        f"  - case: `{unit['shrunk_case'] or unit['worst_case']}`",
-                        f"  - reproduce ({verdict}):",
-                        "", "    ```sh", f"    {relative_command(unit['reproduce_command'], plugin, attncheck)}",
-                        "    ```", ""]
+                check = results[(backend, unit["property"], unit["dtype"])]
+                note = "" if check.returncode == 0 else \
+                    f" **(also fails on cpu-flash, exit {check.returncode}: not a finding about the library)**"
+                command = relative_command(unit["reproduce_command"], plugin, attncheck)
+                out.append(f"| {unit['property']} | {unit['dtype']} | `{command}`{note} |")
     if not any_finding:
         out += ["", "None: every adapter passes every property it runs."]
     out.append("")
