@@ -249,16 +249,7 @@ Call check_call(const attncheck_problem& p, const attncheck_attention_tensors& t
   } else if (t.mask != nullptr) {
     impl::invalid("mask: given, but problem.mask_kind is none");
   }
-  if (p.has_key_lengths) {
-    const TensorArg kl = check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
-    for (std::int64_t b = 0; b < p.batch; ++b) {
-      const std::int64_t len = *kl.at<std::int64_t>(b);
-      if (len < 0 || len > p.k_len)
-        impl::invalid("key_lengths[" + std::to_string(b) + "] is " + std::to_string(len) + ", expected 0..Lk = " +
-                      std::to_string(p.k_len));
-      c.key_lengths.push_back(len);
-    }
-  }
+  c.key_lengths = impl::checked_key_lengths(p, t.key_lengths);
   return c;
 }
 
