@@ -269,7 +269,8 @@ std::vector<unsigned char> build_mask(const attncheck_problem& p, const Plan& pl
   return mask;
 }
 
-/// The message of an OpenVINO exception without its source-location preamble lines.
+/// The message of an OpenVINO exception (its "Exception from <file>:<line>" chain), trailing
+/// newlines dropped so that it fits the one-line skip and error reports.
 std::string library_message(const std::exception& e) {
   std::string text = e.what();
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
