@@ -218,10 +218,29 @@ bool is_negative_infinity(const unsigned char* from, DLDataType dtype) {
   return bits == (impl::same_dtype(dtype, impl::kBF16) ? 0xFF80u : 0xFC00u);
 }
 
+/// Writes the suite's bias value at `from` (in `dtype`) into the graph's mask element at `to`:
+/// bit for bit when the types agree; a bf16 bias (the declared mask dtype of an f32 graph run at
+/// bf16 precision) widened exactly to f32.
+void write_bias(unsigned char* to, ov::element::Type element, const unsigned char* from, DLDataType dtype) {
+  if (impl::same_dtype(dtype, impl::kF32) && element == ov::element::f32) {
+    std::memcpy(to, from, 4);
+  } else if ((impl::same_dtype(dtype, impl::kBF16) && element == ov::element::bf16) ||
+             (impl::same_dtype(dtype, impl::kF16) && element == ov::element::f16)) {
+    std::memcpy(to, from, 2);
+  } else if (impl::same_dtype(dtype, impl::kBF16) && element == ov::element::f32) {
+    std::uint16_t bits;
+    std::memcpy(&bits, from, sizeof bits);
+    const std::uint32_t widened = static_cast<std::uint32_t>(bits) << 16;  // bf16 is the top half of an f32
+    std::memcpy(to, &widened, sizeof widened);
+  } else {
+    impl::invalid("mask: a " + impl::dtype_string(dtype) + " bias cannot be handed to a " + element.get_type_name() +
+                  " graph");
+  }
+}
+
 /// The mask the adapter hands OpenVINO, [mask_batch, mask_heads, Lq, Lk] in compact order: the
 /// suite's mask (keys past its Lkm masked, per backend.h) combined with every structural clause.
-/// Boolean: 1 = attend. Additive: the suite's bias where allowed, -inf where not; the bias is
-/// copied bit for bit, so the suite's mask must already be in the element type of the graph.
+/// Boolean: 1 = attend. Additive: the suite's bias where allowed (write_bias), -inf where not.
 std::vector<unsigned char> build_mask(const attncheck_problem& p, const Plan& plan, const TensorArg& suite_mask,
                                       const std::vector<std::int64_t>& key_lengths, ov::element::Type element) {
   const std::size_t bytes = plan.mask == 1 ? 1 : element.size();
@@ -261,7 +280,7 @@ std::vector<unsigned char> build_mask(const attncheck_problem& p, const Plan& pl
           } else if (!allowed) {
             write_negative_infinity(to, element);
           } else if (bias != nullptr) {
-            std::memcpy(to, bias, bytes);
+            write_bias(to, element, bias, suite_mask.dtype);
           } else {
             std::memset(to, 0, bytes);  // +0 in f32, f16 and bf16
           }
