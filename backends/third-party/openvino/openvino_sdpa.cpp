@@ -349,17 +349,7 @@ class OpenvinoSdpa final : public impl::BackendImpl {
     } else if (t.mask != nullptr) {
       impl::invalid("mask: given, but problem.mask_kind is none");
     }
-    std::vector<std::int64_t> key_lengths;
-    if (p.has_key_lengths) {
-      const TensorArg kl = check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
-      for (std::int64_t b = 0; b < p.batch; ++b) {
-        const std::int64_t len = *kl.at<std::int64_t>(b);
-        if (len < 0 || len > p.k_len)
-          impl::invalid("key_lengths[" + std::to_string(b) + "] is " + std::to_string(len) + ", expected 0..Lk = " +
-                        std::to_string(p.k_len));
-        key_lengths.push_back(len);
-      }
-    }
+    const std::vector<std::int64_t> key_lengths = impl::checked_key_lengths(p, t.key_lengths);
 
     const ov::element::Type element = element_of(in);
     const Plan plan = plan_for(p);
