@@ -116,21 +116,21 @@ def ladder(attncheck, plugin, dtype, workdir, backend):
     proc = run([attncheck, "characterize", "--backend", plugin, "--dtype", dtype, "--only", "ladder", "--json", path])
     if proc.returncode not in (0, 1) or not os.path.exists(path):
         if "does not take" in proc.stderr:
-            return {"declined": True}
+            return {"dtype_unsupported": True}
         raise SystemExit(f"third-party-report: characterize {backend} {dtype} failed ({proc.returncode}):\n{proc.stderr}")
     return load(path)["ladder"]
 
 
 def describe_ladder(section):
-    if section is None or section.get("declined") or not section.get("ran"):
+    if section is None or section.get("dtype_unsupported") or not section.get("ran"):
         return "–"
     rungs = section["rungs"]
     if section["satisfied"] is None:
         return f"none (even “{rungs[-1]['name']}” fails)"
     text = f"{section['satisfied'] + 1}. {rungs[section['satisfied']]['name']}"
     if section.get("breaks") is not None:
-        broken = rungs[section["breaks"]]
-        text += f" (breaks {section['breaks'] + 1}: r = {broken['worst_ratio']:.2g})"
+        # The broken rung's ratio is measured (it moves with the CPU); which rung breaks is not.
+        text += f" (breaks {section['breaks'] + 1})"
     return text
 
 
