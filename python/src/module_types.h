@@ -1,0 +1,27 @@
+// The objects a Python backend receives in one call: the tensors as attributes (None where the
+// problem has no such tensor), plus the ABI structs they came from, so that a backend wrapping a
+// C plug-in hands the plug-in exactly what the suite passed.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+#include "attncheck/backend.h"
+
+namespace attncheck::python {
+
+namespace nb = nanobind;
+
+struct AttentionTensorSet {
+  nb::object q, k, v, mask, key_lengths, out, lse;
+  attncheck_problem abi_problem{};
+  /// Valid during the call only; reset to nullptr when forward returns.
+  const attncheck_attention_tensors* abi_tensors = nullptr;
+};
+
+struct LayerTensorSet {
+  nb::object x, x_kv, w_q, w_k, w_v, b_q, b_k, b_v, w_o, b_o, mask, key_lengths, out;
+  attncheck_layer_problem abi_problem{};
+  const attncheck_layer_tensors* abi_tensors = nullptr;
+};
+
+}  // namespace attncheck::python

@@ -1,0 +1,243 @@
+#include "python_backend.h"
+
+#include <nanobind/stl/string.h>
+
+#include <fmt/format.h>
+
+#include <optional>
+#include <utility>
+
+#include "attncheck/numerics_profile.h"
+#include "attncheck/problem.h"
+#include "module_types.h"
+
+namespace attncheck::python {
+
+PyObject* unsupported_error = nullptr;
+PyObject* invalid_problem_error = nullptr;
+
+CallTensor::CallTensor(std::string tensor_name, const DLTensor& from, bool is_output)
+    : name(std::move(tensor_name)), tensor(from), writable(is_output), original(&from) {
+  // DLPack consumers differ in how they treat byte_offset and NULL strides; folding the offset
+  // into the pointer and writing the strides out gives every consumer the same view.
+  tensor.data = static_cast<char*>(from.data) + from.byte_offset;
+  tensor.byte_offset = 0;
+  std::int64_t compact = 1;
+  for (int d = from.ndim - 1; d >= 0; --d) {
+    shape[d] = from.shape[d];
+    strides[d] = from.strides != nullptr ? from.strides[d] : compact;
+    compact *= from.shape[d];
+  }
+  tensor.shape = shape.data();
+  tensor.strides = strides.data();
+}
+
+void CallTensor::check_alive() const {
+  if (!alive)
+    throw nb::value_error(
+        fmt::format("tensor '{}' was used after its forward call returned: the suite's buffers live only "
+                    "for the duration of the call (copy what you need to keep)",
+                    name)
+            .c_str());
+}
+
+std::string exception_line(const nb::python_error& error) {
+  try {
+    nb::object format = nb::module_::import_("traceback").attr("format_exception_only");
+    nb::object lines = format(error.type(), error.value());
+    std::string last;
+    for (nb::handle line : lines) last = nb::cast<std::string>(line);
+    while (!last.empty() && (last.back() == '\n' || last.back() == ' ')) last.pop_back();
+    if (!last.empty()) return last;
+  } catch (const std::exception&) {
+  }
+  return error.what();
+}
+
+void rethrow_as_abi_error(const nb::python_error& error, const std::string& what) {
+  if (unsupported_error != nullptr && error.matches(unsupported_error))
+    impl::unsupported(nb::cast<std::string>(nb::str(error.value())));
+  if (invalid_problem_error != nullptr && error.matches(invalid_problem_error))
+    impl::invalid(nb::cast<std::string>(nb::str(error.value())));
+  throw impl::AbiError(kAttncheckInternalError, fmt::format("{} raised {}", what, exception_line(error)));
+}
+
+namespace {
+
+std::string dtype_argument(DLDataType input) {
+  const auto dtype = from_dlpack(input);
+  if (!dtype) impl::unsupported(fmt::format("{} inputs are not supported", impl::dtype_string(input)));
+  return std::string(dtype_name(*dtype));
+}
+
+// Invalidates every tensor handed to one call when the call ends, however it ends.
+class CallTensors {
+ public:
+  nb::object add(const char* name, const DLTensor* tensor, bool is_output) {
+    if (tensor == nullptr) return nb::none();
+    nb::object object = nb::cast(CallTensor(name, *tensor, is_output), nb::rv_policy::move);
+    made_.push_back(object);
+    return object;
+  }
+  ~CallTensors() {
+    for (nb::handle object : made_) nb::cast<CallTensor&>(object).alive = false;
+  }
+
+ private:
+  std::vector<nb::object> made_;
+};
+
+void check_attention_tensors(const attncheck_problem& p, const attncheck_attention_tensors& t) {
+  using impl::check_cpu_tensor;
+  using impl::kBF16;
+  using impl::kF16;
+  using impl::kF32;
+  impl::check_problem(p);
+  const impl::TensorArg q = check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim},
+                                             {"batch", "query heads", "query length", "head dim"}, {kF32, kF16, kBF16});
+  check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {q.dtype});
+  check_cpu_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {q.dtype});
+  check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "query heads", "query length", "value dim"},
+                   {kF32, kF16, kBF16});
+  if (t.lse != nullptr)
+    check_cpu_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "query heads", "query length"}, {kF32});
+  if (p.mask_kind != kAttncheckMaskNone) {
+    const std::initializer_list<std::int64_t> shape = {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]};
+    const std::initializer_list<std::string_view> dims = {"batch", "heads", "query length", "key length"};
+    if (p.mask_kind == kAttncheckMaskBoolean)
+      check_cpu_tensor(t.mask, "mask", shape, dims, {impl::kU8});
+    else
+      check_cpu_tensor(t.mask, "mask", shape, dims, {kF32, kF16, kBF16});
+  }
+  if (p.has_key_lengths) check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+}
+
+class PythonBackend final : public impl::BackendImpl {
+ public:
+  explicit PythonBackend(nb::object backend) : backend_(std::move(backend)) {
+    has_layer_ = nb::hasattr(backend_, "forward_layer");
+    has_problem_profiles_ = nb::hasattr(backend_, "problem_profile");
+  }
+  ~PythonBackend() override {
+    nb::gil_scoped_acquire gil;
+    backend_.reset();
+  }
+
+  attncheck_numerics_profile profile(DLDataType input) const override {
+    const std::string dtype = dtype_argument(input);
+    nb::gil_scoped_acquire gil;
+    return checked_profile(call("profile", [&] { return backend_.attr("profile")(dtype); }), dtype, "profile()");
+  }
+
+  bool has_problem_profiles() const override { return has_problem_profiles_; }
+
+  attncheck_numerics_profile problem_profile(const attncheck_problem& problem, DLDataType input) const override {
+    const std::string dtype = dtype_argument(input);
+    const Problem p = from_abi(problem);
+    nb::gil_scoped_acquire gil;
+    return checked_profile(call("problem_profile", [&] { return backend_.attr("problem_profile")(p, dtype); }), dtype,
+                           "problem_profile()");
+  }
+
+  void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
+    impl::check_problem(problem);
+    if (device != kDLCPU)
+      impl::unsupported(fmt::format("a Python backend reads host memory, not {} memory", impl::device_string(device)));
+    const std::string dtype = dtype_argument(input);
+    const Problem p = from_abi(problem);
+    nb::gil_scoped_acquire gil;
+    nb::object reason = call("supports", [&] { return backend_.attr("supports")(p, dtype); });
+    if (reason.is_none()) return;
+    std::string text = nb::cast<std::string>(nb::str(reason));
+    impl::unsupported(text.empty() ? "supports() declined without a reason" : text);
+  }
+
+  void forward(const attncheck_problem& problem, const attncheck_attention_tensors& tensors) override {
+    check_attention_tensors(problem, tensors);
+    const Problem p = from_abi(problem);
+    nb::gil_scoped_acquire gil;
+    AttentionTensorSet set;
+    CallTensors made;
+    set.q = made.add("q", tensors.q, false);
+    set.k = made.add("k", tensors.k, false);
+    set.v = made.add("v", tensors.v, false);
+    set.mask = made.add("mask", tensors.mask, false);
+    set.key_lengths = made.add("key_lengths", tensors.key_lengths, false);
+    set.out = made.add("out", tensors.out, true);
+    set.lse = made.add("lse", tensors.lse, true);
+    set.abi_problem = problem;
+    set.abi_tensors = &tensors;
+    nb::object set_object = nb::cast(std::move(set), nb::rv_policy::move);
+    call("forward", [&] { return backend_.attr("forward")(p, set_object); });
+    nb::cast<AttentionTensorSet&>(set_object).abi_tensors = nullptr;
+  }
+
+  bool has_layer() const override { return has_layer_; }
+
+  void forward_layer(const attncheck_layer_problem& problem, const attncheck_layer_tensors& tensors) override {
+    impl::check_problem(problem.attention);
+    LayerProblem lp;
+    lp.attention = from_abi(problem.attention);
+    lp.model_dim = problem.model_dim;
+    lp.self_attention = problem.self_attention != 0;
+    lp.has_qkv_bias = problem.has_qkv_bias != 0;
+    lp.has_out_bias = problem.has_out_bias != 0;
+    nb::gil_scoped_acquire gil;
+    LayerTensorSet set;
+    CallTensors made;
+    set.x = made.add("x", tensors.x, false);
+    set.x_kv = made.add("x_kv", tensors.x_kv, false);
+    set.w_q = made.add("w_q", tensors.w_q, false);
+    set.w_k = made.add("w_k", tensors.w_k, false);
+    set.w_v = made.add("w_v", tensors.w_v, false);
+    set.b_q = made.add("b_q", tensors.b_q, false);
+    set.b_k = made.add("b_k", tensors.b_k, false);
+    set.b_v = made.add("b_v", tensors.b_v, false);
+    set.w_o = made.add("w_o", tensors.w_o, false);
+    set.b_o = made.add("b_o", tensors.b_o, false);
+    set.mask = made.add("mask", tensors.mask, false);
+    set.key_lengths = made.add("key_lengths", tensors.key_lengths, false);
+    set.out = made.add("out", tensors.out, true);
+    set.abi_problem = problem;
+    set.abi_tensors = &tensors;
+    nb::object set_object = nb::cast(std::move(set), nb::rv_policy::move);
+    call("forward_layer", [&] { return backend_.attr("forward_layer")(lp, set_object); });
+    nb::cast<LayerTensorSet&>(set_object).abi_tensors = nullptr;
+  }
+
+ private:
+  template <class Body>
+  static nb::object call(const char* method, Body&& body) {
+    try {
+      return body();
+    } catch (nb::python_error& e) {
+      rethrow_as_abi_error(e, fmt::format("{}()", method));
+    } catch (const nb::cast_error& e) {
+      impl::invalid(fmt::format("{}(): {}", method, e.what()));
+    }
+  }
+
+  static attncheck_numerics_profile checked_profile(const nb::object& result, const std::string& dtype, const char* what) {
+    if (result.is_none()) impl::unsupported(fmt::format("{} inputs are not supported", dtype));
+    NumericsProfile profile;
+    try {
+      profile = nb::cast<NumericsProfile>(result);
+    } catch (const nb::cast_error&) {
+      impl::invalid(fmt::format("{} returned {}, expected an attncheck.Profile or None", what,
+                                nb::cast<std::string>(nb::repr(result.type()))));
+    }
+    return to_abi(profile);
+  }
+
+  nb::object backend_;
+  bool has_layer_ = false;
+  bool has_problem_profiles_ = false;
+};
+
+}  // namespace
+
+attncheck_backend* make_python_backend_table(nb::object backend, const std::string& name, const std::string& description) {
+  return impl::make_backend_table<PythonBackend>(name.c_str(), description.c_str(), std::move(backend));
+}
+
+}  // namespace attncheck::python
