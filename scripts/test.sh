@@ -5,6 +5,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/install-deps.sh"
 python=$("$root/scripts/python-env.sh")
+# The Python module into that venv, before the build: CMake registers its pytest suite only when
+# `import attncheck` works there.
+"$root/scripts/python-module.sh" "$python"
 # The third-party kernels under test (backends/third-party/): pinned downloads, cached between
 # runs; ATTNCHECK_THIRD_PARTY=OFF skips them.
 third_party=()

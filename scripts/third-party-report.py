@@ -46,6 +46,13 @@ def read_lock():
             # The first package named for a folder is its library; the others are its runtime
             # (libcudart for torch), listed in the lock but not in the report's headings.
             packages.setdefault(folder, (name, version))
+    # Libraries checked through the Python module (python/examples/<folder>/) are pinned in
+    # python/requirements-test.txt instead.
+    with open(os.path.join(ROOT, "python", "requirements-test.txt"), encoding="utf-8") as f:
+        for line in f:
+            if "==" in line and not line.startswith("#"):
+                name, version = line.split()[0].split("==")
+                packages.setdefault(name, (name, version))
     return packages
 
 
@@ -122,6 +129,8 @@ def ladder(attncheck, plugin, dtype, workdir, backend):
 
 
 def describe_ladder(section):
+    if section is not None and section.get("python"):
+        return "– (Python backend: no plug-in to characterize)"
     if section is None or section.get("dtype_unsupported") or not section.get("ran"):
         return "–"
     rungs = section["rungs"]
@@ -145,12 +154,18 @@ def generate(build, attncheck):
         for library, backend, expect_path in adapters():
             report_path = os.path.join(workdir, f"{backend}.json")
             plugin = os.path.join(plugins, f"attncheck-{backend}.so")
-            if not os.path.exists(report_path) or not os.path.exists(plugin):
+            report = load(report_path) if os.path.exists(report_path) else None
+            # A Python backend (python/examples/, run by the python.pytest test) has no plug-in for
+            # `attncheck characterize`; its report is all there is.
+            python_backend = report is not None and report["run"]["backend_origin"] == "python"
+            if report is None or not (python_backend or os.path.exists(plugin)):
                 raise SystemExit(f"third-party-report: {report_path} or {plugin} is missing: run "
-                                 f"`ctest -R third-party.{backend}.quick` first")
+                                 f"`ctest -R third-party.{backend}.quick` (or python.pytest) first")
             for dtype in DTYPES:
-                jobs[(backend, dtype)] = pool.submit(ladder, attncheck, plugin, dtype, workdir, backend)
-            report = load(report_path)
+                if python_backend:
+                    jobs[(backend, dtype)] = pool.submit(dict, python=True)
+                else:
+                    jobs[(backend, dtype)] = pool.submit(ladder, attncheck, plugin, dtype, workdir, backend)
             expectations = load(expect_path)
             rows.append((library, backend, plugin, report, expectations))
             for unit in report["units"]:
