@@ -21,8 +21,9 @@ Measured on onnxruntime 1.32.0 while writing the adapters (python/README.md, "ON
     which ONNX allows; the adapter expands it.
   - Attention has no bfloat16 CPU kernel ("Could not find an implementation for Expand(13)").
   - MultiHeadAttention writes NaN for a row whose keys are all masked; declared (empty_row="nan").
-  - GroupQueryAttention needs a head size that is a multiple of 8 ("head_size must be a multiple
-    of 8") and is causal only (bottom-right: new tokens after the past ones).
+  - GroupQueryAttention needs one head size for Q, K and V, a multiple of 8 ("head_size must be
+    a multiple of 8"; the adapter zero-pads, which changes no score and no kept output), and is
+    causal only (bottom-right: new tokens after the past ones).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ try:  # the adapters need both; the tests skip with this reason when they are mi
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
-    ort.set_default_logger_severity(3)  # ORT's errors reach the case as exceptions, not as log lines
+    ort.set_default_logger_severity(4)  # ORT's errors reach the case as exceptions, not as log lines
     MISSING = None
 except ImportError as error:  # pragma: no cover - depends on the environment
     MISSING = f"onnx and onnxruntime are needed: {error}"
@@ -117,7 +118,7 @@ class _OrtBackend:
         # One thread: the suite's machines are small, and a single-threaded MLAS sums in one order.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options.log_severity_level = 4
         self._options = options
 
     def session(self, key, build):
@@ -156,8 +157,9 @@ class OrtAttention(_OrtBackend):
     def profile(self, dtype):
         # core/providers/cpu/llm/attention.cc (ORT 1.32): Q·Kᵀ and P·V are MLAS GEMMs in float, the
         # softmax is three-pass in float (max, exp and sum, divide). For float16 inputs the source
-        # was not read line by line: declared is the widest-error reading that the kernel could
-        # have, fp16 scores, P and sums, so that a pass is not owed to an optimistic declaration.
+        # was not read line by line: declared is the widest-error reading, fp16 scores, P and
+        # sums. (Measured: fp32 scores with P stored in fp16 is too narrow; identity-values f16
+        # then fails on its probability term, r = 3.8, so the scores are rounded to fp16.)
         # Masked keys enter the P·V GEMM with weight 0 (the mask is added as -inf before the
         # softmax), so NaN there would propagate: declared.
         if dtype == "f32":
@@ -169,6 +171,9 @@ class OrtAttention(_OrtBackend):
         return None  # no bfloat16 CPU kernel (see the module docstring)
 
     def supports(self, problem, dtype):
+        if problem.scale <= 0:
+            # core/providers/cpu/llm/attention.cc: "scale must be greater than 0 if specified".
+            return "ORT's Attention takes a scale > 0 only"
         return None
 
     def forward(self, problem, t):
@@ -240,6 +245,8 @@ class OrtMultiHeadAttention(_OrtBackend):
                                  masked_keys_weighted_by_zero=True)
 
     def supports(self, problem, dtype):
+        if problem.scale == 0:
+            return "MultiHeadAttention reads scale = 0 as its default 1/sqrt(head size)"
         if problem.kv_heads != problem.q_heads:
             return "MultiHeadAttention has one kv head per query head (no GQA)"
         if problem.softcap > 0:
@@ -285,19 +292,25 @@ class OrtGroupQueryAttention(_OrtBackend):
 
     def profile(self, dtype):
         # contrib_ops/cpu/bert/gqa_attention_base.h (ORT 1.32): float GEMMs (MLAS) and the
-        # three-pass float softmax of attention_helper.h. float16 is registered on CPU but its
-        # arithmetic was not read: declared conservatively, fp16 everywhere.
+        # three-pass float softmax of attention_helper.h. float16 is registered on CPU, but its
+        # arithmetic was not read line by line: declared is fp32 scores and sums with P stored in
+        # fp16 for the P·V product (fp16 scores would overflow on the suite's large-logit rows,
+        # where the kernel stays finite), the reading that covers an fp16 GEMM on fp32-converted
+        # softmax weights.
         if dtype == "f32":
             return attncheck.profile(input="f32", score="f32", probability="f32", accumulator="f32", output="f32",
                                      softmax_block=0, deterministic=True)
         if dtype == "f16":
-            return attncheck.profile(input="f16", score="f16", probability="f16", accumulator="f16", output="f16",
+            return attncheck.profile(input="f16", score="f32", probability="f16", accumulator="f32", output="f16",
                                      softmax_block=0, deterministic=True)
         return None
 
     def supports(self, problem, dtype):
         if not problem.causal:
             return "GroupQueryAttention is causal only"
+        if problem.scale == 0:
+            # Measured: identity-values with scale = 0 gave the weights of 1/sqrt(head size).
+            return "GroupQueryAttention reads scale = 0 as its default 1/sqrt(head size)"
         past = problem.k_len - problem.q_len
         aligned = (problem.alignment == "bottom-right" or (problem.alignment == "top-left" and past == 0)
                    or (problem.alignment == "offset" and problem.diagonal_offset == past))
@@ -309,18 +322,28 @@ class OrtGroupQueryAttention(_OrtBackend):
             return "GroupQueryAttention takes no mask in this adapter"
         if problem.has_key_lengths:
             return "per-batch key lengths need a ragged cache; not mapped"
-        if problem.qk_dim != problem.v_dim:
-            return "GroupQueryAttention needs Dk = Dv"
-        if problem.qk_dim % 8 != 0:
-            return "GroupQueryAttention needs a head size that is a multiple of 8"
+        if problem.batch > 1 and problem.q_len > 1 and problem.k_len > problem.q_len:
+            # Measured: "batch_size must be 1 when sequence_length > 1 and past context is given".
+            return "GroupQueryAttention takes several new tokens after a cache only for batch 1"
         return None
 
     def forward(self, problem, t):
         dtype = "f16" if t.q.dtype == "float16" else "f32"
-        B, Hq, Hkv, S, L, D = problem.batch, problem.q_heads, problem.kv_heads, problem.q_len, problem.k_len, problem.qk_dim
+        B, Hq, Hkv, S, L = problem.batch, problem.q_heads, problem.kv_heads, problem.q_len, problem.k_len
         P = L - S
-        q = _values(t.q, dtype).transpose(0, 2, 1, 3).reshape(B, S, Hq * D)
-        k_all, v_all = _values(t.k, dtype), _values(t.v, dtype)
+        # The operator takes one head size, a multiple of 8: Q, K and V are zero-padded to it.
+        # Padding Q and K adds products of zero to each score (exact), and V's padded columns
+        # only produce output columns that are dropped, so the problem is unchanged.
+        Dk, Dv = problem.qk_dim, problem.v_dim
+        D = -(-max(Dk, Dv) // 8) * 8
+
+        def padded(x, width):
+            out = np.zeros(x.shape[:3] + (D,), dtype=x.dtype)
+            out[..., :width] = x
+            return out
+
+        q = padded(_values(t.q, dtype), Dk).transpose(0, 2, 1, 3).reshape(B, S, Hq * D)
+        k_all, v_all = padded(_values(t.k, dtype), Dk), padded(_values(t.v, dtype), Dv)
         k_new = np.ascontiguousarray(k_all[:, :, P:].transpose(0, 2, 1, 3).reshape(B, S, Hkv * D))
         v_new = np.ascontiguousarray(v_all[:, :, P:].transpose(0, 2, 1, 3).reshape(B, S, Hkv * D))
         past_k = np.ascontiguousarray(k_all[:, :, :P])
@@ -342,7 +365,7 @@ class OrtGroupQueryAttention(_OrtBackend):
             return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("com.microsoft", 1)])
 
         y = self.run_session(self.session(key, build), feeds)[0]
-        np.from_dlpack(t.out)[...] = y.reshape(B, S, Hq, D).transpose(0, 2, 1, 3)
+        np.from_dlpack(t.out)[...] = y.reshape(B, S, Hq, D).transpose(0, 2, 1, 3)[..., :Dv]
 
 
 def backends():
