@@ -3,7 +3,8 @@
 
     third-party-report.py --build build [--out docs/third-party.md] [--check]
 
-Reads, for each adapter (backends/third-party/<library>/expect/<backend>.json):
+Reads, for each adapter (backends/third-party/<library>/expect/<backend>.json, and the Python
+backends of python/examples/<library>/expect/<backend>.json):
   - the quick-profile report the CTest test third-party.<backend>.quick wrote
     (build/third-party/<backend>.json),
   - its expectation file (the reason and link of each expected failure),
@@ -29,6 +30,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THIRD_PARTY = os.path.join(ROOT, "backends", "third-party")
+PYTHON_EXAMPLES = os.path.join(ROOT, "python", "examples")
 DTYPES = ("f32", "f16", "bf16")
 MEASURED = "measured"  # the column excluded from --check
 
@@ -57,16 +59,19 @@ def read_lock():
 
 
 def adapters():
-    """[(library folder, backend name, expectation path)] in a stable order."""
+    """[(library folder, backend name, expectation path)] in a stable order: the plug-in adapters
+    (backends/third-party/<library>/expect/), then the libraries checked through the Python module
+    (python/examples/<library>/expect/, run by the CTest test python.pytest)."""
     found = []
-    for library in sorted(os.listdir(THIRD_PARTY)):
-        expect_dir = os.path.join(THIRD_PARTY, library, "expect")
-        if not os.path.isdir(expect_dir):
-            continue
-        for name in sorted(os.listdir(expect_dir)):
-            # <backend>.json, as attncheck_third_party_tests names them; nothing else is an adapter's.
-            if name.endswith(".json") and "." not in name[:-5]:
-                found.append((library, name[:-5], os.path.join(expect_dir, name)))
+    for root in (THIRD_PARTY, PYTHON_EXAMPLES):
+        for library in sorted(os.listdir(root)):
+            expect_dir = os.path.join(root, library, "expect")
+            if not os.path.isdir(expect_dir):
+                continue
+            for name in sorted(os.listdir(expect_dir)):
+                # <backend>.json, as attncheck_third_party_tests names them; nothing else is an adapter's.
+                if name.endswith(".json") and "." not in name[:-5]:
+                    found.append((library, name[:-5], os.path.join(expect_dir, name)))
     return found
 
 

@@ -1,7 +1,7 @@
 """ONNX Runtime's attention operators (python/examples/onnxruntime/ort_backends.py): each adapter
 first passes the hand-derived closed-form toy cases (fixtures/toy), so that an adapter bug is never
 reported as a library finding; then the quick profile, gated by the backend's expectation file in
-backends/third-party/onnxruntime/expect/, writes its report where scripts/third-party-report.py
+python/examples/onnxruntime/expect/, writes its report where scripts/third-party-report.py
 reads the third-party results (build/third-party/<name>.json)."""
 
 import sys
@@ -18,7 +18,7 @@ import attncheck  # noqa: E402
 pytestmark = pytest.mark.skipif(ort_backends.MISSING is not None, reason=str(ort_backends.MISSING))
 
 NAMES = ["ort-attention-23", "ort-attention-24", "ort-mha", "ort-gqa"]
-EXPECT = ROOT / "backends" / "third-party" / "onnxruntime" / "expect"
+EXPECT = ROOT / "python" / "examples" / "onnxruntime" / "expect"
 
 
 def backend(name):
