@@ -26,7 +26,7 @@ set(ATTNCHECK_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/attncheck"
     CACHE STRING "attncheck: where attncheckConfig.cmake is installed, relative to the prefix")
 
 set(attncheck_exported_libraries attncheck_abi attncheck_reference attncheck_numerics attncheck_backends
-                                 attncheck_harness attncheck_engine attncheck_fixture_format attncheck_fixtures)
+                                 attncheck_harness attncheck_diagnosis attncheck_engine attncheck_fixture_format attncheck_fixtures)
 foreach(target IN LISTS attncheck_exported_libraries)
   if(NOT TARGET ${target})
     message(FATAL_ERROR "attncheck install: target ${target} does not exist; include(AttncheckInstall) after "
@@ -45,7 +45,7 @@ if(TARGET attncheck)
 endif()
 
 # Every public header sits in <folder>/include/attncheck/; they install side by side.
-foreach(folder IN ITEMS reference numerics backends harness properties fixtures)
+foreach(folder IN ITEMS reference numerics backends harness diagnosis properties fixtures)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${folder}/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
           FILES_MATCHING PATTERN "*.h" PATTERN "*.hpp")
 endforeach()

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "attncheck/evidence.h"
 #include "attncheck/property.h"
 
 namespace attncheck {
@@ -50,6 +51,24 @@ struct RunSettings {
   std::optional<double> accuracy_factor;
 };
 
+/// One distinct failure of a property (a property may hide several bugs: each is searched for
+/// with the causes of the earlier ones excluded), with its own 1-minimal case.
+struct FailureFinding {
+  FailureKind kind = FailureKind::Output;
+  std::string message;       ///< the property's failure message for the minimal case
+  /// AttentionCase::describe() of the minimal case as judged: removing any one option from it,
+  /// or shrinking any one dimension, makes the property pass.
+  std::string minimal_case;
+  /// The case as drawn, which `--case` pins: minimal_case before the property's own adjustments
+  /// (a property that forces causal=1 draws the case without it); usually the same text.
+  std::string pinned_case;
+  std::vector<std::string> simplifications;  ///< what was removed after shrinking: "softcap=1 → off"
+  std::string excluded;      ///< the earlier findings' causes excluded from this search; empty for the first
+  std::vector<Diagnosis> diagnoses;  ///< the catalogue's hypotheses that reproduce the kernel's output
+  std::optional<Verdict> verdict;    ///< the verdict against the reference when there was one
+  std::optional<FailureEvidence> evidence;
+};
+
 enum class OutcomeStatus : std::uint8_t { Passed, Failed, Skipped };
 std::string_view outcome_status_name(OutcomeStatus status);
 
@@ -73,6 +92,9 @@ struct PropertyOutcome {
   /// The failure is an accuracy one (the kernel conforms to its declaration but is less accurate
   /// than the accuracy factor allows), not a conformance one.
   bool accuracy_failure = false;
+  /// On failure: every distinct failure found, the first one first (shrunk_case, shrunk_verdict
+  /// and message describe that one).
+  std::vector<FailureFinding> failures;
   std::string shrunk_case;    ///< on failure: the minimal failing case
   std::optional<Verdict> shrunk_verdict;
   std::string reproduce;      ///< on failure: RapidCheck's reproduce string

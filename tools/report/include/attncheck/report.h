@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -53,6 +54,34 @@ struct VerdictMetrics {
 };
 
 /// One unit of work: one property for one input dtype.
+/// A small matrix for the HTML report: the bound ratio r = |Ô − O| / τ over two axes of a
+/// failing case (NaN where an element is not judged), or the allowed-key pattern (1 allowed,
+/// 0 masked). Rows × cols ≤ 64 × 64: larger axes are reduced by taking the maximum over blocks.
+struct Heatmap {
+  std::string title;     ///< "r over query row × output column, batch 0, head 1"
+  std::string row_axis;  ///< "query row"
+  std::string col_axis;  ///< "output column"
+  std::int64_t rows = 0, cols = 0;
+  std::int64_t row_block = 1, col_block = 1;  ///< elements per cell along each axis (1: exact)
+  std::vector<double> values;                 ///< row-major
+  bool operator==(const Heatmap&) const = default;
+};
+
+/// One distinct failure of a unit (PropertyOutcome::failures), as reports keep it.
+struct FindingResult {
+  std::string kind;              ///< failure_kind_name: "output", "lse", "nan-placement", …
+  std::string message;
+  std::string minimal_case;
+  std::string pinned_case;
+  std::vector<std::string> simplifications;
+  std::string excluded;
+  std::vector<std::pair<std::string, std::string>> diagnoses;  ///< hypothesis name, statement
+  std::optional<VerdictMetrics> verdict;
+  std::string reproduce_command;  ///< replays this finding (`--case` pins its case)
+  std::vector<Heatmap> heatmaps;  ///< from the evidence; empty when there was none
+  bool operator==(const FindingResult&) const = default;
+};
+
 struct UnitResult {
   std::size_t index = 0;        ///< position in the unsplit run's unit list (see plan.h)
   std::string property;
@@ -79,6 +108,7 @@ struct UnitResult {
   std::optional<VerdictMetrics> shrunk_verdict;
   std::string reproduce;        ///< on failure: RapidCheck's reproduce string
   std::string reproduce_command;  ///< on failure: the command line that replays it
+  std::vector<FindingResult> findings;  ///< on failure: every distinct failure, the first first
   double seconds = 0;
   std::map<std::string, int> coverage;  ///< judged cases per coverage cell
   bool operator==(const UnitResult&) const = default;
