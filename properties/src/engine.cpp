@@ -232,4 +232,11 @@ std::string reproduce_command(const PropertyOutcome& outcome, const std::string&
                      shell_quote(outcome.reproduce));
 }
 
+std::string finding_reproduce_command(const PropertyOutcome& outcome, const FailureFinding& finding,
+                                      const std::string& backend_spec) {
+  return fmt::format("attncheck run --backend {} --property {} --dtype {} --seed {} --case {}", shell_quote(backend_spec),
+                     shell_quote("^" + outcome.property + "$"), dtype_name(outcome.dtype), outcome.seed,
+                     shell_quote(finding.pinned_case));
+}
+
 }  // namespace attncheck

@@ -39,6 +39,16 @@ struct RunSettings {
   bool shrink = true;
   /// RapidCheck's reproduce string of an earlier failure ("reproduce=…"); replays it exactly.
   std::string reproduce;
+  /// Pins the case every property draws (`--case`): the property runs on this case (after its own
+  /// adjustments, a property forcing causal=1, say) and RapidCheck draws only the property's other
+  /// choices (which query row to perturb, say). A case outside the property's problem space (a
+  /// mask where the property draws none) is a skip, with the reason. Layer properties skip.
+  std::optional<AttentionCase> pinned_case;
+  /// After a failure, look for up to this many distinct failures per property (FailureFinding),
+  /// each with its own 1-minimal case; 1 reports the first only.
+  int max_findings = 3;
+  /// Make each failing case 1-minimal after RapidCheck's shrinking (FailureFinding::minimal_case).
+  bool simplify = true;
   /// Optional: only cases whose AttentionCase::describe() it accepts are checked (--problem).
   std::function<bool(const std::string& case_description)> problem_filter;
   /// Every backend call in a forked child with a fresh backend instance (RunOptions::isolate):
@@ -122,5 +132,10 @@ std::optional<std::string> reproduce_string_problem(const std::string& text);
 /// The command line that replays a failure: "attncheck run --backend B --property P --dtype D
 /// --seed S --reproduce '…'".
 std::string reproduce_command(const PropertyOutcome& outcome, const std::string& backend_spec);
+
+/// The command line that replays one finding on its minimal case: "attncheck run --backend B
+/// --property P --dtype D --seed S --case '<pinned case>'".
+std::string finding_reproduce_command(const PropertyOutcome& outcome, const FailureFinding& finding,
+                                      const std::string& backend_spec);
 
 }  // namespace attncheck
