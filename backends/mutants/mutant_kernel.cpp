@@ -41,7 +41,7 @@ class MutantBackend final : public impl::BackendImpl {
     p.deterministic = 1;
     p.empty_row = kAttncheckEmptyRowZeros;
     p.accepts_strides = 1;
-    p.writes_lse = 0;
+    p.writes_lse = mutation_ == Mutation::LseLog2AndWindowExclusive ? 1 : 0;
     return p;
   }
 
@@ -63,6 +63,10 @@ class MutantBackend final : public impl::BackendImpl {
                                     {"batch", "heads", "query length", "key length"},
                                     {p.mask_kind == kAttncheckMaskBoolean ? impl::kU8 : impl::kF32});
     if (p.has_key_lengths) lengths = check(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+    if (t.lse != nullptr && mutation_ == Mutation::LseLog2AndWindowExclusive)
+      lse_ = check(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "heads", "length"}, {impl::kF32});
+    else
+      lse_ = TensorArg{};
     pending_rows_.clear();  // what an earlier call deferred targeted memory that is gone
     if (mutation_ == Mutation::StickyDeviceError && (faulted_ || p.k_len >= 2)) {
       // A CUDA context that faulted stays faulted: every later call of this instance fails too,
@@ -204,7 +208,7 @@ class MutantBackend final : public impl::BackendImpl {
             bool ok = j < key_length && j < visible_keys;
             if (p.mask_kind != kAttncheckMaskNone && j >= p.mask_shape[3]) ok = false;
             if (p.causal) ok = ok && (mutation_ == Mutation::CausalOffByOne ? j < diagonal : j <= diagonal);
-            const bool exclusive = mutation_ == Mutation::WindowExclusive;
+            const bool exclusive = mutation_ == Mutation::WindowExclusive || mutation_ == Mutation::LseLog2AndWindowExclusive;
             if (p.window_left >= 0) ok = ok && (exclusive ? j > diagonal - p.window_left : j >= diagonal - p.window_left);
             if (p.window_right >= 0) ok = ok && (exclusive ? j < diagonal + p.window_right : j <= diagonal + p.window_right);
             float score = 0;
@@ -230,6 +234,8 @@ class MutantBackend final : public impl::BackendImpl {
           for (std::int64_t j : key_order)
             if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak) sum += std::exp(s[static_cast<size_t>(j)] - row_max);
           if (mutation_ == Mutation::SoftmaxOverQueries) sum = query_axis_sum(p, q, k, b, h, g, kb, scale, i);
+          if (lse_.present())  // log2 Σ e^s instead of ln Σ e^s: a base mixed up between exp2 and exp kernels
+            *lse_.mut<float>(b, h, i) = sum > 0 ? static_cast<float>((row_max + std::log(sum)) / std::log(2.0)) : neg_inf;
           for (std::int64_t d = 0; d < p.v_dim; ++d) {
             float acc = 0;
             for (std::int64_t j : key_order)
@@ -294,6 +300,7 @@ class MutantBackend final : public impl::BackendImpl {
 
   Mutation mutation_;
   bool faulted_ = false;
+  TensorArg lse_;
   // DeferredWrite: the rows computed but not yet written when forward returned, as a kernel
   // enqueued on a stream the caller never synchronizes holds them. They are dropped at the next
   // call: the memory they were meant for was read back and freed long before.
@@ -405,5 +412,10 @@ attncheck_backend* attncheck_mutant_device_writes_past_output_entry(void) {
 attncheck_backend* attncheck_mutant_sticky_device_error_entry(void) {
   return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::StickyDeviceError, "mutant-sticky-device-error",
                                          "simulated device: faults asynchronously for Lk >= 2 and stays faulted");
+}
+attncheck_backend* attncheck_mutant_lse_log2_window_exclusive_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::LseLog2AndWindowExclusive,
+                                         "mutant-lse-log2-window-exclusive",
+                                         "two bugs: writes the LSE in base 2, and takes window bounds exclusive");
 }
 }

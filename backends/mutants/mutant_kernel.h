@@ -33,6 +33,8 @@ enum class Mutation {
   DeferredWrite,        ///< returns before its last query rows land: they wait on work nobody synchronizes
   DeviceWritesPastOutput, ///< writes one element past the end of the output in device memory
   StickyDeviceError,    ///< for Lk >= 2 faults asynchronously (recorded on the stream) and stays faulted
+  // Two bugs of different kinds in one kernel: the suite must report both, each with its case.
+  LseLog2AndWindowExclusive,  ///< writes the LSE in base 2 (log2 Σ e^s) and takes window bounds exclusive
 };
 
 attncheck_backend* make_mutant(Mutation mutation, const char* name, const char* description);

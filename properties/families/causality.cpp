@@ -27,7 +27,7 @@ std::int64_t offset_of(const Problem& p) {
 void causal_prefix(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
   space.key_lengths = false;
-  AttentionCase c = *gen_case(ctx.dtype(), space);
+  AttentionCase c = ctx.draw_case(space);
   Problem& p = c.problem;
   p.causal = true;
   if (p.alignment == Alignment::KeyLengths) p.alignment = Alignment::TopLeft;
@@ -82,7 +82,7 @@ void causal_prefix(PropertyContext& ctx) {
 // even when they hold NaN and the dtype's largest values (a kernel that weights them by 0 gets
 // 0·NaN = NaN). Appending such keys leaves O unchanged.
 void padding_invariance(PropertyContext& ctx) {
-  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
+  AttentionCase c = ctx.draw_case(ctx.space());
   Problem& p = c.problem;
   p.has_key_lengths = true;
   if (p.alignment == Alignment::BottomRight) p.alignment = Alignment::TopLeft;  // its diagonal moves with Lk
@@ -119,7 +119,7 @@ void padding_invariance(PropertyContext& ctx) {
 void kv_cache_decode(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
   space.mask = space.key_lengths = space.causal = false;
-  AttentionCase c = *gen_case(ctx.dtype(), space);
+  AttentionCase c = ctx.draw_case(space);
   Problem& p = c.problem;
   p.causal = true;
   p.k_len = std::max<std::int64_t>(p.k_len, 2);

@@ -13,8 +13,11 @@ AttentionResult reference_for(const Problem& problem, const CaseData& data) {
 
 Verdict judge(PropertyContext& ctx, const AttentionCase& c, const CaseData& data, const BackendRun& run) {
   const AttentionResult reference = reference_for(c.problem, data);
-  return compare_attention(c.problem, ctx.profile(c.problem), data.inputs(c.problem), reference, run.out,
-                           run.lse ? &*run.lse : nullptr, ctx.compare_options(data_character(c.values)));
+  const bool lse = run.lse && ctx.judges_lse();
+  Verdict verdict = compare_attention(c.problem, ctx.profile(c.problem), data.inputs(c.problem), reference, run.out,
+                                      lse ? &*run.lse : nullptr, ctx.compare_options(data_character(c.values)));
+  ctx.note_judgement(reference, &verdict);
+  return verdict;
 }
 
 HostTensor tolerance_of(PropertyContext& ctx, const AttentionCase& c, const CaseData& data,
@@ -80,6 +83,7 @@ JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c, CaseData d
   JudgedRun j{std::move(data), {}, {}, {}};
   j.run = ctx.run(c, j.data);
   j.reference = reference_for(c.problem, j.data);
+  ctx.note_judgement(j.reference, nullptr);
   j.tau = tolerance_of(ctx, c, j.data, j.reference);
   return j;
 }

@@ -12,7 +12,7 @@ namespace {
 // The untouched heads run the same arithmetic on the same bits, so a deterministic kernel must
 // reproduce them bitwise; otherwise they must agree within τ + τ′.
 void head_independence(PropertyContext& ctx) {
-  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
+  AttentionCase c = ctx.draw_case(ctx.space());
   Problem& p = c.problem;
   if (p.q_heads == 1) {  // one head has nothing to be independent of
     p.q_heads = p.kv_heads = 2;
@@ -59,7 +59,7 @@ void head_independence(PropertyContext& ctx) {
 
 // Batch element b of a batched call equals the same problem run alone with B = 1.
 void batch_independence(PropertyContext& ctx) {
-  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
+  AttentionCase c = ctx.draw_case(ctx.space());
   Problem& p = c.problem;
   p.batch = std::max<std::int64_t>(p.batch, 2);
   if (p.mask_batch != 1) p.mask_batch = p.batch;
@@ -95,7 +95,7 @@ void batch_independence(PropertyContext& ctx) {
 // (ONNX's repeat-interleave order). A mapping h % Hkv agrees only when Hkv or the ratio is 1,
 // which is why the generator draws ratios 2, 3 and 12 with Hkv ≥ 2.
 void gqa_equivalence(PropertyContext& ctx) {
-  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
+  AttentionCase c = ctx.draw_case(ctx.space());
   Problem& p = c.problem;
   if (p.kv_heads == p.q_heads) {
     p.kv_heads = *rc::gen::element<std::int64_t>(1, 2);

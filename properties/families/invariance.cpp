@@ -24,7 +24,7 @@ std::vector<std::int64_t> random_permutation(std::int64_t n, std::uint64_t seed)
 void key_permutation(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
   space.causal = space.window = space.key_lengths = false;
-  AttentionCase c = *gen_case(ctx.dtype(), space);
+  AttentionCase c = ctx.draw_case(space);
   if (c.problem.mask != MaskKind::None) c.problem.mask_k_len = c.problem.k_len;
   c.poison_masked = false;
   ctx.classify(c);
@@ -56,7 +56,7 @@ void key_permutation(PropertyContext& ctx) {
 void query_permutation(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
   space.causal = space.window = false;
-  AttentionCase c = *gen_case(ctx.dtype(), space);
+  AttentionCase c = ctx.draw_case(space);
   ctx.classify(c);
   ctx.require_supported(c.problem);
   const JudgedRun original = run_and_bound(ctx, c);
@@ -92,7 +92,7 @@ void query_permutation(PropertyContext& ctx) {
 void shift_invariance(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
   space.mask = false;
-  AttentionCase c = *gen_case(ctx.dtype(), space);
+  AttentionCase c = ctx.draw_case(space);
   ctx.classify(c);
   ctx.require_supported(c.problem);
   const JudgedRun plain = run_and_bound(ctx, c);
@@ -133,7 +133,7 @@ void shift_invariance(PropertyContext& ctx) {
 // products of unnormalised weights e^{s_k − m} = Z·p_k ≥ p_k are larger, never smaller. A
 // declared flush to zero changes only results in the same ranges.
 void linearity_in_v(PropertyContext& ctx) {
-  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
+  AttentionCase c = ctx.draw_case(ctx.space());
   c.values = ValueKind::Grid;
   c.poison_masked = false;
   const double alpha = *rc::gen::element(1.0, 2.0, 0.5, -1.0), beta = *rc::gen::element(1.0, -1.0, 0.5, 2.0);
@@ -193,7 +193,7 @@ void linearity_in_v(PropertyContext& ctx) {
 
 // attention(Q, K, V; s) = attention(sQ, K, V; 1): with s a power of two, sQ is exact.
 void scale_equivalence(PropertyContext& ctx) {
-  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
+  AttentionCase c = ctx.draw_case(ctx.space());
   const double s = *rc::gen::element(0.5, 0.25, 2.0, 0.125);
   c.problem.scale = s;
   ctx.classify(c);

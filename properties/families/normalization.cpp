@@ -62,7 +62,7 @@ void uniform_weights_exact(PropertyContext& ctx) {
   ProblemSpace space = ctx.plain_space();
   space.gqa = true;
   space.layouts = true;
-  AttentionCase c = *gen_case(ctx.dtype(), space);
+  AttentionCase c = ctx.draw_case(space);
   c.problem.k_len = std::int64_t{1} << *rc::gen::inRange(0, 7);
   c.problem.scale = std::nullopt;
   c.problem.softcap = *rc::gen::element(0.0, 30.0);
@@ -99,7 +99,7 @@ void uniform_weights_exact(PropertyContext& ctx) {
 
 // V = I (Lk ≤ Dv) turns O into P: O ≥ 0, masked keys exactly +0, rows summing to one.
 void identity_values(PropertyContext& ctx) {
-  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
+  AttentionCase c = ctx.draw_case(ctx.space());
   Problem& p = c.problem;
   p.v_dim = std::max(p.v_dim, p.k_len);
   c.values = ValueKind::OneHotV;  // judged with deterministic bounds: V is structured
@@ -139,7 +139,7 @@ void identity_values(PropertyContext& ctx) {
 // Each O_j is a weighted mean of the attended V_kj, so it lies in [min_k V_kj, max_k V_kj]
 // (widened by τ_j for the kernel's rounding).
 void convexity(PropertyContext& ctx) {
-  AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
+  AttentionCase c = ctx.draw_case(ctx.space());
   c.poison_masked = false;
   ctx.classify(c);
   ctx.require_supported(c.problem);

@@ -29,7 +29,7 @@ const char* corruption_name(Corruption c) {
 void invalid_problems_rejected(PropertyContext& ctx) {
   ProblemSpace space = ctx.plain_space();
   space.max_len = 16;
-  const AttentionCase c = *gen_case(ctx.dtype(), space);
+  const AttentionCase c = ctx.draw_case(space);
   const Corruption corruption = *rc::gen::element(
       Corruption::IndivisibleHeads, Corruption::HeadDimMismatch, Corruption::ZeroBatch, Corruption::NegativeLength,
       Corruption::ValueDimMismatch, Corruption::MissingMask, Corruption::MissingKeyLengths, Corruption::UnknownAlignment);

@@ -7,6 +7,10 @@
 #include <fmt/format.h>
 #include <rapidcheck.h>
 
+#include "attncheck/diagnosis.h"
+#include "attncheck/simplify.h"
+#include "attncheck/tolerance.h"
+
 namespace attncheck {
 
 const std::vector<SuiteProfile>& suite_profiles() {
@@ -58,9 +62,18 @@ std::string encode_reproduce(const std::string& id, const rc::detail::Reproduce&
   return rc::detail::configToMinimalString(config);
 }
 
-}  // namespace
+// How one search of a property runs beyond the run's settings: the first search draws freely;
+// the simplifier's replays pin a case; a search for a further bug excludes the earlier causes.
+struct SearchControl {
+  std::optional<AttentionCase> pinned;
+  SearchExclusions exclusions;
+  bool record_evidence = false;
+  bool shrink = true;
+  int cases = 30;
+};
 
-PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DType dtype, const RunSettings& settings) {
+PropertyOutcome search(const PropertyDef& property, Backend& backend, DType dtype, const RunSettings& settings,
+                       const SearchControl& control, CaseLog& log) {
   const auto start = std::chrono::steady_clock::now();
   PropertyOutcome outcome;
   outcome.property = property.name;
@@ -88,21 +101,24 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
     if (std::string reason = property.skip_reason(*profile); !reason.empty()) return finish(OutcomeStatus::Skipped, reason);
   }
 
-  CaseLog log;
   RunOptions call_options;
   call_options.isolate = settings.isolate;
   call_options.timeout_seconds = settings.timeout_seconds;
   PropertyContext context(backend, dtype, *profile, log, settings.problem_filter, call_options,
                           property.size_agnostic ? settings.sizes : SizeMix{});
   if (settings.accuracy_factor) context.measure_accuracy(*settings.accuracy_factor);
+  context.pin(control.pinned);
+  context.exclude(control.exclusions);
+  context.record_evidence(control.record_evidence);
+  if (control.pinned && property.needs_layer) return finish(OutcomeStatus::Skipped, "a pinned attention case does not apply to a layer property");
   rc::detail::TestMetadata metadata;
   metadata.id = property.name;
   metadata.description = property.why;
   rc::detail::TestParams params;
   params.seed = settings.seed;
-  params.maxSuccess = settings.cases;
+  params.maxSuccess = control.cases;
   params.maxSize = settings.max_size;
-  params.disableShrinking = !settings.shrink;
+  params.disableShrinking = !control.shrink;
   params.maxDiscardRatio = 20;
   std::unordered_map<std::string, rc::detail::Reproduce> reproduce_map;
   if (!settings.reproduce.empty()) {
@@ -135,6 +151,8 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
   };
   const auto result =
       rc::detail::checkProperty(rc::detail::toProperty(judged_body), metadata, params, listener, reproduce_map);
+  if (control.pinned && log.drawn == 0)
+    return finish(OutcomeStatus::Skipped, "the property builds its own cases: a pinned case does not apply");
 
   outcome.worst_ratio = log.worst_ratio;
   outcome.worst_case = log.worst_case;
@@ -188,6 +206,174 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
     return finish(OutcomeStatus::Failed, "RapidCheck: " + error.description);
   }
   return finish(OutcomeStatus::Failed, "RapidCheck returned an unknown result");
+}
+
+// A pinned case is run this many times, RapidCheck drawing the property's other choices (which
+// row to perturb, which hard input): the same number in the simplifier and in `--case`, so that
+// a finding's reproduce command replays exactly the draws that failed.
+constexpr int kPinnedCaseDraws = 10;
+// Passes of the simplifier over a case; each kept step makes it strictly smaller, so this only
+// bounds the time a case with very many options can take.
+constexpr int kMaxSimplificationSteps = 64;
+
+bool fails_pinned(const PropertyDef& property, Backend& backend, DType dtype, const RunSettings& settings,
+                  const AttentionCase& pinned, const SearchExclusions& exclusions, FailureKind kind) {
+  CaseLog log;
+  const PropertyOutcome outcome =
+      search(property, backend, dtype, settings, {pinned, exclusions, false, false, kPinnedCaseDraws}, log);
+  // The same property failing the same way: a step that turns a wrong output into a crash has
+  // found another bug, not a smaller case of this one.
+  return outcome.status == OutcomeStatus::Failed && log.last_failure_kind == kind;
+}
+
+// τ and the reference where the property did not compute them, and the verdict of the kernel's
+// O against the reference, so that every evidence reads the same way.
+void complete_evidence(FailureEvidence& e) {
+  const Problem& problem = e.attention_case.problem;
+  const AttentionInputs inputs = e.data.inputs(problem);
+  if (e.reference.out.values.empty() || !e.reference.stats) {
+    ReferenceOptions options;
+    options.row_statistics = true;
+    e.reference = reference_attention(problem, inputs, options);
+  }
+  const ToleranceModel model(problem, e.profile, data_character(e.attention_case.values), inputs);
+  e.tau = HostTensor(e.reference.out.shape);
+  const Shape4& s = e.tau.shape;
+  for (std::int64_t b = 0; b < s[0]; ++b)
+    for (std::int64_t h = 0; h < s[1]; ++h)
+      for (std::int64_t i = 0; i < s[2]; ++i)
+        for (std::int64_t j = 0; j < s[3]; ++j) e.tau(b, h, i, j) = model.at(e.reference, b, h, i, j).total();
+  if (!e.run_out.values.empty() && e.run_out.shape == e.reference.out.shape) {
+    CompareOptions options;
+    options.data = data_character(e.attention_case.values);
+    e.verdict = compare_attention(problem, e.profile, inputs, e.reference, e.run_out, e.run_lse ? &*e.run_lse : nullptr, options);
+  }
+}
+
+std::string signature(const FailureFinding& finding) {
+  std::string text(failure_kind_name(finding.kind));
+  for (const Diagnosis& d : finding.diagnoses) text += " " + d.hypothesis;
+  return text;
+}
+
+// The finding of a search that failed: its case made 1-minimal, replayed once more keeping the
+// evidence, and diagnosed.
+FailureFinding make_finding(const PropertyDef& property, Backend& backend, DType dtype, const RunSettings& settings,
+                            const CaseLog& failed, const SearchExclusions& exclusions) {
+  FailureFinding finding;
+  finding.kind = failed.last_failure_kind;
+  finding.message = failed.last_failure_message;
+  finding.minimal_case = failed.last_failure_case;
+  finding.verdict = failed.last_failure_verdict;
+  finding.excluded = exclusions.describe();
+  if (!failed.last_failure_drawn || !settings.reproduce.empty()) return finding;  // a layer case, or an exact replay
+
+  AttentionCase drawn = *failed.last_failure_drawn;
+  if (settings.simplify && !settings.pinned_case) {
+    for (int kept = 0; kept < kMaxSimplificationSteps; ++kept) {
+      bool improved = false;
+      for (SimplificationStep& step : simplification_steps(drawn)) {
+        if (!fails_pinned(property, backend, dtype, settings, step.result, exclusions, finding.kind)) continue;
+        finding.simplifications.push_back(step.what);
+        drawn = std::move(step.result);
+        improved = true;
+        break;  // the steps of the smaller case are new: start over from them
+      }
+      if (!improved) break;
+    }
+  }
+  finding.pinned_case = drawn.describe();
+
+  CaseLog replay;
+  const PropertyOutcome outcome =
+      search(property, backend, dtype, settings, {drawn, exclusions, true, true, kPinnedCaseDraws}, replay);
+  if (outcome.status != OutcomeStatus::Failed) {
+    // The pinned replay passed where the search failed (a kernel whose output varies between
+    // runs): the finding keeps the shrunk case, and says so.
+    finding.message += " (the failure did not recur when its case was replayed)";
+    return finding;
+  }
+  finding.kind = replay.last_failure_kind;
+  finding.message = replay.last_failure_message;
+  finding.minimal_case = replay.last_failure_case;
+  finding.verdict = replay.last_failure_verdict;
+  if (replay.last_failure_evidence) {
+    FailureEvidence evidence = *replay.last_failure_evidence;
+    try {
+      complete_evidence(evidence);
+      finding.diagnoses = diagnose(evidence);
+      finding.evidence = std::move(evidence);
+    } catch (const std::exception& e) {
+      finding.message += fmt::format(" (no diagnosis: {})", e.what());
+    }
+  }
+  return finding;
+}
+
+// The causes of a finding, to leave out of the next search: its minimal case's options (each is
+// needed for the failure, the case being 1-minimal), or the LSE when that is what failed.
+SearchExclusions exclusions_after(const FailureFinding& finding, SearchExclusions exclusions) {
+  if (finding.kind == FailureKind::Lse) exclusions.lse = true;
+  if (finding.pinned_case.empty()) return exclusions;
+  const AttentionCase c = parse_case(finding.pinned_case);
+  for (const std::string& option : removable_options(c)) {
+    if (option == "softcap") exclusions.softcap = true;
+    else if (option == "window") exclusions.window = true;
+    else if (option == "mask") exclusions.mask = true;
+    else if (option == "key-lengths") exclusions.key_lengths = true;
+    else if (option == "poison") exclusions.poison = true;
+    else if (option == "layout") exclusions.layouts = true;
+    else if (option == "causal" || option == "alignment") exclusions.causal = true;
+    else if (option == "gqa") exclusions.gqa = true;
+    else if (option == "scale") exclusions.custom_scale = true;
+    else if (option == "values" && std::find(exclusions.values.begin(), exclusions.values.end(), c.values) == exclusions.values.end())
+      exclusions.values.push_back(c.values);
+  }
+  return exclusions;
+}
+
+bool same_exclusions(const SearchExclusions& a, const SearchExclusions& b) { return a.describe() == b.describe(); }
+
+}  // namespace
+
+PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DType dtype, const RunSettings& settings) {
+  const auto start = std::chrono::steady_clock::now();
+  CaseLog log;
+  PropertyOutcome outcome = search(property, backend, dtype, settings,
+                                   {settings.pinned_case, {}, false, settings.shrink,
+                                    settings.pinned_case ? kPinnedCaseDraws : settings.cases},
+                                   log);
+  if (outcome.status != OutcomeStatus::Failed || outcome.message.starts_with("RapidCheck") ||
+      outcome.message.starts_with("get_profile failed") || outcome.message.starts_with("cannot parse"))
+    return outcome;
+
+  // Every distinct failure, each searched for with the causes of the earlier ones left out, up
+  // to max_findings; a search that finds one already reported (the same kind and diagnosis) ends it.
+  SearchExclusions exclusions;
+  CaseLog failed = std::move(log);
+  for (int n = 0; n < std::max(1, settings.max_findings); ++n) {
+    FailureFinding finding = make_finding(property, backend, dtype, settings, failed, exclusions);
+    const bool repeat = std::any_of(outcome.failures.begin(), outcome.failures.end(),
+                                    [&](const FailureFinding& f) { return signature(f) == signature(finding); });
+    if (repeat) break;
+    outcome.failures.push_back(std::move(finding));
+    if (settings.pinned_case || !settings.reproduce.empty()) break;
+    const SearchExclusions next = exclusions_after(outcome.failures.back(), exclusions);
+    if (same_exclusions(next, exclusions)) break;  // the failure needs no option: nothing left to exclude
+    exclusions = next;
+    CaseLog again;
+    const PropertyOutcome further = search(property, backend, dtype, settings, {{}, exclusions, false, true, settings.cases}, again);
+    if (further.status != OutcomeStatus::Failed) break;
+    failed = std::move(again);
+  }
+
+  const FailureFinding& first = outcome.failures.front();
+  outcome.shrunk_case = first.minimal_case;
+  outcome.shrunk_verdict = first.verdict;
+  outcome.accuracy_failure = first.kind == FailureKind::Accuracy;
+  outcome.message = first.message;
+  outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return outcome;
 }
 
 std::string describe_decline_reasons(const std::map<std::string, int>& reasons, std::size_t at_most) {

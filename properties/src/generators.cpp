@@ -149,7 +149,7 @@ rc::Gen<Problem> gen_problem(const ProblemSpace& space) {
           p.mask_k_len = *rc::gen::element(false, false, true) ? *rc::gen::inRange<std::int64_t>(1, p.k_len + 1) : p.k_len;
         }
       }
-      if (*rc::gen::element(false, false, false, true)) p.scale = *rc::gen::element(0.5, 0.0, 2.0);
+      if (space.custom_scale && *rc::gen::element(false, false, false, true)) p.scale = *rc::gen::element(0.5, 0.0, 2.0);
       return p;
     });
   });

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <rapidcheck.h>
 
+#include <algorithm>
+
 namespace attncheck {
 namespace {
 
@@ -12,7 +14,122 @@ namespace {
   throw rc::detail::CaseResult(rc::detail::CaseResult::Type::Failure, std::move(message));
 }
 
+FailureEvidence evidence_of(const AttentionCase& c, const CaseData& data, const NumericsProfile& profile,
+                            const BackendRun& run) {
+  FailureEvidence e;
+  e.attention_case = c;
+  e.data = data;
+  e.profile = profile;
+  e.run_out = run.out;
+  e.run_lse = run.lse;
+  e.memory_findings = run.memory_findings;
+  return e;
+}
+
+// What a failed verdict says failed: a convention's NaN, the LSE alone, accuracy, or O.
+FailureKind kind_of(const Verdict& verdict, FailureKind relation) {
+  if (relation != FailureKind::Output) return relation;
+  if (verdict.nonfinite_violations > 0) return FailureKind::NanPlacement;
+  if (verdict.accuracy_failed) return FailureKind::Accuracy;
+  if (verdict.max_ratio <= 1 && verdict.lse_max_ratio > 1) return FailureKind::Lse;
+  return FailureKind::Output;
+}
+
+// Why `c` is not a case gen_case(dtype, space, kinds) could draw, or nullopt when it is one. Only
+// the options matter: a pinned case comes from a draw of this space, made smaller.
+std::optional<std::string> outside_space(const AttentionCase& c, DType dtype, const ProblemSpace& space,
+                                         const std::vector<ValueKind>& kinds) {
+  const Problem& p = c.problem;
+  if (c.dtype != dtype) return fmt::format("the pinned case is {}, not {}", dtype_name(c.dtype), dtype_name(dtype));
+  if (std::find(kinds.begin(), kinds.end(), c.values) == kinds.end())
+    return fmt::format("the property draws no values={}", value_kind_name(c.values));
+  auto without = [](std::string_view what) { return fmt::format("the property draws its case without {}", what); };
+  if (!space.gqa && p.kv_heads != p.q_heads) return without("MQA/GQA");
+  if (!space.causal && (p.causal || p.alignment != Alignment::TopLeft)) return without("causal alignment");
+  if (!space.window && p.has_window()) return without("a window");
+  if (!space.softcap && p.softcap != 0) return without("softcap");
+  if (!space.mask && p.mask != MaskKind::None) return without("a mask");
+  if (!space.key_lengths && (p.has_key_lengths || !c.key_lengths.empty())) return without("key lengths");
+  if (!space.layouts && c.sequence_major) return without("the [B, L, H, D] layout");
+  if (!space.poison && c.poison_masked) return without("poisoned keys");
+  if (!space.distinct_dims && p.qk_dim != p.v_dim) return without("Dv ≠ Dk");
+  if (!space.custom_scale && p.scale) return without("a custom scale");
+  return std::nullopt;
+}
+
 }  // namespace
+
+bool SearchExclusions::empty() const {
+  return !lse && !gqa && !causal && !window && !softcap && !mask && !key_lengths && !layouts && !poison &&
+         !custom_scale && values.empty();
+}
+
+std::string SearchExclusions::describe() const {
+  std::vector<std::string> parts;
+  if (lse) parts.emplace_back("the LSE not judged");
+  const std::pair<bool, const char*> options[] = {{gqa, "no MQA/GQA"},       {causal, "no causal"},
+                                                  {window, "no window"},      {softcap, "no softcap"},
+                                                  {mask, "no mask"},          {key_lengths, "no key lengths"},
+                                                  {layouts, "no [B, L, H, D] layout"}, {poison, "no poisoned keys"},
+                                                  {custom_scale, "the default scale only"}};
+  for (const auto& [on, text] : options)
+    if (on) parts.emplace_back(text);
+  for (ValueKind kind : values) parts.push_back(fmt::format("no values={}", value_kind_name(kind)));
+  return fmt::format("{}", fmt::join(parts, "; "));
+}
+
+ProblemSpace SearchExclusions::apply(ProblemSpace space) const {
+  space.gqa = space.gqa && !gqa;
+  space.causal = space.causal && !causal;
+  space.window = space.window && !window;
+  space.softcap = space.softcap && !softcap;
+  space.mask = space.mask && !mask;
+  space.key_lengths = space.key_lengths && !key_lengths;
+  space.layouts = space.layouts && !layouts;
+  space.poison = space.poison && !poison;
+  space.custom_scale = space.custom_scale && !custom_scale;
+  return space;
+}
+
+AttentionCase PropertyContext::draw_case(const ProblemSpace& space, std::vector<ValueKind> kinds) {
+  const ProblemSpace narrowed = exclusions_.apply(space);
+  if (!exclusions_.values.empty()) {
+    // The first kind is the property's plain one; it stays so that a draw is always possible.
+    std::vector<ValueKind> kept = {kinds.front()};
+    for (std::size_t i = 1; i < kinds.size(); ++i)
+      if (std::find(exclusions_.values.begin(), exclusions_.values.end(), kinds[i]) == exclusions_.values.end())
+        kept.push_back(kinds[i]);
+    kinds = std::move(kept);
+  }
+  AttentionCase c;
+  if (pinned_) {
+    if (auto why = outside_space(*pinned_, dtype_, narrowed, kinds)) decline(*why);
+    c = *pinned_;
+  } else {
+    c = *gen_case(dtype_, narrowed, kinds);
+  }
+  log_.current_drawn = c;
+  ++log_.drawn;
+  return c;
+}
+
+void PropertyContext::note_judgement(const AttentionResult& reference, const Verdict* verdict) {
+  if (!record_evidence_ || !log_.current_evidence) return;
+  log_.current_evidence->reference = reference;
+  if (verdict) log_.current_evidence->verdict = *verdict;
+}
+
+void PropertyContext::keep_evidence_of_failure(FailureKind kind, const std::string& message) {
+  log_.last_failure_drawn = log_.current_drawn;
+  log_.last_failure_kind = kind;
+  log_.last_failure_message = message;
+  if (!record_evidence_) return;
+  log_.last_failure_evidence = log_.current_evidence;
+  if (log_.last_failure_evidence) {
+    log_.last_failure_evidence->kind = kind;
+    log_.last_failure_evidence->message = message;
+  }
+}
 
 void PropertyContext::decline(const std::string& reason) {
   ++log_.skipped;
@@ -38,7 +155,7 @@ NumericsProfile PropertyContext::profile(const Problem& problem) {
     p = backend_.profile(problem, dtype_);
   } catch (const BackendError& e) {
     if (e.status() == kAttncheckNotSupported) decline(e.what());
-    fail(problem.describe(), e.what());
+    fail(problem.describe(), e.what(), FailureKind::Status);
   }
   if (!p) decline(fmt::format("get_problem_profile: no supported profile for this problem with {} inputs", dtype_name(dtype_)));
   return *p;
@@ -68,9 +185,17 @@ BackendRun PropertyContext::run(const AttentionCase& c, const CaseData& data, co
     result = run_backend(backend_, c.problem, profile_for_case, data.inputs(c.problem), opts);
   } catch (const BackendError& e) {
     if (e.status() == kAttncheckNotSupported) decline(e.what());
-    fail(c, fmt::format("the backend returned '{}': {}", status_name(e.status()), e.what()));
+    const std::string what = e.what();
+    // The isolated child's words (execute.cpp): a crash and a hang are kinds of their own.
+    const FailureKind kind = what.starts_with("the backend crashed")          ? FailureKind::Crash
+                             : what.starts_with("the backend did not return") ? FailureKind::Timeout
+                                                                              : FailureKind::Status;
+    if (record_evidence_) log_.current_evidence = evidence_of(c, data, profile_for_case, {});
+    fail(c.describe(), fmt::format("the backend returned '{}': {}", status_name(e.status()), what), kind);
   }
-  if (!result.memory_findings.empty()) fail(c, fmt::format("memory probe: {}", fmt::join(result.memory_findings, "; ")));
+  if (record_evidence_) log_.current_evidence = evidence_of(c, data, profile_for_case, result);
+  if (!result.memory_findings.empty())
+    fail(c.describe(), fmt::format("memory probe: {}", fmt::join(result.memory_findings, "; ")), FailureKind::Memory);
   return result;
 }
 
@@ -93,8 +218,8 @@ void PropertyContext::finish_case() {
   pending_cells_.clear();
 }
 
-void PropertyContext::expect(const Verdict& verdict, const AttentionCase& c, std::string_view what) {
-  expect(verdict, c.describe(), what);
+void PropertyContext::expect(const Verdict& verdict, const AttentionCase& c, std::string_view what, FailureKind relation) {
+  expect(verdict, c.describe(), what, relation);
 }
 
 CompareOptions PropertyContext::compare_options(DataCharacter data) const {
@@ -105,7 +230,8 @@ CompareOptions PropertyContext::compare_options(DataCharacter data) const {
   return options;
 }
 
-void PropertyContext::expect(const Verdict& verdict, const std::string& description, std::string_view what) {
+void PropertyContext::expect(const Verdict& verdict, const std::string& description, std::string_view what,
+                             FailureKind relation) {
   ++log_.evaluated;
   if (log_.worst_case.empty() || verdict.max_ratio > log_.worst_ratio) {
     log_.worst_ratio = std::max(log_.worst_ratio, verdict.max_ratio);
@@ -124,15 +250,21 @@ void PropertyContext::expect(const Verdict& verdict, const std::string& descript
   if (!verdict.passed) {
     log_.last_failure_verdict = verdict;
     log_.last_failure_case = description;
-    fail_case(fmt::format("{}: {}\n  case: {}", what, verdict.summary(), description));
+    const std::string message = fmt::format("{}: {}", what, verdict.summary());
+    keep_evidence_of_failure(kind_of(verdict, relation), message);
+    if (log_.last_failure_evidence && relation == FailureKind::Output) log_.last_failure_evidence->verdict = verdict;
+    fail_case(fmt::format("{}\n  case: {}", message, description));
   }
 }
 
-void PropertyContext::fail(const AttentionCase& c, const std::string& message) { fail(c.describe(), message); }
+void PropertyContext::fail(const AttentionCase& c, const std::string& message, FailureKind kind) {
+  fail(c.describe(), message, kind);
+}
 
-void PropertyContext::fail(const std::string& description, const std::string& message) {
+void PropertyContext::fail(const std::string& description, const std::string& message, FailureKind kind) {
   log_.last_failure_case = description;
   log_.last_failure_verdict.reset();
+  keep_evidence_of_failure(kind, message);
   fail_case(fmt::format("{}\n  case: {}", message, description));
 }
 
@@ -144,10 +276,11 @@ BackendRun PropertyContext::run_layer(const LayerProblem& problem, const std::st
     result = run_backend_layer(backend_, problem, profile(problem.attention), inputs, call_options_);
   } catch (const BackendError& e) {
     if (e.status() == kAttncheckNotSupported) decline(e.what());
-    fail(description, fmt::format("the backend's layer returned '{}': {}", status_name(e.status()), e.what()));
+    fail(description, fmt::format("the backend's layer returned '{}': {}", status_name(e.status()), e.what()),
+         FailureKind::Status);
   }
   if (!result.memory_findings.empty())
-    fail(description, fmt::format("memory probe: {}", fmt::join(result.memory_findings, "; ")));
+    fail(description, fmt::format("memory probe: {}", fmt::join(result.memory_findings, "; ")), FailureKind::Memory);
   return result;
 }
 

@@ -44,6 +44,12 @@ struct RunOptions {
   std::optional<std::string> shard;
   std::string junit_path, json_path, markdown_path;
   std::string reproduce;
+  /// A case text (AttentionCase::describe(), as a failure prints it): every property runs on this
+  /// case only (RunSettings::pinned_case).
+  std::string pinned_case;
+  /// At most this many distinct failures per unit (RunSettings::max_findings).
+  int max_findings = 3;
+  bool no_simplify = false;
   /// Expectation file (attncheck/expectations.h): the exit status says whether the run matches it.
   std::string expect_path;
   bool require_backend = false;

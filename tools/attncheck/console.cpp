@@ -62,6 +62,15 @@ void Console::unit_line(const UnitResult& u, std::size_t position, std::size_t c
       break;
     case UnitStatus::Skipped: text += fmt::format("  ({})", message_headline(u.message)); break;
     case UnitStatus::Failed:
+      if (!u.findings.empty()) {
+        // The verdict and case are printed once, in the failure's section after the table.
+        std::vector<std::string> kinds;
+        for (const FindingResult& f : u.findings) kinds.push_back(f.kind);
+        text += fmt::format("  after {} cases  {:.2f} s: {} ({}; see below)", u.cases, u.seconds,
+                            u.findings.size() == 1 ? "1 failure" : fmt::format("{} distinct failures", u.findings.size()),
+                            fmt::join(kinds, ", "));
+        break;
+      }
       text += fmt::format("  after {} cases  {:.2f} s: {}{}", u.cases, u.seconds,
                           u.failure_kind == "accuracy" ? "accuracy failure: " : "", message_headline(u.message));
       break;
@@ -69,16 +78,35 @@ void Console::unit_line(const UnitResult& u, std::size_t position, std::size_t c
   line(text);
 }
 
+std::vector<std::string> Console::declined_dtypes(const RunReport& report) {
+  std::map<std::string, bool> all_declined;
+  for (const UnitResult& u : report.units) {
+    const bool declined = u.status == UnitStatus::Skipped && u.message == fmt::format("{} inputs are not supported", u.dtype);
+    auto [it, inserted] = all_declined.emplace(u.dtype, declined);
+    if (!inserted) it->second = it->second && declined;
+  }
+  std::vector<std::string> dtypes;
+  for (const std::string& dtype : report.run.dtypes)
+    if (all_declined.count(dtype) && all_declined[dtype]) dtypes.push_back(dtype);
+  return dtypes;
+}
+
 void Console::summary(const RunReport& report) {
+  const std::vector<std::string> declined = declined_dtypes(report);
+  auto is_declined = [&](const UnitResult& u) { return std::find(declined.begin(), declined.end(), u.dtype) != declined.end(); };
   static constexpr std::array<std::string_view, 9> kHeader = {
       "property", "dtype", "status", "worst ratio", "accuracy", "tau/|O|", "cases", "declined", "time"};
   std::vector<std::array<std::string, 9>> rows;
-  for (const UnitResult& u : report.units)
+  std::vector<const UnitResult*> row_units;
+  for (const UnitResult& u : report.units) {
+    if (is_declined(u)) continue;
+    row_units.push_back(&u);
     rows.push_back({u.property, u.dtype, std::string(unit_status_name(u.status)), ratio_text(u),
                     u.worst_accuracy_ratio ? fmt::format("{:.3g}", *u.worst_accuracy_ratio) : "-",
                     u.worst_guaranteed_relative_accuracy > 0 ? fmt::format("{:.3g}", u.worst_guaranteed_relative_accuracy)
                                                              : "-",
                     std::to_string(u.cases), std::to_string(u.skipped), fmt::format("{:.2f} s", u.seconds)});
+  }
   std::array<std::size_t, 9> width{};
   for (std::size_t c = 0; c < width.size(); ++c) {
     width[c] = kHeader[c].size();
@@ -101,17 +129,43 @@ void Console::summary(const RunReport& report) {
   std::size_t total_width = 0;
   for (std::size_t w : width) total_width += w + 2;
   line(fmt::format("  {:-<{}}", "", total_width - 2));
-  for (std::size_t i = 0; i < rows.size(); ++i) line(format_row(rows[i], &report.units[i]));
+  for (std::size_t i = 0; i < rows.size(); ++i) line(format_row(rows[i], row_units[i]));
+  if (!declined.empty()) {
+    std::size_t units = 0;
+    for (const UnitResult& u : report.units) units += is_declined(u) ? 1 : 0;
+    line(fmt::format("  {}: the backend declines these inputs; {} units skipped", fmt::join(declined, ", "), units));
+  }
 
   for (const UnitResult& u : report.units) {
     if (u.status != UnitStatus::Failed) continue;
     line("");
-    line(fmt::format("{} {} {}{}", label(u.status), u.property, u.dtype,
-                     u.failure_kind == "accuracy" ? " (accuracy failure: conforms to its declaration)" : ""));
-    if (!u.message.empty()) line(fmt::format("  {}", u.message));
-    if (u.shrunk_verdict) line(fmt::format("  verdict:     {}", u.shrunk_verdict->summary));
-    if (!u.shrunk_case.empty()) line(fmt::format("  shrunk case: {}", u.shrunk_case));
-    if (!u.reproduce_command.empty()) line(fmt::format("  reproduce:   {}", u.reproduce_command));
+    const std::size_t count = u.findings.size();
+    line(fmt::format("{} {} {}{}{}", label(u.status), u.property, u.dtype,
+                     u.failure_kind == "accuracy" ? " (accuracy failure: conforms to its declaration)" : "",
+                     count > 1 ? fmt::format(": {} distinct failures", count) : ""));
+    if (u.findings.empty()) {
+      // A failure with no finding (the engine could not run the property): its message says why.
+      if (!u.message.empty()) line(fmt::format("  {}", u.message));
+      if (!u.shrunk_case.empty()) line(fmt::format("  case:      {}", u.shrunk_case));
+      if (!u.reproduce_command.empty()) line(fmt::format("  reproduce: {}", u.reproduce_command));
+      continue;
+    }
+    for (std::size_t n = 0; n < count; ++n) {
+      const FindingResult& f = u.findings[n];
+      const std::string indent = count > 1 ? "    " : "  ";
+      if (count > 1)
+        line(fmt::format("  {}. {}{}", n + 1, f.kind, f.excluded.empty() ? "" : fmt::format(" (searched with {})", f.excluded)));
+      else
+        line(fmt::format("  kind:      {}", f.kind));
+      line(fmt::format("{}case:      {}", indent, f.minimal_case));
+      line(fmt::format("{}failure:   {}", indent, f.message));
+      for (std::size_t d = 0; d < f.diagnoses.size(); ++d)
+        line(fmt::format("{}{}{}", indent, d == 0 ? "diagnosis: " : "           ", f.diagnoses[d].second));
+      if (f.diagnoses.empty()) line(fmt::format("{}diagnosis: no hypothesis of the catalogue reproduces the output", indent));
+      if (!f.simplifications.empty())
+        line(fmt::format("{}removed:   {}", indent, fmt::join(f.simplifications, "; ")));
+      if (!f.reproduce_command.empty()) line(fmt::format("{}reproduce: {}", indent, f.reproduce_command));
+    }
   }
 
   const ReportTotals t = totals(report);

@@ -7,6 +7,7 @@
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "attncheck/report.h"
 
@@ -26,6 +27,9 @@ class Console {
   /// The property × dtype table, every failure's verdict, shrunk case and reproduce command, and
   /// the totals.
   void summary(const RunReport& report);
+  /// The dtypes whose every unit was skipped because the backend declines those inputs:
+  /// one line for them instead of a line per unit.
+  static std::vector<std::string> declined_dtypes(const RunReport& report);
 
  private:
   std::string label(UnitStatus status) const;                       ///< "PASS", coloured

@@ -38,6 +38,13 @@ Examples:
   attncheck run --backend cuda-flash --shard 0/4 --json shard0.json --require-backend
   attncheck run --backend mutant-gqa-modulo --property '^gqa-equivalence$' --dtype f32 \
                 --seed 24301 --reproduce '<string printed by a failing run>'
+  attncheck run --backend mutant-window-exclusive --property '^reference-agreement$' --dtype f32 \
+                --case 'B=1 Hq=1 Hkv=1 Lq=1 Lk=2 Dk=4 Dv=4 window=0,0 dtype=f32 values=gaussian seed=0'
+
+Failures: each failing unit reports every distinct failure it found (up to
+--max-findings), each with a 1-minimal case (removing any option or shrinking
+any dimension makes it pass), the diagnosis of the likely bug (diagnosis/README.md)
+and a --case command that replays it.
 
 Accuracy: --accuracy-factor F also compares each case's error with an fp32
 baseline kernel's on the same inputs; a ratio above F fails the case as an
@@ -190,6 +197,15 @@ int main(int argc, char** argv) {
   run_app->add_option("--json", run.json_path, "Write a JSON report (tools/README.md documents the schema)");
   run_app->add_option("--markdown", run.markdown_path, "Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)");
   run_app->add_option("--reproduce", run.reproduce, "Replay a failure: the reproduce string a failing run printed");
+  run_app->add_option("--case", run.pinned_case,
+                      "Run the properties on this case only (the text a failure prints as its minimal case); the "
+                      "property's other choices are drawn 10 times from the seed");
+  run_app->add_option("--max-findings", run.max_findings,
+                      "Distinct failures to look for per unit, each with the earlier ones' causes excluded")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  run_app->add_flag("--no-simplify", run.no_simplify,
+                    "Report RapidCheck's shrunk case without making it 1-minimal (faster on a failing run)");
   run_app->add_flag("--require-backend", run.require_backend, "Exit 2 when every unit was skipped");
   run_app->add_option("--expect", run.expect_path,
                       "Expectation file (JSON, tools/README.md): exit 0 when every unit's outcome is the expected one, "

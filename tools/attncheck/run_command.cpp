@@ -160,6 +160,20 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   settings.sizes = options.size_class ? *size_mix_for_class(*options.size_class) : profile->sizes;
   settings.seed = seed;
   settings.reproduce = options.reproduce;
+  settings.max_findings = options.max_findings;
+  settings.simplify = !options.no_simplify;
+  if (!options.pinned_case.empty()) {
+    if (!options.reproduce.empty()) throw UsageError("--case and --reproduce: give one of them, not both");
+    try {
+      settings.pinned_case = parse_case(options.pinned_case);
+      settings.pinned_case->problem.validate();
+    } catch (const std::exception& e) {
+      throw UsageError(fmt::format("--case '{}': {}", options.pinned_case, e.what()));
+    }
+    if (std::find(dtypes.begin(), dtypes.end(), std::string(dtype_name(settings.pinned_case->dtype))) == dtypes.end())
+      throw UsageError(fmt::format("--case is a {} case, but --dtype '{}' does not include {}", dtype_name(settings.pinned_case->dtype),
+                                   options.dtypes, dtype_name(settings.pinned_case->dtype)));
+  }
   settings.accuracy_factor = options.accuracy_factor;
   if (!options.problem_regex.empty()) {
     std::shared_ptr<const std::regex> filter;
@@ -263,10 +277,15 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
     // cases are drawn, so it must travel with the command too.
     if (!unit.reproduce_command.empty() && !options.problem_regex.empty())
       unit.reproduce_command += fmt::format(" --problem '{}'", options.problem_regex);
-    console.unit_line(unit, i + 1, mine.size());
+    // A dtype the backend declines as a whole is said once, after the loop, not once per unit.
+    const bool declined_dtype = unit.status == UnitStatus::Skipped && unit.message == fmt::format("{} inputs are not supported", unit.dtype);
+    if (!declined_dtype) console.unit_line(unit, i + 1, mine.size());
     report.units.push_back(std::move(unit));
   }
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (const std::string& dtype : Console::declined_dtypes(report))
+    console.line(fmt::format("{}: not supported by the backend ({} inputs are not supported); every {} unit skipped", dtype,
+                             dtype, dtype));
 
   console.summary(report);
   console.line(coverage_summary(report, dtypes));

@@ -48,6 +48,7 @@ struct ProblemSpace {
   std::int64_t max_len = 96;  ///< Lq, Lk at full size
   std::int64_t max_heads = 12;
   SizeMix sizes;              ///< medium and long problems, besides the small ones
+  bool custom_scale = true;   ///< a scale other than 1/sqrt(Dk), including 0
 
   static ProblemSpace plain() {
     return {false, false, false, false, false, false, false, false, true, true, 64, 4};

@@ -21,17 +21,33 @@
 #include "attncheck/backend_handle.h"
 #include "attncheck/case.h"
 #include "attncheck/compare.h"
+#include "attncheck/evidence.h"
 #include "attncheck/execute.h"
 #include "attncheck/generators.h"
 #include "attncheck/numerics_profile.h"
 
 namespace attncheck {
 
+/// What a search for a further failure leaves out: the causes of the failures already found
+/// (their minimal cases' options, or the LSE), so that a second bug of another kind shows.
+struct SearchExclusions {
+  bool lse = false;  ///< the LSE is not judged
+  bool gqa = false, causal = false, window = false, softcap = false, mask = false, key_lengths = false,
+       layouts = false, poison = false, custom_scale = false;
+  std::vector<ValueKind> values;  ///< value kinds not drawn (a property's first kind stays)
+  bool empty() const;
+  /// "the LSE not judged; no window; no softcap": what the search left out.
+  std::string describe() const;
+  /// `space` without the excluded options.
+  ProblemSpace apply(ProblemSpace space) const;
+};
+
 /// What the engine learned from the evaluations of one property run: the cases it judged, the
 /// worst verdict among them, the last failing case (after shrinking: the minimal one), how many
 /// judged cases hit each coverage cell (and each size class), and why the others were not judged.
 struct CaseLog {
   int evaluated = 0;
+  int drawn = 0;     ///< cases drawn through PropertyContext::draw_case
   int skipped = 0;   ///< cases the backend declined (supports(), or kAttncheckNotSupported from a call)
   int filtered = 0;  ///< cases the run's problem filter rejected
   std::map<std::string, int> decline_reasons;  ///< the backend's own reason → how many cases
@@ -46,6 +62,15 @@ struct CaseLog {
   double worst_guaranteed_relative_accuracy = 0;
   std::optional<Verdict> last_failure_verdict;
   std::string last_failure_case;
+  /// The case the property drew for the current case, and for the last failing one: what
+  /// `--case` pins and the simplifier reduces (the judged case is this after the property's
+  /// own adjustments). Unset for a property that draws no attention case (the layer).
+  std::optional<AttentionCase> current_drawn, last_failure_drawn;
+  FailureKind last_failure_kind = FailureKind::Output;
+  std::string last_failure_message;  ///< the property's message, without the case
+  /// With PropertyContext::record_evidence: what the last failing case left (τ is filled by the
+  /// engine from the profile).
+  std::optional<FailureEvidence> current_evidence, last_failure_evidence;
   std::map<std::string, int> coverage;
 };
 
@@ -59,6 +84,20 @@ class PropertyContext {
         call_options_(call_options), sizes_(sizes) {}
 
   Backend& backend() { return backend_; }
+  /// Every case is drawn through here: gen_case(dtype(), space, kinds), or the run's pinned case
+  /// (RunSettings::pinned_case), which is declined when it lies outside `space` or has another
+  /// dtype. The run's exclusions narrow `space` first.
+  AttentionCase draw_case(const ProblemSpace& space, std::vector<ValueKind> kinds = {ValueKind::Gaussian});
+  /// The engine's controls: a pinned case, the options a search leaves out, and whether runs
+  /// keep their inputs and outputs as evidence of a failure.
+  void pin(std::optional<AttentionCase> pinned) { pinned_ = std::move(pinned); }
+  void exclude(SearchExclusions exclusions) { exclusions_ = std::move(exclusions); }
+  void record_evidence(bool on) { record_evidence_ = on; }
+  /// False when the search leaves the LSE out (SearchExclusions::lse): judges pass no LSE.
+  bool judges_lse() const { return !exclusions_.lse; }
+  /// With record_evidence: the reference and verdict of the current case's last run, kept with
+  /// it as a failure's evidence (judge() calls it).
+  void note_judgement(const AttentionResult& reference, const Verdict* verdict);
   DType dtype() const { return dtype_; }
   /// The dtype's profile (get_profile): what skip_reason and listings see.
   const NumericsProfile& profile() const { return profile_; }
@@ -109,13 +148,23 @@ class PropertyContext {
   /// Called by the engine when a case was judged (passed or failed, not discarded).
   void finish_case();
   /// Called by the engine before each case.
-  void begin_case() { pending_cells_.clear(); }
+  void begin_case() {
+    pending_cells_.clear();
+    log_.current_drawn.reset();
+    log_.current_evidence.reset();
+  }
   /// Records the verdict and fails the property (RC_FAIL) with its summary if it did not pass.
-  void expect(const Verdict& verdict, const AttentionCase& c, std::string_view what);
-  void expect(const Verdict& verdict, const std::string& case_description, std::string_view what);
-  /// Fails the property with `message` about case `c`.
-  [[noreturn]] void fail(const AttentionCase& c, const std::string& message);
-  [[noreturn]] void fail(const std::string& case_description, const std::string& message);
+  /// `relation` is the failure's kind when the verdict is not a judgement against the
+  /// reference (FailureKind::Probe for a determinism check, say); with Output, the verdict
+  /// itself says whether O, the LSE or the NaN placement failed.
+  void expect(const Verdict& verdict, const AttentionCase& c, std::string_view what,
+              FailureKind relation = FailureKind::Output);
+  void expect(const Verdict& verdict, const std::string& case_description, std::string_view what,
+              FailureKind relation = FailureKind::Output);
+  /// Fails the property with `message` about case `c`: by default a relation or probe failed.
+  [[noreturn]] void fail(const AttentionCase& c, const std::string& message, FailureKind kind = FailureKind::Probe);
+  [[noreturn]] void fail(const std::string& case_description, const std::string& message,
+                         FailureKind kind = FailureKind::Probe);
   /// The layer entry point on `inputs` (values in the profile's input dtype); fails on a
   /// non-ok status or a memory finding.
   BackendRun run_layer(const LayerProblem& problem, const std::string& case_description, const LayerInputs& inputs);
@@ -130,6 +179,11 @@ class PropertyContext {
   SizeMix sizes_;
   std::vector<std::string> pending_cells_;
   std::optional<double> accuracy_factor_;
+  std::optional<AttentionCase> pinned_;
+  SearchExclusions exclusions_;
+  bool record_evidence_ = false;
+
+  void keep_evidence_of_failure(FailureKind kind, const std::string& message);
 
 };
 

@@ -80,6 +80,26 @@ UnitResult to_unit_result(const PropertyOutcome& outcome, std::size_t index, con
   // Only a failure has something to replay; a reproduce command for a pass would mislead.
   if (outcome.status == OutcomeStatus::Failed && !outcome.reproduce.empty())
     unit.reproduce_command = reproduce_command(outcome, backend_spec);
+  for (const FailureFinding& f : outcome.failures) {
+    FindingResult finding;
+    finding.kind = std::string(failure_kind_name(f.kind));
+    finding.message = f.message;
+    finding.minimal_case = f.minimal_case;
+    finding.pinned_case = f.pinned_case;
+    finding.simplifications = f.simplifications;
+    finding.excluded = f.excluded;
+    for (const Diagnosis& d : f.diagnoses) finding.diagnoses.emplace_back(d.hypothesis, d.statement);
+    if (f.verdict) {
+      const Verdict& v = *f.verdict;
+      finding.verdict = VerdictMetrics{v.max_ratio, v.nmse, v.max_abs_error, v.max_ulps_row_scale, v.summary()};
+    }
+    if (!f.pinned_case.empty()) finding.reproduce_command = finding_reproduce_command(outcome, f, backend_spec);
+    unit.findings.push_back(std::move(finding));
+  }
+  // The first finding's --case command replays the minimal case; RapidCheck's string, the
+  // shrunk one (kept in `reproduce` for an exact replay of the search).
+  if (!unit.findings.empty() && !unit.findings.front().reproduce_command.empty())
+    unit.reproduce_command = unit.findings.front().reproduce_command;
   unit.seconds = outcome.seconds;
   unit.coverage = outcome.coverage;
   return unit;
