@@ -347,6 +347,7 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
       outcome.message.starts_with("get_profile failed") || outcome.message.starts_with("cannot parse"))
     return outcome;
 
+  outcome.seconds_to_failure = outcome.seconds;
   // Every distinct failure, each searched for with the causes of the earlier ones left out, up
   // to max_findings; a search that finds one already reported (the same kind and diagnosis) ends it.
   SearchExclusions exclusions;

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "attncheck/engine.h"
+#include "attncheck/simplify.h"
 
 namespace attncheck {
 namespace {
@@ -45,12 +46,25 @@ class MutantTest : public testing::Test {
       const PropertyOutcome outcome = run_property(property, backend, DType::F32, settings);
       if (outcome.status != OutcomeStatus::Failed) continue;
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double to_catch = seconds - outcome.seconds + outcome.seconds_to_failure;
       RecordProperty("caught_by", property.name);
+      RecordProperty("seconds_to_catch", fmt::format("{:.2f}", to_catch));
       RecordProperty("seconds", fmt::format("{:.2f}", seconds));
-      RecordProperty("shrunk_case", outcome.shrunk_case);
-      std::cout << fmt::format("  {} caught by {} after {:.2f} s\n  shrunk case: {}\n  verdict: {}\n", mutant_,
-                               property.name, seconds, outcome.shrunk_case,
-                               outcome.message.substr(0, outcome.message.find('\n')));
+      RecordProperty("minimal_case", outcome.shrunk_case);
+      std::cout << fmt::format("  {} caught by {} after {:.2f} s ({:.2f} s with the minimal case, diagnosis and further "
+                               "failures)\n",
+                               mutant_, property.name, to_catch, seconds);
+      ASSERT_FALSE(outcome.failures.empty()) << "a failed outcome carries its findings";
+      for (const FailureFinding& finding : outcome.failures) {
+        std::vector<std::string> statements;
+        for (const Diagnosis& d : finding.diagnoses) statements.push_back(d.statement);
+        std::cout << fmt::format("  [{}] minimal case: {}\n    failure: {}\n    diagnosis: {}\n",
+                                 failure_kind_name(finding.kind), finding.minimal_case,
+                                 finding.message.substr(0, finding.message.find('\n')),
+                                 statements.empty() ? "-" : fmt::format("{}", fmt::join(statements, " | ")));
+        expect_one_minimal(property, backend, settings, finding);
+      }
+      RecordProperty("diagnosis", outcome.failures.front().diagnoses.empty() ? "" : outcome.failures.front().diagnoses.front().hypothesis);
       if (const std::string expected = expected_message(mutant_); !expected.empty()) {
         EXPECT_NE(outcome.message.find(expected), std::string::npos)
             << mutant_ << " was caught, but not by the probe meant for it: " << outcome.message;
@@ -64,6 +78,23 @@ class MutantTest : public testing::Test {
   }
 
  private:
+  // 1-minimal: every single simplification of the pinned case (an option removed, a dimension
+  // shrunk) makes the property pass, or fail another way. The engine promises it; this checks it
+  // from outside, with the same steps and the same pinned replay `--case` uses.
+  void expect_one_minimal(const PropertyDef& property, Backend& backend, RunSettings settings, const FailureFinding& finding) {
+    if (finding.pinned_case.empty()) return;  // a layer case: RapidCheck's shrunk case only
+    settings.max_findings = 1;
+    settings.simplify = false;
+    for (const SimplificationStep& step : simplification_steps(parse_case(finding.pinned_case))) {
+      settings.pinned_case = step.result;
+      const PropertyOutcome smaller = run_property(property, backend, DType::F32, settings);
+      const bool same_failure = smaller.status == OutcomeStatus::Failed && !smaller.failures.empty() &&
+                                smaller.failures.front().kind == finding.kind;
+      EXPECT_FALSE(same_failure) << mutant_ << ": the case is not 1-minimal; '" << step.what
+                                 << "' still fails the same way: " << step.result.describe();
+    }
+  }
+
   std::string mutant_;
 };
 
