@@ -1,6 +1,7 @@
 // Alternative profiles: the kernel's O judged against the true reference under a profile with one
 // stage narrower than declared passes, while the declared profile fails. The narrowest dtype of
-// each stage comes first: a bf16 accumulation passes wherever an fp16 one does.
+// each stage comes first: a bf16 accumulation passes wherever an fp16 one does. They are named
+// only when nothing sharper explains the output (Hypothesis::only_when_unexplained).
 #include <fmt/format.h>
 
 #include "../src/alternatives.h"
@@ -9,8 +10,8 @@ namespace attncheck::diagnosis {
 namespace {
 
 Hypothesis narrower(std::string name, std::string stage, DType narrow, DType NumericsProfile::*field) {
-  std::string statement = fmt::format("passes the tolerance model if {} is {} instead of the declared dtype", stage,
-                                      dtype_name(narrow));
+  std::string statement =
+      fmt::format("passes the tolerance model with {} in {} instead of the declared dtype", stage, dtype_name(narrow));
   return {std::move(name), statement,
           [stage, narrow, field](const FailureEvidence& e) -> std::optional<std::string> {
             if (!can_recompute(e)) return std::nullopt;
@@ -32,21 +33,22 @@ Hypothesis narrower(std::string name, std::string stage, DType narrow, DType Num
             // verdict may come from another comparison (two runs of a metamorphic property).
             if (compare_attention(p, e.profile, e.data.inputs(p), e.reference, e.run_out, lse, options).passed)
               return std::nullopt;
-            return fmt::format("passes the tolerance model if {} is {} instead of the declared {} (max r = {:.2g})", stage,
-                               dtype_name(narrow), dtype_name(declared), verdict.max_ratio);
-          }};
+            return fmt::format("passes the tolerance model with {} in {} instead of the declared {} (max r = {:.2g})",
+                               stage, dtype_name(narrow), dtype_name(declared), verdict.max_ratio);
+          },
+          /*only_when_unexplained=*/true};
 }
 
 }  // namespace
 
 std::vector<Hypothesis> profiles_hypotheses() {
   return {
-      narrower("pv-accumulated-in-f16", "P·V accumulated in", DType::F16, &NumericsProfile::accumulator),
-      narrower("pv-accumulated-in-bf16", "P·V accumulated in", DType::BF16, &NumericsProfile::accumulator),
-      narrower("p-rounded-to-f16", "P stored in", DType::F16, &NumericsProfile::probability),
-      narrower("p-rounded-to-bf16", "P stored in", DType::BF16, &NumericsProfile::probability),
-      narrower("qk-in-f16", "Q·K computed in", DType::F16, &NumericsProfile::score),
-      narrower("qk-in-bf16", "Q·K computed in", DType::BF16, &NumericsProfile::score),
+      narrower("pv-accumulated-in-f16", "P·V accumulated", DType::F16, &NumericsProfile::accumulator),
+      narrower("pv-accumulated-in-bf16", "P·V accumulated", DType::BF16, &NumericsProfile::accumulator),
+      narrower("p-rounded-to-f16", "P stored", DType::F16, &NumericsProfile::probability),
+      narrower("p-rounded-to-bf16", "P stored", DType::BF16, &NumericsProfile::probability),
+      narrower("qk-in-f16", "Q·K computed", DType::F16, &NumericsProfile::score),
+      narrower("qk-in-bf16", "Q·K computed", DType::BF16, &NumericsProfile::score),
   };
 }
 

@@ -7,6 +7,7 @@ namespace attncheck {
 std::vector<Diagnosis> diagnose(const FailureEvidence& evidence) {
   std::vector<Diagnosis> named;
   for (const diagnosis::Hypothesis& hypothesis : diagnosis::catalogue()) {
+    if (hypothesis.only_when_unexplained && !named.empty()) continue;
     try {
       if (std::optional<std::string> statement = hypothesis.test(evidence))
         named.push_back({hypothesis.name, std::move(*statement)});

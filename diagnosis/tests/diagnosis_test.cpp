@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <bit>
+#include <cmath>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <functional>
@@ -235,6 +236,40 @@ TEST_P(MutantDiagnosis, NamesNothingForTheReferenceItself) {
 
 INSTANTIATE_TEST_SUITE_P(Mutants, MutantDiagnosis, testing::ValuesIn(mutant_cases()),
                          [](const testing::TestParamInfo<MutantCase>& param) { return param.param.name; });
+
+// The LSE conventions, on a kernel that writes LSE (cpu-naive): its LSE replaced by the true one
+// in the other convention, computed in closed form from the double reference's ln Σ e^s.
+struct LseConvention {
+  std::string planted;
+  std::function<double(double lse, double max_score, double scale, double unscaled_lse)> convert;
+};
+
+TEST(LseConventions, NamesEachConventionAndNothingForTheTrueLse) {
+  const AttentionCase c = case_of(Problem::of_shape(1, 2, 2, 3, 5, 4, 4));
+  const FailureEvidence healthy = evidence_of("cpu-naive", c);
+  ASSERT_TRUE(healthy.run_lse) << "cpu-naive writes no LSE";
+  EXPECT_EQ(names_of(diagnose(healthy)), std::vector<std::string>{});
+  Problem unscaled = c.problem;
+  unscaled.scale = 1.0;
+  const AttentionResult unscaled_reference = reference_attention(unscaled, healthy.data.inputs(unscaled));
+  const std::vector<LseConvention> conventions = {
+      {"lse-log2", [](double lse, double, double, double) { return lse / std::log(2.0); }},
+      {"lse-without-max", [](double lse, double max_score, double, double) { return lse - max_score; }},
+      {"lse-divided-by-scale", [](double lse, double, double scale, double) { return lse / scale; }},
+      {"lse-of-unscaled-scores", [](double, double, double, double unscaled_lse) { return unscaled_lse; }},
+  };
+  for (const LseConvention& convention : conventions) {
+    FailureEvidence e = healthy;
+    for (size_t n = 0; n < e.run_lse->values.size(); ++n)
+      e.run_lse->values[n] = convention.convert(e.reference.lse.values[n], e.reference.stats->max_score.values[n],
+                                                c.problem.effective_scale(), unscaled_reference.lse.values[n]);
+    e.kind = FailureKind::Lse;
+    e.verdict.passed = false;
+    const std::vector<std::string> names = names_of(diagnose(e));
+    ASSERT_FALSE(names.empty()) << convention.planted << " named nothing";
+    EXPECT_EQ(names.front(), convention.planted) << fmt::format("named [{}]", fmt::join(names, ", "));
+  }
+}
 
 TEST(Catalogue, NamesAreUniqueAndEveryEntryIsStated) {
   const std::vector<diagnosis::Hypothesis> all = diagnosis::catalogue();

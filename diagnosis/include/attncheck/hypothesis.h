@@ -19,6 +19,10 @@ struct Hypothesis {
   /// does, the statement to print: `statement`, or a sharper one with what the evidence names
   /// ("modifies Q in place (first changed byte at offset 0)").
   std::function<std::optional<std::string>(const FailureEvidence&)> test;
+  /// Named only when no hypothesis before it in the catalogue holds. An alternative profile
+  /// widens τ, so it accepts any deviation small enough, a wrong scale on small logits included:
+  /// it is the explanation of last resort, never beside a sharper one.
+  bool only_when_unexplained = false;
 };
 
 /// Every hypothesis, most specific first (the order diagnose() reports them in): the evidence
