@@ -3,6 +3,8 @@
 // (ln Σ e^{q·k}). Each transform of the true LSE carries the same transform of its bound
 // (ToleranceModel::lse_bound); the unscaled variant is the reference of the problem with σ = 1,
 // bounded by the tolerance model for it. Rows with no allowed key (LSE = −inf) are not predicted.
+// Each requires O within τ of the reference: a kernel whose O is wrong too (an unscaled softmax,
+// say) is explained by the hypothesis about O, not by a convention of the LSE alone.
 #include <cmath>
 #include <functional>
 #include <numbers>
@@ -16,6 +18,14 @@ namespace {
 struct LsePrediction {
   HostTensor lse, bound;  ///< [1, B, Hq, Lq]
 };
+
+bool output_right(const FailureEvidence& e) {
+  for (size_t n = 0; n < e.run_out.values.size(); ++n)
+    if (!(std::fabs(e.run_out.values[n] - e.reference.out.values[n]) <= e.tau.values[n]) &&
+        !(std::isnan(e.run_out.values[n]) && e.profile.empty_row == EmptyRowConvention::NaN))
+      return false;
+  return true;
+}
 
 LsePrediction bounds_of(const FailureEvidence& e, const Problem& problem, const AttentionResult& reference) {
   const ToleranceModel model(problem, e.profile, data_character(e.attention_case.values));
@@ -45,7 +55,8 @@ using Transform = std::function<std::pair<double, double>(double lse, double bou
 
 Hypothesis transformed(std::string name, std::string statement, Transform transform) {
   return {std::move(name), statement, [statement, transform](const FailureEvidence& e) -> std::optional<std::string> {
-            if (!e.run_lse || !can_recompute(e) || e.run_lse->shape != e.reference.lse.shape) return std::nullopt;
+            if (!e.run_lse || !can_recompute(e) || e.run_lse->shape != e.reference.lse.shape || !output_right(e))
+              return std::nullopt;
             const LsePrediction truth = bounds_of(e, e.attention_case.problem, e.reference);
             LsePrediction alternative = truth;
             for (size_t n = 0; n < truth.lse.values.size(); ++n) {
@@ -80,7 +91,8 @@ std::vector<Hypothesis> lse_convention_hypotheses() {
        }},
       {"lse-of-unscaled-scores", "LSE of the unscaled scores, ln Σ e^{q·k}, instead of ln Σ e^{σ·q·k}",
        [](const FailureEvidence& e) -> std::optional<std::string> {
-         if (!e.run_lse || !can_recompute(e) || e.run_lse->shape != e.reference.lse.shape) return std::nullopt;
+         if (!e.run_lse || !can_recompute(e) || e.run_lse->shape != e.reference.lse.shape || !output_right(e))
+           return std::nullopt;
          Problem unscaled = e.attention_case.problem;
          unscaled.scale = 1.0;
          ReferenceOptions options;

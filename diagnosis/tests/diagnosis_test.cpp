@@ -237,6 +237,88 @@ TEST_P(MutantDiagnosis, NamesNothingForTheReferenceItself) {
 INSTANTIATE_TEST_SUITE_P(Mutants, MutantDiagnosis, testing::ValuesIn(mutant_cases()),
                          [](const testing::TestParamInfo<MutantCase>& param) { return param.param.name; });
 
+// Bugs no mutant carries, planted by running a healthy kernel (cpu-flash) on the inputs the bug
+// would read: its output is what the buggy kernel returns, computed independently of the
+// hypothesis's own alternative reference.
+struct PlantedBug {
+  std::string name, planted;
+  std::function<AttentionCase()> make;
+  std::function<void(AttentionCase&, CaseData&)> as_the_bug_reads;
+};
+
+class PlantedDiagnosis : public testing::TestWithParam<PlantedBug> {};
+
+TEST_P(PlantedDiagnosis, NamesThePlantedBug) {
+  const PlantedBug& bug = GetParam();
+  const AttentionCase c = bug.make();
+  FailureEvidence e = evidence_of("cpu-flash", c);
+  ASSERT_TRUE(e.verdict.passed) << c.describe() << ": " << e.message;
+  EXPECT_EQ(names_of(diagnose(e)), std::vector<std::string>{});
+  AttentionCase read = c;
+  CaseData data = e.data;
+  bug.as_the_bug_reads(read, data);
+  Backend healthy = open_backend("cpu-flash");
+  const CaseCheck run = check_case(healthy, read, data);
+  ASSERT_FALSE(run.declined) << *run.declined;
+  e.run_out = run.run.out;
+  e.run_lse = run.run.lse;
+  e.kind = FailureKind::Output;
+  e.verdict.passed = false;
+  const std::vector<std::string> names = names_of(diagnose(e));
+  ASSERT_FALSE(names.empty()) << bug.planted << " named nothing on " << c.describe();
+  EXPECT_EQ(names.front(), bug.planted) << fmt::format("named [{}]", fmt::join(names, ", "));
+}
+
+std::vector<PlantedBug> planted_bugs() {
+  return {
+      {"MaskInverted", "mask-inverted",
+       [] { return case_of(with_mask(Problem::of_shape(1, 1, 1, 3, 6, 4, 4), MaskKind::Boolean, 1, 1, 3, 6)); },
+       [](AttentionCase&, CaseData& d) {
+         for (double& m : d.mask.values) m = m != 0 ? 0.0 : 1.0;
+       }},
+      {"KeyLengthsIgnored", "key-lengths-ignored",
+       [] {
+         Problem p = Problem::of_shape(2, 1, 1, 2, 6, 4, 4);
+         p.has_key_lengths = true;
+         AttentionCase c = case_of(p);
+         c.key_lengths = {2, 4};
+         return c;
+       },
+       [](AttentionCase& c, CaseData& d) {
+         c.problem.has_key_lengths = false;
+         c.key_lengths.clear();
+         d.key_lengths.clear();
+       }},
+      {"VBatchZero", "v-batch-zero", [] { return case_of(Problem::of_shape(2, 1, 1, 3, 5, 4, 4)); },
+       [](AttentionCase&, CaseData& d) {
+         for (std::int64_t l = 0; l < 5; ++l)
+           for (std::int64_t x = 0; x < 4; ++x) d.v(1, 0, l, x) = d.v(0, 0, l, x);
+       }},
+      {"ScaleMissing", "scale-missing", [] { return case_of(Problem::of_shape(1, 1, 1, 3, 5, 16, 4)); },
+       [](AttentionCase& c, CaseData&) { c.problem.scale = 1.0; }},
+      {"CausalBottomRight", "causal-bottom-right",
+       [] { return case_of(with_causal(Problem::of_shape(1, 1, 1, 3, 6, 4, 4), Alignment::TopLeft)); },
+       [](AttentionCase& c, CaseData&) { c.problem.alignment = Alignment::BottomRight; }},
+      {"SoftcapMissing", "softcap-missing",
+       [] {
+         Problem p = Problem::of_shape(1, 1, 1, 3, 5, 4, 4);
+         p.softcap = 0.5;
+         return case_of(p);
+       },
+       [](AttentionCase& c, CaseData&) { c.problem.softcap = 0; }},
+      // Lk = 56: tiles of 16 would keep 48 keys, tiles of 32 keep 32 — the case tells them apart.
+      {"KeyTileOf32Skipped", "last-key-tile-skipped-32", [] { return case_of(Problem::of_shape(1, 1, 1, 2, 56, 4, 4)); },
+       [](AttentionCase& c, CaseData& d) {
+         c.problem.has_key_lengths = true;
+         c.key_lengths = {32};
+         d.key_lengths = {32};
+       }},
+  };
+}
+
+INSTANTIATE_TEST_SUITE_P(Bugs, PlantedDiagnosis, testing::ValuesIn(planted_bugs()),
+                         [](const testing::TestParamInfo<PlantedBug>& param) { return param.param.name; });
+
 // The LSE conventions, on a kernel that writes LSE (cpu-naive): its LSE replaced by the true one
 // in the other convention, computed in closed form from the double reference's ln Σ e^s.
 struct LseConvention {
