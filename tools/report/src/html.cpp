@@ -179,7 +179,7 @@ pre { background: #f6f6f6; border: 1px solid #ddd; padding: 6px 8px; white-space
 code.command { display: block; background: #f6f6f6; border: 1px solid #ddd; padding: 6px 8px; white-space: pre-wrap;
        word-break: break-all; user-select: all; }
 .passed { color: #0b6b2b; font-weight: 600; } .failed { color: #a30000; font-weight: 600; } .skipped { color: #666; }
-tr.failed td { background: #fff3f3; } .note { color: #555; font-size: 12.5px; }
+tr.failing td { background: #fff3f3; } td.num { white-space: nowrap; } .note { color: #555; font-size: 12.5px; }
 section.unit { border: 1px solid #d8d8d8; border-left: 4px solid #a30000; padding: 4px 14px 10px; margin: 14px 0;
        page-break-inside: avoid; }
 article.finding { border-top: 1px dashed #ccc; margin-top: 10px; }
@@ -244,7 +244,7 @@ void write_summary(std::ostream& out, const RunReport& report) {
     if (u.findings.size() > 1) note += fmt::format(" ({} distinct failures)", u.findings.size());
     out << fmt::format("<tr class=\"{}\"><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"num\">{}</td>"
                        "<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.2f} s</td><td>{}</td></tr>\n",
-                       status, property, escaped(u.dtype), status, status, u.cases, u.skipped, ratio_cell(u), u.seconds,
+                       u.status == UnitStatus::Failed ? "failing" : "", property, escaped(u.dtype), status, status, u.cases, u.skipped, ratio_cell(u), u.seconds,
                        note);
   }
   out << "</tbody>\n</table>\n";
