@@ -87,7 +87,9 @@ void write_heatmap(std::ostream& out, const Heatmap& map) {
   const std::int64_t longest = std::max<std::int64_t>({map.rows, map.cols, 1});
   const int cell = static_cast<int>(std::clamp<std::int64_t>(300 / longest, 4, 22));
   const int left = 34, top = 18;
-  const std::int64_t width = left + map.cols * cell + 4, height = top + map.rows * cell + 4;
+  // Room for the axis titles even around a 1 × 1 map (a 1-minimal case often is one).
+  const std::int64_t row_title_end = top + std::max<std::int64_t>(map.rows * cell, 80);
+  const std::int64_t width = std::max<std::int64_t>(left + map.cols * cell + 4, 150), height = row_title_end + 4;
   out << "<figure class=\"heatmap\">\n";
   out << fmt::format("<figcaption>{}", escaped(map.title));
   if (map.row_block > 1 || map.col_block > 1)
@@ -99,8 +101,8 @@ void write_heatmap(std::ostream& out, const Heatmap& map) {
       "aria-label=\"{}\">\n",
       width, height, width, height, escaped(map.title));
   out << fmt::format("<text x=\"{}\" y=\"11\" class=\"axis\">{} →</text>\n", left, escaped(map.col_axis));
-  out << fmt::format("<text x=\"10\" y=\"{}\" class=\"axis\" transform=\"rotate(-90 10 {})\" text-anchor=\"end\">{} →</text>\n",
-                     top, top, escaped(map.row_axis));
+  out << fmt::format("<text x=\"10\" y=\"{}\" class=\"axis\" transform=\"rotate(-90 10 {})\" text-anchor=\"start\">← {}</text>\n",
+                     row_title_end, row_title_end, escaped(map.row_axis));
   out << fmt::format("<text x=\"{}\" y=\"{}\" class=\"tick\" text-anchor=\"end\">0</text>\n", left - 3, top + cell - 2);
   if (map.rows > 1)
     out << fmt::format("<text x=\"{}\" y=\"{}\" class=\"tick\" text-anchor=\"end\">{}</text>\n", left - 3,
