@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
   python3 python3-venv
   clang libclang-rt-14-dev
+  chromium  # renders the HTML report in its test (report.html-renders-in-chromium)
 )
 
 missing=()

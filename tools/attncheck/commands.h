@@ -42,7 +42,7 @@ struct RunOptions {
   std::optional<std::uint64_t> seed;
   std::optional<int> cases;
   std::optional<std::string> shard;
-  std::string junit_path, json_path, markdown_path;
+  std::string junit_path, json_path, markdown_path, html_path;
   std::string reproduce;
   /// A case text (AttentionCase::describe(), as a failure prints it): every property runs on this
   /// case only (RunSettings::pinned_case).
@@ -72,6 +72,7 @@ struct GenerateOptions {
 struct VerifyOptions {
   std::string backend;
   std::vector<std::string> paths;  ///< fixture files or directories of them
+  std::string html_path;           ///< --html: one unit per fixture (and dtype, for a toy case)
 };
 
 struct ReferenceCommandOptions {

@@ -1,10 +1,13 @@
 // `attncheck generate`, `verify` and `reference`: golden fixtures made, checked and extended by
 // the same engine that runs the properties (fixtures/include/attncheck/golden.h).
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <fmt/format.h>
 
 #include "attncheck/golden.h"
+#include "attncheck/report.h"
 #include "commands.h"
 
 namespace attncheck::cli {
@@ -77,15 +80,48 @@ int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream
     err << fmt::format("attncheck verify: --backend '{}': {}\n", options.backend, e.what());
     return kExitUsage;
   }
+  // Opened before any fixture runs, so that an unwritable path is a usage error at once.
+  std::ofstream html;
+  if (!options.html_path.empty()) {
+    html.open(options.html_path, std::ios::out | std::ios::trunc);
+    if (!html) {
+      err << fmt::format("attncheck verify: --html '{}': cannot open for writing ({})\n", options.html_path,
+                         std::strerror(errno));
+      return kExitUsage;
+    }
+  }
+  // The HTML report's units: one per fixture (per dtype for a toy case), named by its file.
+  RunReport report;
+  report.run.backend = std::string(backend->name());
+  report.run.backend_spec = options.backend;
+  report.run.backend_origin = backend->origin();
+  report.run.profile = "fixtures";
   bool unreadable = false;
   const std::vector<fs::path> files = fixture_files(options.paths, err, unreadable);
   int passed = 0, failed = 0, skipped = 0;
-  auto tally = [&](const std::string& label, const FixtureVerdict& verdict) {
+  auto tally = [&](const std::string& label, DType dtype, const FixtureVerdict& verdict) {
     const char* word = verdict.status == FixtureStatus::Passed ? "PASS" : verdict.status == FixtureStatus::Failed ? "FAIL" : "SKIP";
     out << fmt::format("{} {}  {}\n", word, label, verdict.message);
     passed += verdict.status == FixtureStatus::Passed;
     failed += verdict.status == FixtureStatus::Failed;
     skipped += verdict.status == FixtureStatus::Skipped;
+    UnitResult unit;
+    unit.index = report.units.size();
+    unit.property = label;
+    unit.dtype = std::string(dtype_name(dtype));
+    unit.status = verdict.status == FixtureStatus::Passed   ? UnitStatus::Passed
+                  : verdict.status == FixtureStatus::Failed ? UnitStatus::Failed
+                                                            : UnitStatus::Skipped;
+    unit.message = verdict.message;
+    unit.cases = verdict.status == FixtureStatus::Passed ? 1 : 0;
+    if (verdict.verdict) {
+      const Verdict& v = *verdict.verdict;
+      unit.worst_ratio = v.max_ratio;
+      unit.shrunk_verdict = VerdictMetrics{v.max_ratio, v.nmse, v.max_abs_error, v.max_ulps_row_scale, v.summary()};
+    }
+    if (std::find(report.run.dtypes.begin(), report.run.dtypes.end(), unit.dtype) == report.run.dtypes.end())
+      report.run.dtypes.push_back(unit.dtype);
+    report.units.push_back(std::move(unit));
   };
   for (const fs::path& path : files) {
     // A .json file is a hand-derived toy case (fixtures/toy): checked in every dtype, since its
@@ -94,7 +130,8 @@ int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream
       try {
         const ToyCase toy = read_toy_case(path);
         for (DType dtype : {DType::F32, DType::F16, DType::BF16})
-          tally(fmt::format("{} ({})", path.filename().string(), dtype_name(dtype)), verify_toy_case(*backend, toy, dtype));
+          tally(fmt::format("{} ({})", path.filename().string(), dtype_name(dtype)), dtype,
+                verify_toy_case(*backend, toy, dtype));
       } catch (const FixtureError& e) {
         err << e.what() << "\n";  // one line, naming the file
         unreadable = true;
@@ -113,13 +150,21 @@ int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream
       continue;
     }
     try {
-      tally(path.filename().string(), verify_fixture(*backend, fixture));
+      tally(path.filename().string(), fixture.input_dtype, verify_fixture(*backend, fixture));
     } catch (const std::exception& e) {
       err << fmt::format("{}: {}\n", path.string(), e.what());
       unreadable = true;
     }
   }
   out << fmt::format("{} passed, {} failed, {} skipped\n", passed, failed, skipped);
+  if (html.is_open()) {
+    write_html(html, report);
+    html.close();
+    if (!html) {
+      err << fmt::format("attncheck verify: --html '{}': writing the report failed\n", options.html_path);
+      return kExitUsage;
+    }
+  }
   if (unreadable) return kExitUsage;
   return failed > 0 ? kExitFailed : kExitPassed;
 }

@@ -36,6 +36,7 @@ Examples:
   attncheck run --backend ./build/libmykernel.so --profile quick --junit attncheck.xml
   attncheck run --backend cpu-naive --property 'causal|padding' --dtype f16,bf16 --seed 7
   attncheck run --backend cuda-flash --shard 0/4 --json shard0.json --require-backend
+  attncheck run --backend mutant-window-exclusive --profile quick --html report.html
   attncheck run --backend mutant-gqa-modulo --property '^gqa-equivalence$' --dtype f32 \
                 --seed 24301 --reproduce '<string printed by a failing run>'
   attncheck run --backend mutant-window-exclusive --property '^reference-agreement$' --dtype f32 \
@@ -90,6 +91,7 @@ Examples:
   attncheck verify --backend cpu-flash fixtures/golden
   attncheck verify --backend cpu-flash fixtures/toy              (hand-derived toy cases, every dtype)
   attncheck verify --backend ./libmykernel.so regression/case_1234.safetensors
+  attncheck verify --backend cpu-flash fixtures/golden --html verify.html
 
 Each fixture is judged with the tolerance from the backend's declared profile.
 Exit status: 0 every supported fixture passed, 1 a fixture failed, 2 a file
@@ -196,6 +198,9 @@ int main(int argc, char** argv) {
   run_app->add_option("--junit", run.junit_path, "Write a JUnit XML report");
   run_app->add_option("--json", run.json_path, "Write a JSON report (tools/README.md documents the schema)");
   run_app->add_option("--markdown", run.markdown_path, "Write a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)");
+  run_app->add_option("--html", run.html_path,
+                      "Write a self-contained HTML report: every failure with its minimal case, diagnosis, reproduce "
+                      "command and heatmaps of r = |O - O_ref| / tau, and the coverage grid");
   run_app->add_option("--reproduce", run.reproduce, "Replay a failure: the reproduce string a failing run printed");
   run_app->add_option("--case", run.pinned_case,
                       "Run the properties on this case only (the text a failure prints as its minimal case); the "
@@ -241,6 +246,8 @@ int main(int argc, char** argv) {
   verify_app->footer(kVerifyExamples);
   verify_app->add_option("--backend,-b", verify.backend, "Built-in backend name or plug-in library path")->required();
   verify_app->add_option("FIXTURES", verify.paths, "Fixture files or directories")->required();
+  verify_app->add_option("--html", verify.html_path,
+                         "Write a self-contained HTML report: one row per fixture with its verdict");
 
   ReferenceCommandOptions reference;
   CLI::App* reference_app =

@@ -199,6 +199,7 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   auto junit = open_report(options.junit_path, "--junit");
   auto json = open_report(options.json_path, "--json");
   auto markdown = open_report(options.markdown_path, "--markdown");
+  auto html = open_report(options.html_path, "--html");
 
   Backend backend = [&] {
     try {
@@ -292,9 +293,11 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   if (json) write_json(*json, report);
   if (junit) write_junit(*junit, report);
   if (markdown) write_markdown(*markdown, report);
+  if (html) write_html(*html, report);
   finish_report(json.get(), options.json_path, "--json");
   finish_report(junit.get(), options.junit_path, "--junit");
   finish_report(markdown.get(), options.markdown_path, "--markdown");
+  finish_report(html.get(), options.html_path, "--html");
 
   const ReportTotals t = totals(report);
   if (t.units > 0 && t.skipped == t.units && options.require_backend)

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "attncheck/engine.h"
+#include "attncheck/heatmaps.h"
 
 namespace attncheck {
 
@@ -51,6 +52,14 @@ std::string accuracy_phrase(const UnitResult& u) {
   return text;
 }
 
+namespace {
+
+VerdictMetrics verdict_metrics(const Verdict& v) {
+  return VerdictMetrics{v.max_ratio, v.nmse, v.max_abs_error, v.max_ulps_row_scale, v.summary()};
+}
+
+}  // namespace
+
 UnitResult to_unit_result(const PropertyOutcome& outcome, std::size_t index, const std::string& backend_spec) {
   UnitResult unit;
   unit.index = index;
@@ -72,10 +81,7 @@ UnitResult to_unit_result(const PropertyOutcome& outcome, std::size_t index, con
   unit.worst_guaranteed_relative_accuracy = outcome.worst_guaranteed_relative_accuracy;
   if (outcome.status == OutcomeStatus::Failed) unit.failure_kind = outcome.accuracy_failure ? "accuracy" : "conformance";
   unit.shrunk_case = outcome.shrunk_case;
-  if (outcome.shrunk_verdict) {
-    const Verdict& v = *outcome.shrunk_verdict;
-    unit.shrunk_verdict = VerdictMetrics{v.max_ratio, v.nmse, v.max_abs_error, v.max_ulps_row_scale, v.summary()};
-  }
+  if (outcome.shrunk_verdict) unit.shrunk_verdict = verdict_metrics(*outcome.shrunk_verdict);
   unit.reproduce = outcome.reproduce;
   // Only a failure has something to replay; a reproduce command for a pass would mislead.
   if (outcome.status == OutcomeStatus::Failed && !outcome.reproduce.empty())
@@ -89,11 +95,9 @@ UnitResult to_unit_result(const PropertyOutcome& outcome, std::size_t index, con
     finding.simplifications = f.simplifications;
     finding.excluded = f.excluded;
     for (const Diagnosis& d : f.diagnoses) finding.diagnoses.emplace_back(d.hypothesis, d.statement);
-    if (f.verdict) {
-      const Verdict& v = *f.verdict;
-      finding.verdict = VerdictMetrics{v.max_ratio, v.nmse, v.max_abs_error, v.max_ulps_row_scale, v.summary()};
-    }
+    if (f.verdict) finding.verdict = verdict_metrics(*f.verdict);
     if (!f.pinned_case.empty()) finding.reproduce_command = finding_reproduce_command(outcome, f, backend_spec);
+    if (f.evidence) finding.heatmaps = failure_heatmaps(*f.evidence);
     unit.findings.push_back(std::move(finding));
   }
   // The first finding's --case command replays the minimal case; RapidCheck's string, the
@@ -200,6 +204,18 @@ Int get_integer(const json& object, std::string_view key, std::string_view paren
   return value.get<Int>();
 }
 
+// A number as number() writes it; `path` names it in the error.
+double number_value(const json& value, std::string_view path) {
+  if (value.is_number()) return value.get<double>();
+  if (value.is_string()) {
+    const auto& s = value.get_ref<const std::string&>();
+    if (s == "nan") return std::numeric_limits<double>::quiet_NaN();
+    if (s == "inf") return std::numeric_limits<double>::infinity();
+    if (s == "-inf") return -std::numeric_limits<double>::infinity();
+  }
+  wrong_type("", path, "a number (or \"inf\", \"-inf\", \"nan\")", value);
+}
+
 double get_number(const json& object, std::string_view key, std::string_view parent) {
   const json& value = field(object, key, parent);
   if (value.is_number()) return value.get<double>();
@@ -278,14 +294,112 @@ RunMetadata metadata_from_json(const json& j) {
   return m;
 }
 
+json verdict_json(const std::optional<VerdictMetrics>& v) {
+  if (!v) return nullptr;
+  return json{{"max_ratio", number(v->max_ratio)},
+              {"nmse", number(v->nmse)},
+              {"max_abs_error", number(v->max_abs_error)},
+              {"max_ulps_row_scale", number(v->max_ulps_row_scale)},
+              {"summary", v->summary}};
+}
+
+std::optional<VerdictMetrics> verdict_from_json(const json& j, std::string_view key, const std::string& parent) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  const std::string p = path_of(parent, key);
+  return VerdictMetrics{get_number(*it, "max_ratio", p), get_number(*it, "nmse", p), get_number(*it, "max_abs_error", p),
+                        get_number(*it, "max_ulps_row_scale", p), get_string(*it, "summary", p)};
+}
+
+const json& get_array(const json& object, std::string_view key, std::string_view parent) {
+  const json& value = field(object, key, parent);
+  if (!value.is_array()) wrong_type(parent, key, "an array", value);
+  return value;
+}
+
+std::vector<std::string> get_strings(const json& object, std::string_view key, std::string_view parent) {
+  std::vector<std::string> strings;
+  const json& array = get_array(object, key, parent);
+  for (std::size_t i = 0; i < array.size(); ++i) {
+    if (!array[i].is_string()) wrong_type(parent, fmt::format("{}[{}]", key, i), "a string", array[i]);
+    strings.push_back(array[i].get<std::string>());
+  }
+  return strings;
+}
+
+json heatmap_json(const Heatmap& m) {
+  json values = json::array();
+  for (double v : m.values) values.push_back(number(v));
+  return json{{"title", m.title},         {"row_axis", m.row_axis},   {"col_axis", m.col_axis},
+              {"rows", m.rows},           {"cols", m.cols},           {"row_block", m.row_block},
+              {"col_block", m.col_block}, {"pattern", m.pattern},       {"values", std::move(values)}};
+}
+
+Heatmap heatmap_from_json(const json& j, const std::string& p) {
+  Heatmap m;
+  m.title = get_string(j, "title", p);
+  m.row_axis = get_string(j, "row_axis", p);
+  m.col_axis = get_string(j, "col_axis", p);
+  m.rows = get_integer<std::int64_t>(j, "rows", p);
+  m.cols = get_integer<std::int64_t>(j, "cols", p);
+  m.row_block = get_integer<std::int64_t>(j, "row_block", p);
+  m.col_block = get_integer<std::int64_t>(j, "col_block", p);
+  if (m.rows < 0 || m.cols < 0 || m.row_block < 1 || m.col_block < 1)
+    throw ReportError(fmt::format("{}: {} × {} cells of {} × {} elements is not a heatmap", p, m.rows, m.cols,
+                                  m.row_block, m.col_block));
+  const json& pattern = field(j, "pattern", p);
+  if (!pattern.is_boolean()) wrong_type(p, "pattern", "a boolean", pattern);
+  m.pattern = pattern.get<bool>();
+  const json& values = get_array(j, "values", p);
+  if (static_cast<std::int64_t>(values.size()) != m.rows * m.cols)
+    throw ReportError(fmt::format("{}.values: {} values for {} × {} cells", p, values.size(), m.rows, m.cols));
+  for (std::size_t i = 0; i < values.size(); ++i)
+    m.values.push_back(number_value(values[i], fmt::format("{}.values[{}]", p, i)));
+  return m;
+}
+
+json finding_json(const FindingResult& f) {
+  json diagnoses = json::array();
+  for (const auto& [hypothesis, statement] : f.diagnoses)
+    diagnoses.push_back(json{{"hypothesis", hypothesis}, {"statement", statement}});
+  json heatmaps = json::array();
+  for (const Heatmap& m : f.heatmaps) heatmaps.push_back(heatmap_json(m));
+  return json{{"kind", f.kind},
+              {"message", f.message},
+              {"minimal_case", f.minimal_case},
+              {"pinned_case", f.pinned_case},
+              {"simplifications", f.simplifications},
+              {"excluded", f.excluded},
+              {"diagnoses", std::move(diagnoses)},
+              {"verdict", verdict_json(f.verdict)},
+              {"reproduce_command", f.reproduce_command},
+              {"heatmaps", std::move(heatmaps)}};
+}
+
+FindingResult finding_from_json(const json& j, const std::string& p) {
+  FindingResult f;
+  f.kind = get_string(j, "kind", p);
+  f.message = get_string(j, "message", p);
+  f.minimal_case = get_string(j, "minimal_case", p);
+  f.pinned_case = get_string(j, "pinned_case", p);
+  f.simplifications = get_strings(j, "simplifications", p);
+  f.excluded = get_string(j, "excluded", p);
+  const json& diagnoses = get_array(j, "diagnoses", p);
+  for (std::size_t i = 0; i < diagnoses.size(); ++i) {
+    const std::string dp = fmt::format("{}.diagnoses[{}]", p, i);
+    f.diagnoses.emplace_back(get_string(diagnoses[i], "hypothesis", dp), get_string(diagnoses[i], "statement", dp));
+  }
+  f.verdict = verdict_from_json(j, "verdict", p);
+  f.reproduce_command = get_string(j, "reproduce_command", p);
+  const json& heatmaps = get_array(j, "heatmaps", p);
+  for (std::size_t i = 0; i < heatmaps.size(); ++i)
+    f.heatmaps.push_back(heatmap_from_json(heatmaps[i], fmt::format("{}.heatmaps[{}]", p, i)));
+  return f;
+}
+
 json unit_json(const UnitResult& u) {
-  json verdict = nullptr;
-  if (u.shrunk_verdict)
-    verdict = json{{"max_ratio", number(u.shrunk_verdict->max_ratio)},
-                   {"nmse", number(u.shrunk_verdict->nmse)},
-                   {"max_abs_error", number(u.shrunk_verdict->max_abs_error)},
-                   {"max_ulps_row_scale", number(u.shrunk_verdict->max_ulps_row_scale)},
-                   {"summary", u.shrunk_verdict->summary}};
+  json findings = json::array();
+  for (const FindingResult& f : u.findings) findings.push_back(finding_json(f));
   return json{{"index", u.index},
               {"property", u.property},
               {"dtype", u.dtype},
@@ -301,9 +415,10 @@ json unit_json(const UnitResult& u) {
               {"worst_guaranteed_relative_accuracy", number(u.worst_guaranteed_relative_accuracy)},
               {"failure_kind", u.failure_kind},
               {"shrunk_case", u.shrunk_case},
-              {"shrunk_verdict", verdict},
+              {"shrunk_verdict", verdict_json(u.shrunk_verdict)},
               {"reproduce", u.reproduce},
               {"reproduce_command", u.reproduce_command},
+              {"findings", std::move(findings)},
               {"seconds", number(u.seconds)},
               {"coverage", u.coverage}};
 }
@@ -331,14 +446,15 @@ UnitResult unit_from_json(const json& j, std::size_t position) {
   if (j.contains("worst_guaranteed_relative_accuracy"))
     u.worst_guaranteed_relative_accuracy = get_number(j, "worst_guaranteed_relative_accuracy", p);
   if (j.contains("failure_kind")) u.failure_kind = get_string(j, "failure_kind", p);
-  if (const auto it = j.find("shrunk_verdict"); it != j.end() && !it->is_null()) {
-    const std::string vp = p + ".shrunk_verdict";
-    u.shrunk_verdict = VerdictMetrics{get_number(*it, "max_ratio", vp), get_number(*it, "nmse", vp),
-                                      get_number(*it, "max_abs_error", vp), get_number(*it, "max_ulps_row_scale", vp),
-                                      get_string(*it, "summary", vp)};
-  }
+  u.shrunk_verdict = verdict_from_json(j, "shrunk_verdict", p);
   u.reproduce = get_string(j, "reproduce", p);
   u.reproduce_command = get_string(j, "reproduce_command", p);
+  // Added without a schema bump: reports written before findings existed lack them.
+  if (j.contains("findings")) {
+    const json& findings = get_array(j, "findings", p);
+    for (std::size_t i = 0; i < findings.size(); ++i)
+      u.findings.push_back(finding_from_json(findings[i], fmt::format("{}.findings[{}]", p, i)));
+  }
   u.seconds = get_number(j, "seconds", p);
   // Both maps were added after the first schema; older reports simply lack them.
   for (auto [field, target] : {std::pair{"coverage", &u.coverage}, std::pair{"decline_reasons", &u.decline_reasons}}) {

@@ -53,7 +53,6 @@ struct VerdictMetrics {
   bool operator==(const VerdictMetrics&) const = default;
 };
 
-/// One unit of work: one property for one input dtype.
 /// A small matrix for the HTML report: the bound ratio r = |Ô − O| / τ over two axes of a
 /// failing case (NaN where an element is not judged), or the allowed-key pattern (1 allowed,
 /// 0 masked). Rows × cols ≤ 64 × 64: larger axes are reduced by taking the maximum over blocks.
@@ -64,6 +63,7 @@ struct Heatmap {
   std::int64_t rows = 0, cols = 0;
   std::int64_t row_block = 1, col_block = 1;  ///< elements per cell along each axis (1: exact)
   std::vector<double> values;                 ///< row-major
+  bool pattern = false;  ///< values are the allowed-key pattern (1/0), not ratios r
   bool operator==(const Heatmap&) const = default;
 };
 
@@ -82,6 +82,7 @@ struct FindingResult {
   bool operator==(const FindingResult&) const = default;
 };
 
+/// One unit of work: one property for one input dtype.
 struct UnitResult {
   std::size_t index = 0;        ///< position in the unsplit run's unit list (see plan.h)
   std::string property;
@@ -184,6 +185,16 @@ std::string xml_escape(std::string_view text);
 void write_markdown(std::ostream& out, const RunReport& report);
 /// Text safe inside one Markdown table cell: '|' escaped, line breaks as <br>, HTML escaped.
 std::string markdown_cell(std::string_view text);
+
+// --- HTML ----------------------------------------------------------------------------------------
+/// One self-contained page (inline CSS and SVG, no script, nothing fetched): the run's metadata,
+/// the table of every unit, per failing unit and finding its minimal case, diagnosis,
+/// simplifications, verdict, reproduce command and heatmaps (r on a log colour scale, +inf and
+/// "not judged" distinct, the allowed-key pattern beside them), and the coverage grid.
+void write_html(std::ostream& out, const RunReport& report);
+/// Text safe in HTML character data and quoted attribute values: & < > " ' become references,
+/// invalid UTF-8 and the C0 controls other than tab and line feed become U+FFFD.
+std::string html_escape(std::string_view text);
 
 // --- Merging shards ------------------------------------------------------------------------------
 struct ShardReport {
