@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fmt/format.h>
 #include <iostream>
+#include <map>
 
 #include "attncheck/engine.h"
 #include "attncheck/simplify.h"
@@ -22,6 +23,41 @@ std::string expected_message(const std::string& mutant) {
   if (mutant == "mutant-sticky-device-error")
     return "asynchronous device error after the call returned: an illegal memory access was encountered";
   return "";
+}
+
+// The hypothesis of the diagnosis catalogue (diagnosis/hypotheses/) that names each mutant's
+// planted bug (backends/mutants/mutant_kernel.h). The layer's shared projection has none: the
+// evidence describes the attention call only. A mutant listed here must have its bug named by
+// some finding of the property that catches it.
+std::string planted_hypothesis(const std::string& mutant) {
+  static const std::map<std::string, std::string> planted = {
+      {"mutant-transposed-axes", "layout-transposed"},
+      {"mutant-ignores-strides", "layout-transposed"},
+      {"mutant-gqa-modulo", "gqa-modulo"},
+      {"mutant-scale-one-over-d", "scale-one-over-d"},
+      {"mutant-no-max-subtraction", "no-max-subtraction"},
+      {"mutant-causal-off-by-one", "causal-strict"},
+      {"mutant-drops-last-tile", "last-key-tile-skipped-16"},
+      {"mutant-nan-leak", "masked-keys-weighted-by-zero"},
+      {"mutant-writes-past-output", "writes-past-output"},
+      {"mutant-softmax-over-queries", "softmax-wrong-normalizer"},
+      {"mutant-ignores-alignment", "causal-top-left"},
+      {"mutant-window-exclusive", "window-exclusive"},
+      {"mutant-empty-row-nan", "empty-row-nan"},
+      {"mutant-pv-in-half", "pv-accumulated-in-f16"},
+      {"mutant-modifies-q", "modifies-input"},
+      {"mutant-last-row-unwritten", "trailing-rows-unwritten"},
+      {"mutant-nondeterministic", "nondeterministic"},
+      {"mutant-ignores-k-batch-stride", "k-batch-zero"},
+      {"mutant-crash-on-single-key", "crash"},
+      {"mutant-hang-on-single-head", "hang"},
+      {"mutant-deferred-write", "trailing-rows-unwritten"},
+      {"mutant-device-writes-past-output", "writes-past-output"},
+      {"mutant-sticky-device-error", "asynchronous-device-fault"},
+      {"mutant-lse-log2-window-exclusive", "lse-log2"},
+  };
+  const auto it = planted.find(mutant);
+  return it == planted.end() ? "" : it->second;
 }
 
 class MutantTest : public testing::Test {
@@ -65,6 +101,13 @@ class MutantTest : public testing::Test {
         expect_one_minimal(property, backend, settings, finding);
       }
       RecordProperty("diagnosis", outcome.failures.front().diagnoses.empty() ? "" : outcome.failures.front().diagnoses.front().hypothesis);
+      if (const std::string planted = planted_hypothesis(mutant_); !planted.empty()) {
+        bool named = false;
+        for (const FailureFinding& finding : outcome.failures)
+          for (const Diagnosis& d : finding.diagnoses) named = named || d.hypothesis == planted;
+        EXPECT_TRUE(named) << mutant_ << ": the diagnosis does not name the planted bug (" << planted << ")";
+        std::cout << fmt::format("  planted bug {}: {}\n", planted, named ? "named" : "NOT named");
+      }
       if (const std::string expected = expected_message(mutant_); !expected.empty()) {
         EXPECT_NE(outcome.message.find(expected), std::string::npos)
             << mutant_ << " was caught, but not by the probe meant for it: " << outcome.message;
