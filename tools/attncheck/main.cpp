@@ -97,7 +97,9 @@ Examples:
   attncheck verify --backend ./libmykernel.so regression/case_1234.safetensors
   attncheck verify --backend cpu-flash fixtures/golden --html verify.html
 
-Each fixture is judged with the tolerance from the backend's declared profile.
+Each fixture is judged with the tolerance from the backend's declared profile;
+a regression fixture (run --save-failures) also replays its recorded property
+pinned to its case.
 Exit status: 0 every supported fixture passed, 1 a fixture failed, 2 a file
 could not be read (truncated, corrupt, checksum mismatch) or the backend
 could not be loaded.)";
