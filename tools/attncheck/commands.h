@@ -50,6 +50,9 @@ struct RunOptions {
   /// At most this many distinct failures per unit (RunSettings::max_findings).
   int max_findings = 3;
   bool no_simplify = false;
+  /// --save-failures: the directory each finding's minimal failing case is written to as a
+  /// regression fixture (save_failures.h); empty: none is written.
+  std::string save_failures_dir;
   /// Expectation file (attncheck/expectations.h): the exit status says whether the run matches it.
   std::string expect_path;
   bool require_backend = false;

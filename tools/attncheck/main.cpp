@@ -57,6 +57,10 @@ unwritable report). A run in which every unit was skipped exits 0 unless
 With --expect FILE the exit status is 0 when every unit matches the file
 (expected failures included) and 1 when one differs, e.g.
   attncheck run --backend ./attncheck-torch-sdpa.so --profile quick --expect torch-sdpa.json
+Regression fixtures: --save-failures DIR writes each finding's minimal failing
+case as DIR/<property>-<dtype>-<n>.safetensors (never overwriting a file that
+holds another finding), to be kept and checked with
+  attncheck verify --backend ./build/libmykernel.so DIR
 Sharding: --shard i/n, or GTEST_TOTAL_SHARDS and GTEST_SHARD_INDEX, runs the
 units whose index % n == i. Seed: --seed, else ATTNCHECK_SEED, else 24301.)";
 
@@ -93,7 +97,9 @@ Examples:
   attncheck verify --backend ./libmykernel.so regression/case_1234.safetensors
   attncheck verify --backend cpu-flash fixtures/golden --html verify.html
 
-Each fixture is judged with the tolerance from the backend's declared profile.
+Each fixture is judged with the tolerance from the backend's declared profile;
+a regression fixture (run --save-failures) also replays its recorded property
+pinned to its case.
 Exit status: 0 every supported fixture passed, 1 a fixture failed, 2 a file
 could not be read (truncated, corrupt, checksum mismatch) or the backend
 could not be loaded.)";
@@ -211,6 +217,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100));
   run_app->add_flag("--no-simplify", run.no_simplify,
                     "Report RapidCheck's shrunk case without making it 1-minimal (faster on a failing run)");
+  run_app->add_option("--save-failures", run.save_failures_dir,
+                      "Write each finding's minimal failing case to this directory (created if missing) as a "
+                      "regression fixture <property>-<dtype>-<n>.safetensors, for `attncheck verify`");
   run_app->add_flag("--require-backend", run.require_backend, "Exit 2 when every unit was skipped");
   run_app->add_option("--expect", run.expect_path,
                       "Expectation file (JSON, tools/README.md): exit 0 when every unit's outcome is the expected one, "

@@ -22,6 +22,7 @@
 #include "attncheck/shard.h"
 #include "commands.h"
 #include "console.h"
+#include "save_failures.h"
 
 namespace attncheck::cli {
 
@@ -200,6 +201,8 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   auto json = open_report(options.json_path, "--json");
   auto markdown = open_report(options.markdown_path, "--markdown");
   auto html = open_report(options.html_path, "--html");
+  std::optional<FailureSaver> saver;
+  if (!options.save_failures_dir.empty()) saver.emplace(options.save_failures_dir);
 
   Backend backend = [&] {
     try {
@@ -281,6 +284,8 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
     // A dtype the backend declines as a whole is said once, after the loop, not once per unit.
     const bool declined_dtype = unit.status == UnitStatus::Skipped && unit.message == fmt::format("{} inputs are not supported", unit.dtype);
     if (!declined_dtype) console.unit_line(unit, i + 1, mine.size());
+    if (saver)
+      for (const std::string& line : saver->save(outcome, options.backend)) console.line(line);
     report.units.push_back(std::move(unit));
   }
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -299,6 +304,16 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   finish_report(markdown.get(), options.markdown_path, "--markdown");
   finish_report(html.get(), options.html_path, "--html");
 
+  if (saver) {
+    console.line(fmt::format("--save-failures: {} regression fixture(s) written to {}{}; check them with `attncheck verify "
+                             "--backend {} {}`",
+                             saver->written(), saver->dir().string(),
+                             saver->unchanged() > 0 ? fmt::format(" ({} already there, unchanged)", saver->unchanged()) : "",
+                             options.backend, saver->dir().string()));
+    if (!saver->errors().empty())
+      throw UsageError(fmt::format("--save-failures '{}': {} fixture(s) could not be written: {}", options.save_failures_dir,
+                                   saver->errors().size(), fmt::join(saver->errors(), "; ")));
+  }
   const ReportTotals t = totals(report);
   if (t.units > 0 && t.skipped == t.units && options.require_backend)
     throw UsageError(fmt::format("--require-backend: backend {} checked nothing; every unit was skipped (first reason: {})",

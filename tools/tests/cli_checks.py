@@ -6,7 +6,8 @@ Standard library only (xml.etree for the JUnit schema check), so CI needs no pip
     cli_checks.py --attncheck build/tools/attncheck/attncheck --workdir /tmp/x CHECK
 
 Checks: exit-pass, exit-fail, exit-usage, expectations, bench, characterize-ladder, require-backend, junit-schema, sharding, list-and-help,
-fixtures (generate/verify/reference and hostile files), isolation (a crashing and a hanging plug-in;
+fixtures (generate/verify/reference and hostile files), save-failures (regression fixtures of three
+mutants' findings), isolation (a crashing and a hanging plug-in;
 needs --plugin CRASHING.so --plugin HANGING.so).
 """
 import argparse
@@ -553,6 +554,56 @@ def check_fixtures(r):
     expect("1 passed" in out, f"the regression fixture written by `reference` did not verify:\n{out}")
 
 
+# Mutants whose findings disagree with the reference: a regression fixture's stored outputs alone
+# fail each of them.
+SAVE_FAILURE_MUTANTS = ["mutant-window-exclusive", "mutant-causal-off-by-one", "mutant-gqa-modulo"]
+
+
+def check_save_failures(r):
+    for mutant in SAVE_FAILURE_MUTANTS:
+        saved = r.path(os.path.join("saved", mutant))  # two levels that do not exist yet
+        args = ["run", "--backend", mutant, "--profile", "quick", "--save-failures", saved]
+        out = r.run(args, expect_code=1).stdout
+        files = sorted(os.listdir(saved))
+        expect(files, f"{mutant}: the failing run wrote no regression fixture:\n{out}")
+        for name in files:
+            expect(re.fullmatch(r"[a-z0-9-]+-f32-[0-9]+\.safetensors", name), f"{mutant}: {name} is not <property>-<dtype>-<n>")
+            expect(f"saved: {os.path.join(saved, name)} (" in out, f"{mutant}: the run did not say it wrote {name}:\n{out}")
+        expect(f"{len(files)} regression fixture(s) written to {saved}" in out, f"{mutant}: no summary of the files:\n{out}")
+        # The same run again finds the same failures: the files are left as they are, none added.
+        again = r.run(args, expect_code=1).stdout
+        expect(sorted(os.listdir(saved)) == files, f"{mutant}: a rerun changed the file set: {os.listdir(saved)}")
+        expect(f"0 regression fixture(s) written to {saved} ({len(files)} already there, unchanged)" in again,
+               f"{mutant}: a rerun did not leave the files unchanged:\n{again}")
+        out = r.run(["verify", "--backend", mutant, saved], expect_code=1).stdout
+        expect(f"0 passed, {len(files)} failed" in out, f"{mutant}: not every saved fixture fails the mutant:\n{out}")
+        out = r.run(["verify", "--backend", "cpu-flash", saved], expect_code=0).stdout
+        expect(f"{len(files)} passed, 0 failed" in out, f"{mutant}: cpu-flash does not pass every saved fixture:\n{out}")
+    # Another backend's finding of the same property never overwrites a kept file: it takes the next number.
+    shared = r.path(os.path.join("saved", SAVE_FAILURE_MUTANTS[2]))
+    kept = os.path.join(shared, "reference-agreement-f32-1.safetensors")
+    with open(kept, "rb") as f:
+        kept_bytes = f.read()
+    before = set(os.listdir(shared))
+    r.run(["run", "--backend", SAVE_FAILURE_MUTANTS[0], "--profile", "quick", "--property", "^reference-agreement$",
+           "--save-failures", shared], expect_code=1)
+    added = set(os.listdir(shared)) - before
+    expect(len(added) == 1 and re.fullmatch(r"reference-agreement-f32-([2-9]|[1-9][0-9]+)\.safetensors", next(iter(added))),
+           f"the other backend's finding was not written under the next free number: {sorted(added)}")
+    with open(kept, "rb") as f:
+        expect(f.read() == kept_bytes, "a kept regression fixture was overwritten")
+
+    # A directory that cannot be made is a usage error before anything runs, naming the path and why.
+    blocker = r.path("a-file")
+    with open(blocker, "w", encoding="utf-8") as f:
+        f.write("not a directory\n")
+    target = os.path.join(blocker, "sub")
+    proc = r.run(["run", "--backend", "cpu-flash", "--property", "^two-token", "--save-failures", target], expect_code=2)
+    expect(f"--save-failures '{target}'" in proc.stderr and "Not a directory" in proc.stderr,
+           f"an impossible directory was not refused with its path and the system's reason:\n{proc.stderr}")
+    expect("running" not in proc.stdout, f"the run started before the directory was checked:\n{proc.stdout}")
+
+
 def check_isolation(r):
     expect(len(r.plugins) == 2, "the isolation check needs --plugin CRASHING.so --plugin HANGING.so")
     crashing, hanging = r.plugins
@@ -589,6 +640,7 @@ CHECKS = {
     "sharding": check_sharding,
     "list-and-help": check_list_and_help,
     "fixtures": check_fixtures,
+    "save-failures": check_save_failures,
     "isolation": check_isolation,
 }
 
