@@ -70,6 +70,7 @@ struct SearchControl {
   bool record_evidence = false;
   bool shrink = true;
   int cases = 30;
+  std::string reproduce;  ///< RapidCheck's string to replay (the first search only)
 };
 
 PropertyOutcome search(const PropertyDef& property, Backend& backend, DType dtype, const RunSettings& settings,
@@ -121,9 +122,9 @@ PropertyOutcome search(const PropertyDef& property, Backend& backend, DType dtyp
   params.disableShrinking = !control.shrink;
   params.maxDiscardRatio = 20;
   std::unordered_map<std::string, rc::detail::Reproduce> reproduce_map;
-  if (!settings.reproduce.empty()) {
+  if (!control.reproduce.empty()) {
     try {
-      const auto config = rc::detail::configFromString(settings.reproduce);
+      const auto config = rc::detail::configFromString(control.reproduce);
       reproduce_map = config.reproduce;
       if (reproduce_map.find(property.name) == reproduce_map.end())
         return finish(OutcomeStatus::Skipped, "the reproduce string replays another property");
@@ -310,7 +311,9 @@ FailureFinding make_finding(const PropertyDef& property, Backend& backend, DType
   finding.minimal_case = failed.last_failure_case;
   finding.verdict = failed.last_failure_verdict;
   finding.excluded = exclusions.describe();
-  if (!failed.last_failure_drawn || !settings.reproduce.empty()) return finding;  // a layer case, or an exact replay
+  // A layer case has no drawn attention case: RapidCheck's shrunk case is the finding. A replay of
+  // a reproduce string simplifies as the search did, so it reports the same minimal case.
+  if (!failed.last_failure_drawn) return finding;
 
   AttentionCase drawn = *failed.last_failure_drawn;
   if (settings.simplify && !settings.pinned_case) {
@@ -404,7 +407,7 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
   CaseLog log;
   PropertyOutcome outcome = search(property, backend, dtype, settings,
                                    {settings.pinned_case, {}, false, settings.shrink,
-                                    settings.pinned_case ? kPinnedCaseDraws : settings.cases},
+                                    settings.pinned_case ? kPinnedCaseDraws : settings.cases, settings.reproduce},
                                    log);
   if (outcome.status != OutcomeStatus::Failed || outcome.message.starts_with("RapidCheck") ||
       outcome.message.starts_with("get_profile failed") || outcome.message.starts_with("cannot parse"))

@@ -93,7 +93,24 @@ class Report(Record):
             f.write(self.json)
 
     def describe_failure(self, unit: Record) -> str:
-        """The failure as the command line prints it: message, verdict, shrunk case, reproduce."""
+        """The failure as the command line prints it: each distinct failure with its minimal case,
+        the failure, the diagnosis and the command that replays it."""
+        findings = unit.get("findings") or []
+        if findings:
+            lines = [f"{unit['property']} {unit['dtype']}: {len(findings)} distinct failure(s)" if len(findings) > 1
+                     else f"{unit['property']} {unit['dtype']}: {findings[0]['kind']}"]
+            for n, f in enumerate(findings, 1):
+                indent = "  " if len(findings) > 1 else ""
+                if len(findings) > 1:
+                    lines.append(f"{n}. {f['kind']}" + (f" (searched with {f['excluded']})" if f.get("excluded") else ""))
+                lines.append(f"{indent}case: {f['minimal_case']}")
+                lines.append(f"{indent}failure: {f['message']}")
+                diagnoses = f.get("diagnoses") or []
+                lines.append(f"{indent}diagnosis: " + ("; ".join(d["statement"] for d in diagnoses) if diagnoses
+                                                       else "no hypothesis of the catalogue reproduces the output"))
+                if f.get("reproduce_command"):
+                    lines.append(f"{indent}reproduce: {f['reproduce_command']}")
+            return "\n".join(lines)
         lines = [f"{unit['property']} {unit['dtype']}: {unit['message']}"]
         verdict = unit.get("shrunk_verdict")
         if verdict:
@@ -193,7 +210,8 @@ def run(backend: Any, profile: str = "quick", properties: Union[None, str, Itera
         expect: Optional[Union[str, _os.PathLike]] = None, *, cases: Optional[int] = None,
         problem: Optional[str] = None, size_class: Optional[str] = None, reproduce: Optional[str] = None,
         accuracy_factor: Optional[float] = None, name: Optional[str] = None,
-        backend_spec: Optional[str] = None) -> Report:
+        backend_spec: Optional[str] = None, save_failures: Optional[Union[str, _os.PathLike]] = None,
+        case: Optional[str] = None) -> Report:
     """Runs the suite's properties against `backend`, exactly as `attncheck run` does.
 
     backend      a Python backend object, an attncheck.Backend, or a string (a built-in name or a
@@ -209,11 +227,17 @@ def run(backend: Any, profile: str = "quick", properties: Union[None, str, Itera
     name         the backend's name in the report (default: backend.name, else its class name)
     backend_spec what --backend the reproduce commands name (default: the plug-in's spec for an
                  attncheck.Backend, else the name)
+    save_failures a directory: each finding's minimal failing case is written there as a
+                 regression fixture for `attncheck verify` (as --save-failures); report.saved
+                 lists what was written
+    case         a case text, as a finding prints it: every property runs on that case only
+                 (as --case)
     """
     arguments = dict(
         profile=profile, cases=cases, size_class=size_class, property_regex=_property_regex(properties),
         problem_regex=problem or "", dtypes=_dtype_list(dtypes), seed=resolve_seed(seed), reproduce=reproduce or "",
-        accuracy_factor=accuracy_factor, expect_path=_os.fspath(expect) if expect is not None else "")
+        accuracy_factor=accuracy_factor, expect_path=_os.fspath(expect) if expect is not None else "",
+        save_failures=_os.fspath(save_failures) if save_failures is not None else "", pinned_case=case or "")
     if isinstance(backend, str):
         result = _engine.run_spec(backend, **arguments)
     else:
@@ -221,7 +245,9 @@ def run(backend: Any, profile: str = "quick", properties: Union[None, str, Itera
         spec = backend_spec or (backend.spec if isinstance(backend, Backend) else table_name)
         description = getattr(backend, "description", None) or f"Python backend {type(backend).__qualname__}"
         result = _engine.run_python(backend, table_name, str(description), backend_spec=spec, **arguments)
-    return Report(result["report_json"], result["expectations"])
+    report = Report(result["report_json"], result["expectations"])
+    report.__dict__["saved"] = list(result["saved"])
+    return report
 
 
 class VerifyResult(tuple):

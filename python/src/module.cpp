@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "attncheck/engine.h"
+#include "attncheck/failure_saver.h"
 #include "attncheck/expectations.h"
 #include "attncheck/fixture.h"
 #include "attncheck/golden.h"
@@ -252,6 +253,8 @@ struct RunArguments {
   std::optional<double> accuracy_factor;
   std::string expect_path;
   std::string backend_spec;
+  std::string save_failures_dir;  ///< --save-failures
+  std::string pinned_case;        ///< --case
 };
 
 // The run of `attncheck run` (tools/attncheck/run_command.cpp) for an open backend: the same
@@ -305,6 +308,24 @@ nb::dict run_units(Backend& backend, const RunArguments& a) {
     }
     settings.problem_filter = [filter](const std::string& description) { return std::regex_search(description, *filter); };
   }
+  if (!a.pinned_case.empty()) {
+    if (!a.reproduce.empty()) throw nb::value_error("case and reproduce: give one of them, not both");
+    try {
+      settings.pinned_case = parse_case(a.pinned_case);
+      settings.pinned_case->problem.validate();
+    } catch (const std::exception& e) {
+      throw nb::value_error(fmt::format("case '{}': {}", a.pinned_case, e.what()).c_str());
+    }
+  }
+  std::optional<FailureSaver> saver;
+  if (!a.save_failures_dir.empty()) {
+    try {
+      saver.emplace(a.save_failures_dir);
+    } catch (const FixtureError& e) {
+      throw nb::value_error(fmt::format("save_failures {}", e.what()).c_str());
+    }
+  }
+  std::vector<std::string> saved;
   // In-process always: the engine's isolation re-opens the backend by name or path in a forked
   // child, which a Python object cannot be (python/README.md, "Isolation").
   settings.isolate = backend.origin() != "built-in" && backend.origin() != "python";
@@ -370,6 +391,8 @@ nb::dict run_units(Backend& backend, const RunArguments& a) {
         outcome.message = fmt::format("the engine threw: {}", e.what());
         outcome.seed = a.seed;
       }
+      if (saver)
+        for (std::string& line : saver->save(outcome, a.backend_spec)) saved.push_back(std::move(line));
       UnitResult unit = to_unit_result(outcome, planned.index, a.backend_spec);
       if (!unit.reproduce_command.empty() && !a.problem_regex.empty())
         unit.reproduce_command += fmt::format(" --problem '{}'", a.problem_regex);
@@ -382,6 +405,13 @@ nb::dict run_units(Backend& backend, const RunArguments& a) {
   write_json(json, report);
   nb::dict result;
   result["report_json"] = json.str();
+  nb::list saved_lines;
+  for (const std::string& line : saved) saved_lines.append(line);
+  result["saved"] = saved_lines;
+  if (saver && !saver->errors().empty())
+    throw nb::value_error(fmt::format("save_failures '{}': {} fixture(s) could not be written: {}", a.save_failures_dir,
+                                      saver->errors().size(), fmt::join(saver->errors(), "; "))
+                              .c_str());
   if (expectations) {
     const ExpectationCheck check = check_expectations(*expectations, report);
     nb::dict outcome;
@@ -811,8 +841,11 @@ void bind_tensors(nb::module_& m) {
 RunArguments run_arguments(const std::string& profile, std::optional<int> cases, std::optional<std::string> size_class,
                            const std::string& property_regex, const std::string& problem_regex,
                            const std::vector<std::string>& dtypes, std::uint64_t seed, const std::string& reproduce,
-                           std::optional<double> accuracy_factor, const std::string& expect_path, const std::string& backend_spec) {
+                           std::optional<double> accuracy_factor, const std::string& expect_path, const std::string& backend_spec,
+                           const std::string& save_failures_dir, const std::string& pinned_case) {
   RunArguments a;
+  a.save_failures_dir = save_failures_dir;
+  a.pinned_case = pinned_case;
   a.profile = profile;
   a.cases = cases;
   a.size_class = std::move(size_class);
@@ -887,23 +920,25 @@ void define_module(nb::module_& m) {
          std::optional<int> cases, std::optional<std::string> size_class, const std::string& property_regex,
          const std::string& problem_regex, const std::vector<std::string>& dtypes, std::uint64_t seed,
          const std::string& reproduce, std::optional<double> accuracy_factor, const std::string& expect_path,
-         const std::string& backend_spec) {
+         const std::string& backend_spec, const std::string& save_failures, const std::string& pinned_case) {
         return run_python(std::move(backend), name, description,
                           run_arguments(profile, cases, std::move(size_class), property_regex, problem_regex, dtypes, seed,
-                                        reproduce, accuracy_factor, expect_path, backend_spec));
+                                        reproduce, accuracy_factor, expect_path, backend_spec, save_failures, pinned_case));
       },
       "backend"_a, "name"_a, "description"_a, "profile"_a, "cases"_a.none(), "size_class"_a.none(), "property_regex"_a,
-      "problem_regex"_a, "dtypes"_a, "seed"_a, "reproduce"_a, "accuracy_factor"_a.none(), "expect_path"_a, "backend_spec"_a);
+      "problem_regex"_a, "dtypes"_a, "seed"_a, "reproduce"_a, "accuracy_factor"_a.none(), "expect_path"_a, "backend_spec"_a,
+      "save_failures"_a, "pinned_case"_a);
   m.def(
       "run_spec",
       [](const std::string& spec, const std::string& profile, std::optional<int> cases, std::optional<std::string> size_class,
          const std::string& property_regex, const std::string& problem_regex, const std::vector<std::string>& dtypes,
-         std::uint64_t seed, const std::string& reproduce, std::optional<double> accuracy_factor, const std::string& expect_path) {
+         std::uint64_t seed, const std::string& reproduce, std::optional<double> accuracy_factor, const std::string& expect_path,
+         const std::string& save_failures, const std::string& pinned_case) {
         return run_spec(spec, run_arguments(profile, cases, std::move(size_class), property_regex, problem_regex, dtypes, seed,
-                                            reproduce, accuracy_factor, expect_path, spec));
+                                            reproduce, accuracy_factor, expect_path, spec, save_failures, pinned_case));
       },
       "spec"_a, "profile"_a, "cases"_a.none(), "size_class"_a.none(), "property_regex"_a, "problem_regex"_a, "dtypes"_a,
-      "seed"_a, "reproduce"_a, "accuracy_factor"_a.none(), "expect_path"_a);
+      "seed"_a, "reproduce"_a, "accuracy_factor"_a.none(), "expect_path"_a, "save_failures"_a, "pinned_case"_a);
 
   m.def(
       "verify_python",

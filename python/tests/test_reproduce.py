@@ -38,9 +38,13 @@ def failure_of(units):
     return failed[0]
 
 
-def same_failure(a, b):
-    for key in ("property", "dtype", "status", "failure_kind", "shrunk_case", "shrunk_verdict", "reproduce"):
+def same_failure(a, b, keys=("property", "dtype", "status", "failure_kind", "shrunk_case", "shrunk_verdict", "reproduce")):
+    for key in keys:
         assert a[key] == b[key], f"{key}: {a[key]!r} != {b[key]!r}"
+    # The first finding: its minimal case, how it failed and what explains it.
+    fa, fb = a["findings"][0], b["findings"][0]
+    for key in ("kind", "minimal_case", "pinned_case", "message", "diagnoses"):
+        assert fa[key] == fb[key], f"findings[0].{key}: {fa[key]!r} != {fb[key]!r}"
 
 
 def test_python_failure_replays_from_the_cli(cli, plugin, tmp_path):
@@ -48,11 +52,13 @@ def test_python_failure_replays_from_the_cli(cli, plugin, tmp_path):
     report = attncheck.run(kernel, properties=[PROPERTY], dtypes=["f32"])
     found = failure_of(report.units)
     assert "Hkv=" in found["shrunk_case"] and found["reproduce"].startswith("reproduce=")
-    # The reproduce command as printed, run with this build's executable.
+    # The reproduce command as printed (it pins the minimal case with --case), run with this
+    # build's executable. RapidCheck's string belongs to the search, not to the pinned replay.
     command = shlex.split(found["reproduce_command"])
-    assert command[:3] == ["attncheck", "run", "--backend"] and command[3] == str(plugin)
+    assert command[:3] == ["attncheck", "run", "--backend"] and command[3] == str(plugin) and "--case" in command
     replayed = cli_run(cli, command[2:], tmp_path)
-    same_failure(found, failure_of(replayed["units"]))
+    same_failure(found, failure_of(replayed["units"]),
+                 keys=("property", "dtype", "status", "failure_kind", "shrunk_case", "shrunk_verdict"))
 
 
 def test_cli_failure_replays_from_python(cli, plugin, tmp_path):
@@ -74,3 +80,18 @@ def test_a_whole_python_run_equals_the_cli_run(cli, plugin, tmp_path):
         for key in ("property", "dtype", "status", "cases", "skipped", "worst_ratio", "worst_case", "shrunk_case",
                     "shrunk_verdict", "reproduce", "coverage"):
             assert a[key] == b[key], f"{a['property']} {a['dtype']} {key}: {a[key]!r} != {b[key]!r}"
+
+
+def test_save_failures_writes_fixtures_that_verify_fails_on_the_kernel_and_passes_on_cpu_flash(plugin, tmp_path):
+    kernel = attncheck.Backend.load(str(plugin))
+    report = attncheck.run(kernel, properties=["reference-agreement"], dtypes=["f32"], save_failures=tmp_path / "saved")
+    written = sorted((tmp_path / "saved").glob("*.safetensors"))
+    assert written, report.saved
+    assert any("saved:" in line for line in report.saved), report.saved
+    # The planted bug (h % Hkv) is named by the diagnosis of the finding.
+    finding = failure_of(report.units)["findings"][0]
+    assert any(d["hypothesis"] == "gqa-modulo" for d in finding["diagnoses"]), finding["diagnoses"]
+    on_kernel = attncheck.verify(kernel, [str(p) for p in written])
+    on_healthy = attncheck.verify("cpu-flash", [str(p) for p in written])
+    assert on_kernel and all(r.status == "failed" for r in on_kernel), on_kernel
+    assert on_healthy and all(r.status == "passed" for r in on_healthy), on_healthy

@@ -22,7 +22,7 @@
 #include "attncheck/shard.h"
 #include "commands.h"
 #include "console.h"
-#include "save_failures.h"
+#include "attncheck/failure_saver.h"
 
 namespace attncheck::cli {
 
@@ -202,7 +202,13 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   auto markdown = open_report(options.markdown_path, "--markdown");
   auto html = open_report(options.html_path, "--html");
   std::optional<FailureSaver> saver;
-  if (!options.save_failures_dir.empty()) saver.emplace(options.save_failures_dir);
+  if (!options.save_failures_dir.empty()) {
+    try {
+      saver.emplace(options.save_failures_dir);
+    } catch (const FixtureError& e) {
+      throw UsageError(fmt::format("--save-failures {}", e.what()));
+    }
+  }
 
   Backend backend = [&] {
     try {

@@ -53,12 +53,12 @@ struct FailureEvidence {
   HostTensor run_out;            ///< [B, Hq, Lq, Dv]: the kernel's O
   std::optional<HostTensor> run_lse;  ///< [1, B, Hq, Lq] when the kernel wrote it
   std::vector<std::string> memory_findings;
-  /// For a backend that declares determinism: its O for the same inputs, run once more by the
-  /// engine; a bitwise difference explains a failure as nondeterminism.
-  std::optional<HostTensor> rerun_out;
   Verdict verdict;               ///< compare_attention of run_out against `reference`
   FailureKind kind = FailureKind::Output;
   std::string message;           ///< the property's failure message
+  /// For a backend that declares determinism: its O for the same inputs, run once more by the
+  /// engine; a bitwise difference explains a failure as nondeterminism.
+  std::optional<HostTensor> rerun_out;
 };
 
 }  // namespace attncheck
