@@ -154,6 +154,8 @@ PropertyOutcome search(const PropertyDef& property, Backend& backend, DType dtyp
       rc::detail::checkProperty(rc::detail::toProperty(judged_body), metadata, params, listener, reproduce_map);
   if (control.pinned && log.drawn == 0)
     return finish(OutcomeStatus::Skipped, "the property builds its own cases: a pinned case does not apply");
+  if (control.pinned && !log.pin_rejected.empty() && log.evaluated == 0 && !result.is<rc::detail::FailureResult>())
+    return finish(OutcomeStatus::Skipped, "the pinned case does not fit this property: " + log.pin_rejected);
 
   outcome.worst_ratio = log.worst_ratio;
   outcome.worst_case = log.worst_case;

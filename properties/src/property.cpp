@@ -102,14 +102,17 @@ AttentionCase PropertyContext::draw_case(const ProblemSpace& space, std::vector<
     kinds = std::move(kept);
   }
   AttentionCase c;
+  ++log_.drawn;
   if (pinned_) {
-    if (auto why = outside_space(*pinned_, dtype_, narrowed, kinds)) decline(*why);
+    if (auto why = outside_space(*pinned_, dtype_, narrowed, kinds)) {
+      log_.pin_rejected = *why;
+      decline(*why);
+    }
     c = *pinned_;
   } else {
     c = *gen_case(dtype_, narrowed, kinds);
   }
   log_.current_drawn = c;
-  ++log_.drawn;
   return c;
 }
 

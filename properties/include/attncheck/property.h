@@ -48,6 +48,7 @@ struct SearchExclusions {
 struct CaseLog {
   int evaluated = 0;
   int drawn = 0;     ///< cases drawn through PropertyContext::draw_case
+  std::string pin_rejected;  ///< why the pinned case lies outside the property's space, if it does
   int skipped = 0;   ///< cases the backend declined (supports(), or kAttncheckNotSupported from a call)
   int filtered = 0;  ///< cases the run's problem filter rejected
   std::map<std::string, int> decline_reasons;  ///< the backend's own reason → how many cases
