@@ -1,5 +1,7 @@
 #include "attncheck/property.h"
 
+#include "attncheck/coverage.h"
+
 #include <fmt/format.h>
 #include <rapidcheck.h>
 
@@ -207,13 +209,7 @@ void PropertyContext::classify(const AttentionCase& c) {
     ++log_.filtered;
     throw rc::detail::CaseResult(rc::detail::CaseResult::Type::Discard, "the problem filter rejects this case");
   }
-  const Problem& p = c.problem;
-  const char* variant = p.kv_heads == p.q_heads ? "mha" : p.kv_heads == 1 ? "mqa" : "gqa";
-  const std::string causal = p.causal ? std::string(alignment_name(p.alignment)) : std::string("none");
-  pending_cells_.push_back(fmt::format("{} {} mask={} causal={}", variant, dtype_name(c.dtype), mask_kind_name(p.mask), causal));
-  // The size class is a cell of its own ("size=long"): whether the run reached the kernel's
-  // long-row paths at all, counted beside the variant cells rather than multiplying them.
-  pending_cells_.push_back(fmt::format("size={}", size_class_name(size_class_of(p))));
+  pending_cells_ = coverage_cells_of(c);  // coverage.h names the cells
 }
 
 void PropertyContext::finish_case() {

@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "attncheck/coverage.h"
 #include "attncheck/engine.h"
 #include "attncheck/expectations.h"
 #include "attncheck/report.h"
@@ -99,33 +100,13 @@ const PropertyDef& find_property(const std::string& name) {
   throw std::logic_error(fmt::format("planned property '{}' is not registered", name));
 }
 
-// Which coverage cells (variant × dtype × mask kind × causal alignment) the run's cases reached,
-// over all units, and which it never did: a generator or filter that starves a cell shows here.
-std::string coverage_summary(const RunReport& report, const std::vector<std::string>& dtypes) {
-  std::map<std::string, long> cells, sizes;
+// Which coverage cells (coverage.h) the run's cases reached, over all units, and which it never
+// did: a generator or filter that starves a cell shows here.
+std::string coverage_summary(const RunReport& report, const CoverageScope& scope) {
+  std::map<std::string, long> counts;
   for (const UnitResult& unit : report.units)
-    for (const auto& [cell, count] : unit.coverage) (cell.starts_with("size=") ? sizes : cells)[cell] += count;
-  std::vector<std::string> missed;
-  std::size_t possible = 0;
-  for (const char* variant : {"mha", "mqa", "gqa"})
-    for (const std::string& dtype : dtypes)
-      for (const char* mask : {"none", "bool", "bias"})
-        for (const char* causal : {"none", "top-left", "bottom-right", "offset", "key-lengths"}) {
-          ++possible;
-          const std::string cell = fmt::format("{} {} mask={} causal={}", variant, dtype, mask, causal);
-          if (!cells.count(cell)) missed.push_back(cell);
-        }
-  long cases = 0;
-  for (const auto& entry : cells) cases += entry.second;
-  std::string text = fmt::format("coverage: {} of {} cells (variant x dtype x mask x causal) reached by {} cases",
-                                 possible - missed.size(), possible, cases);
-  if (!missed.empty() && missed.size() <= 12) text += fmt::format("; never: {}", fmt::join(missed, ", "));
-  if (missed.size() > 12) text += fmt::format("; {} never reached (the JSON report counts every cell)", missed.size());
-  std::vector<std::string> by_size;
-  for (const char* size : {"small", "medium", "long"})
-    by_size.push_back(fmt::format("{} {}", size, sizes.count(fmt::format("size={}", size)) ? sizes[fmt::format("size={}", size)] : 0));
-  text += fmt::format("; sizes: {}", fmt::join(by_size, ", "));
-  return text;
+    for (const auto& [cell, count] : unit.coverage) counts[cell] += count;
+  return coverage_summary(all_coverage_cells(scope), counts);
 }
 
 int run(const RunOptions& options, const Environment& env, std::ostream& out) {
@@ -245,13 +226,17 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   run.total_units = plan.size();
   run.started_at = utc_now();
   run.hostname = host_name();
+  CoverageScope coverage_scope;
+  coverage_scope.sizes = settings.sizes;
   for (const std::string& name : dtypes) {
+    coverage_scope.dtypes.push_back(*parse_dtype(name));
     std::optional<NumericsProfile> declared;
     try {
       declared = backend.profile(*parse_dtype(name));
     } catch (const std::exception&) {
       continue;  // get_profile's failure is reported by every unit of that dtype
     }
+    if (!declared) coverage_scope.declined_dtypes[*parse_dtype(name)] = fmt::format("the backend declines {} inputs", name);
     if (declared)
       for (const std::string& convention : declared->declared_conventions())
         run.declared_conventions.push_back(fmt::format("{}: {}", name, convention));
@@ -300,7 +285,7 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
                              dtype, dtype));
 
   console.summary(report);
-  console.line(coverage_summary(report, dtypes));
+  console.line(coverage_summary(report, coverage_scope));
   if (json) write_json(*json, report);
   if (junit) write_junit(*junit, report);
   if (markdown) write_markdown(*markdown, report);

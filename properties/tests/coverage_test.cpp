@@ -1,0 +1,160 @@
+// Coverage (coverage.h): the cells a case falls in, and the quick profile reaching every
+// reachable cell at the command line's default seed on cpu-flash, by construction of the
+// generators' coverage schedule (generators.h), run through run_property as `attncheck run` does.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "attncheck/backend_handle.h"
+#include "attncheck/coverage.h"
+#include "attncheck/engine.h"
+#include "commands.h"
+
+namespace attncheck {
+namespace {
+
+AttentionCase case_with(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_heads, std::int64_t q_len,
+                        std::int64_t k_len, std::int64_t qk_dim, std::int64_t v_dim) {
+  AttentionCase c;
+  c.problem.batch = batch;
+  c.problem.q_heads = q_heads;
+  c.problem.kv_heads = kv_heads;
+  c.problem.q_len = q_len;
+  c.problem.k_len = k_len;
+  c.problem.qk_dim = qk_dim;
+  c.problem.v_dim = v_dim;
+  return c;
+}
+
+// Expected names from coverage.h's definitions by hand: 15 = 16 − 1, 33 = 2·16 + 1, 12/3 = 4
+// query heads per kv head, 111 odd, 512 ≥ 256.
+TEST(CoverageCells, NameEachAxisValueOfACase) {
+  AttentionCase c = case_with(4, 12, 3, 15, 33, 111, 512);
+  c.dtype = DType::BF16;
+  c.sequence_major = true;
+  c.problem.mask = MaskKind::Boolean;
+  c.problem.causal = true;
+  c.problem.alignment = Alignment::BottomRight;
+  EXPECT_EQ(coverage_cells_of(c),
+            (std::vector<std::string>{"gqa bf16 mask=bool causal=bottom-right", "batch>=3", "Hq/Hkv>=3", "Lq=tile-1",
+                                      "Lk=tile+1", "Dk=odd", "Dv>=256", "Lq<Lk", "layout=blhd", "size=small"}));
+
+  // 1 is its own class, 16·k exactly is "tile", 2..14 "between"; 64 and 128 are their own head dims.
+  const AttentionCase plain = case_with(1, 2, 2, 1, 1, 64, 128);
+  EXPECT_EQ(coverage_cells_of(plain),
+            (std::vector<std::string>{"mha f32 mask=none causal=none", "batch=1", "Hq/Hkv=1", "Lq=1", "Lk=1", "Dk=64",
+                                      "Dv=128", "Lq=Lk", "layout=bhld", "size=small"}));
+  const auto cells = coverage_cells_of(case_with(2, 2, 1, 32, 7, 1, 32));
+  EXPECT_EQ(std::vector<std::string>(cells.begin() + 1, cells.end()),
+            (std::vector<std::string>{"batch=2", "Hq/Hkv=2", "Lq=tile", "Lk=between", "Dk=1", "Dv=other", "Lq>Lk",
+                                      "layout=bhld", "size=small"}));
+  EXPECT_EQ(cells.front(), "mqa f32 mask=none causal=none");
+  // 129 = 8·16 + 1 is one past every tile it fills, and more than 96 keys make it medium.
+  EXPECT_EQ(coverage_cells_of(case_with(1, 1, 1, 129, 129, 4, 4))[3], "Lq=tile+1");
+  EXPECT_EQ(coverage_cells_of(case_with(1, 1, 1, 129, 129, 4, 4)).back(), "size=medium");
+}
+
+TEST(CoverageCells, EveryCellACaseFallsInIsListedOnceAndOnEachAxisOnce) {
+  const CoverageScope scope{{DType::F32, DType::F16, DType::BF16}, {}, SizeMix{1, 1}};
+  const std::vector<CoverageCell> cells = all_coverage_cells(scope);
+  std::map<std::string, std::string> axis_of;
+  for (const CoverageCell& cell : cells) {
+    EXPECT_TRUE(axis_of.emplace(cell.name, cell.axis).second) << cell.name << " is listed twice";
+    EXPECT_TRUE(cell.unreachable.empty()) << cell.name << ": " << cell.unreachable;
+  }
+  // 3 variants × 3 masks × 5 causal classes per dtype, and 3+3+5+5+6+6+3+2+3 axis values.
+  EXPECT_EQ(cells.size(), 3u * 45u + 36u);
+  for (const AttentionCase& c : {case_with(4, 12, 3, 15, 33, 111, 512), case_with(1, 1, 1, 1, 8192, 64, 64),
+                                 case_with(3, 6, 2, 64, 63, 3, 59)}) {
+    std::set<std::string> axes;
+    for (const std::string& name : coverage_cells_of(c)) {
+      ASSERT_TRUE(axis_of.count(name)) << name << " (of " << c.describe() << ") is not a listed cell";
+      EXPECT_TRUE(axes.insert(axis_of[name]).second) << c.describe() << " falls twice on axis " << axis_of[name];
+    }
+    EXPECT_EQ(axes.size(), 10u) << c.describe() << " misses an axis";
+  }
+}
+
+TEST(CoverageCells, UnreachableCellsSayWhy) {
+  const CoverageScope scope{{DType::F32, DType::BF16}, {{DType::BF16, "the backend declines bf16 inputs"}}, SizeMix{}};
+  const std::vector<CoverageCell> cells = all_coverage_cells(scope);
+  int unreachable = 0;
+  for (const CoverageCell& cell : cells) {
+    const bool bf16_grid = cell.axis == kGridAxis && cell.name.find(" bf16 ") != std::string::npos;
+    const bool sized = cell.name == "size=medium" || cell.name == "size=long";
+    EXPECT_EQ(!cell.unreachable.empty(), bf16_grid || sized) << cell.name << ": '" << cell.unreachable << "'";
+    if (bf16_grid) {
+      EXPECT_EQ(cell.unreachable, "the backend declines bf16 inputs");
+    }
+    if (sized) {
+      EXPECT_NE(cell.unreachable.find("size mix"), std::string::npos) << cell.unreachable;
+    }
+    unreachable += !cell.unreachable.empty();
+  }
+  EXPECT_EQ(unreachable, 45 + 2);
+  // The summary counts only reachable cells and says why the others cannot be reached.
+  const std::string summary = coverage_summary(cells, {{"mha f32 mask=none causal=none", 5}, {"batch=1", 5}});
+  EXPECT_NE(summary.find("coverage: 2 of 79 reachable cells reached by 5 cases"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("batch: 2, >=3"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("unreachable: 45 (the backend declines bf16 inputs)"), std::string::npos) << summary;
+}
+
+// The quick profile's cases at the default seed, as `attncheck run --backend cpu-flash --profile
+// quick` draws them, reach every reachable cell in each dtype; a missed cell is named.
+TEST(CoverageQuickProfile, CpuFlashReachesEveryReachableCellInEachDtype) {
+  const SuiteProfile quick = *find_suite_profile("quick");
+  RunSettings settings;
+  settings.cases = quick.cases;
+  settings.max_size = quick.max_size;
+  settings.sizes = quick.sizes;
+  settings.seed = cli::kDefaultSeed;
+  Backend backend = open_backend("cpu-flash");
+  for (DType dtype : {DType::F32, DType::F16, DType::BF16}) {
+    std::map<std::string, long> counts;
+    for (const PropertyDef& property : all_properties()) {
+      const PropertyOutcome outcome = run_property(property, backend, dtype, settings);
+      EXPECT_NE(outcome.status, OutcomeStatus::Failed) << property.name << " " << dtype_name(dtype) << ": " << outcome.message;
+      for (const auto& [cell, count] : outcome.coverage) counts[cell] += count;
+    }
+    const std::vector<CoverageCell> cells = all_coverage_cells(CoverageScope{{dtype}, {}, quick.sizes});
+    for (const CoverageCell& cell : cells) EXPECT_TRUE(cell.unreachable.empty()) << cell.name << ": " << cell.unreachable;
+    const std::vector<std::string> missed = missed_coverage_cells(cells, counts);
+    EXPECT_TRUE(missed.empty()) << dtype_name(dtype) << ": the quick profile never reached " << missed.size()
+                                << " cell(s): " << fmt::format("{}", fmt::join(missed, "; "));
+  }
+}
+
+// Steering starts the first cases at rich classes, but each steered choice shrinks to the free
+// draw, so a case failing everywhere still shrinks to one batch, one query and one key, with a
+// head dim of the small class (kSmallHeadDims: 4, 1, 3, 8) where the first case steered none.
+TEST(CoverageQuickProfile, SteeredCasesStillShrinkTowardSmallCases) {
+  PropertyDef always_fails{"always-fails", "test", "fails on every case", false, [](PropertyContext& ctx) {
+                             const AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
+                             ctx.classify(c);
+                             ctx.fail(c, "fails on every case");
+                           }};
+  RunSettings settings;
+  settings.cases = 30;
+  settings.max_size = 60;
+  settings.seed = cli::kDefaultSeed;
+  Backend backend = open_backend("cpu-flash");
+  const PropertyOutcome outcome = run_property(always_fails, backend, DType::F32, settings);
+  ASSERT_EQ(outcome.status, OutcomeStatus::Failed) << outcome.message;
+  for (const char* dimension : {"B=1 ", " Lq=1 ", " Lk=1 "})
+    EXPECT_NE(outcome.shrunk_case.find(dimension), std::string::npos) << dimension << " not in " << outcome.shrunk_case;
+  const auto dim = [&](const char* key) {
+    const std::size_t at = outcome.shrunk_case.find(key);
+    return at == std::string::npos ? -1 : std::stoi(outcome.shrunk_case.substr(at + std::strlen(key)));
+  };
+  EXPECT_GE(dim(" Dk="), 1);
+  EXPECT_LE(dim(" Dk="), 8) << outcome.shrunk_case;
+  EXPECT_GE(dim(" Dv="), 1);
+  EXPECT_LE(dim(" Dv="), 8) << outcome.shrunk_case;
+}
+
+}  // namespace
+}  // namespace attncheck
