@@ -61,12 +61,7 @@ Prediction reference_prediction(const FailureEvidence& e, const Problem& problem
   const AttentionInputs inputs = data.inputs(problem);
   const AttentionResult reference = reference_attention(problem, inputs, options);
   const ToleranceModel model(problem, e.profile, data_character(e.attention_case.values), inputs);
-  Prediction p{reference.out, HostTensor(reference.out.shape)};
-  const Shape4& s = p.tau.shape;
-  for (std::int64_t b = 0; b < s[0]; ++b)
-    for (std::int64_t h = 0; h < s[1]; ++h)
-      for (std::int64_t i = 0; i < s[2]; ++i)
-        for (std::int64_t d = 0; d < s[3]; ++d) p.tau(b, h, i, d) = model.at(reference, b, h, i, d).total();
+  Prediction p{reference.out, model.tau_tensor(reference)};
   apply_empty_row_convention(e.profile, reference, p);
   return p;
 }

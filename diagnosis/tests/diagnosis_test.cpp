@@ -29,13 +29,7 @@ AttentionResult reference_with_statistics(const AttentionCase& c, const CaseData
 HostTensor tau_of(const AttentionCase& c, const CaseData& data, const NumericsProfile& profile,
                   const AttentionResult& reference) {
   const ToleranceModel model(c.problem, profile, data_character(c.values), data.inputs(c.problem));
-  HostTensor tau(reference.out.shape);
-  const Shape4& s = tau.shape;
-  for (std::int64_t b = 0; b < s[0]; ++b)
-    for (std::int64_t h = 0; h < s[1]; ++h)
-      for (std::int64_t i = 0; i < s[2]; ++i)
-        for (std::int64_t d = 0; d < s[3]; ++d) tau(b, h, i, d) = model.at(reference, b, h, i, d).total();
-  return tau;
+  return model.tau_tensor(reference);
 }
 
 // The evidence of one run of `backend` on `c`, as the engine records a failure: the verdict

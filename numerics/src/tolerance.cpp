@@ -425,4 +425,14 @@ double ToleranceModel::lse_bound(const AttentionResult& reference, std::int64_t 
   return perturbation + sum + log_error + add_back + ref;
 }
 
+HostTensor ToleranceModel::tau_tensor(const AttentionResult& reference) const {
+  HostTensor tau(reference.out.shape);
+  const Shape4& s = tau.shape;
+  for (std::int64_t b = 0; b < s[0]; ++b)
+    for (std::int64_t h = 0; h < s[1]; ++h)
+      for (std::int64_t i = 0; i < s[2]; ++i)
+        for (std::int64_t j = 0; j < s[3]; ++j) tau(b, h, i, j) = at(reference, b, h, i, j).total();
+  return tau;
+}
+
 }  // namespace attncheck

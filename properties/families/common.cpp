@@ -23,13 +23,7 @@ Verdict judge(PropertyContext& ctx, const AttentionCase& c, const CaseData& data
 HostTensor tolerance_of(PropertyContext& ctx, const AttentionCase& c, const CaseData& data,
                         const AttentionResult& reference) {
   const ToleranceModel model(c.problem, ctx.profile(c.problem), data_character(c.values), data.inputs(c.problem));
-  HostTensor tau(reference.out.shape);
-  const Shape4& s = tau.shape;
-  for (std::int64_t b = 0; b < s[0]; ++b)
-    for (std::int64_t h = 0; h < s[1]; ++h)
-      for (std::int64_t i = 0; i < s[2]; ++i)
-        for (std::int64_t j = 0; j < s[3]; ++j) tau(b, h, i, j) = model.at(reference, b, h, i, j).total();
-  return tau;
+  return model.tau_tensor(reference);
 }
 
 Verdict compare_pair(const HostTensor& a, const HostTensor& tau_a, const HostTensor& b, const HostTensor& tau_b) {

@@ -245,12 +245,7 @@ void complete_evidence(FailureEvidence& e, Backend& backend, const RunSettings& 
     e.reference = reference_attention(problem, inputs, options);
   }
   const ToleranceModel model(problem, e.profile, data_character(e.attention_case.values), inputs);
-  e.tau = HostTensor(e.reference.out.shape);
-  const Shape4& s = e.tau.shape;
-  for (std::int64_t b = 0; b < s[0]; ++b)
-    for (std::int64_t h = 0; h < s[1]; ++h)
-      for (std::int64_t i = 0; i < s[2]; ++i)
-        for (std::int64_t j = 0; j < s[3]; ++j) e.tau(b, h, i, j) = model.at(e.reference, b, h, i, j).total();
+  e.tau = model.tau_tensor(e.reference);
   if (!e.run_out.values.empty() && e.run_out.shape == e.reference.out.shape) {
     CompareOptions options;
     options.data = data_character(e.attention_case.values);

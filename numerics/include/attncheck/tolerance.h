@@ -45,6 +45,8 @@ class ToleranceModel {
   /// τ's terms at output element (b, h, i, j).
   ToleranceTerms at(const AttentionResult& reference, std::int64_t b, std::int64_t h, std::int64_t i,
                     std::int64_t j) const;
+  /// τ for every element of O, shaped like reference.out: at(…).total() everywhere.
+  HostTensor tau_tensor(const AttentionResult& reference) const;
   /// The bound on |LSE_backend − LSE_ref| for row (b, h, i).
   double lse_bound(const AttentionResult& reference, std::int64_t b, std::int64_t h, std::int64_t i) const;
 
