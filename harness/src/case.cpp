@@ -44,7 +44,6 @@ std::string_view value_kind_name(ValueKind kind) {
     case ValueKind::Peaked: return "peaked";
     case ValueKind::ConstantV: return "constant-v";
     case ValueKind::NonNegativeV: return "non-negative-v";
-    case ValueKind::SubnormalV: return "subnormal-v";
   }
   return "?";
 }
@@ -52,7 +51,7 @@ std::string_view value_kind_name(ValueKind kind) {
 std::optional<ValueKind> parse_value_kind(std::string_view name) {
   for (auto k : {ValueKind::Gaussian, ValueKind::LargeLogits, ValueKind::Ties, ValueKind::DuplicateKeys,
                  ValueKind::OneHotV, ValueKind::Grid, ValueKind::Diffuse, ValueKind::Peaked, ValueKind::ConstantV,
-                 ValueKind::NonNegativeV, ValueKind::SubnormalV})
+                 ValueKind::NonNegativeV})
     if (value_kind_name(k) == name) return k;
   return std::nullopt;
 }
@@ -66,8 +65,7 @@ DataCharacter data_character(ValueKind kind) {
     case ValueKind::LargeLogits:
     case ValueKind::Diffuse:
     case ValueKind::Peaked:
-    case ValueKind::NonNegativeV:
-    case ValueKind::SubnormalV: return DataCharacter::GenericRandom;
+    case ValueKind::NonNegativeV: return DataCharacter::GenericRandom;
     default: return DataCharacter::Structured;
   }
 }
@@ -211,10 +209,6 @@ CaseData make_case_data(const AttentionCase& c) {
     for (double& x : d.v.values) x = 10.0;
   if (c.values == ValueKind::NonNegativeV)
     for (double& x : d.v.values) x = std::fabs(x);
-  // Below the dtype's normal range, where a kernel that flushes subnormals to zero, or loses
-  // their bits in the products, shows (rounded below with the rest: the kernel gets these bits).
-  if (c.values == ValueKind::SubnormalV)
-    for (double& x : d.v.values) x *= smallest_normal(c.dtype) / 8;
   for (std::int64_t b = 0; b < p.batch; ++b)
     for (std::int64_t g = 0; g < p.kv_heads; ++g)
       for (std::int64_t j = 0; j < p.k_len; ++j) {

@@ -112,11 +112,6 @@ PropertyOutcome search(const PropertyDef& property, Backend& backend, DType dtyp
   context.exclude(control.exclusions);
   context.record_evidence(control.record_evidence);
   if (control.pinned && property.needs_layer) return finish(OutcomeStatus::Skipped, "a pinned attention case does not apply to a layer property");
-  // Each property follows its own rotation of the coverage schedule (generators.h), fixed by its
-  // place in the registry so that a run's coverage does not depend on which properties it runs.
-  const auto& registered = all_properties();
-  const auto place = std::find_if(registered.begin(), registered.end(), [&](const PropertyDef& p) { return p.name == property.name; });
-  context.set_coverage_stream(static_cast<int>(place - registered.begin()));
   rc::detail::TestMetadata metadata;
   metadata.id = property.name;
   metadata.description = property.why;

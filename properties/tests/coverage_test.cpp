@@ -1,6 +1,5 @@
-// Coverage (coverage.h): the cells a case falls in, and the quick profile reaching every
-// reachable cell at the command line's default seed on cpu-flash, by construction of the
-// generators' coverage schedule (generators.h), run through run_property as `attncheck run` does.
+// Coverage (coverage.h): the cells a case falls in, every cell listed once per axis, and the
+// reasons of the unreachable ones.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -101,59 +100,6 @@ TEST(CoverageCells, UnreachableCellsSayWhy) {
   EXPECT_NE(summary.find("coverage: 2 of 79 reachable cells reached by 5 cases"), std::string::npos) << summary;
   EXPECT_NE(summary.find("batch: 2, >=3"), std::string::npos) << summary;
   EXPECT_NE(summary.find("unreachable: 45 (the backend declines bf16 inputs)"), std::string::npos) << summary;
-}
-
-// The quick profile's cases at the default seed, as `attncheck run --backend cpu-flash --profile
-// quick` draws them, reach every reachable cell in each dtype; a missed cell is named.
-TEST(CoverageQuickProfile, CpuFlashReachesEveryReachableCellInEachDtype) {
-  const SuiteProfile quick = *find_suite_profile("quick");
-  RunSettings settings;
-  settings.cases = quick.cases;
-  settings.max_size = quick.max_size;
-  settings.sizes = quick.sizes;
-  settings.seed = cli::kDefaultSeed;
-  Backend backend = open_backend("cpu-flash");
-  for (DType dtype : {DType::F32, DType::F16, DType::BF16}) {
-    std::map<std::string, long> counts;
-    for (const PropertyDef& property : all_properties()) {
-      const PropertyOutcome outcome = run_property(property, backend, dtype, settings);
-      EXPECT_NE(outcome.status, OutcomeStatus::Failed) << property.name << " " << dtype_name(dtype) << ": " << outcome.message;
-      for (const auto& [cell, count] : outcome.coverage) counts[cell] += count;
-    }
-    const std::vector<CoverageCell> cells = all_coverage_cells(CoverageScope{{dtype}, {}, quick.sizes});
-    for (const CoverageCell& cell : cells) EXPECT_TRUE(cell.unreachable.empty()) << cell.name << ": " << cell.unreachable;
-    const std::vector<std::string> missed = missed_coverage_cells(cells, counts);
-    EXPECT_TRUE(missed.empty()) << dtype_name(dtype) << ": the quick profile never reached " << missed.size()
-                                << " cell(s): " << fmt::format("{}", fmt::join(missed, "; "));
-  }
-}
-
-// Steering starts the first cases at rich classes, but each steered choice shrinks to the free
-// draw, so a case failing everywhere still shrinks to one batch, one query and one key, with a
-// head dim of the small class (kSmallHeadDims: 4, 1, 3, 8) where the first case steered none.
-TEST(CoverageQuickProfile, SteeredCasesStillShrinkTowardSmallCases) {
-  PropertyDef always_fails{"always-fails", "test", "fails on every case", false, [](PropertyContext& ctx) {
-                             const AttentionCase c = *gen_case(ctx.dtype(), ctx.space());
-                             ctx.classify(c);
-                             ctx.fail(c, "fails on every case");
-                           }};
-  RunSettings settings;
-  settings.cases = 30;
-  settings.max_size = 60;
-  settings.seed = cli::kDefaultSeed;
-  Backend backend = open_backend("cpu-flash");
-  const PropertyOutcome outcome = run_property(always_fails, backend, DType::F32, settings);
-  ASSERT_EQ(outcome.status, OutcomeStatus::Failed) << outcome.message;
-  for (const char* dimension : {"B=1 ", " Lq=1 ", " Lk=1 "})
-    EXPECT_NE(outcome.shrunk_case.find(dimension), std::string::npos) << dimension << " not in " << outcome.shrunk_case;
-  const auto dim = [&](const char* key) {
-    const std::size_t at = outcome.shrunk_case.find(key);
-    return at == std::string::npos ? -1 : std::stoi(outcome.shrunk_case.substr(at + std::strlen(key)));
-  };
-  EXPECT_GE(dim(" Dk="), 1);
-  EXPECT_LE(dim(" Dk="), 8) << outcome.shrunk_case;
-  EXPECT_GE(dim(" Dv="), 1);
-  EXPECT_LE(dim(" Dv="), 8) << outcome.shrunk_case;
 }
 
 }  // namespace

@@ -33,7 +33,6 @@ enum class ValueKind : std::uint8_t {
   Peaked,         ///< Q scaled by 4: logits of spread ≈ 4, a few keys carry the weight
   ConstantV,      ///< every V element 10 (exact in every dtype): O = 10 whatever the weights
   NonNegativeV,   ///< V = |N(0, 1)|: every P·V term has the sign of its column
-  SubnormalV,     ///< V ~ N(0, 1) scaled by the dtype's smallest normal / 8: subnormal values
 };
 
 std::string_view value_kind_name(ValueKind kind);

@@ -49,30 +49,11 @@ struct ProblemSpace {
   std::int64_t max_heads = 12;
   SizeMix sizes;              ///< medium and long problems, besides the small ones
   bool custom_scale = true;   ///< a scale other than 1/sqrt(Dk), including 0
-  /// Which rotation of the coverage schedule the draws follow (PropertyContext sets a property's
-  /// registration index): properties drawing from the same space reach different grid cells.
-  int coverage_stream = 0;
 
   static ProblemSpace plain() {
     return {false, false, false, false, false, false, false, false, true, true, 64, 4};
   }
 };
-
-/// Coverage by construction (coverage.h names the cells). RapidCheck runs case i of n at a size
-/// that grows with i (Testing.cpp: sizeFor; the quick profile's 30 cases run at ⌊60·i/29⌋, so
-/// size / 2 = i for i < 29). The cases at sizes below 2·kSteeredSlots are steered: slot
-/// k = size / 2 fixes the class of each size axis: batch k mod 3; Hq/Hkv (k / 3) mod 2 past
-/// MHA; layout (k / 4) mod 2; in the first 14 slots the length classes (Lq k mod 5, Lk
-/// (k / 2) mod 5, equal when their classes are) with light head dims (1, odd, other), in the
-/// last 14 the head dim classes (Dk j mod 6, Dv (j / 2) mod 6, j = k − 14) with lengths 1 or
-/// between; and the cell g = (k + kSteeredSlots·coverage_stream) mod 45 of
-/// the variant × mask × causal grid (variant g mod 3, mask (g / 3) mod 3, causal g / 9), so that
-/// 28 cases reach every axis value and two properties every grid cell; the last steered case of
-/// every sixth property (stream ≡ 1 mod 6) is medium, of the next one long, when the size mix
-/// has a share of that class. The value inside a class is still drawn, and where the space excludes a
-/// class (no GQA, Lk ≤ 16) the draw is free. Every steered choice shrinks first to the free
-/// draw, which shrinks as always: toward small dimensions and plain options.
-inline constexpr int kSteeredSlots = 28;
 
 rc::Gen<Problem> gen_problem(const ProblemSpace& space);
 

@@ -113,17 +113,13 @@ class PropertyContext {
   ProblemSpace space() const {
     ProblemSpace s;
     s.sizes = sizes_;
-    s.coverage_stream = coverage_stream_;
     return s;
   }
   ProblemSpace plain_space() const {
     ProblemSpace s = ProblemSpace::plain();
     s.sizes = sizes_;
-    s.coverage_stream = coverage_stream_;
     return s;
   }
-  /// The rotation of the coverage schedule (generators.h) this property's spaces carry.
-  void set_coverage_stream(int stream) { coverage_stream_ = stream; }
   /// The profile of the path the backend takes for `problem` (Backend::profile(problem, dtype):
   /// get_problem_profile when the backend has one, else the dtype's profile). Every case is run
   /// and judged under it. A path whose profile the backend does not support declines the case;
@@ -182,7 +178,6 @@ class PropertyContext {
   std::function<bool(const std::string&)> case_filter_;
   RunOptions call_options_;
   SizeMix sizes_;
-  int coverage_stream_ = 0;
   std::vector<std::string> pending_cells_;
   std::optional<double> accuracy_factor_;
   std::optional<AttentionCase> pinned_;
