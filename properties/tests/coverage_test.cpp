@@ -11,7 +11,6 @@
 #include "attncheck/backend_handle.h"
 #include "attncheck/coverage.h"
 #include "attncheck/engine.h"
-#include "commands.h"
 
 namespace attncheck {
 namespace {
