@@ -124,7 +124,9 @@ std::vector<Heatmap> failure_heatmaps(const FailureEvidence& e) {
   Focus focus;
   if (lse_failure) focus = worst_element(p, lse_ratio);
   else if (has_output) focus = worst_element(p, output_row_max);
-  const auto [b, h] = focus;
+  // Plain variables, not a structured binding: the lambdas below capture them, which C++20
+  // allows for bindings but clang 14 (the sanitizer build's compiler) does not.
+  const std::int64_t b = focus.batch, h = focus.head;
 
   std::vector<Heatmap> maps;
   if (has_output) {
