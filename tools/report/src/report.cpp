@@ -217,15 +217,7 @@ double number_value(const json& value, std::string_view path) {
 }
 
 double get_number(const json& object, std::string_view key, std::string_view parent) {
-  const json& value = field(object, key, parent);
-  if (value.is_number()) return value.get<double>();
-  if (value.is_string()) {
-    const auto& s = value.get_ref<const std::string&>();
-    if (s == "nan") return std::numeric_limits<double>::quiet_NaN();
-    if (s == "inf") return std::numeric_limits<double>::infinity();
-    if (s == "-inf") return -std::numeric_limits<double>::infinity();
-  }
-  wrong_type(parent, key, "a number (or \"inf\", \"-inf\", \"nan\")", value);
+  return number_value(field(object, key, parent), path_of(parent, key));
 }
 
 json metadata_json(const RunMetadata& m) {
