@@ -116,7 +116,7 @@ PropertyOutcome search(const PropertyDef& property, Backend& backend, DType dtyp
   metadata.id = property.name;
   metadata.description = property.why;
   rc::detail::TestParams params;
-  params.seed = settings.seed;
+  params.seed = property_seed(settings.seed, property.name);
   params.maxSuccess = control.cases;
   params.maxSize = settings.max_size;
   params.disableShrinking = !control.shrink;
@@ -487,6 +487,15 @@ std::string finding_reproduce_command(const PropertyOutcome& outcome, const Fail
   return fmt::format("attncheck run --backend {} --property {} --dtype {} --seed {} --case {}", shell_quote(backend_spec),
                      shell_quote("^" + outcome.property + "$"), dtype_name(outcome.dtype), outcome.seed,
                      shell_quote(finding.pinned_case));
+}
+
+std::uint64_t property_seed(std::uint64_t run_seed, std::string_view name) {
+  std::uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a, 64 bits
+  for (const char ch : name) hash = (hash ^ static_cast<unsigned char>(ch)) * 0x100000001b3ull;
+  std::uint64_t z = run_seed + hash + 0x9e3779b97f4a7c15ull;  // SplitMix64's finalizer
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
 }
 
 }  // namespace attncheck

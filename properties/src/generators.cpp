@@ -63,7 +63,13 @@ rc::Gen<Problem> gen_problem(const ProblemSpace& space) {
       Problem p;
       const SizeClass size_class = draw_size_class(space.sizes);
       const bool big = size >= 30;
-      p.batch = *rc::gen::inRange<std::int64_t>(1, 2 + size / 40);
+      // Batch 3 from size 40 on, so that the quick profile (size ≤ 60) reaches "batch>=3": a batch
+      // stride applied from the second sequence on agrees with the right one at B = 2 when the
+      // bug is in the third's offset (coverage.h).
+      // (element, not inRange: inRange narrows its range at small sizes and never reached 3.)
+      std::vector<std::int64_t> batches = {1};
+      for (std::int64_t b = 2; b <= 1 + std::min(2, size / 20); ++b) batches.push_back(b);
+      p.batch = *rc::gen::elementOf(batches);
 
       // MHA first (shrinks to it), then MQA and GQA with ratios 2, 3 and 12: a mapping written
       // h % Hkv instead of h / (Hq/Hkv) agrees with the right one when the ratio or Hkv is 1.
@@ -129,10 +135,21 @@ rc::Gen<Problem> gen_problem(const ProblemSpace& space) {
 
       if (space.key_lengths) p.has_key_lengths = *rc::gen::element(false, true);
       if (space.causal) {
-        p.causal = *rc::gen::element(false, true);
+        // One class of the coverage grid's causal axis each, uniformly: no causal, or one of the
+        // alignments. Key-length alignment brings its key lengths with it; drawn only when both
+        // coins fell right, it was a sixteenth of the draws and the quick profile missed its cells.
         std::vector<Alignment> alignments = {Alignment::TopLeft, Alignment::BottomRight, Alignment::Offset};
-        if (p.has_key_lengths) alignments.push_back(Alignment::KeyLengths);
-        p.alignment = *rc::gen::elementOf(alignments);
+        if (space.key_lengths) alignments.push_back(Alignment::KeyLengths);
+        // At full size: inRange narrows toward its start at small sizes.
+        const std::size_t causal_class = *rc::gen::resize(100, rc::gen::inRange<std::size_t>(0, alignments.size() + 1));  // 0: none
+        p.causal = causal_class > 0;
+        if (p.causal) {
+          p.alignment = alignments[causal_class - 1];
+          p.has_key_lengths = p.has_key_lengths || p.alignment == Alignment::KeyLengths;
+        } else {  // the diagonal a window alone is measured from
+          if (!p.has_key_lengths && space.key_lengths) alignments.pop_back();
+          p.alignment = *rc::gen::elementOf(alignments);
+        }
         if (p.alignment == Alignment::Offset) p.diagonal_offset = *rc::gen::inRange<std::int64_t>(0, p.k_len + 1);
       }
       if (space.window && *rc::gen::element(false, true)) {

@@ -35,6 +35,8 @@ struct RunSettings {
   int cases = 30;
   int max_size = 60;
   SizeMix sizes;  ///< for size-agnostic properties (PropertyDef::size_agnostic); others draw small sizes
+  /// The run's seed. Each property draws from this seed mixed with its name (property_seed), so
+  /// that the properties of one run explore different problems rather than the same 30 each.
   std::uint64_t seed = 0;
   bool shrink = true;
   /// RapidCheck's reproduce string of an earlier failure ("reproduce=…"); replays it exactly.
@@ -140,5 +142,10 @@ std::string reproduce_command(const PropertyOutcome& outcome, const std::string&
 /// --property P --dtype D --seed S --case '<pinned case>'".
 std::string finding_reproduce_command(const PropertyOutcome& outcome, const FailureFinding& finding,
                                       const std::string& backend_spec);
+
+/// The seed RapidCheck draws property `name`'s cases from in a run with seed `run_seed`: a
+/// SplitMix64 finalizer over the run seed and the FNV-1a hash of the name, fixed so that a
+/// reproduce line (`--property P --seed S`) replays the same draws in every build.
+std::uint64_t property_seed(std::uint64_t run_seed, std::string_view name);
 
 }  // namespace attncheck
