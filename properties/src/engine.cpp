@@ -410,7 +410,10 @@ PropertyOutcome run_property(const PropertyDef& property, Backend& backend, DTyp
       outcome.message.starts_with("get_profile failed") || outcome.message.starts_with("cannot parse"))
     return outcome;
 
-  outcome.seconds_to_failure = outcome.seconds;
+  // Caught when the first failing case was judged; a failure that threw past the context (no
+  // time on record) counts the whole search.
+  outcome.seconds_to_failure =
+      log.first_failure_at ? std::chrono::duration<double>(*log.first_failure_at - start).count() : outcome.seconds;
   // Every distinct failure, each searched for with the causes of the earlier ones left out, up
   // to max_findings; a search that finds one already reported (the same kind and diagnosis) ends it.
   SearchExclusions exclusions;

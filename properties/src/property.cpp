@@ -125,6 +125,7 @@ void PropertyContext::note_judgement(const AttentionResult& reference, const Ver
 }
 
 void PropertyContext::keep_evidence_of_failure(FailureKind kind, const std::string& message) {
+  if (!log_.first_failure_at) log_.first_failure_at = std::chrono::steady_clock::now();
   log_.last_failure_drawn = log_.current_drawn;
   log_.last_failure_kind = kind;
   log_.last_failure_message = message;

@@ -112,8 +112,9 @@ struct PropertyOutcome {
   std::string reproduce;      ///< on failure: RapidCheck's reproduce string
   std::uint64_t seed = 0;
   double seconds = 0;
-  /// On failure: the time the search took to find the first failure (RapidCheck's shrinking
-  /// included), before the simplifier, the replay and the search for further failures.
+  /// On failure: the time from the start of the unit until its first failing case was judged
+  /// (time to catch), before RapidCheck's shrinking, the simplifier, the replay and the search
+  /// for further failures.
   double seconds_to_failure = 0;
   std::map<std::string, int> coverage;  ///< judged cases only, per cell
 };

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <optional>
@@ -73,6 +74,9 @@ struct CaseLog {
   /// engine from the profile).
   std::optional<FailureEvidence> current_evidence, last_failure_evidence;
   std::map<std::string, int> coverage;
+  /// When the first failing case of the search was judged: the moment the kernel was caught,
+  /// before RapidCheck's shrinking (which, on a hanging kernel, waits out a timeout per step).
+  std::optional<std::chrono::steady_clock::time_point> first_failure_at;
 };
 
 class PropertyContext {
