@@ -19,11 +19,12 @@ const std::vector<PropertyDef>& all_properties() {
   // Built once, immutable afterwards: a function-local constant, not mutable global state.
   static const std::vector<PropertyDef> properties = [] {
     std::vector<PropertyDef> all;
-    // Run order. The families that judge against the reference (each call, then the whole layer)
-    // and against the kernel itself (repeatability) come first: between them they catch every
-    // mutant of backends/mutants within a second of a quick run, and a broken kernel should fail
-    // fast. The metamorphic families follow; they say more about what is wrong.
-    for (auto family : {props::conformance_properties, props::layer_properties, props::determinism_properties,
+    // Run order. The families that judge against the reference and against the kernel itself
+    // (repeatability, before the layer's properties, whose evidence cannot name it), then the
+    // whole layer, come first: between them they catch every mutant of backends/mutants within
+    // about a second of a quick run, and a broken kernel should fail fast. The metamorphic
+    // families follow; they say more about what is wrong.
+    for (auto family : {props::conformance_properties, props::determinism_properties, props::layer_properties,
                         props::toy_properties, props::normalization_properties, props::independence_properties,
                         props::invariance_properties, props::causality_properties, props::shapes_properties})
       for (auto& property : family()) all.push_back(std::move(property));
