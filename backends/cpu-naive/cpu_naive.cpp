@@ -8,6 +8,8 @@
 ///           pass 2  p_j = exp(s_j − m), l = Σ p_j                  (fp32, sequential)
 ///           pass 3  O = (Σ p_j v_j) / l                             (fp32, sequential)
 /// Only allowed keys take part in any pass, so NaN/Inf stored at masked keys never reach O.
+/// The backward pass (ABI 2.2) recomputes P from the forward's lse, one row at a time, with the
+/// same per-key predicate; see attention_backward.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -138,6 +140,105 @@ void attention(const Call& c) {
   }
 }
 
+/// Everything one backward call reads and writes, checked: the forward's call plus its O and
+/// lse, the output gradients and the input gradients.
+struct BackwardCall {
+  Call forward;
+  TensorArg dout, dlse, dq, dk, dv, dbias;
+};
+
+BackwardCall check_backward(const attncheck_problem& p, const attncheck_backward_tensors& t) {
+  BackwardCall c;
+  // out and lse are inputs here, checked with the forward's rules (const only in intent).
+  c.forward = check_attention(p, t.q, t.k, t.v, t.mask, t.key_lengths, const_cast<DLTensor*>(t.out), nullptr);
+  c.forward.lse = check_cpu_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "query heads", "query length"}, {impl::kF32});
+  const std::initializer_list<std::string_view> rows{"batch", "query heads", "query length"};
+  c.dout = check_cpu_tensor(t.dout, "dout", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "query heads", "query length", "value dim"}, {impl::kF32});
+  if (t.dlse != nullptr) c.dlse = check_cpu_tensor(t.dlse, "dlse", {p.batch, p.q_heads, p.q_len}, rows, {impl::kF32});
+  c.dq = check_cpu_tensor(t.dq, "dq", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {impl::kF32});
+  c.dk = check_cpu_tensor(t.dk, "dk", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {impl::kF32});
+  c.dv = check_cpu_tensor(t.dv, "dv", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {impl::kF32});
+  if (t.dbias != nullptr) {
+    if (p.mask_kind != kAttncheckMaskAdditive) impl::invalid("dbias: given, but the problem has no additive mask");
+    c.dbias = check_cpu_tensor(t.dbias, "dbias", {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]},
+                               {"batch", "heads", "query length", "key length"}, {impl::kF32});
+  }
+  return c;
+}
+
+/// The gradients of O = softmax(S) V row by row, from the forward's lse (backend.h, the backward
+/// profile): P_j = exp(s_j − lse), dV_j += P_j dO, dP_j = dO·V_j, D = dO·O,
+/// dS_j = P_j (dP_j − D + dlse), through softcap c·tanh(r/c) as dR_j = dS_j (1 − tanh²(r_j/c)),
+/// dQ = σ Σ_j dR_j K_j, dK_j += σ dR_j Q. The additive bias is added after the cap, so its
+/// gradient is dS itself, summed over the mask's broadcast axes. Every sum is one fp32 running
+/// sum in loop order (b, h, i, j); dK and dV of a GQA group gather its query heads in that sum.
+void attention_backward(const BackwardCall& bc) {
+  const Call& c = bc.forward;
+  const attncheck_problem& p = c.p;
+  const std::int64_t group = p.q_heads / p.kv_heads;
+  const float scale = static_cast<float>(p.scale);
+  const float cap = static_cast<float>(p.softcap);
+  auto zero = [](const TensorArg& t, std::int64_t n0, std::int64_t n1, std::int64_t n2, std::int64_t n3) {
+    for (std::int64_t a = 0; a < n0; ++a)
+      for (std::int64_t b = 0; b < n1; ++b)
+        for (std::int64_t i = 0; i < n2; ++i)
+          for (std::int64_t d = 0; d < n3; ++d) *t.mut<float>(a, b, i, d) = 0.0f;
+  };
+  zero(bc.dq, p.batch, p.q_heads, p.q_len, p.qk_dim);
+  zero(bc.dk, p.batch, p.kv_heads, p.k_len, p.qk_dim);
+  zero(bc.dv, p.batch, p.kv_heads, p.k_len, p.v_dim);
+  if (bc.dbias.present()) zero(bc.dbias, p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]);
+
+  std::vector<float> raw(static_cast<size_t>(p.k_len)), prob(static_cast<size_t>(p.k_len));
+  std::vector<char> allowed(static_cast<size_t>(p.k_len));
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h = 0; h < p.q_heads; ++h) {
+      const std::int64_t g = h / group;
+      for (std::int64_t i = 0; i < p.q_len; ++i) {
+        const float lse = *c.lse.at<float>(b, h, i);
+        if (lse == kNegInf) continue;  // no allowed key: O does not depend on anything, dQ stays 0
+        float delta = 0.0f;  // D = dO·O
+        for (std::int64_t d = 0; d < p.v_dim; ++d) delta += *bc.dout.at<float>(b, h, i, d) * *c.out.at<float>(b, h, i, d);
+        const float dlse = bc.dlse.present() ? *bc.dlse.at<float>(b, h, i) : 0.0f;
+        for (std::int64_t j = 0; j < p.k_len; ++j) {
+          float bias = 0.0f;
+          allowed[j] = key_allowed(c, b, h, i, j, &bias);
+          if (!allowed[j]) continue;
+          float dot = 0.0f;
+          for (std::int64_t d = 0; d < p.qk_dim; ++d) dot += *c.q.at<float>(b, h, i, d) * *c.k.at<float>(b, g, j, d);
+          raw[j] = dot * scale;
+          const float capped = cap > 0.0f ? cap * std::tanh(raw[j] / cap) : raw[j];
+          prob[j] = std::exp(capped + bias - lse);
+        }
+        for (std::int64_t j = 0; j < p.k_len; ++j) {
+          if (!allowed[j]) continue;
+          float dp = 0.0f;
+          for (std::int64_t d = 0; d < p.v_dim; ++d) {
+            const float dout = *bc.dout.at<float>(b, h, i, d);
+            dp += dout * *c.v.at<float>(b, g, j, d);
+            *bc.dv.mut<float>(b, g, j, d) += prob[j] * dout;
+          }
+          const float ds = prob[j] * (dp - delta + dlse);
+          if (bc.dbias.present()) {
+            const std::int64_t mb = p.mask_shape[0] == 1 ? 0 : b, mh = p.mask_shape[1] == 1 ? 0 : h;
+            const std::int64_t mi = p.mask_shape[2] == 1 ? 0 : i;
+            *bc.dbias.mut<float>(mb, mh, mi, j) += ds;
+          }
+          float dr = ds;
+          if (cap > 0.0f) {
+            const float t = std::tanh(raw[j] / cap);
+            dr = ds * (1.0f - t * t);
+          }
+          for (std::int64_t d = 0; d < p.qk_dim; ++d) {
+            *bc.dq.mut<float>(b, h, i, d) += scale * dr * *c.k.at<float>(b, g, j, d);
+            *bc.dk.mut<float>(b, g, j, d) += scale * dr * *c.q.at<float>(b, h, i, d);
+          }
+        }
+      }
+    }
+  }
+}
+
 /// A compact fp32 DLTensor over `storage`.
 struct Owned {
   std::vector<float> storage;
@@ -250,6 +351,29 @@ class CpuNaive final : public impl::BackendImpl {
 
   bool has_layer() const override { return true; }
   void forward_layer(const attncheck_layer_problem& p, const attncheck_layer_tensors& t) override { layer(p, t); }
+
+  bool has_backward() const override { return true; }
+  attncheck_backward_profile backward_profile(const attncheck_problem& problem, DLDataType input) const override {
+    check_supported(problem, input, kDLCPU);
+    attncheck_backward_profile pr{};
+    pr.gradient_dtype = impl::kF32;
+    pr.probability_dtype = impl::kF32;  // P recomputed in fp32 and never re-rounded
+    pr.dp_dtype = impl::kF32;
+    pr.ds_dtype = impl::kF32;
+    pr.accumulator_dtype = impl::kF32;
+    pr.group_sum_dtype = impl::kF32;  // a group's query heads add into the same fp32 running sums
+    pr.query_block = 0;               // one running sum per gradient element, in loop order
+    pr.key_block = 0;
+    pr.recomputes_from_lse = 1;
+    pr.dq_atomic = 0;
+    pr.deterministic = 1;
+    pr.accepts_dlse = 1;
+    pr.writes_dbias = 1;
+    return pr;
+  }
+  void backward(const attncheck_problem& p, const attncheck_backward_tensors& t) override {
+    attention_backward(check_backward(p, t));
+  }
 };
 
 }  // namespace

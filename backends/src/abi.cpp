@@ -50,9 +50,9 @@ attncheck_empty_row empty_row_to_abi(EmptyRowConvention c) {
   return kAttncheckEmptyRowZeros;
 }
 
-DType dtype_field(DLDataType d, const char* field) {
+DType dtype_field(DLDataType d, const char* field, const char* owner = "profile") {
   if (auto t = from_dlpack(d)) return *t;
-  bad_field(fmt::format("profile.{}: DLPack dtype ({}) is not one attncheck knows (f32, f16, bf16, f64)", field,
+  bad_field(fmt::format("{}.{}: DLPack dtype ({}) is not one attncheck knows (f32, f16, bf16, f64)", owner, field,
                         dlpack_string(d)));
 }
 
@@ -260,6 +260,61 @@ attncheck_numerics_profile to_abi(const NumericsProfile& p) {
                     : p.empty_row_lse == EmptyRowLse::Unspecified ? kAttncheckEmptyRowLseUnspecified
                                                                   : kAttncheckEmptyRowLseNegInf;
   a.masked_keys_weighted_by_zero = p.masked_keys_weighted_by_zero ? 1 : 0;
+  return a;
+}
+
+BackwardProfile from_abi(const attncheck_backward_profile& a) {
+  if (a.struct_size < ATTNCHECK_BACKWARD_PROFILE_SIZE_2_2)
+    bad_field(fmt::format("backward_profile.struct_size: {} bytes, but ABI 2.2 needs at least {}", a.struct_size,
+                          ATTNCHECK_BACKWARD_PROFILE_SIZE_2_2));
+  // Zero means float32 for the stages and "the input dtype" for the gradients (backend.h).
+  auto stage = [](const DLDataType& field, const char* name) {
+    if (field.code == 0 && field.bits == 0 && field.lanes == 0) return DType::F32;
+    return dtype_field(field, name, "backward_profile");
+  };
+  auto optional_stage = [](const DLDataType& field, const char* name) -> std::optional<DType> {
+    if (field.code == 0 && field.bits == 0 && field.lanes == 0) return std::nullopt;
+    return dtype_field(field, name, "backward_profile");
+  };
+  BackwardProfile p;
+  p.gradient = optional_stage(a.gradient_dtype, "gradient_dtype");
+  p.probability = stage(a.probability_dtype, "probability_dtype");
+  p.dp = stage(a.dp_dtype, "dp_dtype");
+  p.ds = stage(a.ds_dtype, "ds_dtype");
+  p.accumulator = stage(a.accumulator_dtype, "accumulator_dtype");
+  p.group_sum = optional_stage(a.group_sum_dtype, "group_sum_dtype");
+  if (a.query_block < 0 || a.key_block < 0)
+    bad_field(fmt::format("backward_profile.query_block/key_block: {}/{}, but must be >= 0 (0 = one running sum)",
+                          a.query_block, a.key_block));
+  p.query_block = a.query_block;
+  p.key_block = a.key_block;
+  p.recomputes_from_lse = a.recomputes_from_lse != 0;
+  p.dq_atomic = a.dq_atomic != 0;
+  p.deterministic = a.deterministic != 0;
+  p.accepts_dlse = a.accepts_dlse != 0;
+  p.writes_dbias = a.writes_dbias != 0;
+  if (p.dq_atomic && p.deterministic)
+    bad_field("backward_profile: dq_atomic and deterministic are both set, but atomics add in no fixed order");
+  return p;
+}
+
+attncheck_backward_profile to_abi(const BackwardProfile& p) {
+  attncheck_backward_profile a{};
+  a.struct_size = sizeof(attncheck_backward_profile);
+  auto optional_dtype = [](const std::optional<DType>& d) { return d ? to_dlpack(*d) : DLDataType{0, 0, 0}; };
+  a.gradient_dtype = optional_dtype(p.gradient);
+  a.probability_dtype = to_dlpack(p.probability);
+  a.dp_dtype = to_dlpack(p.dp);
+  a.ds_dtype = to_dlpack(p.ds);
+  a.accumulator_dtype = to_dlpack(p.accumulator);
+  a.group_sum_dtype = optional_dtype(p.group_sum);
+  a.query_block = p.query_block;
+  a.key_block = p.key_block;
+  a.recomputes_from_lse = p.recomputes_from_lse ? 1 : 0;
+  a.dq_atomic = p.dq_atomic ? 1 : 0;
+  a.deterministic = p.deterministic ? 1 : 0;
+  a.accepts_dlse = p.accepts_dlse ? 1 : 0;
+  a.writes_dbias = p.writes_dbias ? 1 : 0;
   return a;
 }
 

@@ -35,6 +35,12 @@ std::string_view Backend::description() const { return table_->description != nu
 attncheck_abi_version Backend::abi_version() const { return table_->abi_version; }
 bool Backend::has_layer() const { return table_->forward_layer != nullptr; }
 
+bool Backend::has_backward() const {
+  // Both or neither (backend.h): a table with one of the two has no usable backward pass.
+  return ATTNCHECK_HAS_FIELD(table_, attncheck_backend, backward) && table_->get_backward_profile != nullptr &&
+         table_->backward != nullptr;
+}
+
 namespace {
 
 std::string last_error_of(const attncheck_backend* t) {
@@ -115,6 +121,30 @@ void Backend::forward_layer(const LayerProblem& problem, const attncheck_layer_t
   const attncheck_layer_problem p = to_abi(problem);
   const attncheck_status status = table_->forward_layer(table_, &p, &tensors);
   if (status != kAttncheckOk) fail(table_, "forward_layer", status);
+}
+
+std::optional<BackwardProfile> Backend::backward_profile(const Problem& problem, DType input) const {
+  if (!has_backward()) return std::nullopt;
+  const attncheck_problem abi_problem = to_abi(problem);
+  attncheck_backward_profile p{};
+  p.struct_size = sizeof p;
+  const attncheck_status status = table_->get_backward_profile(table_, &abi_problem, to_dlpack(input), &p);
+  if (status == kAttncheckNotSupported) return std::nullopt;
+  if (status != kAttncheckOk) fail(table_, "get_backward_profile", status);
+  try {
+    return from_abi(p);
+  } catch (const BackendError& e) {
+    throw BackendError(e.status(),
+                       fmt::format("{}: get_backward_profile for {} inputs: {}", name(), dtype_name(input), e.what()));
+  }
+}
+
+void Backend::backward(const Problem& problem, const attncheck_backward_tensors& tensors) {
+  if (!has_backward())
+    throw BackendError(kAttncheckNotSupported, fmt::format("{}: has no backward pass (backward is NULL or absent)", name()));
+  const attncheck_problem p = to_abi(problem);
+  const attncheck_status status = table_->backward(table_, &p, &tensors);
+  if (status != kAttncheckOk) fail(table_, "backward", status);
 }
 
 }  // namespace attncheck

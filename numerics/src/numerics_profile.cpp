@@ -31,6 +31,19 @@ std::string NumericsProfile::describe() const {
   return text;
 }
 
+std::string BackwardProfile::describe(DType input) const {
+  std::string text = fmt::format("grad={} P={} dP={} dS={} acc={}", dtype_name(gradient_dtype(input)),
+                                 dtype_name(probability), dtype_name(dp), dtype_name(ds), dtype_name(accumulator));
+  if (group_sum) text += fmt::format(" group={}", dtype_name(*group_sum));
+  if (query_block > 0 || key_block > 0) text += fmt::format(" blocks={}x{}", query_block, key_block);
+  if (recomputes_from_lse) text += " lse";
+  if (dq_atomic) text += " dq-atomic";
+  if (deterministic) text += " det";
+  if (accepts_dlse) text += " dlse";
+  if (writes_dbias) text += " dbias";
+  return text;
+}
+
 std::vector<std::string> NumericsProfile::declared_conventions() const {
   std::vector<std::string> conventions;
   if (masked_keys_weighted_by_zero)

@@ -55,7 +55,7 @@
 #include <stdint.h>
 
 #define ATTNCHECK_ABI_VERSION_MAJOR 2
-#define ATTNCHECK_ABI_VERSION_MINOR 1
+#define ATTNCHECK_ABI_VERSION_MINOR 2
 
 /*! \brief Nonzero when the struct at ptr (of type type, whose first field is struct_size) was written
  * by code that knew field: the only safe way to read a field added in a later minor version. */
@@ -253,6 +253,77 @@ typedef struct {
 #define ATTNCHECK_ATTENTION_TENSORS_SIZE_2_0 (offsetof(attncheck_attention_tensors, lse) + sizeof(DLTensor*))
 
 /*!
+ * \brief ABI 2.2: how a backend's backward pass computes, declared as the forward's profile is
+ * (numerics/README.md, "Backward"). The gradients of O = softmax(S) V, S the final scores, with
+ * P recomputed from the scores and the saved lse (FlashAttention-2):
+ *   dV = P^T dO,  dP = dO V^T,  D_i = sum_j dO_ij O_ij,  dS = P o (dP - D) (+ P o dlse),
+ *   through softcap to the raw score, dQ = scale dS_raw K,  dK = scale dS_raw^T Q;
+ * GQA sums dK and dV over the Hq/Hkv query heads of a group. A DLDataType field left zero means
+ * float32; the backward profile's size is negotiated as the forward's is
+ * (attncheck_write_backward_profile).
+ */
+typedef struct {
+  uint32_t struct_size;           /*!< \brief sizeof(attncheck_backward_profile) as compiled by the backend. */
+  DLDataType gradient_dtype;      /*!< \brief dq, dk, dv (and dbias) as written; zero = the input dtype. */
+  DLDataType probability_dtype;   /*!< \brief P as recomputed and stored for dV = P^T dO. */
+  DLDataType dp_dtype;            /*!< \brief Where dP = dO V^T is accumulated and kept. */
+  DLDataType ds_dtype;            /*!< \brief dS as stored for the dQ and dK products. */
+  DLDataType accumulator_dtype;   /*!< \brief Where dQ, dK and dV accumulate across tiles. */
+  DLDataType group_sum_dtype;     /*!< \brief GQA: where the per-query-head dK, dV of a group are summed; zero = accumulator_dtype. */
+  int32_t query_block;            /*!< \brief Query rows per tile: dK and dV add ceil(Lq / query_block) tile sums; 0 = one running sum. */
+  int32_t key_block;              /*!< \brief Keys per tile: dQ adds ceil(Lk / key_block) tile sums; 0 = one running sum. */
+  int32_t recomputes_from_lse;    /*!< \brief Nonzero: P = exp(s - lse) from the saved lse; zero: the row max and sum are recomputed. */
+  int32_t dq_atomic;              /*!< \brief Nonzero: dQ's tile sums are added by atomics, in no fixed order. */
+  int32_t deterministic;          /*!< \brief Nonzero: repeated calls are bitwise equal. */
+  int32_t accepts_dlse;           /*!< \brief Nonzero: backward adds the dlse term when dlse is given; zero: dlse must be NULL. */
+  int32_t writes_dbias;           /*!< \brief Nonzero: backward fills dbias (an additive mask's gradient) when it is given. */
+} attncheck_backward_profile;
+
+/*! \brief Size of attncheck_backward_profile in ABI 2.2, its first version. */
+#define ATTNCHECK_BACKWARD_PROFILE_SIZE_2_2 (offsetof(attncheck_backward_profile, writes_dbias) + sizeof(int32_t))
+
+/*!
+ * \brief Writes *full into the backward profile buffer the suite passed, as
+ * attncheck_write_profile does for the forward's: no more bytes than out->struct_size says it
+ * holds (0 means ATTNCHECK_BACKWARD_PROFILE_SIZE_2_2), struct_size set to the bytes written.
+ */
+static inline void attncheck_write_backward_profile(attncheck_backward_profile* out, const attncheck_backward_profile* full) {
+  size_t capacity = out->struct_size == 0 ? ATTNCHECK_BACKWARD_PROFILE_SIZE_2_2 : (size_t)out->struct_size;
+  const unsigned char* from = (const unsigned char*)full;
+  unsigned char* to = (unsigned char*)out;
+  size_t i;
+  if (capacity > sizeof *full) capacity = sizeof *full;
+  for (i = 0; i < capacity; ++i) to[i] = from[i];
+  out->struct_size = (uint32_t)capacity;
+}
+
+/*!
+ * \brief Tensors of one backward call (ABI 2.2), in the memory the table's device names. The
+ * inputs are those of the forward call, its outputs and the output gradients; all read-only.
+ * out and lse are what this backend's own forward wrote for these inputs (a backward pass needs
+ * the lse, so a backend with backward writes it in forward).
+ */
+typedef struct {
+  uint32_t struct_size;        /*!< \brief sizeof(attncheck_backward_tensors) as compiled by the suite. */
+  void* stream;                /*!< \brief As in attncheck_attention_tensors. */
+  const DLTensor* q;           /*!< \brief [B, Hq, Lq, Dk]. */
+  const DLTensor* k;           /*!< \brief [B, Hkv, Lk, Dk]. */
+  const DLTensor* v;           /*!< \brief [B, Hkv, Lk, Dv]. */
+  const DLTensor* mask;        /*!< \brief As in attncheck_attention_tensors. */
+  const DLTensor* key_lengths; /*!< \brief As in attncheck_attention_tensors. */
+  const DLTensor* out;         /*!< \brief [B, Hq, Lq, Dv] in output_dtype: the forward's O. */
+  const DLTensor* lse;         /*!< \brief [B, Hq, Lq] float32: the forward's lse. */
+  const DLTensor* dout;        /*!< \brief [B, Hq, Lq, Dv] in the input dtype: dL/dO. */
+  const DLTensor* dlse;        /*!< \brief [B, Hq, Lq] float32: dL/dlse, or NULL (zero). */
+  DLTensor* dq;                /*!< \brief [B, Hq, Lq, Dk] in gradient_dtype; written entirely. */
+  DLTensor* dk;                /*!< \brief [B, Hkv, Lk, Dk]; written entirely (0 at keys no query may see). */
+  DLTensor* dv;                /*!< \brief [B, Hkv, Lk, Dv]; written entirely. */
+  DLTensor* dbias;             /*!< \brief mask_shape in gradient_dtype, summed over the mask's broadcast axes; NULL when not wanted. */
+} attncheck_backward_tensors;
+
+#define ATTNCHECK_BACKWARD_TENSORS_SIZE_2_2 (offsetof(attncheck_backward_tensors, dbias) + sizeof(DLTensor*))
+
+/*!
  * \brief The multi-head attention layer: out = concat_h(attention(X W_Q^(h) + b_Q^(h),
  * X_kv W_K^(g) + b_K^(g), X_kv W_V^(g) + b_V^(g))) W_O + b_O, with g = h / (Hq / Hkv).
  * attention.q_len is the length of X, attention.k_len that of X_kv (= X for self-attention).
@@ -343,6 +414,19 @@ struct attncheck_backend {
    */
   attncheck_status (*get_problem_profile)(const attncheck_backend* self, const attncheck_problem* problem,
                                           DLDataType input_dtype, attncheck_numerics_profile* profile);
+  /*!
+   * \brief Optional, ABI 2.2 (NULL or absent: no backward pass). The backward profile for this
+   * problem and input dtype; kAttncheckNotSupported if backward does not handle them. Called in
+   * the parent process under isolation, like get_problem_profile.
+   */
+  attncheck_status (*get_backward_profile)(const attncheck_backend* self, const attncheck_problem* problem,
+                                           DLDataType input_dtype, attncheck_backward_profile* profile);
+  /*!
+   * \brief Optional, ABI 2.2, set together with get_backward_profile: computes dq, dk, dv (and
+   * dbias when given) for the problem. Must not write its inputs. kAttncheckNotSupported is a skip.
+   */
+  attncheck_status (*backward)(attncheck_backend* self, const attncheck_problem* problem,
+                               const attncheck_backward_tensors* tensors);
 };
 
 /*! \brief Size of attncheck_backend in ABI 2.0: the smallest table the loader accepts. */

@@ -47,6 +47,10 @@ std::optional<DType> from_dlpack(DLDataType dtype);
 /// Throws BackendError(kAttncheckInvalidProblem) naming the field on an unknown enumerator or dtype.
 NumericsProfile from_abi(const attncheck_numerics_profile& profile);
 attncheck_numerics_profile to_abi(const NumericsProfile& profile);
+/// ABI 2.2. Throws BackendError(kAttncheckInvalidProblem) naming the field on an unknown dtype,
+/// a negative block, or atomics declared deterministic.
+BackwardProfile from_abi(const attncheck_backward_profile& profile);
+attncheck_backward_profile to_abi(const BackwardProfile& profile);
 
 /// Owns one backend table (destroy() on destruction). Move-only.
 class Backend {
@@ -80,10 +84,18 @@ class Backend {
     return unsupported_reason(problem, input, device().device_type);
   }
   bool has_layer() const;
+  /// Whether the backend has a backward pass (get_backward_profile and backward, ABI 2.2).
+  bool has_backward() const;
+  /// The backward profile for `problem` with `input` inputs; nullopt when the backend has no
+  /// backward pass or declines (kAttncheckNotSupported) this problem or dtype.
+  std::optional<BackwardProfile> backward_profile(const Problem& problem, DType input) const;
 
   /// Runs forward; throws BackendError with the backend's message on any status but ok.
   void forward(const Problem& problem, const attncheck_attention_tensors& tensors);
   void forward_layer(const LayerProblem& problem, const attncheck_layer_tensors& tensors);
+  /// Runs backward (ABI 2.2); throws BackendError on any status but ok, and
+  /// BackendError(kAttncheckNotSupported) when the backend has no backward pass.
+  void backward(const Problem& problem, const attncheck_backward_tensors& tensors);
 
   attncheck_backend* table() const { return table_; }
 

@@ -163,11 +163,13 @@ inline TensorArg check_cpu_tensor(const DLTensor* tensor, std::string_view name,
   return check_tensor(tensor, name, shape, dims, dtypes, kDLCPU);
 }
 
-/// Refuses a struct smaller than its ABI 2.0 layout (rule 3 of backend.h's versioning).
-inline void check_struct_size(std::uint32_t struct_size, std::size_t minimum, const char* what) {
+/// Refuses a struct smaller than its first layout in this major (rule 3 of backend.h's
+/// versioning): ABI 2.0's, or `first_version`'s for a struct added by a later minor.
+inline void check_struct_size(std::uint32_t struct_size, std::size_t minimum, const char* what,
+                              const char* first_version = "2.0") {
   if (struct_size < minimum)
-    invalid(std::string(what) + ": struct_size is " + std::to_string(struct_size) + " bytes, but ABI 2.0 needs at least " +
-            std::to_string(minimum) + " (a caller built for another attncheck ABI?)");
+    invalid(std::string(what) + ": struct_size is " + std::to_string(struct_size) + " bytes, but ABI " + first_version +
+            " needs at least " + std::to_string(minimum) + " (a caller built for another attncheck ABI?)");
 }
 
 // --- the problem ------------------------------------------------------------------------------------
@@ -263,6 +265,16 @@ class BackendImpl {
   virtual bool has_layer() const { return false; }
   virtual void forward_layer(const attncheck_layer_problem&, const attncheck_layer_tensors&) {
     unsupported("this backend implements the attention core only");
+  }
+  /// Whether backward is implemented (ABI 2.2; the table's get_backward_profile and backward are
+  /// NULL otherwise). A backend with a backward pass writes the lse in forward.
+  virtual bool has_backward() const { return false; }
+  /// Throw AbiError(kAttncheckNotSupported) if backward does not handle `problem` with `input`.
+  virtual attncheck_backward_profile backward_profile(const attncheck_problem&, DLDataType) const {
+    unsupported("this backend has no backward pass");
+  }
+  virtual void backward(const attncheck_problem&, const attncheck_backward_tensors&) {
+    unsupported("this backend has no backward pass");
   }
 };
 
@@ -365,6 +377,25 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
           check_struct_size(problem->struct_size, ATTNCHECK_LAYER_PROBLEM_SIZE_2_0, "forward_layer: problem");
           check_struct_size(tensors->struct_size, ATTNCHECK_LAYER_TENSORS_SIZE_2_0, "forward_layer: tensors");
           holder.impl->forward_layer(*problem, *tensors);
+        });
+      };
+    }
+    if (h->impl->has_backward()) {
+      t.get_backward_profile = [](const attncheck_backend* self, const attncheck_problem* problem, DLDataType input,
+                                  attncheck_backward_profile* out) {
+        return detail::guarded(self, [&](detail::TableHolder& holder) {
+          if (problem == nullptr || out == nullptr) invalid("get_backward_profile: problem or profile is NULL");
+          check_problem(*problem);
+          const attncheck_backward_profile full = holder.impl->backward_profile(*problem, input);
+          attncheck_write_backward_profile(out, &full);  // no more than the suite's buffer holds
+        });
+      };
+      t.backward = [](attncheck_backend* self, const attncheck_problem* problem, const attncheck_backward_tensors* tensors) {
+        return detail::guarded(self, [&](detail::TableHolder& holder) {
+          if (problem == nullptr || tensors == nullptr) invalid("backward: problem or tensors is NULL");
+          check_problem(*problem);
+          check_struct_size(tensors->struct_size, ATTNCHECK_BACKWARD_TENSORS_SIZE_2_2, "backward: tensors", "2.2");
+          holder.impl->backward(*problem, *tensors);
         });
       };
     }

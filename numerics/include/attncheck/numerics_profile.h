@@ -63,4 +63,30 @@ struct NumericsProfile {
   bool operator==(const NumericsProfile&) const = default;
 };
 
+/// How a kernel computes its backward pass (ABI 2.2 attncheck_backward_profile; numerics/README.md,
+/// "Backward"): where P, dP and dS are rounded, where the gradients accumulate across tiles and
+/// the heads of a GQA group, and in what order. The defaults describe a plain fp32 backward with
+/// one running sum per gradient element.
+struct BackwardProfile {
+  std::optional<DType> gradient;  ///< dQ, dK, dV as written; unset = the input dtype
+  DType probability = DType::F32;  ///< P as stored for dV = Pᵀ dO
+  DType dp = DType::F32;           ///< dP = dO Vᵀ accumulated and kept
+  DType ds = DType::F32;           ///< dS as stored for dQ = σ dS K and dK = σ dSᵀ Q
+  DType accumulator = DType::F32;  ///< dQ, dK, dV across tiles
+  std::optional<DType> group_sum;  ///< GQA's sum over a group's query heads; unset = `accumulator`
+  int query_block = 0;             ///< rows per tile (dK, dV add one sum per tile); 0 = one running sum
+  int key_block = 0;               ///< keys per tile (dQ adds one sum per tile); 0 = one running sum
+  bool recomputes_from_lse = false;  ///< P = exp(s − lse) from the saved lse
+  bool dq_atomic = false;            ///< dQ's tile sums added in no fixed order
+  bool deterministic = false;
+  bool accepts_dlse = false;
+  bool writes_dbias = false;
+
+  DType gradient_dtype(DType input) const { return gradient.value_or(input); }
+  DType group_sum_dtype() const { return group_sum.value_or(accumulator); }
+  /// "grad=f16 P=bf16 dP=f32 dS=bf16 acc=f32 blocks=128x64 lse det"
+  std::string describe(DType input) const;
+  bool operator==(const BackwardProfile&) const = default;
+};
+
 }  // namespace attncheck
