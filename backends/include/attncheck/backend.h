@@ -254,7 +254,7 @@ typedef struct {
 
 /*!
  * \brief ABI 2.2: how a backend's backward pass computes, declared as the forward's profile is
- * (numerics/README.md, "Backward"). The gradients of O = softmax(S) V, S the final scores, with
+ * (numerics/README.md §10). The gradients of O = softmax(S) V, S the final scores, with
  * P recomputed from the scores and the saved lse (FlashAttention-2):
  *   dV = P^T dO,  dP = dO V^T,  D_i = sum_j dO_ij O_ij,  dS = P o (dP - D) (+ P o dlse),
  *   through softcap to the raw score, dQ = scale dS_raw K,  dK = scale dS_raw^T Q;

@@ -63,8 +63,8 @@ struct NumericsProfile {
   bool operator==(const NumericsProfile&) const = default;
 };
 
-/// How a kernel computes its backward pass (ABI 2.2 attncheck_backward_profile; numerics/README.md,
-/// "Backward"): where P, dP and dS are rounded, where the gradients accumulate across tiles and
+/// How a kernel computes its backward pass (ABI 2.2 attncheck_backward_profile; numerics/README.md
+/// §10): where P, dP and dS are rounded, where the gradients accumulate across tiles and
 /// the heads of a GQA group, and in what order. The defaults describe a plain fp32 backward with
 /// one running sum per gradient element.
 struct BackwardProfile {
