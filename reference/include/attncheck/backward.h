@@ -10,10 +10,11 @@
 ///
 /// Conventions, matching the forward's:
 ///  - an excluded key (boolean false, additive −inf, causal, window, key length, past a short
-///    mask) has dS = 0 exactly: nothing flows to it, and NaN or Inf stored in its K or V row never
-///    reaches a gradient;
+///    mask), and any key whose weight is exactly 0, has dS = 0 exactly: nothing flows to it, and
+///    NaN or Inf stored in its K or V row never reaches a gradient;
 ///  - a row with no allowed key (LSE = −inf) contributes nothing: its dQ row is +0 and its dO and
-///    dLSE are ignored;
+///    dLSE are ignored; a row whose LSE is NaN (it attends a NaN) has NaN gradients, and so have
+///    the keys it attends;
 ///  - several query heads read one kv head (GQA, MQA): dK and dV sum over the group's heads.
 #pragma once
 
