@@ -1,6 +1,7 @@
 // Throughput (GF/s) and peak resident memory of reference_attention on the shapes that bound a
 // suite run: B1 H8 D64 at L = 2048 and 8192, and one head of L = 32768, D = 128, where the row
-// block must keep the score scratch at O(block × Lk) rather than O(Lq × Lk).
+// block must keep the score scratch at O(block × Lk) rather than O(Lq × Lk). The backward pass
+// (reference_attention_backward) beside the forward at L = 512 and 2048.
 //
 // peak_RSS_MiB is the process's high-water mark (getrusage ru_maxrss), so it covers every case run
 // before; run one case at a time (--benchmark_filter) for a per-case figure.
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <random>
 
+#include "attncheck/backward.h"
 #include "attncheck/reference.h"
 
 namespace attncheck {
@@ -52,8 +54,36 @@ void BM_ReferenceAttention(benchmark::State& state) {
   state.counters["peak_RSS_MiB"] = peak_rss_mib();
 }
 
+// Args as BM_ReferenceAttention: the gradients of Q, K and V for a random dO, the forward done
+// once outside the timing.
+void BM_ReferenceBackward(benchmark::State& state) {
+  Problem problem;
+  problem.q_heads = problem.kv_heads = state.range(0);
+  problem.q_len = problem.k_len = state.range(1);
+  problem.qk_dim = problem.v_dim = state.range(2);
+  problem.causal = state.range(3) != 0;
+  const HostTensor q = random_tensor({1, problem.q_heads, problem.q_len, problem.qk_dim}, 1);
+  const HostTensor k = random_tensor({1, problem.kv_heads, problem.k_len, problem.qk_dim}, 2);
+  const HostTensor v = random_tensor({1, problem.kv_heads, problem.k_len, problem.v_dim}, 3);
+  const HostTensor d_out = random_tensor({1, problem.q_heads, problem.q_len, problem.v_dim}, 4);
+  const AttentionInputs inputs{q.view(), k.view(), v.view(), {}, {}};
+  const AttentionResult forward = reference_attention(problem, inputs);
+  const BackwardInputs backward = backward_inputs(forward, d_out.view());
+
+  for (auto _ : state) {
+    AttentionGradients gradients = reference_attention_backward(problem, inputs, backward);
+    benchmark::DoNotOptimize(gradients.d_q.values.data());
+  }
+  // Q·Kᵀ, dO·Vᵀ, dS·K, dSᵀ·Q and Pᵀ·dO: 10·Lq·Lk·D flop per head, counted in full even when causal.
+  const double flop = 10.0 * static_cast<double>(problem.batch * problem.q_heads * problem.q_len) *
+                      static_cast<double>(problem.k_len * problem.qk_dim);
+  state.counters["GF/s"] = benchmark::Counter(flop * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_RSS_MiB"] = peak_rss_mib();
+}
+
 BENCHMARK(BM_ReferenceAttention)
     ->ArgNames({"H", "L", "D", "causal"})
+    ->Args({8, 512, 64, 0})
     ->Args({8, 2048, 64, 0})
     ->Args({8, 2048, 64, 1})
     ->Args({8, 8192, 64, 0})
@@ -65,6 +95,13 @@ BENCHMARK(BM_ReferenceAttention)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->Iterations(1);
+BENCHMARK(BM_ReferenceBackward)
+    ->ArgNames({"H", "L", "D", "causal"})
+    ->Args({8, 512, 64, 0})
+    ->Args({8, 2048, 64, 0})
+    ->Args({8, 2048, 64, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace attncheck

@@ -3,7 +3,6 @@
 #include <Eigen/Dense>
 #include <algorithm>
 #include <atomic>
-#include <cfenv>
 #include <cmath>
 #include <fmt/format.h>
 #include <limits>
@@ -12,45 +11,18 @@
 
 #include "kernels/elementary.h"
 #include "kernels/fixed_order.h"
+#include "row_block.h"
 
 namespace attncheck {
 namespace {
 
+using detail::BlockKeys;
 using detail::FixedOrderKernels;
-
-using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using RowMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
-using StridedRow = Eigen::Map<const Eigen::Array<double, 1, Eigen::Dynamic>, 0, Eigen::InnerStride<>>;
+using detail::KeyRange;
+using detail::RowMap;
+using detail::RowMatrix;
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-void check_view(std::string_view tensor, const View4<const double>& view, const Shape4& expected,
-                const char* const names[4]) {
-  if (view.data == nullptr) throw ProblemError(fmt::format("{}: is missing (no data)", tensor));
-  for (int d = 0; d < 4; ++d)
-    if (view.shape[d] != expected[d])
-      throw ProblemError(fmt::format("{}: dim {} ({}) is {}, but the problem expects {} (shape {} vs {})", tensor, d,
-                                     names[d], view.shape[d], expected[d], shape_string(view.shape),
-                                     shape_string(expected)));
-}
-
-// Rows [row0, row0 + rows) of the [L, D] matrix at (b, h). When each row is contiguous (the
-// [B, H, L, D] and [B, L, H, D] layouts) the GEMMs read the caller's memory in place, which is what
-// keeps a 32k-token K and V from being copied once per row block; any other stride pattern is
-// gathered into `scratch`.
-RowMap matrix_at(const View4<const double>& view, std::int64_t b, std::int64_t h, std::int64_t row0,
-                 std::int64_t rows, RowMatrix& scratch) {
-  const std::int64_t cols = view.shape[3];
-  const double* base = view.data + b * view.strides[0] + h * view.strides[1] + row0 * view.strides[2];
-  if (view.strides[3] == 1 && (rows <= 1 || view.strides[2] >= cols))
-    return RowMap(base, rows, cols, Eigen::OuterStride<>(rows <= 1 ? cols : view.strides[2]));
-  scratch.resize(rows, cols);
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t c = 0; c < cols; ++c) scratch(r, c) = base[r * view.strides[2] + c * view.strides[3]];
-  return RowMap(scratch.data(), rows, cols, Eigen::OuterStride<>(cols));
-}
-
-using KeyRange = Problem::KeyRange;
 
 struct Workspace {
   RowMatrix scores;   // [rows, keys]: scores, then unnormalized weights e^{s−m}, then P if wanted
@@ -64,30 +36,6 @@ struct Workspace {
   Eigen::VectorXd normalizer;        // Z per row
 };
 
-// NaN payloads are not part of the specification: which operand's payload an operation keeps
-// depends on operand order, which compilers may swap. Every NaN the reference writes is this one.
-void canonicalize_nan(double* x, std::int64_t n) {
-  for (std::int64_t e = 0; e < n; ++e)
-    if (x[e] != x[e]) x[e] = kNaN;
-}
-
-// The reference assumes IEEE's default environment (round to nearest even, subnormals neither
-// flushed nor read as zero). A host that set flush-to-zero or another rounding mode in the
-// calling thread — which new threads inherit — would otherwise change the reference's bits.
-class DefaultFloatingPointEnvironment {
- public:
-  DefaultFloatingPointEnvironment() {
-    std::fegetenv(&saved_);
-    std::fesetenv(FE_DFL_ENV);  // glibc: also clears x86's FTZ and DAZ bits
-  }
-  ~DefaultFloatingPointEnvironment() { std::fesetenv(&saved_); }
-  DefaultFloatingPointEnvironment(const DefaultFloatingPointEnvironment&) = delete;
-  DefaultFloatingPointEnvironment& operator=(const DefaultFloatingPointEnvironment&) = delete;
-
- private:
-  std::fenv_t saved_;
-};
-
 class Reference {
  public:
   Reference(const Problem& p, const AttentionInputs& in, const ReferenceOptions& opt, AttentionResult& out)
@@ -96,12 +44,6 @@ class Reference {
   void run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t rows, Workspace& ws) const;
 
  private:
-  // Row i of the mask at (b, h), keys [key0, key0 + count); size-1 mask dims broadcast.
-  StridedRow mask_row(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t key0, std::int64_t count) const {
-    const double* at = &in_.mask(p_.mask_batch == 1 ? 0 : b, p_.mask_heads == 1 ? 0 : h, p_.mask_q_len == 1 ? 0 : i, key0);
-    return StridedRow(at, count, Eigen::InnerStride<>(in_.mask.strides[3]));
-  }
-  void apply_masks(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0, Workspace& ws) const;
   void write_stage(HostTensor& stage, std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0,
                    const RowMatrix& scores) const;
   void write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const RowMap& v, Workspace& ws) const;
@@ -113,28 +55,6 @@ class Reference {
   const double scale_;
   const FixedOrderKernels& kernels_;
 };
-
-// Masks: an excluded key gets −inf by assignment (never by addition), so a NaN or Inf score of a
-// masked key — NaN padding in K, say — cannot leak into the row. Causal, window, key length and a
-// short mask exclude a prefix and a suffix of each row (ws.ranges); only the boolean and additive
-// masks are applied element by element, and only inside the row's range.
-void Reference::apply_masks(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0, Workspace& ws) const {
-  const std::int64_t keys = ws.scores.cols();
-  for (std::int64_t r = 0; r < ws.scores.rows(); ++r) {
-    auto row = ws.scores.row(r).array();
-    const KeyRange range = ws.ranges[static_cast<size_t>(r)];
-    const std::int64_t count = range.last - range.first;
-    row.head(range.first).setConstant(kNegInf);
-    row.tail(keys - range.last).setConstant(kNegInf);
-    if (count == 0 || p_.mask == MaskKind::None) continue;
-    auto live = row.segment(range.first, count);
-    const StridedRow mask = mask_row(b, h, i0 + r, key0 + range.first, count);
-    if (p_.mask == MaskKind::Boolean)
-      live = (mask == 0.0).select(kNegInf, live);
-    else  // an additive −inf masks its key even where the score is NaN or +inf
-      live = (mask == kNegInf).select(kNegInf, live + mask);
-  }
-}
 
 // Rows [i0, i0 + rows) of a score stage, keys [key0, key0 + scores.cols()) (the block spans every
 // key when stages are asked for).
@@ -148,25 +68,10 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   const std::int64_t kv = p_.kv_head_of(h);
   const std::int64_t key_length = p_.has_key_lengths ? in_.key_lengths[static_cast<size_t>(b)] : p_.k_len;
 
-  // The key range any row of the block may see: with causal or a window, whole key blocks that no
-  // row of this block sees are never multiplied. Score stages need every key's score, so they
-  // widen the block to all keys; the extra keys weigh +0 and change no bit of O or LSE
-  // (kernels/fixed_order.h).
-  std::int64_t key0 = p_.k_len, key1 = 0;
-  ws.ranges.resize(static_cast<size_t>(rows));
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const KeyRange range = p_.structural_key_range(i0 + r, key_length);
-    ws.ranges[static_cast<size_t>(r)] = range;
-    if (range.first < range.last) {
-      key0 = std::min(key0, range.first);
-      key1 = std::max(key1, range.last);
-    }
-  }
-  if (out_.scores) {
-    key0 = 0;
-    key1 = p_.k_len;
-  }
-  const std::int64_t keys = std::max<std::int64_t>(key1 - key0, 0);
+  // Score stages need every key's score, so they widen the block to all keys; the extra keys
+  // weigh +0 and change no bit of O or LSE (kernels/fixed_order.h).
+  const BlockKeys span = detail::block_keys(p_, key_length, i0, rows, out_.scores.has_value(), ws.ranges);
+  const std::int64_t key0 = span.first, keys = span.count;
   auto lse = [&](std::int64_t r) -> double& { return out_.lse(0, b, h, i0 + r); };
   if (keys == 0) {  // every row of the block is empty
     for (std::int64_t r = 0; r < rows; ++r) {
@@ -175,13 +80,10 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
     }
     return;  // out and the other statistics are zero-initialized
   }
-  for (KeyRange& range : ws.ranges) {  // relative to key0; empty ranges collapse to [0, 0)
-    range = range.first < range.last ? KeyRange{range.first - key0, range.last - key0} : KeyRange{0, 0};
-  }
 
-  const RowMap q = matrix_at(in_.q, b, h, i0, rows, ws.q_copy);
-  const RowMap k = matrix_at(in_.k, b, kv, key0, keys, ws.k_copy);
-  const RowMap v = matrix_at(in_.v, b, kv, key0, keys, ws.v_copy);
+  const RowMap q = detail::matrix_at(in_.q, b, h, i0, rows, ws.q_copy);
+  const RowMap k = detail::matrix_at(in_.k, b, kv, key0, keys, ws.k_copy);
+  const RowMap v = detail::matrix_at(in_.v, b, kv, key0, keys, ws.v_copy);
 
   // s = σ·(Q Kᵀ) (σ multiplies each finished dot product, as GEMM's alpha), then softcap
   // c·tanh(s/c), then masks and bias (ONNX order: cap before bias).
@@ -189,10 +91,9 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   kernels_.scaled_product_transposed(rows, keys, q.cols(), scale_, q.data(), q.outerStride(), k.data(), k.outerStride(),
                                      ws.scores.data(), ws.scores.outerStride());
   if (out_.scores) write_stage(out_.scores->raw, b, h, i0, key0, ws.scores);
-  if (p_.softcap > 0)
-    for (double& s : ws.scores.reshaped()) s = detail::tanh(s / p_.softcap) * p_.softcap;
+  if (p_.softcap > 0) detail::apply_softcap(p_.softcap, ws.scores, nullptr);
   if (out_.scores) write_stage(out_.scores->capped, b, h, i0, key0, ws.scores);
-  apply_masks(b, h, i0, key0, ws);
+  detail::exclude_and_bias(p_, in_.mask, b, h, i0, key0, ws.ranges, ws.scores);
   if (out_.scores) write_stage(out_.scores->biased, b, h, i0, key0, ws.scores);
   if (opt_.row_statistics) {
     ws.logits = ws.scores;
@@ -259,13 +160,13 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
     else
       o.row(r) /= ws.normalizer(r);
   }
-  canonicalize_nan(o.data(), rows * p_.v_dim);
-  for (std::int64_t r = 0; r < rows; ++r) canonicalize_nan(&lse(r), 1);
+  detail::canonicalize_nan(o.data(), rows * p_.v_dim);
+  for (std::int64_t r = 0; r < rows; ++r) detail::canonicalize_nan(&lse(r), 1);
 
   if (!out_.probabilities && !opt_.row_statistics) return;
   for (std::int64_t r = 0; r < rows; ++r)  // P = e^{s−m} / Z
     if (lse(r) != kNegInf) ws.scores.row(r) /= ws.normalizer(r);
-  canonicalize_nan(ws.scores.data(), rows * keys);
+  detail::canonicalize_nan(ws.scores.data(), rows * keys);
   if (out_.probabilities)
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t c = 0; c < keys; ++c) (*out_.probabilities)(b, h, i0 + r, key0 + c) = ws.scores(r, c);
@@ -339,11 +240,11 @@ const char* const kMaskNames[4] = {"batch", "heads", "query length", "key length
 
 void validate_inputs(const Problem& p, const AttentionInputs& in) {
   p.validate();
-  check_view("Q", in.q, {p.batch, p.q_heads, p.q_len, p.qk_dim}, kQNames);
-  check_view("K", in.k, {p.batch, p.kv_heads, p.k_len, p.qk_dim}, kKNames);
-  check_view("V", in.v, {p.batch, p.kv_heads, p.k_len, p.v_dim}, kVNames);
+  detail::check_view("Q", in.q, {p.batch, p.q_heads, p.q_len, p.qk_dim}, kQNames);
+  detail::check_view("K", in.k, {p.batch, p.kv_heads, p.k_len, p.qk_dim}, kKNames);
+  detail::check_view("V", in.v, {p.batch, p.kv_heads, p.k_len, p.v_dim}, kVNames);
   if (p.mask != MaskKind::None)
-    check_view("mask", in.mask, {p.mask_batch, p.mask_heads, p.mask_q_len, p.mask_k_len}, kMaskNames);
+    detail::check_view("mask", in.mask, {p.mask_batch, p.mask_heads, p.mask_q_len, p.mask_k_len}, kMaskNames);
   else if (!in.mask.empty())
     throw ProblemError("mask: a mask tensor is given, but the problem's mask kind is none");
   if (p.has_key_lengths) {
@@ -384,7 +285,7 @@ AttentionResult reference_attention(const Problem& p, const AttentionInputs& in,
   const std::int64_t tasks = p.batch * p.q_heads * blocks_per_head;
   std::atomic<std::int64_t> next{0};
   auto worker = [&] {
-    const DefaultFloatingPointEnvironment environment;
+    const detail::DefaultFloatingPointEnvironment environment;
     Workspace ws;
     for (std::int64_t t = next++; t < tasks; t = next++) {
       const std::int64_t block = t % blocks_per_head, bh = t / blocks_per_head;

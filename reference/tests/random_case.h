@@ -25,6 +25,28 @@ struct RandomCase {
   }
 };
 
-RandomCase make_random_case(std::mt19937_64& rng);
+/// The ranges make_random_case draws sizes from. The defaults are the reference tests' problems;
+/// narrower ones give smaller problems over the same options (the finite-difference tests,
+/// which run the forward twice per input element).
+struct RandomCaseSizes {
+  std::int64_t max_batch = 3;
+  std::int64_t max_kv_heads = 3;
+  std::int64_t max_group = 3;  ///< Hq / Hkv
+  std::int64_t max_short_len = 9;  ///< Lq and Lk: most draws are in [1, max_short_len] …
+  std::int64_t min_long_len = 20;  ///< … one in five in [min_long_len, max_long_len]
+  std::int64_t max_long_len = 40;
+  std::int64_t max_dim = 9;  ///< Dk and Dv
+  double large_q = 0.25;     ///< the probability of Q ten times larger (logits to about ±30)
+};
+
+RandomCase make_random_case(std::mt19937_64& rng, const RandomCaseSizes& sizes = {});
+
+/// Random inputs for a given problem, drawn as make_random_case draws them (key lengths, mask
+/// values, layouts); options at their defaults but one thread. `large_q`: as RandomCaseSizes.
+RandomCase make_random_inputs(const Problem& problem, std::mt19937_64& rng, double large_q = 0.25);
+
+/// `t` in one of four layouts drawn at random: [B, H, L, D], [B, L, H, D], either with a NaN gap
+/// after every element. Appends e.g. "q:BLHD " to `layout`.
+StridedCopy lay_out_randomly(const HostTensor& t, std::mt19937_64& rng, std::string_view name, std::string& layout);
 
 }  // namespace attncheck::testing

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "attncheck/layer.h"
+#include "kernels/fixed_order.h"
 #include "random_case.h"
 
 namespace attncheck::testing {
@@ -129,6 +130,30 @@ TEST(Reproducibility, LayerIsTheSameOnEveryIsa) {
     EXPECT_EQ(first_difference("layer out", got.out, expected.out), "") << to_string(isa);
     EXPECT_EQ(first_difference("projected K", got.k, expected.k), "") << to_string(isa);
     EXPECT_EQ(first_difference("attention O", got.attention.out, expected.attention.out), "") << to_string(isa);
+  }
+}
+
+// The backward pass sums dK and dV over row blocks by continuing the chains of one block in the
+// next (kernels/fixed_order.h, product_continued): a product split anywhere along its depth,
+// across the kernels' depth blocks of 256 too, must give the bits of the unsplit product, on
+// every ISA, at sizes that leave partial register tiles on every side.
+TEST(Reproducibility, AContinuedProductIsTheUnsplitProduct) {
+  std::mt19937_64 rng(3);
+  const std::int64_t m = 13, n = 11, k = 600;
+  const HostTensor a = random_tensor({1, 1, m, k}, rng), b = random_tensor({1, 1, k, n}, rng);
+  const detail::FixedOrderKernels& baseline = detail::fixed_order_kernels(ReferenceIsa::Baseline);
+  HostTensor whole({1, 1, m, n});
+  baseline.product(m, n, k, a.values.data(), k, b.values.data(), n, whole.values.data(), n);
+  for (const ReferenceIsa isa : supported_reference_isas()) {
+    const detail::FixedOrderKernels& kernels = detail::fixed_order_kernels(isa);
+    for (const std::int64_t split : {std::int64_t{0}, std::int64_t{1}, std::int64_t{7}, std::int64_t{256},
+                                     std::int64_t{300}, std::int64_t{599}}) {
+      HostTensor pieces({1, 1, m, n}, 42.0);  // the first piece overwrites: it starts every chain at +0
+      kernels.product(m, n, split, a.values.data(), k, b.values.data(), n, pieces.values.data(), n);
+      kernels.product_continued(m, n, k - split, a.values.data() + split, k, b.values.data() + split * n, n,
+                                pieces.values.data(), n);
+      EXPECT_EQ(first_difference("C", pieces, whole), "") << to_string(isa) << ", split at depth " << split;
+    }
   }
 }
 

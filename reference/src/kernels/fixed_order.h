@@ -25,6 +25,12 @@ struct FixedOrderKernels {
   /// (unit column stride). k = 0 gives C = +0.
   void (*product)(std::int64_t m, std::int64_t n, std::int64_t k, const double* a, std::int64_t lda,
                   const double* b, std::int64_t ldb, double* c, std::int64_t ldc);
+  /// C[m×n] += A[m×k]·B[k×n] as the continuation of C's chains: each element goes on from its
+  /// current value exactly as `product` would have gone on past depth index k₀ had A and B been
+  /// one longer product. A sum over row blocks (the backward's dK and dV) is then one chain, the
+  /// same whatever the row block. k = 0 leaves C as it is.
+  void (*product_continued)(std::int64_t m, std::int64_t n, std::int64_t k, const double* a, std::int64_t lda,
+                            const double* b, std::int64_t ldb, double* c, std::int64_t ldc);
   /// C[m×n] = α·(A[m×k]·Btᵀ) with Bt [n×k] at row stride ldbt: each chain as in `product`, then
   /// one multiplication by α (Q·Kᵀ with the softmax scale σ, read straight from K's rows).
   void (*scaled_product_transposed)(std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,

@@ -65,11 +65,13 @@ struct Buffer {
 };
 
 // C = A·B (kTransposedB false: B is [k × n]) or C = A·Btᵀ (true: `b` is Bt, [n × k]), then
-// C ← α·C if `alpha` is given.
+// C ← α·C if `alpha` is given. With `continue_chains` each chain starts from C's value instead of
+// +0, so C = A₁·B₁ then C += A₂·B₂ is the one chain over the depth of both, whatever the split.
 template <bool kTransposedB>
 void product_impl(std::int64_t m, std::int64_t n, std::int64_t k, const double* a, std::int64_t lda, const double* b,
-                  std::int64_t ldb, const double* alpha, double* c, std::int64_t ldc) {
+                  std::int64_t ldb, const double* alpha, double* c, std::int64_t ldc, bool continue_chains) {
   if (k == 0) {
+    if (continue_chains) return;
     for (std::int64_t i = 0; i < m; ++i)
       for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0;
     return;
@@ -105,7 +107,7 @@ void product_impl(std::int64_t m, std::int64_t n, std::int64_t k, const double* 
         const bool padded = tile == full_row_tiles;
         product_tile(depth, padded ? a_pack.data : a + i0 * lda + t0, padded ? depth : lda, b_panel, panel_stride,
                      c + i0 * ldc + j0, ldc,
-                     smaller(kRows, m - i0), cols, t0 == 0, last_pass ? alpha : nullptr);
+                     smaller(kRows, m - i0), cols, t0 == 0 && !continue_chains, last_pass ? alpha : nullptr);
       }
     }
   }
@@ -113,12 +115,17 @@ void product_impl(std::int64_t m, std::int64_t n, std::int64_t k, const double* 
 
 void product(std::int64_t m, std::int64_t n, std::int64_t k, const double* a, std::int64_t lda, const double* b,
              std::int64_t ldb, double* c, std::int64_t ldc) {
-  product_impl<false>(m, n, k, a, lda, b, ldb, nullptr, c, ldc);
+  product_impl<false>(m, n, k, a, lda, b, ldb, nullptr, c, ldc, false);
+}
+
+void product_continued(std::int64_t m, std::int64_t n, std::int64_t k, const double* a, std::int64_t lda,
+                       const double* b, std::int64_t ldb, double* c, std::int64_t ldc) {
+  product_impl<false>(m, n, k, a, lda, b, ldb, nullptr, c, ldc, true);
 }
 
 void scaled_product_transposed(std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
                                std::int64_t lda, const double* bt, std::int64_t ldbt, double* c, std::int64_t ldc) {
-  product_impl<true>(m, n, k, a, lda, bt, ldbt, &alpha, c, ldc);
+  product_impl<true>(m, n, k, a, lda, bt, ldbt, &alpha, c, ldc, false);
 }
 
 void exp_shifted(double* x, std::int64_t n, double shift) {

@@ -22,7 +22,7 @@ struct Lanes {
 constexpr int kLanes = 4, kRows = 4, kCols = 12;
 #include "kernels/fixed_order.inl"
 
-constexpr FixedOrderKernels kKernels{ReferenceIsa::Avx2, product, scaled_product_transposed, exp_shifted, max, sum};
+constexpr FixedOrderKernels kKernels{ReferenceIsa::Avx2, product, product_continued, scaled_product_transposed, exp_shifted, max, sum};
 
 }  // namespace isa_avx2
 

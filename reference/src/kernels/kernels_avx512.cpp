@@ -22,7 +22,7 @@ struct Lanes {
 constexpr int kLanes = 8, kRows = 8, kCols = 16;
 #include "kernels/fixed_order.inl"
 
-constexpr FixedOrderKernels kKernels{ReferenceIsa::Avx512, product, scaled_product_transposed, exp_shifted, max, sum};
+constexpr FixedOrderKernels kKernels{ReferenceIsa::Avx512, product, product_continued, scaled_product_transposed, exp_shifted, max, sum};
 
 }  // namespace isa_avx512
 

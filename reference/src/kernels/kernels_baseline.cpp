@@ -21,7 +21,7 @@ struct Lanes {
 constexpr int kLanes = 1, kRows = 4, kCols = 4;
 #include "kernels/fixed_order.inl"
 
-constexpr FixedOrderKernels kKernels{ReferenceIsa::Baseline, product, scaled_product_transposed, exp_shifted, max, sum};
+constexpr FixedOrderKernels kKernels{ReferenceIsa::Baseline, product, product_continued, scaled_product_transposed, exp_shifted, max, sum};
 
 }  // namespace isa_baseline
 
