@@ -86,10 +86,19 @@ bool key_allowed(const Call& c, std::int64_t b, std::int64_t h, std::int64_t i, 
   return true;
 }
 
+/// σ·q·k of query row i (batch b, query head h) and key j of kv head g, summed in fp32 in order.
+float raw_score(const Call& c, std::int64_t b, std::int64_t h, std::int64_t g, std::int64_t i, std::int64_t j) {
+  float dot = 0.0f;
+  for (std::int64_t d = 0; d < c.p.qk_dim; ++d) dot += *c.q.at<float>(b, h, i, d) * *c.k.at<float>(b, g, j, d);
+  return dot * static_cast<float>(c.p.scale);
+}
+
+/// The score after softcap c·tanh(r/c) (c = 0: off); the bias is added after it.
+float capped_score(float raw, float cap) { return cap > 0.0f ? cap * std::tanh(raw / cap) : raw; }
+
 void attention(const Call& c) {
   const attncheck_problem& p = c.p;
   const std::int64_t group = p.q_heads / p.kv_heads;
-  const float scale = static_cast<float>(p.scale);
   const float cap = static_cast<float>(p.softcap);
   std::vector<float> score(static_cast<size_t>(p.k_len));
   std::vector<char> allowed(static_cast<size_t>(p.k_len));
@@ -106,11 +115,7 @@ void attention(const Call& c) {
           float bias = 0.0f;
           allowed[j] = key_allowed(c, b, h, i, j, &bias);
           if (!allowed[j]) continue;
-          float dot = 0.0f;
-          for (std::int64_t d = 0; d < p.qk_dim; ++d) dot += *c.q.at<float>(b, h, i, d) * *c.k.at<float>(b, g, j, d);
-          float s = dot * scale;
-          if (cap > 0.0f) s = cap * std::tanh(s / cap);
-          s += bias;
+          const float s = capped_score(raw_score(c, b, h, g, i, j), cap) + bias;
           score[j] = s;
           m = any ? std::fmax(m, s) : s;
           any = true;
@@ -204,11 +209,8 @@ void attention_backward(const BackwardCall& bc) {
           float bias = 0.0f;
           allowed[j] = key_allowed(c, b, h, i, j, &bias);
           if (!allowed[j]) continue;
-          float dot = 0.0f;
-          for (std::int64_t d = 0; d < p.qk_dim; ++d) dot += *c.q.at<float>(b, h, i, d) * *c.k.at<float>(b, g, j, d);
-          raw[j] = dot * scale;
-          const float capped = cap > 0.0f ? cap * std::tanh(raw[j] / cap) : raw[j];
-          prob[j] = std::exp(capped + bias - lse);
+          raw[j] = raw_score(c, b, h, g, i, j);
+          prob[j] = std::exp(capped_score(raw[j], cap) + bias - lse);
         }
         for (std::int64_t j = 0; j < p.k_len; ++j) {
           if (!allowed[j]) continue;

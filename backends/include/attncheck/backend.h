@@ -214,6 +214,20 @@ typedef struct {
 /*! \brief Size of attncheck_numerics_profile in ABI 2.0: the smallest a suite of this major accepts. */
 #define ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0 (offsetof(attncheck_numerics_profile, tanh_relative_error) + sizeof(double))
 
+/*! \brief The copy behind the attncheck_write_*profile functions: at most `capacity` bytes of *full
+ * (`size_if_zero` when capacity is 0, as a suite of the struct's first version leaves it); returns
+ * the bytes written. */
+static inline uint32_t attncheck_write_sized_(void* out, uint32_t capacity, size_t size_if_zero, const void* full,
+                                              size_t full_size) {
+  size_t n = capacity == 0 ? size_if_zero : (size_t)capacity;
+  const unsigned char* from = (const unsigned char*)full;
+  unsigned char* to = (unsigned char*)out;
+  size_t i;
+  if (n > full_size) n = full_size;
+  for (i = 0; i < n; ++i) to[i] = from[i];
+  return (uint32_t)n;
+}
+
 /*!
  * \brief Writes *full into the profile buffer the suite passed to get_profile or get_problem_profile,
  * no more bytes than that buffer holds, and sets its struct_size to the bytes written.
@@ -225,13 +239,7 @@ typedef struct {
  * function is how to write it.
  */
 static inline void attncheck_write_profile(attncheck_numerics_profile* out, const attncheck_numerics_profile* full) {
-  size_t capacity = out->struct_size == 0 ? ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0 : (size_t)out->struct_size;
-  const unsigned char* from = (const unsigned char*)full;
-  unsigned char* to = (unsigned char*)out;
-  size_t i;
-  if (capacity > sizeof *full) capacity = sizeof *full;
-  for (i = 0; i < capacity; ++i) to[i] = from[i];
-  out->struct_size = (uint32_t)capacity;
+  out->struct_size = attncheck_write_sized_(out, out->struct_size, ATTNCHECK_NUMERICS_PROFILE_SIZE_2_0, full, sizeof *full);
 }
 
 /*!
@@ -288,13 +296,8 @@ typedef struct {
  * holds (0 means ATTNCHECK_BACKWARD_PROFILE_SIZE_2_2), struct_size set to the bytes written.
  */
 static inline void attncheck_write_backward_profile(attncheck_backward_profile* out, const attncheck_backward_profile* full) {
-  size_t capacity = out->struct_size == 0 ? ATTNCHECK_BACKWARD_PROFILE_SIZE_2_2 : (size_t)out->struct_size;
-  const unsigned char* from = (const unsigned char*)full;
-  unsigned char* to = (unsigned char*)out;
-  size_t i;
-  if (capacity > sizeof *full) capacity = sizeof *full;
-  for (i = 0; i < capacity; ++i) to[i] = from[i];
-  out->struct_size = (uint32_t)capacity;
+  out->struct_size =
+      attncheck_write_sized_(out, out->struct_size, ATTNCHECK_BACKWARD_PROFILE_SIZE_2_2, full, sizeof *full);
 }
 
 /*!
