@@ -56,6 +56,17 @@ DType dtype_field(DLDataType d, const char* field, const char* owner = "profile"
                         dlpack_string(d)));
 }
 
+// A DLDataType left zero ({0, 0, 0}, as a zero-initialised struct has it): "no such rounding"
+// in the forward profile's 2.1 fields, "float32" or "the input dtype" in the backward profile's.
+bool is_zero_dtype(const DLDataType& d) { return d.code == 0 && d.bits == 0 && d.lanes == 0; }
+
+std::optional<DType> optional_dtype_field(const DLDataType& d, const char* field, const char* owner = "profile") {
+  if (is_zero_dtype(d)) return std::nullopt;
+  return dtype_field(d, field, owner);
+}
+
+DLDataType to_dlpack_or_zero(const std::optional<DType>& d) { return d ? to_dlpack(*d) : DLDataType{0, 0, 0}; }
+
 }  // namespace
 
 DLDataType to_dlpack(DType dtype) {
@@ -194,9 +205,8 @@ NumericsProfile from_abi(const attncheck_numerics_profile& a) {
   p.tanh_relative_error = a.tanh_relative_error;
 
   // ABI 2.1.
-  auto optional_dtype = [&](const DLDataType& field, const char* name, bool present) -> std::optional<DType> {
-    if (!present || (field.code == 0 && field.bits == 0 && field.lanes == 0)) return std::nullopt;
-    return dtype_field(field, name);
+  auto optional_dtype = [](const DLDataType& field, const char* name, bool present) -> std::optional<DType> {
+    return present ? optional_dtype_field(field, name) : std::nullopt;
   };
 #define ATTNCHECK_PROFILE_HAS(field) ATTNCHECK_HAS_FIELD(&a, attncheck_numerics_profile, field)
   p.query_rounding = optional_dtype(a.query_rounding, "query_rounding", ATTNCHECK_PROFILE_HAS(query_rounding));
@@ -248,12 +258,11 @@ attncheck_numerics_profile to_abi(const NumericsProfile& p) {
   a.writes_lse = p.writes_lse ? 1 : 0;
   a.exp_relative_error = p.exp_relative_error;
   a.tanh_relative_error = p.tanh_relative_error;
-  auto optional_dtype = [](const std::optional<DType>& d) { return d ? to_dlpack(*d) : DLDataType{0, 0, 0}; };
-  a.query_rounding = optional_dtype(p.query_rounding);
-  a.key_rounding = optional_dtype(p.key_rounding);
-  a.value_rounding = optional_dtype(p.value_rounding);
-  a.mask_dtype = optional_dtype(p.mask_dtype);
-  a.row_sum_dtype = optional_dtype(p.row_sum_accumulator);
+  a.query_rounding = to_dlpack_or_zero(p.query_rounding);
+  a.key_rounding = to_dlpack_or_zero(p.key_rounding);
+  a.value_rounding = to_dlpack_or_zero(p.value_rounding);
+  a.mask_dtype = to_dlpack_or_zero(p.mask_dtype);
+  a.row_sum_dtype = to_dlpack_or_zero(p.row_sum_accumulator);
   a.keys_per_partial_sum = p.keys_per_partial_sum;
   a.kv_splits = p.kv_splits;
   a.empty_row_lse = p.empty_row_lse == EmptyRowLse::Zero          ? kAttncheckEmptyRowLseZero
@@ -268,14 +277,10 @@ BackwardProfile from_abi(const attncheck_backward_profile& a) {
     bad_field(fmt::format("backward_profile.struct_size: {} bytes, but ABI 2.2 needs at least {}", a.struct_size,
                           ATTNCHECK_BACKWARD_PROFILE_SIZE_2_2));
   // Zero means float32 for the stages and "the input dtype" for the gradients (backend.h).
-  auto stage = [](const DLDataType& field, const char* name) {
-    if (field.code == 0 && field.bits == 0 && field.lanes == 0) return DType::F32;
-    return dtype_field(field, name, "backward_profile");
+  auto optional_stage = [](const DLDataType& field, const char* name) {
+    return optional_dtype_field(field, name, "backward_profile");
   };
-  auto optional_stage = [](const DLDataType& field, const char* name) -> std::optional<DType> {
-    if (field.code == 0 && field.bits == 0 && field.lanes == 0) return std::nullopt;
-    return dtype_field(field, name, "backward_profile");
-  };
+  auto stage = [&](const DLDataType& field, const char* name) { return optional_stage(field, name).value_or(DType::F32); };
   BackwardProfile p;
   p.gradient = optional_stage(a.gradient_dtype, "gradient_dtype");
   p.probability = stage(a.probability_dtype, "probability_dtype");
@@ -301,13 +306,12 @@ BackwardProfile from_abi(const attncheck_backward_profile& a) {
 attncheck_backward_profile to_abi(const BackwardProfile& p) {
   attncheck_backward_profile a{};
   a.struct_size = sizeof(attncheck_backward_profile);
-  auto optional_dtype = [](const std::optional<DType>& d) { return d ? to_dlpack(*d) : DLDataType{0, 0, 0}; };
-  a.gradient_dtype = optional_dtype(p.gradient);
+  a.gradient_dtype = to_dlpack_or_zero(p.gradient);
   a.probability_dtype = to_dlpack(p.probability);
   a.dp_dtype = to_dlpack(p.dp);
   a.ds_dtype = to_dlpack(p.ds);
   a.accumulator_dtype = to_dlpack(p.accumulator);
-  a.group_sum_dtype = optional_dtype(p.group_sum);
+  a.group_sum_dtype = to_dlpack_or_zero(p.group_sum);
   a.query_block = p.query_block;
   a.key_block = p.key_block;
   a.recomputes_from_lse = p.recomputes_from_lse ? 1 : 0;

@@ -31,17 +31,32 @@ double peak_rss_mib() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
-// Args: heads, sequence length (Lq = Lk), head dim (Dk = Dv), causal.
-void BM_ReferenceAttention(benchmark::State& state) {
+// The problem of a benchmark's args (heads, sequence length Lq = Lk, head dim Dk = Dv, causal)
+// and its random Q, K, V.
+struct BenchCase {
   Problem problem;
+  HostTensor q, k, v;
+  AttentionInputs inputs() const { return {q.view(), k.view(), v.view(), {}, {}}; }
+};
+
+BenchCase bench_case(const benchmark::State& state) {
+  BenchCase c;
+  Problem& problem = c.problem;
   problem.q_heads = problem.kv_heads = state.range(0);
   problem.q_len = problem.k_len = state.range(1);
   problem.qk_dim = problem.v_dim = state.range(2);
   problem.causal = state.range(3) != 0;
-  const HostTensor q = random_tensor({1, problem.q_heads, problem.q_len, problem.qk_dim}, 1);
-  const HostTensor k = random_tensor({1, problem.kv_heads, problem.k_len, problem.qk_dim}, 2);
-  const HostTensor v = random_tensor({1, problem.kv_heads, problem.k_len, problem.v_dim}, 3);
-  const AttentionInputs inputs{q.view(), k.view(), v.view(), {}, {}};
+  c.q = random_tensor({1, problem.q_heads, problem.q_len, problem.qk_dim}, 1);
+  c.k = random_tensor({1, problem.kv_heads, problem.k_len, problem.qk_dim}, 2);
+  c.v = random_tensor({1, problem.kv_heads, problem.k_len, problem.v_dim}, 3);
+  return c;
+}
+
+// Args: heads, sequence length (Lq = Lk), head dim (Dk = Dv), causal.
+void BM_ReferenceAttention(benchmark::State& state) {
+  const BenchCase c = bench_case(state);
+  const Problem& problem = c.problem;
+  const AttentionInputs inputs = c.inputs();
 
   for (auto _ : state) {
     AttentionResult result = reference_attention(problem, inputs);
@@ -57,16 +72,10 @@ void BM_ReferenceAttention(benchmark::State& state) {
 // Args as BM_ReferenceAttention: the gradients of Q, K and V for a random dO, the forward done
 // once outside the timing.
 void BM_ReferenceBackward(benchmark::State& state) {
-  Problem problem;
-  problem.q_heads = problem.kv_heads = state.range(0);
-  problem.q_len = problem.k_len = state.range(1);
-  problem.qk_dim = problem.v_dim = state.range(2);
-  problem.causal = state.range(3) != 0;
-  const HostTensor q = random_tensor({1, problem.q_heads, problem.q_len, problem.qk_dim}, 1);
-  const HostTensor k = random_tensor({1, problem.kv_heads, problem.k_len, problem.qk_dim}, 2);
-  const HostTensor v = random_tensor({1, problem.kv_heads, problem.k_len, problem.v_dim}, 3);
+  const BenchCase c = bench_case(state);
+  const Problem& problem = c.problem;
   const HostTensor d_out = random_tensor({1, problem.q_heads, problem.q_len, problem.v_dim}, 4);
-  const AttentionInputs inputs{q.view(), k.view(), v.view(), {}, {}};
+  const AttentionInputs inputs = c.inputs();
   const AttentionResult forward = reference_attention(problem, inputs);
   const BackwardInputs backward = backward_inputs(forward, d_out.view());
 
