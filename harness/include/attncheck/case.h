@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "attncheck/backward.h"
 #include "attncheck/compare.h"
 #include "attncheck/layer.h"
 #include "attncheck/problem.h"
@@ -97,6 +98,28 @@ std::array<double, 3> poison_values(DType dtype, bool finite_only);
 /// Throws ProblemError when the problem has no mask.
 void forbid_in_mask(const Problem& problem, CaseData& data, const std::function<bool(std::int64_t row)>& row,
                     std::int64_t key_begin, std::int64_t key_end);
+
+/// What a backward call receives besides the forward's inputs, as doubles in logical order,
+/// already in the dtypes the kernel receives them in (make_backward_data).
+struct BackwardData {
+  HostTensor out;    ///< O [B, Hq, Lq, Dv], values of the forward profile's output dtype
+  HostTensor lse;    ///< LSE [1, B, Hq, Lq], float32 values (−inf: a row with no allowed key)
+  HostTensor d_out;  ///< dO [B, Hq, Lq, Dv], values of the input dtype
+  std::optional<HostTensor> d_lse;  ///< dLSE [1, B, Hq, Lq], float32 values; unset: NULL is passed
+
+  /// `reference`'s exact O and LSE with this dO and dLSE: what reference_attention_backward and
+  /// gradient_tolerance take (the rounded O and LSE above are only what the kernel is handed; their
+  /// rounding is a term of τ). The views point into `reference` and this, which must outlive them.
+  BackwardInputs exact_inputs(const AttentionResult& reference) const;
+};
+
+/// The loss gradients of a backward check and the forward outputs it is handed, from case `c`'s
+/// seed (a stream of its own, so the forward's inputs are the same with or without them): dO ~
+/// N(0, 1) rounded to c.dtype; with `with_d_lse`, dLSE ~ N(0, 1) rounded to float32; O and LSE
+/// the double reference's (`reference`, of make_case_data(c)) rounded to `output` and to float32
+/// (−inf stays −inf). Deterministic, like make_case_data.
+BackwardData make_backward_data(const AttentionCase& c, const AttentionResult& reference, DType output,
+                                bool with_d_lse);
 
 /// A layer case: the problem, the dtype of X and the weights, and the seed of their values.
 struct LayerCase {

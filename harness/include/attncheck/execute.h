@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "attncheck/backend_handle.h"
+#include "attncheck/backward.h"
+#include "attncheck/case.h"
 #include "attncheck/layer.h"
 #include "attncheck/numerics_profile.h"
 #include "attncheck/reference.h"
@@ -108,6 +110,20 @@ BackendRun run_backend(Backend& backend, const Problem& problem, const NumericsP
 std::optional<BackendError> forward_with_problem(Backend& backend, const Problem& prepared, const Problem& called,
                                                  const NumericsProfile& profile, const AttentionInputs& inputs,
                                                  const RunOptions& options = {});
+
+struct BackwardRun {
+  AttentionGradients gradients;  ///< the backend's dQ, dK, dV (and dBias) converted exactly to double
+  /// As BackendRun's: out-of-bounds writes, unwritten gradients, modified inputs.
+  std::vector<std::string> memory_findings;
+};
+
+/// Calls backend.backward on `inputs` and `data` (values already in the dtypes the kernel takes)
+/// with the guards, NaN pre-fill, input fingerprints, memory domain and isolation of
+/// run_backend, laid out as `options` say. dbias is passed when `want_d_bias` (the problem has an
+/// additive mask and the backward profile writes_dbias). Throws BackendError as run_backend does.
+BackwardRun run_backend_backward(Backend& backend, const Problem& problem, const NumericsProfile& profile,
+                                 const BackwardProfile& backward_profile, const AttentionInputs& inputs,
+                                 const BackwardData& data, bool want_d_bias, const RunOptions& options = {});
 
 /// The same for the layer entry point; out is [1, B, Lq, d_model]. Every layer tensor is compact,
 /// so of the layout options only null_strides applies.
