@@ -303,8 +303,10 @@ static inline void attncheck_write_backward_profile(attncheck_backward_profile* 
 /*!
  * \brief Tensors of one backward call (ABI 2.2), in the memory the table's device names. The
  * inputs are those of the forward call, its outputs and the output gradients; all read-only.
- * out and lse are what this backend's own forward wrote for these inputs (a backward pass needs
- * the lse, so a backend with backward writes it in forward).
+ * out and lse are the forward's O and lse for these inputs: the suite hands over the exact ones
+ * rounded to output_dtype and float32, so that the backward is judged apart from the forward's
+ * own error (numerics/README.md §10); a backward pass must not assume they are bitwise its own
+ * forward's.
  */
 typedef struct {
   uint32_t struct_size;        /*!< \brief sizeof(attncheck_backward_tensors) as compiled by the suite. */
