@@ -41,7 +41,7 @@ class MutantBackend final : public impl::BackendImpl {
     p.deterministic = 1;
     p.empty_row = kAttncheckEmptyRowZeros;
     p.accepts_strides = 1;
-    p.writes_lse = mutation_ == Mutation::LseLog2AndWindowExclusive ? 1 : 0;
+    p.writes_lse = writes_lse() ? 1 : 0;
     return p;
   }
 
@@ -63,7 +63,7 @@ class MutantBackend final : public impl::BackendImpl {
                                     {"batch", "heads", "query length", "key length"},
                                     {p.mask_kind == kAttncheckMaskBoolean ? impl::kU8 : impl::kF32});
     if (p.has_key_lengths) lengths = check(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
-    if (t.lse != nullptr && mutation_ == Mutation::LseLog2AndWindowExclusive)
+    if (t.lse != nullptr && writes_lse())
       lse_ = check(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "heads", "length"}, {impl::kF32});
     else
       lse_ = TensorArg{};
@@ -78,6 +78,50 @@ class MutantBackend final : public impl::BackendImpl {
   }
 
   bool has_layer() const override { return true; }
+
+  // Only the backward mutants have a backward pass: the forward mutants keep the table they were
+  // caught with, and a backend with a backward pass must write the lse in forward.
+  bool has_backward() const override { return is_backward_mutation(mutation_); }
+
+  attncheck_backward_profile backward_profile(const attncheck_problem& problem, DLDataType input) const override {
+    check_supported(problem, input, memory());
+    attncheck_backward_profile pr{};
+    pr.gradient_dtype = pr.probability_dtype = pr.dp_dtype = pr.ds_dtype = pr.accumulator_dtype = pr.group_sum_dtype =
+        impl::kF32;
+    pr.query_block = 0;               // dK, dV: one running sum per element, in loop order (b, h, i)
+    pr.key_block = kBackwardKeyTile;  // dQ: one partial sum per key tile, the partials added in tile order
+    pr.recomputes_from_lse = 1;
+    pr.dq_atomic = 0;
+    pr.deterministic = 1;  // what BwdDqRandomOrder declares too: the lie is its bug
+    pr.accepts_dlse = 1;
+    pr.writes_dbias = 0;
+    return pr;
+  }
+
+  void backward(const attncheck_problem& p, const attncheck_backward_tensors& t) override {
+    impl::check_problem(p);
+    BackwardTensors bt;
+    const std::initializer_list<std::string_view> qdims{"batch", "query heads", "query length", "head dim"},
+        kdims{"batch", "kv heads", "key length", "head dim"}, vdims{"batch", "kv heads", "key length", "value dim"},
+        odims{"batch", "query heads", "query length", "value dim"}, rows{"batch", "query heads", "query length"};
+    bt.q = check(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, qdims, {impl::kF32});
+    bt.k = check(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, kdims, {impl::kF32});
+    bt.v = check(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, vdims, {impl::kF32});
+    bt.out = check(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, odims, {impl::kF32});
+    bt.lse = check(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, rows, {impl::kF32});
+    bt.dout = check(t.dout, "dout", {p.batch, p.q_heads, p.q_len, p.v_dim}, odims, {impl::kF32});
+    if (t.dlse != nullptr) bt.dlse = check(t.dlse, "dlse", {p.batch, p.q_heads, p.q_len}, rows, {impl::kF32});
+    bt.dq = check(t.dq, "dq", {p.batch, p.q_heads, p.q_len, p.qk_dim}, qdims, {impl::kF32});
+    bt.dk = check(t.dk, "dk", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, kdims, {impl::kF32});
+    bt.dv = check(t.dv, "dv", {p.batch, p.kv_heads, p.k_len, p.v_dim}, vdims, {impl::kF32});
+    if (p.mask_kind != kAttncheckMaskNone)
+      bt.mask = check(t.mask, "mask", {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]},
+                      {"batch", "heads", "query length", "key length"},
+                      {p.mask_kind == kAttncheckMaskBoolean ? impl::kU8 : impl::kF32});
+    if (p.has_key_lengths) bt.lengths = check(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+    if (t.dbias != nullptr) impl::invalid("dbias: given, but this backend's backward profile has writes_dbias = 0");
+    compute_backward(p, bt);
+  }
 
   // The layer: project per head with plain loops, run the core, project the concatenation.
   void forward_layer(const attncheck_layer_problem& lp, const attncheck_layer_tensors& t) override {
@@ -191,7 +235,7 @@ class MutantBackend final : public impl::BackendImpl {
     std::vector<float> column_sums;
     const std::int64_t group = p.q_heads / p.kv_heads;
     const float neg_inf = -std::numeric_limits<float>::infinity();
-    std::vector<float> s(static_cast<size_t>(p.k_len));
+    std::vector<float> s(static_cast<size_t>(p.k_len)), raw(static_cast<size_t>(p.k_len));
     std::vector<char> allowed(static_cast<size_t>(p.k_len));
     for (std::int64_t b = 0; b < p.batch; ++b) {
       const std::int64_t key_length = lengths.present() ? *lengths.at<std::int64_t>(b) : p.k_len;
@@ -200,33 +244,7 @@ class MutantBackend final : public impl::BackendImpl {
       for (std::int64_t h = 0; h < p.q_heads; ++h) {
         const std::int64_t g = mutation_ == Mutation::GqaModulo ? h % p.kv_heads : h / group;
         for (std::int64_t i = 0; i < p.q_len; ++i) {
-          const std::int64_t diagonal = i + offset;
-          std::int64_t visible_keys = p.k_len;
-          if (mutation_ == Mutation::DropsLastPartialTile) visible_keys = p.k_len / 16 * 16 > 0 ? p.k_len / 16 * 16 : p.k_len;
-          float row_max = neg_inf;
-          for (std::int64_t j = 0; j < p.k_len; ++j) {
-            bool ok = j < key_length && j < visible_keys;
-            if (p.mask_kind != kAttncheckMaskNone && j >= p.mask_shape[3]) ok = false;
-            if (p.causal) ok = ok && (mutation_ == Mutation::CausalOffByOne ? j < diagonal : j <= diagonal);
-            const bool exclusive = mutation_ == Mutation::WindowExclusive || mutation_ == Mutation::LseLog2AndWindowExclusive;
-            if (p.window_left >= 0) ok = ok && (exclusive ? j > diagonal - p.window_left : j >= diagonal - p.window_left);
-            if (p.window_right >= 0) ok = ok && (exclusive ? j < diagonal + p.window_right : j <= diagonal + p.window_right);
-            float score = 0;
-            if (ok) {
-              for (std::int64_t d = 0; d < p.qk_dim; ++d) score += *q.at<float>(b, h, i, d) * *k.at<float>(kb, g, j, d);
-              score = static_cast<float>(score * scale);
-              if (p.softcap > 0) score = static_cast<float>(p.softcap * std::tanh(score / p.softcap));
-              if (p.mask_kind != kAttncheckMaskNone) {
-                const std::int64_t mb = p.mask_shape[0] == 1 ? 0 : b, mh = p.mask_shape[1] == 1 ? 0 : h,
-                                   mi = p.mask_shape[2] == 1 ? 0 : i;
-                if (p.mask_kind == kAttncheckMaskBoolean) ok = *mask.at<std::uint8_t>(mb, mh, mi, j) != 0;
-                else score += *mask.at<float>(mb, mh, mi, j);
-              }
-            }
-            allowed[static_cast<size_t>(j)] = ok && score != neg_inf;
-            s[static_cast<size_t>(j)] = allowed[static_cast<size_t>(j)] ? score : neg_inf;
-            if (allowed[static_cast<size_t>(j)]) row_max = std::max(row_max, score);
-          }
+          float row_max = row_scores(p, q, k, mask, {b, kb, h, g, i}, key_length, offset, scale, s, raw, allowed);
           if (mutation_ == Mutation::NoMaxSubtraction) row_max = 0;
           if (mutation_ == Mutation::LastRowUnwritten && i == p.q_len - 1) continue;
           const bool deferred = mutation_ == Mutation::DeferredWrite && i >= p.q_len / 2;
@@ -234,8 +252,15 @@ class MutantBackend final : public impl::BackendImpl {
           for (std::int64_t j : key_order)
             if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak) sum += std::exp(s[static_cast<size_t>(j)] - row_max);
           if (mutation_ == Mutation::SoftmaxOverQueries) sum = query_axis_sum(p, q, k, b, h, g, kb, scale, i);
-          if (lse_.present())  // log2 Σ e^s instead of ln Σ e^s: a base mixed up between exp2 and exp kernels
-            *lse_.mut<float>(b, h, i) = sum > 0 ? static_cast<float>((row_max + std::log(sum)) / std::log(2.0)) : neg_inf;
+          if (lse_.present()) {
+            const float natural = row_max + std::log(sum);
+            // The bug of LseLog2AndWindowExclusive: log2 Σ e^s instead of ln Σ e^s, a base mixed
+            // up between exp2 and exp kernels.
+            const float written = mutation_ == Mutation::LseLog2AndWindowExclusive
+                                      ? static_cast<float>((row_max + std::log(sum)) / std::log(2.0))
+                                      : natural;
+            *lse_.mut<float>(b, h, i) = sum > 0 ? written : neg_inf;
+          }
           for (std::int64_t d = 0; d < p.v_dim; ++d) {
             float acc = 0;
             for (std::int64_t j : key_order)
@@ -259,6 +284,173 @@ class MutantBackend final : public impl::BackendImpl {
       float* last = o.mut<float>(sh[0] - 1, sh[1] - 1, sh[2] - 1, sh[3] - 1);
       last[o.strides[3]] = 0.0f;  // one element past the last one
     }
+  }
+
+  /// dQ sums its keys in tiles of this many, one partial sum per tile, added into dQ tile by
+  /// tile: the structure the dQ mutants break (a random order, a lost tile).
+  static constexpr std::int64_t kBackwardKeyTile = 16;
+
+  struct BackwardTensors {
+    TensorArg q, k, v, out, lse, dout, dlse, dq, dk, dv, mask, lengths;
+  };
+
+  // The gradients of O = softmax(S) V and of the lse (backend.h, attncheck_backward_profile),
+  // plain fp32, per (batch, query head): first P_ij = exp(s_ij − lse_i) for every row (the
+  // untransposed dV reads P across rows), then per live row i, with D_i = dO_i·O_i:
+  //   dV_j += P_ij dO_i,  dP_ij = dO_i·V_j,  dS_ij = P_ij (dP_ij − D_i + dlse_i),
+  //   dR_ij = dS_ij (1 − tanh²(r_ij / c)) through softcap c·tanh(r/c) (dR = dS without one),
+  //   dK_j += σ dR_ij Q_i,  dQ_i = Σ_tiles (Σ_{j in tile} σ dR_ij K_j).
+  // A row with lse = −inf has no allowed key and contributes nothing; an excluded key has
+  // dS = 0, so a key no query may see keeps dK = dV = 0. Each mutation changes one term.
+  void compute_backward(const attncheck_problem& p, const BackwardTensors& t) const {
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+    auto zero = [](const TensorArg& g, std::int64_t heads, std::int64_t len, std::int64_t dim, std::int64_t batch) {
+      for (std::int64_t b = 0; b < batch; ++b)
+        for (std::int64_t h = 0; h < heads; ++h)
+          for (std::int64_t i = 0; i < len; ++i)
+            for (std::int64_t d = 0; d < dim; ++d) *g.mut<float>(b, h, i, d) = 0.0f;
+    };
+    zero(t.dq, p.q_heads, p.q_len, p.qk_dim, p.batch);
+    zero(t.dk, p.kv_heads, p.k_len, p.qk_dim, p.batch);
+    zero(t.dv, p.kv_heads, p.k_len, p.v_dim, p.batch);
+
+    const std::int64_t group = p.q_heads / p.kv_heads, lq = p.q_len, lk = p.k_len;
+    const float scale = static_cast<float>(p.scale);
+    const std::int64_t tiles = (lk + kBackwardKeyTile - 1) / kBackwardKeyTile;
+    std::vector<std::int64_t> tile_order(static_cast<size_t>(tiles));
+    std::iota(tile_order.begin(), tile_order.end(), 0);
+    if (mutation_ == Mutation::BwdDqRandomOrder) {
+      // Atomics add in whatever order the tiles finish: a fresh order on every call. The seed
+      // comes from std::random_device, as the forward's Nondeterministic mutant's does: a counter
+      // would repeat in every isolated call, each a fresh fork of the same process.
+      std::random_device entropy;
+      std::mt19937 shuffle(entropy());
+      std::shuffle(tile_order.begin(), tile_order.end(), shuffle);
+    }
+    // The lost update: the last tile's partial sum is overwritten before it lands, whenever
+    // another tile's lands too.
+    if (mutation_ == Mutation::BwdDqLostUpdate && tiles > 1) tile_order.pop_back();
+
+    std::vector<float> s(static_cast<size_t>(lk)), raw_row(static_cast<size_t>(lk));
+    std::vector<char> allowed_row(static_cast<size_t>(lk));
+    // One head's rows at a time: P, the raw scores and the allowed keys of every row.
+    std::vector<float> prob(static_cast<size_t>(lq * lk)), raw(static_cast<size_t>(lq * lk));
+    std::vector<char> allowed(static_cast<size_t>(lq * lk)), live(static_cast<size_t>(lq));
+    std::vector<float> partial(static_cast<size_t>(tiles * p.qk_dim));
+    auto cell = [lk](std::int64_t i, std::int64_t j) { return static_cast<size_t>(i * lk + j); };  // (i, j) of P
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      const std::int64_t key_length = t.lengths.present() ? *t.lengths.at<std::int64_t>(b) : p.k_len;
+      const std::int64_t offset = impl::diagonal_offset(p, key_length);
+      for (std::int64_t h = 0; h < p.q_heads; ++h) {
+        const std::int64_t g = h / group;
+        // The bug of BwdGqaOneHead: only the group's first query head reaches dK and dV.
+        const bool reaches_dk_dv = mutation_ != Mutation::BwdGqaOneHead || h % group == 0;
+        for (std::int64_t i = 0; i < lq; ++i) {
+          row_scores(p, t.q, t.k, t.mask, {b, b, h, g, i}, key_length, offset, p.scale, s, raw_row, allowed_row);
+          const float lse = *t.lse.at<float>(b, h, i);
+          live[static_cast<size_t>(i)] = lse != neg_inf;
+          for (std::int64_t j = 0; j < lk; ++j) {
+            const bool ok = allowed_row[static_cast<size_t>(j)] != 0 && lse != neg_inf;
+            allowed[cell(i, j)] = ok;
+            raw[cell(i, j)] = raw_row[static_cast<size_t>(j)];
+            const float sj = s[static_cast<size_t>(j)];
+            // The bug of BwdUnshiftedExp: e^s and e^lse overflow (or vanish) on their own where
+            // e^(s − lse) ≤ 1 does not.
+            prob[cell(i, j)] = !ok ? 0.0f : mutation_ == Mutation::BwdUnshiftedExp ? std::exp(sj) / std::exp(lse)
+                                                                                  : std::exp(sj - lse);
+          }
+        }
+        for (std::int64_t i = 0; i < lq; ++i) {
+          if (!live[static_cast<size_t>(i)]) continue;  // no allowed key: dQ stays 0, nothing flows to the keys
+          float delta = 0.0f;  // D_i = dO_i·O_i
+          for (std::int64_t d = 0; d < p.v_dim; ++d) delta += *t.dout.at<float>(b, h, i, d) * *t.out.at<float>(b, h, i, d);
+          if (mutation_ == Mutation::BwdNoDTerm) delta = 0.0f;
+          const float dlse = t.dlse.present() ? *t.dlse.at<float>(b, h, i) : 0.0f;
+          std::fill(partial.begin(), partial.end(), 0.0f);
+          for (std::int64_t j = 0; j < lk; ++j) {
+            const bool ok = allowed[cell(i, j)] != 0;
+            if (!ok && mutation_ != Mutation::BwdMaskedKeysGetDk) continue;
+            float dp = 0.0f;  // dP_ij = dO_i·V_j
+            for (std::int64_t d = 0; d < p.v_dim; ++d) dp += *t.dout.at<float>(b, h, i, d) * *t.v.at<float>(b, g, j, d);
+            if (!ok) {
+              // The bug of BwdMaskedKeysGetDk: an excluded key weighted by a floor of 10^-3 in
+              // dK's dS (dQ and dV see the true weight 0).
+              const float ds_floor = 1e-3f * (dp - delta + dlse);
+              if (reaches_dk_dv)
+                for (std::int64_t d = 0; d < p.qk_dim; ++d) *t.dk.mut<float>(b, g, j, d) += scale * ds_floor * *t.q.at<float>(b, h, i, d);
+              continue;
+            }
+            const float pij = prob[cell(i, j)];
+            if (reaches_dk_dv) {
+              // The bug of BwdDvUntransposed: P_ji where P_ij belongs, its indices clamped into
+              // P's Lq × Lk so that they stay in bounds when Lq ≠ Lk.
+              const float p_dv = mutation_ == Mutation::BwdDvUntransposed ? prob[cell(std::min(j, lq - 1), std::min(i, lk - 1))] : pij;
+              for (std::int64_t d = 0; d < p.v_dim; ++d) *t.dv.mut<float>(b, g, j, d) += p_dv * *t.dout.at<float>(b, h, i, d);
+            }
+            const float ds = pij * (dp - delta + dlse);
+            float dr = ds;
+            if (p.softcap > 0 && mutation_ != Mutation::BwdNoSoftcapDerivative) {
+              const double th = std::tanh(raw[cell(i, j)] / p.softcap);
+              dr = static_cast<float>(ds * (1.0 - th * th));
+            }
+            float* tile_sum = partial.data() + (j / kBackwardKeyTile) * p.qk_dim;
+            for (std::int64_t d = 0; d < p.qk_dim; ++d) tile_sum[d] += scale * dr * *t.k.at<float>(b, g, j, d);
+            if (reaches_dk_dv) {
+              const float dk_scale = mutation_ == Mutation::BwdDkWithoutScale ? 1.0f : scale;  // the bug: σ left out
+              for (std::int64_t d = 0; d < p.qk_dim; ++d) *t.dk.mut<float>(b, g, j, d) += dk_scale * dr * *t.q.at<float>(b, h, i, d);
+            }
+          }
+          for (std::int64_t tile : tile_order)
+            for (std::int64_t d = 0; d < p.qk_dim; ++d) *t.dq.mut<float>(b, h, i, d) += partial[static_cast<size_t>(tile * p.qk_dim + d)];
+        }
+      }
+    }
+  }
+
+  bool writes_lse() const { return mutation_ == Mutation::LseLog2AndWindowExclusive || is_backward_mutation(mutation_); }
+
+  /// Where one query row's scores come from: batch b of Q, batch kb of K, query head h, the kv
+  /// head g it reads, row i.
+  struct RowIndex {
+    std::int64_t b, kb, h, g, i;
+  };
+
+  // The scores of one query row against every key: s[j] the final score (softcap, then bias),
+  // −inf where key j is not allowed (allowed[j] = 0), and raw[j] = σ q·k_j before the softcap,
+  // whose derivative the backward pass needs. Returns the largest allowed score (−inf: none).
+  float row_scores(const attncheck_problem& p, const TensorArg& q, const TensorArg& k, const TensorArg& mask,
+                   const RowIndex& r, std::int64_t key_length, std::int64_t offset, double scale, std::vector<float>& s,
+                   std::vector<float>& raw, std::vector<char>& allowed) const {
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+    const std::int64_t diagonal = r.i + offset;
+    std::int64_t visible_keys = p.k_len;
+    if (mutation_ == Mutation::DropsLastPartialTile) visible_keys = p.k_len / 16 * 16 > 0 ? p.k_len / 16 * 16 : p.k_len;
+    float row_max = neg_inf;
+    for (std::int64_t j = 0; j < p.k_len; ++j) {
+      bool ok = j < key_length && j < visible_keys;
+      if (p.mask_kind != kAttncheckMaskNone && j >= p.mask_shape[3]) ok = false;
+      if (p.causal) ok = ok && (mutation_ == Mutation::CausalOffByOne ? j < diagonal : j <= diagonal);
+      const bool exclusive = mutation_ == Mutation::WindowExclusive || mutation_ == Mutation::LseLog2AndWindowExclusive;
+      if (p.window_left >= 0) ok = ok && (exclusive ? j > diagonal - p.window_left : j >= diagonal - p.window_left);
+      if (p.window_right >= 0) ok = ok && (exclusive ? j < diagonal + p.window_right : j <= diagonal + p.window_right);
+      float score = 0;
+      if (ok) {
+        for (std::int64_t d = 0; d < p.qk_dim; ++d) score += *q.at<float>(r.b, r.h, r.i, d) * *k.at<float>(r.kb, r.g, j, d);
+        score = static_cast<float>(score * scale);
+        raw[static_cast<size_t>(j)] = score;
+        if (p.softcap > 0) score = static_cast<float>(p.softcap * std::tanh(score / p.softcap));
+        if (p.mask_kind != kAttncheckMaskNone) {
+          const std::int64_t mb = p.mask_shape[0] == 1 ? 0 : r.b, mh = p.mask_shape[1] == 1 ? 0 : r.h,
+                             mi = p.mask_shape[2] == 1 ? 0 : r.i;
+          if (p.mask_kind == kAttncheckMaskBoolean) ok = *mask.at<std::uint8_t>(mb, mh, mi, j) != 0;
+          else score += *mask.at<float>(mb, mh, mi, j);
+        }
+      }
+      allowed[static_cast<size_t>(j)] = ok && score != neg_inf;
+      s[static_cast<size_t>(j)] = allowed[static_cast<size_t>(j)] ? score : neg_inf;
+      if (allowed[static_cast<size_t>(j)]) row_max = std::max(row_max, score);
+    }
+    return row_max;
   }
 
   // The bug of SoftmaxOverQueries: the normalizer of row i taken down the query axis, Σ_i' e^{s_i'·}
@@ -417,5 +609,41 @@ attncheck_backend* attncheck_mutant_lse_log2_window_exclusive_entry(void) {
   return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::LseLog2AndWindowExclusive,
                                          "mutant-lse-log2-window-exclusive",
                                          "two bugs: writes the LSE in base 2, and takes window bounds exclusive");
+}
+attncheck_backend* attncheck_mutant_bwd_no_d_term_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::BwdNoDTerm, "mutant-bwd-no-d-term",
+                                         "backward: D = rowsum(dO ∘ O) left out of dS");
+}
+attncheck_backend* attncheck_mutant_bwd_dv_untransposed_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::BwdDvUntransposed, "mutant-bwd-dv-untransposed",
+                                         "backward: dV from P where Pᵀ belongs");
+}
+attncheck_backend* attncheck_mutant_bwd_gqa_one_head_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::BwdGqaOneHead, "mutant-bwd-gqa-one-head",
+                                         "backward: dK, dV from one query head of each group, not the group's sum");
+}
+attncheck_backend* attncheck_mutant_bwd_no_softcap_derivative_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::BwdNoSoftcapDerivative, "mutant-bwd-no-softcap-derivative",
+                                         "backward: the softcap's derivative 1 − tanh² left out");
+}
+attncheck_backend* attncheck_mutant_bwd_dk_without_scale_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::BwdDkWithoutScale, "mutant-bwd-dk-without-scale",
+                                         "backward: dK without the scale");
+}
+attncheck_backend* attncheck_mutant_bwd_unshifted_exp_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::BwdUnshiftedExp, "mutant-bwd-unshifted-exp",
+                                         "backward: P = exp(s) / exp(lse), overflowing on large logits");
+}
+attncheck_backend* attncheck_mutant_bwd_dq_random_order_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::BwdDqRandomOrder, "mutant-bwd-dq-random-order",
+                                         "backward: dQ's key tiles added in a random order while determinism is declared");
+}
+attncheck_backend* attncheck_mutant_bwd_masked_keys_get_dk_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::BwdMaskedKeysGetDk, "mutant-bwd-masked-keys-get-dk",
+                                         "backward: excluded keys weighted 1e-3 in dK: keys no query sees get dK != 0");
+}
+attncheck_backend* attncheck_mutant_bwd_dq_lost_update_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::BwdDqLostUpdate, "mutant-bwd-dq-lost-update",
+                                         "backward: the last of several key tiles' dQ sums is lost");
 }
 }

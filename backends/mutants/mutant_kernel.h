@@ -35,7 +35,22 @@ enum class Mutation {
   StickyDeviceError,    ///< for Lk >= 2 faults asynchronously (recorded on the stream) and stays faulted
   // Two bugs of different kinds in one kernel: the suite must report both, each with its case.
   LseLog2AndWindowExclusive,  ///< writes the LSE in base 2 (log2 Σ e^s) and takes window bounds exclusive
+  // Backward-pass bugs (ABI 2.2): the forward is correct and writes the LSE, the backward pass
+  // (backend.h, attncheck_backward_profile: dV = Pᵀ dO, dS = P ∘ (dP − D + dlse), dQ = σ dS K,
+  // dK = σ dSᵀ Q) holds the one bug. Only these mutants have a backward pass.
+  BwdNoDTerm,             ///< D_i = rowsum(dO ∘ O) left out: dS = P ∘ (dP + dlse)
+  BwdDvUntransposed,      ///< dV_k = Σ_i P[min(k, Lq − 1)][min(i, Lk − 1)] dO_i: P where Pᵀ belongs
+  BwdGqaOneHead,          ///< dK, dV of a kv head from the first query head of its group, not the group's sum
+  BwdNoSoftcapDerivative, ///< the softcap's derivative 1 − tanh²(r/c) left out of dS
+  BwdDkWithoutScale,      ///< dK = dSᵀ Q without the scale σ
+  BwdUnshiftedExp,        ///< P = exp(s) / exp(lse) instead of exp(s − lse): overflows on large logits
+  BwdDqRandomOrder,       ///< dQ's key-tile sums added in a random order ("atomics") while determinism is declared
+  BwdMaskedKeysGetDk,     ///< dK's dS weighs an excluded key by 10^-3 instead of 0: keys no query sees get dK ≠ 0
+  BwdDqLostUpdate,        ///< of dQ's key-tile sums the last is lost when there are several (Lk > 16)
 };
+
+/// Whether `mutation` is one of the backward pass's (the mutants with a backward pass).
+constexpr bool is_backward_mutation(Mutation mutation) { return mutation >= Mutation::BwdNoDTerm; }
 
 attncheck_backend* make_mutant(Mutation mutation, const char* name, const char* description);
 
