@@ -286,10 +286,6 @@ class MutantBackend final : public impl::BackendImpl {
     }
   }
 
-  /// dQ sums its keys in tiles of this many, one partial sum per tile, added into dQ tile by
-  /// tile: the structure the dQ mutants break (a random order, a lost tile).
-  static constexpr std::int64_t kBackwardKeyTile = 16;
-
   struct BackwardTensors {
     TensorArg q, k, v, out, lse, dout, dlse, dq, dk, dv, mask, lengths;
   };

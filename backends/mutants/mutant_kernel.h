@@ -3,6 +3,8 @@
 // the mutation test records which property catches each first.
 #pragma once
 
+#include <cstdint>
+
 #include "attncheck/backend.h"
 
 namespace attncheck::mutants {
@@ -46,8 +48,14 @@ enum class Mutation {
   BwdUnshiftedExp,        ///< P = exp(s) / exp(lse) instead of exp(s − lse): overflows on large logits
   BwdDqRandomOrder,       ///< dQ's key-tile sums added in a random order ("atomics") while determinism is declared
   BwdMaskedKeysGetDk,     ///< dK's dS weighs an excluded key by 10^-3 instead of 0: keys no query sees get dK ≠ 0
-  BwdDqLostUpdate,        ///< of dQ's key-tile sums the last is lost when there are several (Lk > 16)
+  BwdDqLostUpdate,        ///< of dQ's key-tile sums the last is lost when there are several (Lk > kBackwardKeyTile)
 };
+
+/// The backward pass sums dQ's keys in tiles of this many, one partial sum per tile, added into
+/// dQ tile by tile: the structure the dQ mutants break (a random order, a lost tile). Small, so
+/// that the short rows the quick profile draws most already hold the three tiles an order needs
+/// to show in the bits (two partial sums added to 0 commute).
+constexpr std::int64_t kBackwardKeyTile = 4;
 
 /// Whether `mutation` is one of the backward pass's (the mutants with a backward pass).
 constexpr bool is_backward_mutation(Mutation mutation) { return mutation >= Mutation::BwdNoDTerm; }

@@ -26,6 +26,7 @@
 #include "attncheck/compare.h"
 #include "attncheck/execute.h"
 #include "attncheck/reference.h"
+#include "mutant_kernel.h"
 
 namespace attncheck {
 namespace {
@@ -269,7 +270,8 @@ TEST(MutantBackward, UnshiftedExpOverflowsOnLargeLogits) {
   EXPECT_TRUE(std::isnan(o.mutant.d_v.values[0])) << o.mutant.d_v.values[0];
 }
 
-// Three allowed keys, one in each key tile of 16 (keys 0, 16, 32 of Lk = 48), q = 0 so every
+// Three allowed keys, one in each key tile (keys 0, T, 2T of Lk = 3T, with T = kBackwardKeyTile,
+// mutant_kernel.h), q = 0 so every
 // score is 0 and P = p = e^(−lse) for all three, lse = ln 3 as the forward wrote it. σ = 1, Dv = 2:
 // v = (2, 1), (−1, 1), (−1, 1), so O = (0, 1); dO = (1, 0), so D = dO·O = 0 and
 // dS = p (dO·v_j) = (2p, −p, −p). With k = (1, 2, 2^-28) the tiles' dQ sums are 2p, −2p and
@@ -279,17 +281,20 @@ TEST(MutantBackward, UnshiftedExpOverflowsOnLargeLogits) {
 // declared: 64 calls all alike has probability (1/3)^64 + (2/3)^64 < 10^-11. The reference's dQ
 // is −2^-28/3, never 0.
 TEST(MutantBackward, DqRandomOrderChangesItsBitsFromCallToCall) {
+  const std::int64_t tile = mutants::kBackwardKeyTile;
   Problem p;
-  p.k_len = 48;
+  p.k_len = 3 * tile;
   p.v_dim = 2;
   p.scale = 1.0;
   ExactCase c = zero_case(p, false);
-  allow_only(c, {0, 16, 32});
-  c.data.k.values[0] = 1, c.data.k.values[16] = 2, c.data.k.values[32] = 0x1p-28;
+  allow_only(c, {0, tile, 2 * tile});
+  const std::vector<double> k = {1, 2, 0x1p-28};
   const std::vector<std::pair<double, double>> v = {{2, 1}, {-1, 1}, {-1, 1}};
   for (size_t n = 0; n < 3; ++n) {
-    c.data.v.values[16 * n * 2] = v[n].first;
-    c.data.v.values[16 * n * 2 + 1] = v[n].second;
+    const auto key = static_cast<size_t>(tile) * n;
+    c.data.k.values[key] = k[n];
+    c.data.v.values[2 * key] = v[n].first;
+    c.data.v.values[2 * key + 1] = v[n].second;
   }
   c.d_out.values = {1, 0};
   Backend backend = open_backend("mutant-bwd-dq-random-order");
@@ -333,24 +338,25 @@ TEST(MutantBackward, MaskedKeysGetDkAtAKeyNoQuerySees) {
   EXPECT_EQ(o.mutant.d_v.values, (Values{1, 0}));
 }
 
-// One query, Lk = 17 (two key tiles of 16), the mask allowing key 16 only, σ = 1/2: q = 2,
-// k_16 = 3, v_16 = 4, dO = 2, dLSE = 1/2. As one_key: dS = 1/2, dQ = σ dS k_16 = 3/4,
-// dK_16 = σ dS q = 1/2, dV_16 = 2. The mutant loses the last tile's dQ sum: dQ = 0.
+// One query, Lk = T + 1 (two key tiles, T = kBackwardKeyTile), the mask allowing key T only,
+// σ = 1/2: q = 2, k_T = 3, v_T = 4, dO = 2, dLSE = 1/2. As one_key: dS = 1/2, dQ = σ dS k_T = 3/4,
+// dK_T = σ dS q = 1/2, dV_T = 2. The mutant loses the last tile's dQ sum: dQ = 0.
 TEST(MutantBackward, DqLostUpdateLosesTheLastKeyTile) {
+  const std::int64_t tile = mutants::kBackwardKeyTile;
   Problem p;
-  p.k_len = 17;
+  p.k_len = tile + 1;
   p.scale = 0.5;
   ExactCase c = zero_case(p, true);
-  allow_only(c, {16});
+  allow_only(c, {tile});
   c.data.q.values = {2};
-  c.data.k.values[16] = 3;
-  c.data.v.values[16] = 4;
+  c.data.k.values[static_cast<size_t>(tile)] = 3;
+  c.data.v.values[static_cast<size_t>(tile)] = 4;
   c.d_out.values = {2};
   c.d_lse->values = {0.5};
   const Observed o = observe("mutant-bwd-dq-lost-update", c);
-  Values dk(17, 0.0), dv(17, 0.0);
-  dk[16] = 0.5;
-  dv[16] = 2;
+  Values dk(static_cast<size_t>(tile + 1), 0.0), dv(static_cast<size_t>(tile + 1), 0.0);
+  dk[static_cast<size_t>(tile)] = 0.5;
+  dv[static_cast<size_t>(tile)] = 2;
   EXPECT_EQ(o.reference.d_q.values, (Values{0.75}));
   EXPECT_EQ(o.reference.d_k.values, dk);
   EXPECT_EQ(o.reference.d_v.values, dv);
