@@ -204,6 +204,10 @@ struct PropertyDef {
   /// False for a property that sets lengths or head dims itself (a V = I that needs Dv ≥ Lk, a
   /// power-of-two key count): it draws small problems only, whatever the run's size mix.
   bool size_agnostic = true;
+  /// Runs only for backends with a backward pass (Backend::has_backward); the others skip it with
+  /// the reason "the backend has no backward pass". Last, so that the positional definitions of
+  /// the forward families stay as they are: backward properties name their fields.
+  bool needs_backward = false;
 };
 
 /// Every property, in registration order (properties/src/registry.cpp).
