@@ -14,7 +14,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <optional>
 #include <set>
 #include <string>
@@ -30,41 +29,6 @@
 
 namespace attncheck {
 namespace {
-
-/// A compact host DLTensor of `from`'s values as float32 (uint8 for a boolean mask), with the
-/// last `ndim` dimensions of its shape: what a backward call is handed. Every value of these cases
-/// is exact in fp32, so the conversion loses nothing.
-class Float32Tensor {
- public:
-  Float32Tensor(const HostTensor& from, int ndim, bool as_bytes = false) {
-    shape_.assign(from.shape.end() - ndim, from.shape.end());
-    if (as_bytes)
-      for (double x : from.values) bytes_.push_back(x != 0 ? 1 : 0);
-    else
-      for (double x : from.values) floats_.push_back(static_cast<float>(x));
-    tensor_.data = as_bytes ? static_cast<void*>(bytes_.data()) : static_cast<void*>(floats_.data());
-    tensor_.device = {kDLCPU, 0};
-    tensor_.ndim = ndim;
-    tensor_.dtype = as_bytes ? DLDataType{kDLUInt, 8, 1} : DLDataType{kDLFloat, 32, 1};
-    tensor_.shape = shape_.data();
-  }
-  Float32Tensor(const Float32Tensor&) = delete;
-  Float32Tensor& operator=(const Float32Tensor&) = delete;
-
-  DLTensor* get() { return &tensor_; }
-  /// The values as doubles, shaped `shape`.
-  HostTensor to_host(const Shape4& shape) const {
-    HostTensor t(shape);
-    for (size_t n = 0; n < floats_.size(); ++n) t.values[n] = floats_[n];
-    return t;
-  }
-
- private:
-  std::vector<float> floats_;
-  std::vector<std::uint8_t> bytes_;
-  std::vector<std::int64_t> shape_;
-  DLTensor tensor_{};
-};
 
 /// One hand-built case: the forward's inputs and the loss's gradients dO (and dLSE).
 struct ExactCase {
@@ -100,7 +64,8 @@ struct Observed {
 };
 
 /// Runs `mutant`'s forward on `c` and checks it agrees with the reference (the forward comparator,
-/// numerics/), then its backward on that forward's O and lse, and the reference's backward.
+/// numerics/), then its backward on that forward's O and lse (run_backend_backward), and the
+/// reference's backward.
 Observed observe(const std::string& mutant, const ExactCase& c) {
   Backend backend = open_backend(mutant);
   EXPECT_TRUE(backend.has_backward()) << mutant;
@@ -117,27 +82,19 @@ Observed observe(const std::string& mutant, const ExactCase& c) {
   const Verdict verdict = compare_attention(p, profile, inputs, reference, forward.out, forward.lse ? &*forward.lse : nullptr);
   EXPECT_TRUE(verdict.passed) << mutant << "'s forward must be correct: " << verdict.summary();
 
-  const bool boolean_mask = p.mask == MaskKind::Boolean;
-  Float32Tensor q(c.data.q, 4), k(c.data.k, 4), v(c.data.v, 4), out(forward.out, 4), lse(*forward.lse, 3),
-      d_out(c.d_out, 4);
-  std::optional<Float32Tensor> mask, d_lse;
-  if (p.mask != MaskKind::None) mask.emplace(c.data.mask, 4, boolean_mask);
-  if (c.d_lse) d_lse.emplace(*c.d_lse, 3);
-  const Shape4 dq_shape{p.batch, p.q_heads, p.q_len, p.qk_dim}, dk_shape{p.batch, p.kv_heads, p.k_len, p.qk_dim},
-      dv_shape{p.batch, p.kv_heads, p.k_len, p.v_dim};
-  // Pre-filled with −7, not 0: the backward must write every element.
-  Float32Tensor dq(HostTensor(dq_shape, -7), 4), dk(HostTensor(dk_shape, -7), 4), dv(HostTensor(dv_shape, -7), 4);
-  attncheck_backward_tensors t{};
-  t.struct_size = sizeof t;
-  t.q = q.get(), t.k = k.get(), t.v = v.get(), t.mask = mask ? mask->get() : nullptr;
-  t.out = out.get(), t.lse = lse.get(), t.dout = d_out.get(), t.dlse = d_lse ? d_lse->get() : nullptr;
-  t.dq = dq.get(), t.dk = dk.get(), t.dv = dv.get();
-  backend.backward(p, t);
+  // Through the harness, as the properties call it: guards, the NaN pre-fill of dq, dk, dv (every
+  // element must be written) and fingerprints of every input.
+  BackwardData handed;
+  handed.out = forward.out;
+  handed.lse = *forward.lse;
+  handed.d_out = c.d_out;
+  handed.d_lse = c.d_lse;
+  const BackwardRun run = run_backend_backward(backend, p, profile, *backend.backward_profile(p, DType::F32), inputs,
+                                               handed, /*want_d_bias=*/false);
+  EXPECT_TRUE(run.memory_findings.empty()) << mutant << ": " << run.memory_findings.front();
 
   Observed o;
-  o.mutant.d_q = dq.to_host(dq_shape);
-  o.mutant.d_k = dk.to_host(dk_shape);
-  o.mutant.d_v = dv.to_host(dv_shape);
+  o.mutant = run.gradients;
   const View4<const double> no_d_lse{};
   o.reference = reference_attention_backward(p, inputs, backward_inputs(reference, c.d_out.view(), c.d_lse ? c.d_lse->view() : no_d_lse));
   return o;
