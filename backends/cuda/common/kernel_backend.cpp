@@ -75,28 +75,30 @@ void KernelBackend::check_backward_limits(const attncheck_problem& p) const {
                       std::to_string(shared_memory_limit()));
 }
 
-attncheck_backward_profile KernelBackend::backward_profile(const attncheck_problem& problem, DLDataType input) const {
+attncheck_backward_profile KernelBackend::backward_profile(const attncheck_problem& /*problem*/, DLDataType input) const {
   if (backward_launch_ == nullptr) impl::unsupported("this backend has no backward pass");
-  check_supported(problem, input, device().device_type);
-  check_backward_limits(problem);
-  attncheck_backward_profile profile{};
-  profile.struct_size = sizeof profile;
-  profile.gradient_dtype = input;        // dQ, dK, dV rounded once, from fp32, to the input dtype
-  profile.probability_dtype = impl::kF32;  // P, dP, dS and dR live in fp32 shared memory
-  profile.dp_dtype = impl::kF32;
-  profile.ds_dtype = impl::kF32;
-  profile.accumulator_dtype = impl::kF32;
-  profile.group_sum_dtype = impl::kF32;  // a GQA group's heads continue the same fp32 running sums
+  // Asked in the parent process under isolation (backend.h), where a device backend must not
+  // touch the device: only the dtype is checked here (profile() declines the others), the
+  // device, the grid and the shared memory by backward, in the call.
+  (void)profile(input);
+  attncheck_backward_profile declared{};
+  declared.struct_size = sizeof declared;
+  declared.gradient_dtype = input;  // dQ, dK, dV rounded once, from fp32, to the input dtype
+  declared.probability_dtype = impl::kF32;  // P, dP, dS and dR live in fp32 shared memory
+  declared.dp_dtype = impl::kF32;
+  declared.ds_dtype = impl::kF32;
+  declared.accumulator_dtype = impl::kF32;
+  declared.group_sum_dtype = impl::kF32;  // a GQA group's heads continue the same fp32 running sums
   // Each dK, dV element is one running sum over (head, row) and each dQ element one over keys,
   // continued across tiles (flash_attention_backward.cuh): no tile sums are formed.
-  profile.query_block = 0;
-  profile.key_block = 0;
-  profile.recomputes_from_lse = 1;
-  profile.dq_atomic = 0;  // dQ has its own kernel (a block per query tile), no atomics
-  profile.deterministic = 1;
-  profile.accepts_dlse = 1;
-  profile.writes_dbias = 0;
-  return profile;
+  declared.query_block = 0;
+  declared.key_block = 0;
+  declared.recomputes_from_lse = 1;
+  declared.dq_atomic = 0;  // dQ has its own kernel (a block per query tile), no atomics
+  declared.deterministic = 1;
+  declared.accepts_dlse = 1;
+  declared.writes_dbias = 0;
+  return declared;
 }
 
 void KernelBackend::backward(const attncheck_problem& problem, const attncheck_backward_tensors& tensors) {

@@ -55,7 +55,9 @@ class KernelBackend : public CudaBackend {
   BackwardLaunchShape backward_launch_shape(const AttentionParams& params) const;
 
   /// The backward pass (ABI 2.2): a backend built with a backward launch (cuda-flash and its
-  /// @host twin) has one.
+  /// @host twin) has one. backward_profile declines only dtypes the kernels do not read (it must
+  /// not touch a device); backward checks as forward does, and declines what exceeds the
+  /// backward kernels' shared memory.
   bool has_backward() const final { return backward_launch_ != nullptr; }
   attncheck_backward_profile backward_profile(const attncheck_problem& problem, DLDataType input) const final;
   void backward(const attncheck_problem& problem, const attncheck_backward_tensors& tensors) final;

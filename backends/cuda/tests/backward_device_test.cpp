@@ -34,7 +34,7 @@ INSTANTIATE_TEST_SUITE_P(CudaFlash, FlashDeviceBackward,
 INSTANTIATE_TEST_SUITE_P(CudaFlash, FlashDeviceBackwardWithDLse, ::testing::ValuesIn(attention_grid({DType::F32})),
                          case_name);
 
-// Without a device, get_backward_profile and backward decline with CUDA's reason (a skip).
+// Without a device, backward declines with CUDA's reason (a skip).
 TEST(CudaFlashDeviceBackward, DeclinesWithCudasReasonWhenNoDevice) {
   const std::string reason = no_device_reason();
   if (reason.empty()) GTEST_SKIP() << "a CUDA device is present";
@@ -51,10 +51,11 @@ TEST(CudaFlashDeviceBackward, DeclinesWithCudasReasonWhenNoDevice) {
   p.qk_dim = p.v_dim = 8;
   p.scale = 1.0;
   p.window_left = p.window_right = -1;
+  // The profile is asked in the parent process under isolation, which must not touch the
+  // device: it answers for the dtype alone, and the call declines.
   attncheck_backward_profile profile{};
   profile.struct_size = sizeof profile;
-  EXPECT_EQ(table->get_backward_profile(table.get(), &p, {kDLFloat, 32, 1}, &profile), kAttncheckNotSupported);
-  EXPECT_NE(std::string(table->last_error(table.get())).find("no CUDA device: " + reason), std::string::npos)
+  EXPECT_EQ(table->get_backward_profile(table.get(), &p, {kDLFloat, 32, 1}, &profile), kAttncheckOk)
       << table->last_error(table.get());
   attncheck_backward_tensors none{};
   none.struct_size = sizeof none;
