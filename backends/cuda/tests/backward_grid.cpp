@@ -1,110 +1,40 @@
 #include "backward_grid.h"
 
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdio>
-#include <memory>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <bit>
+#include <cstdint>
 #include <optional>
-#include <vector>
+#include <string>
+#include <tuple>
 
 #include "attncheck/backend_handle.h"
 #include "attncheck/backward.h"
-#include "attncheck/memory_domain.h"
+#include "attncheck/case.h"
+#include "attncheck/execute.h"
+#include "attncheck/gradient_tolerance.h"
 #include "attncheck/reference.h"
 
 namespace attncheck::cuda::testing {
 namespace {
 
-// Interim: the backward call made directly through the table, with compact tensors in the
-// backend's memory domain, until the harness's run_backend_backward and make_backward_data
-// replace it (they add the guards, NaN pre-fill, fingerprints and layouts).
-struct DomainTensor {
-  MemoryDomain* domain = nullptr;
-  DType dtype = DType::F32;
-  Shape4 shape{};
-  int ndim = 4;
-  std::int64_t shape_abi[4]{}, strides_abi[4]{};
-  std::vector<std::byte> staging;
-  void* memory = nullptr;
-  DLTensor tensor{};
-
-  DomainTensor(MemoryDomain& d, DType type, const Shape4& s, int dims) : domain(&d), dtype(type), shape(s), ndim(dims) {
-    const std::int64_t n = element_count(s);
-    staging.assign(static_cast<std::size_t>(n * dtype_bytes(type)), std::byte{0xff});  // NaN in every dtype
-    memory = d.allocate(staging.size());
-    const int offset = 4 - dims;  // an [1, B, H, L] tensor handed as [B, H, L]
-    const Shape4 strides = compact_strides(s);
-    for (int i = 0; i < dims; ++i) {
-      shape_abi[i] = s[static_cast<std::size_t>(i + offset)];
-      strides_abi[i] = strides[static_cast<std::size_t>(i + offset)];
-    }
-    tensor.data = memory;
-    tensor.device = d.device();
-    tensor.ndim = dims;
-    tensor.dtype = to_dlpack(type);
-    tensor.shape = shape_abi;
-    tensor.strides = strides_abi;
-  }
-  DomainTensor(const DomainTensor&) = delete;
-  DomainTensor& operator=(const DomainTensor&) = delete;
-  ~DomainTensor() { domain->release(memory); }
-
-  void write(const HostTensor& values) {
-    for (std::size_t i = 0; i < values.values.size(); ++i)
-      encode_value(dtype, values.values[i], staging.data() + i * static_cast<std::size_t>(dtype_bytes(dtype)));
-    domain->copy_in(memory, staging.data(), staging.size());
-  }
-  void write_lengths(const std::vector<std::int64_t>& lengths) {
-    std::copy_n(reinterpret_cast<const std::byte*>(lengths.data()), staging.size(), staging.begin());
-    domain->copy_in(memory, staging.data(), staging.size());
-  }
-  void upload() { domain->copy_in(memory, staging.data(), staging.size()); }
-  HostTensor read() {
-    domain->copy_out(staging.data(), memory, staging.size());
-    HostTensor t(shape);
-    for (std::size_t i = 0; i < t.values.size(); ++i)
-      t.values[i] = decode_value(dtype, staging.data() + i * static_cast<std::size_t>(dtype_bytes(dtype)));
-    return t;
-  }
-};
-
-HostTensor rounded(const HostTensor& t, DType dtype) {
-  HostTensor r = t;
-  for (double& x : r.values) x = round_to(dtype, x);
-  return r;
-}
-
-HostTensor normal_tensor(const Shape4& shape, DType dtype, PortableRandom& random) {
-  HostTensor t(shape);
-  for (double& x : t.values) x = round_to(dtype, random.normal());
-  return t;
-}
-
-// max |actual − reference| / max |reference| over the tensor: the interim report (no bound yet).
-double relative_error(const HostTensor& actual, const HostTensor& reference) {
-  double error = 0, magnitude = 0;
-  for (std::size_t i = 0; i < reference.values.size(); ++i) {
-    if (!std::isfinite(reference.values[i])) continue;
-    error = std::max(error, std::abs(actual.values[i] - reference.values[i]));
-    magnitude = std::max(magnitude, std::abs(reference.values[i]));
-  }
-  return magnitude == 0 ? error : error / magnitude;
-}
-
-// Where the reference's gradient is exactly 0 (a key no row may see, a row with no allowed key)
-// or not finite, the kernel's must be the same.
-void expect_same_zeros_and_non_finites(const char* name, const HostTensor& actual, const HostTensor& reference) {
-  for (std::size_t i = 0; i < reference.values.size(); ++i) {
-    const double r = reference.values[i], a = actual.values[i];
-    if (r == 0.0) {
-      ASSERT_EQ(a, 0.0) << name << " flat index " << i << ": the reference's gradient is exactly 0";
-    } else if (std::isnan(r)) {
-      ASSERT_TRUE(std::isnan(a)) << name << " flat index " << i << ": the reference's gradient is NaN, got " << a;
-    } else {
-      ASSERT_TRUE(std::isfinite(a)) << name << " flat index " << i << ": " << a << ", the reference's is " << r;
-    }
-  }
+// The first element where two runs' gradients differ in their bits ("dK[0, 1, 3, 5]: 0.25 against
+// 0.2500001"), or nothing. The harness converts the kernel's values to double exactly, so equal
+// doubles' bits are equal kernel bits (a NaN's payload included).
+std::optional<std::string> first_bit_difference(const char* name, const HostTensor& a, const HostTensor& b) {
+  if (a.shape != b.shape)
+    return fmt::format("{}: shapes [{}] against [{}]", name, fmt::join(a.shape, ", "), fmt::join(b.shape, ", "));
+  const Shape4& s = a.shape;
+  for (std::int64_t i0 = 0; i0 < s[0]; ++i0)
+    for (std::int64_t i1 = 0; i1 < s[1]; ++i1)
+      for (std::int64_t i2 = 0; i2 < s[2]; ++i2)
+        for (std::int64_t i3 = 0; i3 < s[3]; ++i3) {
+          const double x = a(i0, i1, i2, i3), y = b(i0, i1, i2, i3);
+          if (std::bit_cast<std::uint64_t>(x) != std::bit_cast<std::uint64_t>(y))
+            return fmt::format("{}[{}, {}, {}, {}]: {:.17g} against {:.17g}", name, i0, i1, i2, i3, x, y);
+        }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -114,95 +44,62 @@ void expect_gradients_conform(const std::string& name, const GridCase& g, bool w
   const Problem& problem = g.c.problem;
   const DType dtype = g.c.dtype;
   if (const std::optional<std::string> reason = backend.unsupported_reason(problem, dtype)) GTEST_SKIP() << *reason;
+  const std::optional<NumericsProfile> forward = backend.profile(problem, dtype);
+  ASSERT_TRUE(forward.has_value()) << name << " takes the case but declares no forward profile";
   const std::optional<BackwardProfile> backward_profile = backend.backward_profile(problem, dtype);
   ASSERT_TRUE(backward_profile.has_value()) << name << " takes the forward but declares no backward profile";
-  const DType gradient = backward_profile->gradient_dtype(dtype);
+  // dbias is not written (writes_dbias = 0), so it is not asked for.
+  const bool want_d_bias = problem.mask == MaskKind::Additive && backward_profile->writes_dbias;
 
-  const CaseData data = g.data();
+  // The data as check_case hands them to the forward kernel: the bias rounded to the dtype the
+  // kernel reads it in, and unreachable keys poisoned with finite values only for a kernel that
+  // weights masked keys by zero (numerics/README.md §2.12, §6.1). The reference sees the same.
+  CaseData data = g.data();
+  round_additive_mask(problem, data, forward->additive_mask_dtype());
+  if (forward->masked_keys_weighted_by_zero) make_poison_finite(problem, data, dtype);
   const AttentionInputs inputs = data.inputs(problem);
-  const AttentionResult reference = reference_attention(problem, inputs);
-  PortableRandom random(g.c.seed ^ 0x6261636b77617264ull);  // "backward": a stream apart from the inputs'
-  const HostTensor d_out = normal_tensor(reference.out.shape, dtype, random);
-  const std::optional<HostTensor> d_lse =
-      with_d_lse ? std::optional(normal_tensor(reference.lse.shape, DType::F32, random)) : std::nullopt;
-  const BackwardInputs exact = backward_inputs(reference, d_out.view(), d_lse ? d_lse->view() : View4<const double>{});
-  BackwardOptions options;
-  options.bias_gradient = false;
-  const AttentionGradients expected = reference_attention_backward(problem, inputs, exact, options);
+  // O and LSE handed to the kernel are the reference's rounded to the output dtype and fp32; dO
+  // (and dLSE) come from the case's own backward stream (make_backward_data).
+  const AttentionResult forward_reference = reference_attention(problem, inputs);
+  const BackwardData backward = make_backward_data(g.c, forward_reference, forward->output, with_d_lse);
 
-  std::unique_ptr<MemoryDomain> domain = make_memory_domain(backend.device());
-  const Shape4 q_shape{problem.batch, problem.q_heads, problem.q_len, problem.qk_dim};
-  const Shape4 k_shape{problem.batch, problem.kv_heads, problem.k_len, problem.qk_dim};
-  const Shape4 v_shape{problem.batch, problem.kv_heads, problem.k_len, problem.v_dim};
-  DomainTensor q(*domain, dtype, q_shape, 4), k(*domain, dtype, k_shape, 4), v(*domain, dtype, v_shape, 4);
-  DomainTensor out(*domain, dtype, reference.out.shape, 4), d_out_t(*domain, dtype, reference.out.shape, 4);
-  DomainTensor lse(*domain, DType::F32, reference.lse.shape, 3);
-  DomainTensor dq(*domain, gradient, q_shape, 4), dk(*domain, gradient, k_shape, 4), dv(*domain, gradient, v_shape, 4);
-  q.write(data.q);
-  k.write(data.k);
-  v.write(data.v);
-  out.write(rounded(reference.out, dtype));
-  lse.write(rounded(reference.lse, DType::F32));
-  d_out_t.write(d_out);
-  dq.upload();
-  dk.upload();
-  dv.upload();
-  std::optional<DomainTensor> mask, lengths, d_lse_t;
-  if (problem.mask != MaskKind::None) {
-    mask.emplace(*domain, problem.mask == MaskKind::Boolean ? DType::F32 : dtype, data.mask.shape, 4);
-    if (problem.mask == MaskKind::Boolean) {
-      mask->tensor.dtype = {kDLUInt, 8, 1};
-      mask->staging.resize(data.mask.values.size());
-      for (std::size_t i = 0; i < data.mask.values.size(); ++i)
-        mask->staging[i] = std::byte{static_cast<unsigned char>(data.mask.values[i] != 0 ? 1 : 0)};
-      mask->upload();
-    } else {
-      mask->write(data.mask);
-    }
-  }
-  if (problem.has_key_lengths) {
-    lengths.emplace(*domain, DType::F64, Shape4{1, 1, 1, problem.batch}, 1);  // 8 bytes per element
-    lengths->tensor.dtype = {kDLInt, 64, 1};
-    lengths->write_lengths(data.key_lengths);
-  }
-  if (d_lse) {
-    d_lse_t.emplace(*domain, DType::F32, d_lse->shape, 3);
-    d_lse_t->write(*d_lse);
-  }
-
-  attncheck_backward_tensors tensors{};
-  tensors.struct_size = sizeof tensors;
-  tensors.stream = domain->stream();
-  tensors.q = &q.tensor;
-  tensors.k = &k.tensor;
-  tensors.v = &v.tensor;
-  tensors.mask = mask ? &mask->tensor : nullptr;
-  tensors.key_lengths = lengths ? &lengths->tensor : nullptr;
-  tensors.out = &out.tensor;
-  tensors.lse = &lse.tensor;
-  tensors.dout = &d_out_t.tensor;
-  tensors.dlse = d_lse_t ? &d_lse_t->tensor : nullptr;
-  tensors.dq = &dq.tensor;
-  tensors.dk = &dk.tensor;
-  tensors.dv = &dv.tensor;
-  domain->enter_call();
+  RunOptions options = g.options;
+  options.sequence_major = g.c.sequence_major;
+  BackwardRun run, again;
   try {
-    backend.backward(problem, tensors);
-  } catch (...) {
-    domain->leave_call();
-    throw;
+    run = run_backend_backward(backend, problem, *forward, *backward_profile, inputs, backward, want_d_bias, options);
+    again = run_backend_backward(backend, problem, *forward, *backward_profile, inputs, backward, want_d_bias, options);
+  } catch (const BackendError& e) {
+    if (e.status() != kAttncheckNotSupported) throw;
+    GTEST_SKIP() << e.what();
   }
-  domain->leave_call();
-  const std::optional<std::string> fault = domain->synchronize();
-  ASSERT_FALSE(fault.has_value()) << *fault;
+  EXPECT_TRUE(run.memory_findings.empty()) << name << " " << g.name << ": " << fmt::format("{}", fmt::join(run.memory_findings, "; "));
+  EXPECT_TRUE(again.memory_findings.empty())
+      << name << " " << g.name << " (second call): " << fmt::format("{}", fmt::join(again.memory_findings, "; "));
 
-  const HostTensor got_q = dq.read(), got_k = dk.read(), got_v = dv.read();
-  expect_same_zeros_and_non_finites("dQ", got_q, expected.d_q);
-  expect_same_zeros_and_non_finites("dK", got_k, expected.d_k);
-  expect_same_zeros_and_non_finites("dV", got_v, expected.d_v);
-  std::printf("%s %s: max relative error dQ %.3g dK %.3g dV %.3g\n", name.c_str(), g.name.c_str(),
-              relative_error(got_q, expected.d_q), relative_error(got_k, expected.d_k),
-              relative_error(got_v, expected.d_v));
+  // The target: the exact gradient at the reference's unrounded O and LSE with the dO and dLSE the
+  // kernel received; τ (numerics/README.md §10) includes the rounding of the O and LSE it was handed.
+  const BackwardInputs exact = backward.exact_inputs(forward_reference);
+  BackwardOptions reference_options;
+  reference_options.bias_gradient = want_d_bias;
+  const AttentionGradients expected = reference_attention_backward(problem, inputs, exact, reference_options);
+  const GradientBounds tau = gradient_tolerance(problem, *forward, *backward_profile, inputs, exact, expected);
+  const GradientVerdict verdict = compare_gradients(expected, tau, run.gradients);
+  EXPECT_TRUE(verdict.passed) << name << " " << g.name << " [" << g.c.describe() << "]: " << verdict.failure << " | "
+                              << verdict.summary();
+  // One line per case (the name carries the dtype), so the worst ratio of a dtype can be read off.
+  fmt::print("{} {}{}: {}\n", name, g.name, with_d_lse ? " with dLSE" : "", verdict.summary());
+
+  // The profile declares the backward deterministic (one running sum per element in a fixed
+  // order, no atomics): a second call on the same inputs returns the same bits.
+  ASSERT_TRUE(backward_profile->deterministic) << name << " no longer declares its backward deterministic";
+  for (const auto& [tensor, first, second] :
+       {std::tuple{"dQ", &run.gradients.d_q, &again.gradients.d_q}, std::tuple{"dK", &run.gradients.d_k, &again.gradients.d_k},
+        std::tuple{"dV", &run.gradients.d_v, &again.gradients.d_v}}) {
+    const std::optional<std::string> difference = first_bit_difference(tensor, *first, *second);
+    EXPECT_FALSE(difference.has_value()) << name << " " << g.name << ": two backward calls on the same inputs differ at "
+                                         << *difference;
+  }
 }
 
 }  // namespace attncheck::cuda::testing
