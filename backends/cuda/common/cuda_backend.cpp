@@ -77,6 +77,43 @@ AttentionParams make_params(const attncheck_problem& p, const attncheck_attentio
   return params;
 }
 
+BackwardParams make_backward_params(const attncheck_problem& p, const attncheck_backward_tensors& t,
+                                    DLDeviceType device, ElementType type) {
+  if (t.lse == nullptr) impl::invalid("lse: is NULL, but the backward pass recomputes P from the forward's lse");
+  if (t.dbias != nullptr)
+    impl::invalid("dbias: given, but this backend's backward profile does not write the bias gradient (writes_dbias = 0)");
+  attncheck_attention_tensors forward{};
+  forward.struct_size = sizeof forward;
+  forward.stream = t.stream;
+  forward.q = t.q;
+  forward.k = t.k;
+  forward.v = t.v;
+  forward.mask = t.mask;
+  forward.key_lengths = t.key_lengths;
+  // Read only: make_params takes the forward's output slots, which the backward kernels never write.
+  forward.out = const_cast<DLTensor*>(t.out);
+  forward.lse = const_cast<DLTensor*>(t.lse);
+  BackwardParams params;
+  params.forward = make_params(p, forward, device, type);
+  const DLDataType dtype = dlpack_type_of(type);
+  const std::initializer_list<std::string_view> rows{"batch", "query heads", "query length"};
+  params.d_out = strided(impl::check_tensor(t.dout, "dout", {p.batch, p.q_heads, p.q_len, p.v_dim},
+                                            {"batch", "query heads", "query length", "value dim"}, {dtype}, device));
+  if (t.dlse != nullptr) {
+    const impl::TensorArg dlse =
+        impl::check_tensor(t.dlse, "dlse", {p.batch, p.q_heads, p.q_len}, rows, {impl::kF32}, device);
+    params.d_lse = dlse.at<float>(0);
+    for (std::size_t d = 0; d < 3; ++d) params.d_lse_stride[d] = dlse.strides[d];
+  }
+  params.d_q = strided(impl::check_tensor(t.dq, "dq", {p.batch, p.q_heads, p.q_len, p.qk_dim},
+                                          {"batch", "query heads", "query length", "head dim"}, {dtype}, device));
+  params.d_k = strided(impl::check_tensor(t.dk, "dk", {p.batch, p.kv_heads, p.k_len, p.qk_dim},
+                                          {"batch", "kv heads", "key length", "head dim"}, {dtype}, device));
+  params.d_v = strided(impl::check_tensor(t.dv, "dv", {p.batch, p.kv_heads, p.k_len, p.v_dim},
+                                          {"batch", "kv heads", "key length", "value dim"}, {dtype}, device));
+  return params;
+}
+
 attncheck_numerics_profile make_profile(ElementType input, const ProfileTraits& traits) {
   attncheck_numerics_profile profile{};
   profile.struct_size = sizeof(attncheck_numerics_profile);

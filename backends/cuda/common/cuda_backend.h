@@ -24,6 +24,13 @@ DLDataType dlpack_type_of(ElementType type);
 AttentionParams make_params(const attncheck_problem& problem, const attncheck_attention_tensors& tensors,
                             DLDeviceType device, ElementType type);
 
+/// The same for a backward call: the forward's tensors as make_params checks them (out, the
+/// forward's O, in `type`; lse required), dout, dq, dk, dv in `type`, dlse (optional) in float32.
+/// BackwardParams::delta is left for the launch to allocate. A dbias tensor is refused (invalid):
+/// these kernels do not write the bias gradient.
+BackwardParams make_backward_params(const attncheck_problem& problem, const attncheck_backward_tensors& tensors,
+                                    DLDeviceType device, ElementType type);
+
 /// Where the backends differ in how they compute; everything else in their profile is shared.
 struct ProfileTraits {
   bool probability_rounded_to_input = false;  ///< P is stored in the input dtype for P·V

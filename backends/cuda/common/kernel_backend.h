@@ -35,14 +35,36 @@ struct LaunchShape {
 using KernelLaunch = void (*)(const KernelConfig& config, const LaunchShape& shape, const AttentionParams& params,
                               ElementType type, void* stream);
 
+/// The three launches of the flash backward pass (flash_attention_backward.cuh), in order.
+struct BackwardLaunchShape {
+  LaunchShape delta;  ///< flash_backward_delta_kernel: (⌈Lq / threads⌉, Hq, B), a thread per row
+  LaunchShape kv;     ///< flash_backward_kv_kernel: (⌈Lk / tile_keys⌉, Hkv, B)
+  LaunchShape q;      ///< flash_backward_q_kernel: (⌈Lq / tile_rows⌉, Hq, B)
+};
+
+/// A flash backend folder's backward launch: allocates params.delta ([B, Hq, Lq] fp32, in the
+/// backend's memory, alive until the three kernels are done) and runs the three kernels.
+using KernelBackwardLaunch = void (*)(const KernelConfig& config, const BackwardLaunchShape& shape,
+                                      BackwardParams params, ElementType type, void* stream);
+
 class KernelBackend : public CudaBackend {
  public:
   const KernelConfig& config() const { return config_; }
   /// grid (⌈Lq / rows per block⌉, Hq, B): a thread per row (naive) or a tile of rows (flash).
   LaunchShape launch_shape(const AttentionParams& params) const;
+  BackwardLaunchShape backward_launch_shape(const AttentionParams& params) const;
+
+  /// The backward pass (ABI 2.2): a backend built with a backward launch (cuda-flash and its
+  /// @host twin) has one. backward_profile declines only dtypes the kernels do not read (it must
+  /// not touch a device); backward checks as forward does, and declines what exceeds the
+  /// backward kernels' shared memory.
+  bool has_backward() const final { return backward_launch_ != nullptr; }
+  attncheck_backward_profile backward_profile(const attncheck_problem& problem, DLDataType input) const final;
+  void backward(const attncheck_problem& problem, const attncheck_backward_tensors& tensors) final;
 
  protected:
-  KernelBackend(DLDevice device, const KernelConfig& config, KernelLaunch launch);
+  KernelBackend(DLDevice device, const KernelConfig& config, KernelLaunch launch,
+                KernelBackwardLaunch backward_launch = nullptr);
 
   ProfileTraits traits(ElementType input) const override;
   void check_limits(const attncheck_problem& problem) const override;
@@ -51,16 +73,21 @@ class KernelBackend : public CudaBackend {
   virtual std::size_t shared_memory_limit() const = 0;
 
  private:
+  /// Declines (impl::unsupported) what the backward kernels cannot take beyond the forward's
+  /// checks: shared memory of the two tiled kernels.
+  void check_backward_limits(const attncheck_problem& problem) const;
+
   KernelConfig config_;
   KernelLaunch launch_;
+  KernelBackwardLaunch backward_launch_;
 };
 
 /// A kernel run on the host by host_emulation.h, reading the suite's simulated device: its memory
 /// is host memory mapped only for the call, so the suite's device path is exercised without a GPU.
 class HostKernelBackend final : public KernelBackend {
  public:
-  HostKernelBackend(const KernelConfig& config, KernelLaunch launch)
-      : KernelBackend({kAttncheckSimulatedDevice, 0}, config, launch) {}
+  HostKernelBackend(const KernelConfig& config, KernelLaunch launch, KernelBackwardLaunch backward_launch = nullptr)
+      : KernelBackend({kAttncheckSimulatedDevice, 0}, config, launch, backward_launch) {}
 
  protected:
   /// An emulated block's shared memory is host memory; the cap only keeps a runaway head dim from

@@ -50,7 +50,8 @@ class StreamBuffer {
 /// KernelBackend for CUDA memory: available only with a device; shared memory as the device allows.
 class DeviceKernelBackend final : public KernelBackend {
  public:
-  DeviceKernelBackend(const KernelConfig& config, KernelLaunch launch) : KernelBackend({kDLCUDA, 0}, config, launch) {}
+  DeviceKernelBackend(const KernelConfig& config, KernelLaunch launch, KernelBackwardLaunch backward_launch = nullptr)
+      : KernelBackend({kDLCUDA, 0}, config, launch, backward_launch) {}
 
  protected:
   void check_available() const override { require_cuda_device(); }

@@ -66,20 +66,39 @@ __device__ __forceinline__ KeyRange row_key_range(const AttentionParams& p, std:
 }
 
 /// The final score of key j for query row i (j inside the row's KeyRange), from the fp32 dot
-/// product q·k: s = scale·dot; softcap c·tanh(s/c); then the element mask. A masked key gets −inf
-/// by assignment, never by addition, so NaN or Inf stored at a masked key cannot leak.
+/// product q·k, and its slope ∂score/∂r with respect to the raw score r = scale·dot, which the
+/// backward pass multiplies dS by: s = r, or c·tanh(r/c) with softcap (slope 1 − tanh²(r/c));
+/// then the element mask, whose bias is added after the cap and so leaves the slope alone. A
+/// masked key gets −inf by assignment, never by addition, so NaN or Inf stored at a masked key
+/// cannot leak.
+struct ScoredKey {
+  float score;
+  float slope;
+};
+
 template <class T>
-__device__ __forceinline__ float final_score(const AttentionParams& p, float dot, std::int64_t b, std::int64_t h,
-                                             std::int64_t i, std::int64_t j) {
-  float s = p.scale * dot;
-  if (p.softcap > 0.0f) s = p.softcap * tanhf(s / p.softcap);
+__device__ __forceinline__ ScoredKey scored_key(const AttentionParams& p, float dot, std::int64_t b, std::int64_t h,
+                                                std::int64_t i, std::int64_t j) {
+  float s = p.scale * dot, slope = 1.0f;
+  if (p.softcap > 0.0f) {
+    const float t = tanhf(s / p.softcap);
+    s = p.softcap * t;
+    slope = 1.0f - t * t;
+  }
   if (p.mask_kind == kMaskBoolean) {
     if (element<std::uint8_t>(p.mask, b, h, i, j) == 0) s = negative_infinity();
   } else if (p.mask_kind == kMaskAdditive) {
     const float bias = to_float(element<T>(p.mask, b, h, i, j));
     s = bias == negative_infinity() ? bias : s + bias;
   }
-  return s;
+  return {s, slope};
+}
+
+/// The forward's view of scored_key: the score alone.
+template <class T>
+__device__ __forceinline__ float final_score(const AttentionParams& p, float dot, std::int64_t b, std::int64_t h,
+                                             std::int64_t i, std::int64_t j) {
+  return scored_key<T>(p, dot, b, h, i, j).score;
 }
 
 /// Writes LSE = m + log(l) for a row, or −inf for a row with no allowed key (l = 0).

@@ -40,4 +40,17 @@ struct AttentionParams {
   std::int64_t lse_stride[3] = {0, 0, 0};
 };
 
+/// Everything the backward kernels need (backend.h, attncheck_backward_tensors). `forward` holds
+/// the forward call's inputs, with out = the forward's O and lse = its saved LSE, both read only.
+struct BackwardParams {
+  AttentionParams forward;
+  StridedTensor d_out;                ///< dO [B, Hq, Lq, Dv], input dtype
+  const float* d_lse = nullptr;       ///< dLSE [B, Hq, Lq] or null (zero)
+  std::int64_t d_lse_stride[3] = {0, 0, 0};
+  StridedTensor d_q, d_k, d_v;        ///< written entirely, in the input dtype
+  /// Scratch [B, Hq, Lq], compact, allocated by the launch: δ_i = D_i − dLSE_i with
+  /// D_i = Σ_d dO_id O_id, written by the first kernel and read by the other two.
+  float* delta = nullptr;
+};
+
 }  // namespace attncheck::cuda

@@ -6,7 +6,8 @@
 /// (kAttncheckSimulatedDevice), so the suite's device path runs without a GPU. Built with
 /// ATTNCHECK_WITH_CUDA: cuda-naive, cuda-flash and cuda-cublas (CUDA memory, kDLCUDA; work is
 /// enqueued on the call's stream); without a usable device their supports() and forward() answer
-/// kAttncheckNotSupported with "no CUDA device: <cudaGetErrorString>".
+/// kAttncheckNotSupported with "no CUDA device: <cudaGetErrorString>". cuda-flash and
+/// cuda-flash@host also have a backward pass (ABI 2.2, flash_attention_backward.cuh).
 #ifndef ATTNCHECK_CUDA_BACKENDS_H_
 #define ATTNCHECK_CUDA_BACKENDS_H_
 
