@@ -83,7 +83,7 @@ struct FlashBackward {
   }
 
   // Phase 1 for (b, h).
-  static void rows(const BackwardParams& B, std::int64_t b, std::int64_t h) {
+  static void prepare_rows(const BackwardParams& B, std::int64_t b, std::int64_t h) {
     const FlashParams& P = B.f;
     const std::int64_t dk = P.qk_dim, dv = P.v_dim;
     const int obytes = elem_bytes(P.out.type);
@@ -225,7 +225,7 @@ struct FlashBackward {
   }
 
   // Phase 2 for (b, g).
-  static void keys(const BackwardParams& B, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
+  static void key_task(const BackwardParams& B, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
     const FlashParams& P = B.f;
     const std::int64_t dk = P.qk_dim, dv = P.v_dim, dk_pad = B.dk_pad, dv_pad = P.dv_pad;
     const float scale = P.scale;

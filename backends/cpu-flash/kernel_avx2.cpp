@@ -96,12 +96,16 @@ void pack_kv_avx2(const FlashParams& params, std::int64_t b, std::int64_t g, std
 
 void exp_avx2(const float* x, float* y, std::int64_t n) { exp_array<Avx2>(x, y, n); }
 
-void backward_rows_avx2(const BackwardParams& params, std::int64_t b, std::int64_t h) { FlashBackward<Avx2>::rows(params, b, h); }
-
-void backward_keys_avx2(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
-  FlashBackward<Avx2>::keys(params, b, g, ws);
+void backward_rows_avx2(const BackwardParams& params, std::int64_t b, std::int64_t h) {
+  FlashBackward<Avx2>::prepare_rows(params, b, h);
 }
 
-void backward_dbias_avx2(const BackwardParams& params, std::int64_t row) { FlashBackward<Avx2>::dbias_row(params, row); }
+void backward_keys_avx2(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
+  FlashBackward<Avx2>::key_task(params, b, g, ws);
+}
+
+void backward_dbias_avx2(const BackwardParams& params, std::int64_t row) {
+  FlashBackward<Avx2>::dbias_row(params, row);
+}
 
 }  // namespace attncheck::cpu_flash

@@ -91,12 +91,16 @@ void pack_kv_avx512(const FlashParams& params, std::int64_t b, std::int64_t g, s
 
 void exp_avx512(const float* x, float* y, std::int64_t n) { exp_array<Avx512>(x, y, n); }
 
-void backward_rows_avx512(const BackwardParams& params, std::int64_t b, std::int64_t h) { FlashBackward<Avx512>::rows(params, b, h); }
-
-void backward_keys_avx512(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
-  FlashBackward<Avx512>::keys(params, b, g, ws);
+void backward_rows_avx512(const BackwardParams& params, std::int64_t b, std::int64_t h) {
+  FlashBackward<Avx512>::prepare_rows(params, b, h);
 }
 
-void backward_dbias_avx512(const BackwardParams& params, std::int64_t row) { FlashBackward<Avx512>::dbias_row(params, row); }
+void backward_keys_avx512(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
+  FlashBackward<Avx512>::key_task(params, b, g, ws);
+}
+
+void backward_dbias_avx512(const BackwardParams& params, std::int64_t row) {
+  FlashBackward<Avx512>::dbias_row(params, row);
+}
 
 }  // namespace attncheck::cpu_flash

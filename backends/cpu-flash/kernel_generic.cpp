@@ -87,13 +87,17 @@ void pack_kv_generic(const FlashParams& params, std::int64_t b, std::int64_t g, 
 
 void exp_generic(const float* x, float* y, std::int64_t n) { exp_array<Generic>(x, y, n); }
 
-void backward_rows_generic(const BackwardParams& params, std::int64_t b, std::int64_t h) { FlashBackward<Generic>::rows(params, b, h); }
-
-void backward_keys_generic(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
-  FlashBackward<Generic>::keys(params, b, g, ws);
+void backward_rows_generic(const BackwardParams& params, std::int64_t b, std::int64_t h) {
+  FlashBackward<Generic>::prepare_rows(params, b, h);
 }
 
-void backward_dbias_generic(const BackwardParams& params, std::int64_t row) { FlashBackward<Generic>::dbias_row(params, row); }
+void backward_keys_generic(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
+  FlashBackward<Generic>::key_task(params, b, g, ws);
+}
+
+void backward_dbias_generic(const BackwardParams& params, std::int64_t row) {
+  FlashBackward<Generic>::dbias_row(params, row);
+}
 
 float half_to_float_exact(std::uint16_t h) { return Generic::half_to_float(h); }
 std::uint16_t float_to_half_rn(float x) { return Generic::float_to_half(x); }

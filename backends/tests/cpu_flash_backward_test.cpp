@@ -363,6 +363,9 @@ TEST_P(CpuFlashBackward, MatchesReference) {
   for (const auto* t : {&actual.d_q, &actual.d_k, &actual.d_v})
     for (double x : t->values) ASSERT_TRUE(std::isfinite(x)) << where << ": a gradient element is not finite";
 
+  // The bound of each element is gradient_tolerance's (numerics/gradient_tolerance.h), which is
+  // declared but not implemented yet: until it is, the error is reported (relative to each
+  // tensor's largest element), not judged.
   const double rq = max_relative(actual.d_q, reference.d_q), rk = max_relative(actual.d_k, reference.d_k),
                rv = max_relative(actual.d_v, reference.d_v);
   const double rb = want_d_bias ? max_relative(*actual.d_bias, *reference.d_bias) : 0.0;
