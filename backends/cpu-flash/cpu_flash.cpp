@@ -424,7 +424,7 @@ class CpuFlash final : public impl::BackendImpl {
   // The backward's: per-thread workspaces, and the row buffers and dbias partials of BackwardParams.
   std::vector<std::unique_ptr<float[], AlignedFree>> backward_scratch_;
   std::int64_t backward_workspace_floats_ = 0;
-  std::vector<float> q_rows_, dout_rows_, row_lse_, row_delta_, dq_sum_, dbias_partial_;
+  std::vector<float> q_rows_, dout_rows_, row_lse_, row_delta_, row_dlse_, dq_sum_, dbias_partial_;
 };
 
 // Phase 1 over (b, h), phase 2 over (b, kv head), phase 3 over dbias's rows (flash_backward.inl).
@@ -469,6 +469,7 @@ void CpuFlash::backward(const attncheck_problem& p, const attncheck_backward_ten
   bp.dout_rows = grow(dout_rows_, row_count * bp.f.dv_pad);
   bp.row_lse = grow(row_lse_, row_count);
   bp.row_delta = grow(row_delta_, row_count);
+  bp.row_dlse = grow(row_dlse_, row_count);
   bp.dq_sum = grow(dq_sum_, row_count * bp.dk_pad);
   if (bp.dbias.data != nullptr)
     bp.dbias_partial = grow(dbias_partial_, p.batch * p.kv_heads * bp.dbias_heads * p.mask_shape[2] * p.mask_shape[3]);

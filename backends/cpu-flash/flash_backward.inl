@@ -5,12 +5,12 @@
 // attncheck_backward_profile. Per row i: D_i = Σ_d dO_id O_id and the saved lse_i. Per tile of
 // Bc keys × Br query rows:
 //   S = Q Kᵀ → s = final_scores(S) (the forward's own scores)  →  P = exp(s − lse)
-//   dV += Pᵀ dO,   dP = dO Vᵀ,   dS = P ∘ (dP − (D − dlse))            (0 wherever P = 0)
+//   dV += Pᵀ dO,   dP = dO Vᵀ,   dS = P ∘ ((dP − D) + dlse)            (0 wherever P = 0)
 //   dR = dS ∘ (1 − tanh²(r/c)) through a softcap c,   dQ += dR K,   dK += dRᵀ Q
 // and dQ, dK are multiplied by σ once, when written. dBias = dS (the bias is added after the cap).
 //
 // Phases (cpu_flash.cpp runs them on its thread pool):
-//  1. backward_rows, per (b, h): Q and dO in fp32, lse, D − dlse; the row's dQ sum zeroed.
+//  1. backward_rows, per (b, h): Q and dO in fp32, lse, D and dlse; the row's dQ sum zeroed.
 //  2. backward_keys, per (b, kv head g): key tiles outer, then the group's query heads, then query
 //     tiles inner. dK and dV of a key tile live in fp32 tiles of the workspace until every query
 //     tile of every head of the group has added its tile sum; dQ's fp32 sum gets one tile sum per
@@ -97,7 +97,7 @@ struct FlashBackward {
       if (lse == kNegInf) {  // padding, or no allowed key: the row contributes nothing
         for (std::int64_t d = 0; d < B.dk_pad; ++d) q[d] = 0.0f;
         for (std::int64_t d = 0; d < P.dv_pad; ++d) dout[d] = 0.0f;
-        B.row_delta[row] = 0.0f;
+        B.row_delta[row] = B.row_dlse[row] = 0.0f;
         continue;
       }
       load_row<V>(P.q, b, h, i, dk, q);
@@ -109,7 +109,8 @@ struct FlashBackward {
       for (std::int64_t d = 0; d < dv; ++d)
         delta = __builtin_fmaf(dout[d], load_elem<V>(orow + d * P.out.stride[3] * obytes, P.out.type), delta);
       const float dlse = B.dlse != nullptr ? B.dlse[b * B.dlse_stride[0] + h * B.dlse_stride[1] + i * B.dlse_stride[2]] : 0.0f;
-      B.row_delta[row] = delta - dlse;
+      B.row_delta[row] = delta;
+      B.row_dlse[row] = dlse;
     }
   }
 
@@ -177,10 +178,11 @@ struct FlashBackward {
         const reg vlse = V::set1(lse_r);
         for (std::int64_t c0 = 0; c0 < Bc; c0 += W) V::store(prow + c0, V::exp(V::sub(V::load(prow + c0), vlse)));
       }
-      const reg delta = V::set1(B.row_delta[row0 + r]);
+      const reg delta = V::set1(B.row_delta[row0 + r]), dlse = V::set1(B.row_dlse[row0 + r]);
       for (std::int64_t c0 = 0; c0 < Bc; c0 += W) {
         const reg p = V::load(prow + c0);
-        V::store(dsrow + c0, V::keep_where_nonzero(p, V::mul(p, V::sub(V::load(dsrow + c0), delta))));
+        const reg psi = V::add(V::sub(V::load(dsrow + c0), delta), dlse);  // (dP − D) + dlse, in that order
+        V::store(dsrow + c0, V::keep_where_nonzero(p, V::mul(p, psi)));
       }
       if (B.dbias_partial != nullptr) add_dbias_row(B, b, g, h, q0 + r, k0, kc, dsrow);
       if (P.softcap > 0)

@@ -73,7 +73,8 @@ struct BackwardParams {
   float* q_rows = nullptr;     ///< [rows][dk_pad]: Q in fp32; zero for padding and rows with no allowed key
   float* dout_rows = nullptr;  ///< [rows][dv_pad]: dO in fp32; likewise zero
   float* row_lse = nullptr;    ///< [rows]: lse; −inf for padding rows
-  float* row_delta = nullptr;  ///< [rows]: D_i − dlse_i, D_i = Σ_d dO_id O_id (so dS = P (dP − row_delta))
+  float* row_delta = nullptr;  ///< [rows]: D_i = Σ_d dO_id O_id
+  float* row_dlse = nullptr;   ///< [rows]: dlse_i (0 without dlse), so that dS = P ((dP − D) + dlse)
   float* dq_sum = nullptr;     ///< [rows][dk_pad]: Σ_j dS_ij K_j in fp32, one tile sum per key tile; dQ = σ · this
   // The bias gradient: each (b, g) of phase 2 sums into its own partial, [dbias_heads][Lqm][Lkm]
   // with dbias_heads = 1 when the mask broadcasts over heads, else the group's Hq / Hkv heads;
