@@ -185,10 +185,13 @@ struct FlashBackward {
         V::store(dsrow + c0, V::keep_where_nonzero(p, V::mul(p, psi)));
       }
       if (B.dbias_partial != nullptr) add_dbias_row(B, b, g, h, q0 + r, k0, kc, dsrow);
+      // Through the cap: dR = dS (1 − tanh²), selected again, since a masked key's tanh is that
+      // of whatever its K made of the score (NaN included) and 0 · NaN would bring it back.
       if (P.softcap > 0)
         for (std::int64_t c0 = 0; c0 < Bc; c0 += W) {
           const reg t = V::load(trow + c0);
-          V::store(dsrow + c0, V::mul(V::load(dsrow + c0), V::sub(one, V::mul(t, t))));
+          const reg slope = V::sub(one, V::mul(t, t));
+          V::store(dsrow + c0, V::keep_where_nonzero(V::load(prow + c0), V::mul(V::load(dsrow + c0), slope)));
         }
     }
 

@@ -122,6 +122,9 @@ std::vector<BackwardCase> make_grid() {
     p.softcap = 5, p.scale = 1.0;  // scores of spread sqrt(Dk) = 4: the cap bends them
     add("Softcap", p);
     add("SoftcapCausalAdditive", with_mask(with_causal(p, Alignment::BottomRight), MaskKind::Additive, 1, 1, 24, 40));
+    // NaN at unreachable keys passes through the cap's tanh: its slope must not bring it back.
+    add("SoftcapKeyLengthsPoisoned", with_key_lengths(p)).grid.c.key_lengths = {29};
+    add("SoftcapShortMaskPoisoned", with_mask(p, MaskKind::Additive, 1, 2, 1, 33));
   }
   add("BoolMaskFull", with_mask(mha(2, 2, 18, 40, 16), MaskKind::Boolean, 2, 2, 18, 40));
   add("BoolMaskBroadcast", with_mask(mha(2, 3, 18, 40, 16), MaskKind::Boolean, 1, 3, 1, 40));
