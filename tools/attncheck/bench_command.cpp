@@ -1,6 +1,11 @@
 // `attncheck bench`: backends' speeds side by side and beside the reference's, on cases each has
 // just passed — a wrong kernel has no speed worth reporting. Every backend gets the same inputs.
+// `--direction` times the forward pass, the backward pass (validated by its gradients), or both.
+#include <bit>
 #include <chrono>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <fmt/ranges.h>
 #include <optional>
 #include <fmt/format.h>
@@ -8,6 +13,8 @@
 
 #include "attncheck/case.h"
 #include "attncheck/execute.h"
+#include "attncheck/gradient_tolerance.h"
+#include "attncheck/memory_domain.h"
 #include "commands.h"
 
 namespace attncheck::cli {
@@ -99,6 +106,182 @@ Timing time_backend(Backend& backend, const AttentionCase& c, const CaseData& da
   return t;
 }
 
+
+// --- The backward pass ---------------------------------------------------------------------------
+
+// One compact tensor of a timed backward call, in the backend's memory: the bytes of `values` in
+// `dtype` copied in (inputs), or as many bytes left to the kernel (outputs). The guarded call that
+// validated the kernel (run_backend_backward) has already checked every write; these buffers are
+// for timing alone, so they carry no guards.
+class TimedTensor {
+ public:
+  TimedTensor(MemoryDomain& domain, const Shape4& shape, DType dtype, const std::vector<double>* values, int rank = 4)
+      : domain_(domain) {
+    for (int d = 4 - rank; d < 4; ++d) shape_.push_back(shape[static_cast<std::size_t>(d)]);
+    std::size_t count = 1;
+    for (std::int64_t n : shape_) count *= static_cast<std::size_t>(n);
+    const std::size_t width = static_cast<std::size_t>(dtype_bytes(dtype));
+    std::vector<std::byte> bytes(count * width);
+    if (values != nullptr)
+      for (std::size_t i = 0; i < count; ++i) encode((*values)[i], dtype, bytes.data() + i * width);
+    memory_ = domain.allocate(bytes.size());
+    domain.copy_in(memory_, bytes.data(), bytes.size());
+    tensor_.data = memory_;
+    tensor_.device = domain.device();
+    tensor_.ndim = static_cast<std::int32_t>(shape_.size());
+    tensor_.dtype = to_dlpack(dtype);
+    tensor_.shape = shape_.data();
+    tensor_.strides = nullptr;  // compact row-major
+    tensor_.byte_offset = 0;
+  }
+  TimedTensor(const TimedTensor&) = delete;
+  TimedTensor& operator=(const TimedTensor&) = delete;
+  ~TimedTensor() { domain_.release(memory_); }
+  DLTensor* get() { return &tensor_; }
+
+ private:
+  static int dtype_bytes(DType dtype) { return dtype == DType::F64 ? 8 : dtype == DType::F32 ? 4 : 2; }
+  static void encode(double x, DType dtype, std::byte* at) {
+    switch (dtype) {
+      case DType::F64: std::memcpy(at, &x, 8); break;
+      case DType::F32: {
+        const float f = static_cast<float>(x);  // x is already a float value (the data are rounded)
+        std::memcpy(at, &f, 4);
+        break;
+      }
+      case DType::F16: {
+        const std::uint16_t bits = to_f16_bits(x);
+        std::memcpy(at, &bits, 2);
+        break;
+      }
+      case DType::BF16: {
+        const std::uint16_t bits = to_bf16_bits(x);
+        std::memcpy(at, &bits, 2);
+        break;
+      }
+    }
+  }
+  MemoryDomain& domain_;
+  std::vector<std::int64_t> shape_;
+  void* memory_ = nullptr;
+  DLTensor tensor_{};
+};
+
+// The best of `repeats` backward calls on `data`, each to completion (the stream synchronized),
+// after one untimed call. Throws BackendError as the call does.
+double time_backward_calls(Backend& backend, const Problem& problem, const NumericsProfile& profile,
+                           const BackwardProfile& backward, const CaseData& inputs, const BackwardData& data, int repeats) {
+  const std::unique_ptr<MemoryDomain> domain = make_memory_domain(backend.device());
+  const DType input = profile.input, gradient = backward.gradient_dtype(profile.input);
+  TimedTensor q(*domain, inputs.q.shape, input, &inputs.q.values), k(*domain, inputs.k.shape, input, &inputs.k.values),
+      v(*domain, inputs.v.shape, input, &inputs.v.values), out(*domain, data.out.shape, profile.output, &data.out.values),
+      lse(*domain, data.lse.shape, DType::F32, &data.lse.values, 3),
+      d_out(*domain, data.d_out.shape, input, &data.d_out.values), d_q(*domain, inputs.q.shape, gradient, nullptr),
+      d_k(*domain, inputs.k.shape, gradient, nullptr), d_v(*domain, inputs.v.shape, gradient, nullptr);
+  attncheck_backward_tensors tensors{};
+  tensors.struct_size = sizeof tensors;
+  tensors.stream = domain->stream();
+  tensors.q = q.get();
+  tensors.k = k.get();
+  tensors.v = v.get();
+  tensors.out = out.get();
+  tensors.lse = lse.get();
+  tensors.dout = d_out.get();
+  tensors.dq = d_q.get();
+  tensors.dk = d_k.get();
+  tensors.dv = d_v.get();
+  auto call = [&] {
+    domain->enter_call();
+    try {
+      backend.backward(problem, tensors);
+    } catch (...) {
+      domain->leave_call();
+      throw;
+    }
+    domain->leave_call();
+    if (auto error = domain->synchronize())
+      throw BackendError(kAttncheckInternalError, fmt::format("asynchronous device error after the call returned: {}", *error));
+  };
+  call();
+  return best_seconds(repeats, call);
+}
+
+// One backend's backward pass on one shape: validated first (run_backend_backward, the guarded
+// call, judged with gradient_tolerance against the reference's gradients), then timed.
+Timing time_backend_backward(Backend& backend, const AttentionCase& c, const CaseData& data, const AttentionResult& reference,
+                             const AttentionGradients& expected, int repeats) {
+  Timing t;
+  if (!backend.has_backward()) {
+    t.skipped = "no backward pass";
+    return t;
+  }
+  if (auto reason = backend.unsupported_reason(c.problem, c.dtype)) {
+    t.skipped = *reason;
+    return t;
+  }
+  try {
+    const std::optional<NumericsProfile> profile = backend.profile(c.problem, c.dtype);
+    if (!profile) {
+      t.skipped = "no profile for this shape (get_problem_profile)";
+      return t;
+    }
+    const std::optional<BackwardProfile> backward = backend.backward_profile(c.problem, c.dtype);
+    if (!backward) {
+      t.skipped = "no backward profile for this shape (get_backward_profile)";
+      return t;
+    }
+    // What a kernel is handed: the exact O and LSE rounded to its output dtype and to float32,
+    // and the case's dO (make_backward_data).
+    const BackwardData handed = make_backward_data(c, reference, profile->output, false);
+    const AttentionInputs inputs = data.inputs(c.problem);
+    const BackwardRun run = run_backend_backward(backend, c.problem, *profile, *backward, inputs, handed, false);
+    if (!run.memory_findings.empty()) {
+      t.failed = fmt::format("memory probe: {}", fmt::join(run.memory_findings, "; "));
+      return t;
+    }
+    const BackwardInputs exact = handed.exact_inputs(reference);
+    const GradientBounds tau = gradient_tolerance(c.problem, *profile, *backward, inputs, exact, expected);
+    const GradientVerdict verdict = compare_gradients(expected, tau, run.gradients);
+    t.max_ratio = verdict.max_ratio;
+    if (!verdict.passed) {
+      t.failed = fmt::format("validation: {}", verdict.summary());
+      return t;
+    }
+    t.seconds = time_backward_calls(backend, c.problem, *profile, *backward, data, handed, repeats);
+  } catch (const BackendError& e) {
+    t.failed = e.what();
+  }
+  return t;
+}
+
+// One line of the table and one element of the JSON "rows".
+struct BenchRow {
+  std::string dtype;
+  Shape shape;
+  std::string backend;  ///< "(double reference)" for the reference's row
+  Direction pass = Direction::Forward;
+  std::string status;  ///< "timed", "skipped" or "failed"
+  std::optional<double> seconds, gflops, vs_first, max_ratio;
+  std::string message;  ///< why skipped or failed
+};
+
+nlohmann::ordered_json to_json(const BenchRow& row) {
+  auto number = [](const std::optional<double>& x) { return x ? nlohmann::ordered_json(*x) : nlohmann::ordered_json(); };
+  nlohmann::ordered_json j;
+  j["dtype"] = row.dtype;
+  j["shape"] = {row.shape.batch, row.shape.heads, row.shape.length, row.shape.dim};
+  j["backend"] = row.backend;
+  j["reference"] = row.backend == "(double reference)";
+  j["pass"] = direction_name(row.pass);
+  j["status"] = row.status;
+  j["ms"] = row.seconds ? nlohmann::ordered_json(*row.seconds * 1e3) : nlohmann::ordered_json();
+  j["gflops"] = number(row.gflops);
+  j["vs_first"] = number(row.vs_first);
+  j["max_ratio"] = number(row.max_ratio);
+  j["message"] = row.message;
+  return j;
+}
+
 }  // namespace
 
 int bench_command(const BenchOptions& options, std::ostream& out, std::ostream& err) {
@@ -136,9 +319,26 @@ int bench_command(const BenchOptions& options, std::ostream& out, std::ostream& 
         err << fmt::format("attncheck bench: {} does not support {} inputs\n", backend.name(), dtype_name(dtype));
         return kExitUsage;
       }
-  // "vs first": the first backend's time over this one's, on the same shape, dtype and inputs.
-  out << fmt::format("{:>5} {:>16}  {:<22} {:>11} {:>9} {:>9} {:>10}\n", "dtype", "B,H,L,D", "backend", "ms", "GF/s",
-                     "vs first", "max ratio");
+  // Opened before anything is timed, so that an unwritable path is a usage error at once.
+  std::ofstream json_file;
+  if (!options.json_path.empty()) {
+    json_file.open(options.json_path, std::ios::out | std::ios::trunc);
+    if (!json_file) {
+      err << fmt::format("attncheck bench: --json '{}': cannot open for writing ({})\n", options.json_path, std::strerror(errno));
+      return kExitUsage;
+    }
+  }
+  std::vector<Direction> passes;
+  if (includes_forward(options.direction)) passes.push_back(Direction::Forward);
+  if (includes_backward(options.direction)) passes.push_back(Direction::Backward);
+  // The pass column appears only when the backward is timed: the forward table keeps its columns.
+  const bool pass_column = includes_backward(options.direction);
+  auto pass_cell = [&](Direction pass) { return pass_column ? fmt::format(" {:<8}", direction_name(pass)) : std::string(); };
+  // "vs first": the first backend's time over this one's, on the same shape, dtype, pass and inputs.
+  out << fmt::format("{:>5} {:>16}{}  {:<22} {:>11} {:>9} {:>9} {:>10}\n", "dtype", "B,H,L,D",
+                     pass_column ? fmt::format(" {:<8}", "pass") : std::string(), "backend", "ms", "GF/s", "vs first",
+                     "max ratio");
+  std::vector<BenchRow> rows;
   int status = kExitPassed;
   for (const DType dtype : dtypes)
     for (const Shape& s : shapes) {
@@ -149,7 +349,7 @@ int bench_command(const BenchOptions& options, std::ostream& out, std::ostream& 
       c.problem.qk_dim = c.problem.v_dim = s.dim;
       c.dtype = dtype;
       c.seed = 1;
-      const std::string label = fmt::format("{:>5} {:>16}", dtype_name(dtype), fmt::format("{},{},{},{}", s.batch, s.heads, s.length, s.dim));
+      const std::string shape_text = fmt::format("{},{},{},{}", s.batch, s.heads, s.length, s.dim);
       const CaseData data = make_case_data(c);
       const AttentionInputs inputs = data.inputs(c.problem);
       attncheck::ReferenceOptions with_statistics;
@@ -157,35 +357,79 @@ int bench_command(const BenchOptions& options, std::ostream& out, std::ostream& 
       AttentionResult reference;
       const double reference_seconds =
           best_seconds(1, [&] { reference = reference_attention(c.problem, inputs, with_statistics); });
-      const double flop = 4.0 * static_cast<double>(s.batch * s.heads) * static_cast<double>(s.length) *
-                          static_cast<double>(s.length) * static_cast<double>(s.dim);
-      std::optional<double> first_seconds;
-      for (std::size_t i = 0; i < backends.size(); ++i) {
-        Backend& backend = backends[i];
-        const std::string name(backend.name());
-        if (!backend.profile(dtype)) {
-          out << fmt::format("{}  {:<22} skipped: no {} inputs\n", label, name, dtype_name(dtype));
-          continue;
-        }
-        const Timing t = time_backend(backend, c, data, reference, options.repeats);
-        if (!t.failed.empty()) {
-          out << fmt::format("{}  {:<22} FAILED: {}\n", label, name, t.failed);
-          status = kExitFailed;
-          continue;
-        }
-        if (!t.seconds) {
-          out << fmt::format("{}  {:<22} skipped: {}\n", label, name, t.skipped);
-          continue;
-        }
-        if (i == 0) first_seconds = *t.seconds;
-        out << fmt::format("{}  {:<22} {:>11.2f} {:>9.1f} {:>9} {:>10.3g}\n", label, name, *t.seconds * 1e3,
-                           flop / *t.seconds * 1e-9,
-                           first_seconds ? fmt::format("{:.2f}x", *first_seconds / *t.seconds) : std::string("-"),
-                           t.max_ratio);
+      // The forward's 4·B·H·L²·D flop (two products of L × L × D); the backward's five products
+      // (S again, dP, dV, dQ, dK) are 2.5 times as many, FlashAttention-2's count.
+      const double forward_flop = 4.0 * static_cast<double>(s.batch * s.heads) * static_cast<double>(s.length) *
+                                  static_cast<double>(s.length) * static_cast<double>(s.dim);
+      // The reference's gradients, against which each backend's are validated, and its time.
+      std::optional<AttentionGradients> expected;
+      double reference_backward_seconds = 0;
+      if (includes_backward(options.direction)) {
+        const BackwardData exact_data = make_backward_data(c, reference, DType::F64, false);
+        const BackwardInputs exact = exact_data.exact_inputs(reference);
+        reference_backward_seconds =
+            best_seconds(1, [&] { expected = reference_attention_backward(c.problem, inputs, exact); });
       }
-      out << fmt::format("{}  {:<22} {:>11.2f} {:>9.1f}\n", label, "(double reference)", reference_seconds * 1e3,
-                         flop / reference_seconds * 1e-9);
+      for (const Direction pass : passes) {
+        const bool backward = pass == Direction::Backward;
+        const double flop = backward ? 2.5 * forward_flop : forward_flop;
+        const std::string label = fmt::format("{:>5} {:>16}{}", dtype_name(dtype), shape_text, pass_cell(pass));
+        std::optional<double> first_seconds;
+        for (std::size_t i = 0; i < backends.size(); ++i) {
+          Backend& backend = backends[i];
+          BenchRow row{std::string(dtype_name(dtype)), s, std::string(backend.name()), pass, "skipped", {}, {}, {}, {}, ""};
+          if (!backend.profile(dtype)) {
+            row.message = fmt::format("no {} inputs", dtype_name(dtype));
+            out << fmt::format("{}  {:<22} skipped: {}\n", label, row.backend, row.message);
+            rows.push_back(std::move(row));
+            continue;
+          }
+          const Timing t = backward ? time_backend_backward(backend, c, data, reference, *expected, options.repeats)
+                                    : time_backend(backend, c, data, reference, options.repeats);
+          if (!t.failed.empty()) {
+            row.status = "failed";
+            row.message = t.failed;
+            out << fmt::format("{}  {:<22} FAILED: {}\n", label, row.backend, t.failed);
+            status = kExitFailed;
+          } else if (!t.seconds) {
+            row.message = t.skipped;
+            out << fmt::format("{}  {:<22} skipped: {}\n", label, row.backend, t.skipped);
+          } else {
+            if (i == 0) first_seconds = *t.seconds;
+            row.status = "timed";
+            row.seconds = *t.seconds;
+            row.gflops = flop / *t.seconds * 1e-9;
+            if (first_seconds) row.vs_first = *first_seconds / *t.seconds;
+            row.max_ratio = t.max_ratio;
+            out << fmt::format("{}  {:<22} {:>11.2f} {:>9.1f} {:>9} {:>10.3g}\n", label, row.backend, *t.seconds * 1e3,
+                               *row.gflops, row.vs_first ? fmt::format("{:.2f}x", *row.vs_first) : std::string("-"),
+                               t.max_ratio);
+          }
+          rows.push_back(std::move(row));
+        }
+        const double seconds = backward ? reference_backward_seconds : reference_seconds;
+        out << fmt::format("{}  {:<22} {:>11.2f} {:>9.1f}\n", label, "(double reference)", seconds * 1e3,
+                           flop / seconds * 1e-9);
+        rows.push_back({std::string(dtype_name(dtype)), s, "(double reference)", pass, "timed", seconds, flop / seconds * 1e-9,
+                        {}, {}, ""});
+      }
     }
+  if (json_file.is_open()) {
+    nlohmann::ordered_json doc;
+    doc["format"] = "attncheck-bench";
+    doc["version"] = 1;
+    doc["attncheck_version"] = ATTNCHECK_VERSION;
+    doc["direction"] = direction_name(options.direction);
+    doc["repeats"] = options.repeats;
+    doc["rows"] = nlohmann::ordered_json::array();
+    for (const BenchRow& row : rows) doc["rows"].push_back(to_json(row));
+    json_file << doc.dump(2) << "\n";
+    json_file.close();
+    if (!json_file) {
+      err << fmt::format("attncheck bench: --json '{}': writing the report failed\n", options.json_path);
+      return kExitUsage;
+    }
+  }
   return status;
 }
 

@@ -7,6 +7,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace attncheck::cli {
@@ -31,8 +32,18 @@ struct Environment {
   std::string version;
 };
 
+/// Which pass of attention a command checks or times (`--direction forward|backward|both`).
+enum class Direction : std::uint8_t { Forward, Backward, Both };
+/// "forward", "backward", "both"; the inverse accepts exactly these.
+std::string_view direction_name(Direction direction);
+std::optional<Direction> parse_direction(std::string_view text);
+inline bool includes_forward(Direction d) { return d != Direction::Backward; }
+inline bool includes_backward(Direction d) { return d != Direction::Forward; }
+
 struct RunOptions {
   std::string backend;
+  /// Properties of this direction (PropertyDef::needs_backward); default both: everything.
+  Direction direction = Direction::Both;
   std::string profile = "standard";
   /// small, medium, long or all: the size mix of size-agnostic properties; unset: the profile's.
   std::optional<std::string> size_class;
@@ -74,6 +85,9 @@ struct GenerateOptions {
 
 struct VerifyOptions {
   std::string backend;
+  /// Which of a fixture's passes are judged: forward (out, lse), backward (dq, dk, dv of a format
+  /// version 4 file or a toy case with a backward section), or both (default).
+  Direction direction = Direction::Both;
   std::vector<std::string> paths;  ///< fixture files or directories of them
   std::string html_path;           ///< --html: one unit per fixture (and dtype, for a toy case)
 };
@@ -88,6 +102,10 @@ struct BenchOptions {
   std::vector<std::string> shapes;  ///< "B,H,L,D" each; empty: the default set
   std::string dtype = "f32";  ///< comma-separated
   int repeats = 3;
+  /// forward (default) times forward; backward times backward, each on cases whose gradients it
+  /// has just passed; both times the two side by side. The reference is timed in the same passes.
+  Direction direction = Direction::Forward;
+  std::string json_path;  ///< --json: every row as JSON (tools/README.md)
 };
 
 /// `attncheck characterize`: the grid of Lq × Lk × head dim × value class (tools/README.md).

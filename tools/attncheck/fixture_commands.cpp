@@ -119,9 +119,17 @@ int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream
       unit.worst_ratio = v.max_ratio;
       unit.shrunk_verdict = VerdictMetrics{v.max_ratio, v.nmse, v.max_abs_error, v.max_ulps_row_scale, v.summary()};
     }
+    if (verdict.gradient_verdict) unit.worst_ratio = verdict.gradient_verdict->max_ratio;
     if (std::find(report.run.dtypes.begin(), report.run.dtypes.end(), unit.dtype) == report.run.dtypes.end())
       report.run.dtypes.push_back(unit.dtype);
     report.units.push_back(std::move(unit));
+  };
+  // --direction: a forward verdict per file (per dtype for a toy case), as always, and a backward
+  // one labelled "(backward)" for a file that has a backward pass. Asked for the backward alone,
+  // a file without one is a skip that says so, so that every file named is accounted for.
+  const bool forward = includes_forward(options.direction);
+  auto judge_backward = [&](bool has_backward) {
+    return options.direction == Direction::Backward || (includes_backward(options.direction) && has_backward);
   };
   for (const fs::path& path : files) {
     // A .json file is a hand-derived toy case (fixtures/toy): checked in every dtype, since its
@@ -129,9 +137,14 @@ int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream
     if (path.extension() == ".json") {
       try {
         const ToyCase toy = read_toy_case(path);
-        for (DType dtype : {DType::F32, DType::F16, DType::BF16})
-          tally(fmt::format("{} ({})", path.filename().string(), dtype_name(dtype)), dtype,
-                verify_toy_case(*backend, toy, dtype));
+        for (DType dtype : {DType::F32, DType::F16, DType::BF16}) {
+          if (forward)
+            tally(fmt::format("{} ({})", path.filename().string(), dtype_name(dtype)), dtype,
+                  verify_toy_case(*backend, toy, dtype));
+          if (judge_backward(toy.backward.has_value()))
+            tally(fmt::format("{} ({}, backward)", path.filename().string(), dtype_name(dtype)), dtype,
+                  verify_toy_case_backward(*backend, toy, dtype));
+        }
       } catch (const FixtureError& e) {
         err << e.what() << "\n";  // one line, naming the file
         unreadable = true;
@@ -150,7 +163,9 @@ int verify_command(const VerifyOptions& options, std::ostream& out, std::ostream
       continue;
     }
     try {
-      tally(path.filename().string(), fixture.input_dtype, verify_fixture(*backend, fixture));
+      if (forward) tally(path.filename().string(), fixture.input_dtype, verify_fixture(*backend, fixture));
+      if (judge_backward(fixture.has_backward()))
+        tally(path.filename().string() + " (backward)", fixture.input_dtype, verify_fixture_backward(*backend, fixture));
     } catch (const std::exception& e) {
       err << fmt::format("{}: {}\n", path.string(), e.what());
       unreadable = true;
@@ -174,8 +189,9 @@ int reference_command(const ReferenceCommandOptions& options, std::ostream& out,
     Fixture fixture = read_fixture(options.input);
     fixture = with_reference_outputs(std::move(fixture));
     write_fixture(options.output, fixture);
-    out << fmt::format("wrote {} with the reference's out{} ({})\n", options.output,
-                       fixture.tensors.count("lse") ? " and lse" : "", fixture.problem.describe());
+    out << fmt::format("wrote {} with the reference's out{}{} ({})\n", options.output,
+                       fixture.tensors.count("lse") ? " and lse" : "",
+                       fixture.has_backward() ? ", dq, dk and dv" : "", fixture.problem.describe());
     return kExitPassed;
   } catch (const FixtureError& e) {
     err << e.what() << "\n";

@@ -96,8 +96,11 @@ Examples:
   attncheck verify --backend cpu-flash fixtures/toy              (hand-derived toy cases, every dtype)
   attncheck verify --backend ./libmykernel.so regression/case_1234.safetensors
   attncheck verify --backend cpu-flash fixtures/golden --html verify.html
+  attncheck verify --backend cpu-naive --direction backward fixtures/golden
 
 Each fixture is judged with the tolerance from the backend's declared profile;
+a backward fixture (dq, dk, dv) also on the backend's backward pass, unless
+--direction forward;
 a regression fixture (run --save-failures) also replays its recorded property
 pinned to its case.
 Exit status: 0 every supported fixture passed, 1 a fixture failed, 2 a file
@@ -118,10 +121,13 @@ Examples:
   attncheck bench --backend cpu-flash --shape 1,8,2048,64 --shape 1,8,2048,128 --dtype f16
   attncheck bench --backend cpu-flash --backend ./attncheck-torch-sdpa.so --dtype f32,bf16 \
                   --shape 1,8,2048,64 --shape 1,8,4096,128
+  attncheck bench --backend cpu-naive --direction both --shape 1,4,256,64 --json bench.json
 
 Each shape is first checked against the reference (a wrong kernel has no
 speed); then the best of --repeats runs is reported in GF/s
-(4·B·H·L²·D flop) beside the reference's time.)";
+(4·B·H·L²·D flop; the backward's 2.5 times that) beside the reference's time.
+--direction backward or both times Backend::backward too, on cases whose
+gradients have just passed.)";
 
 constexpr const char* kCharacterizeExamples = R"(
 Examples:
@@ -160,7 +166,36 @@ CLI::Validator number_check(bool zero_allowed) {
       zero_allowed ? "NUMBER>=0" : "NUMBER>0");
 }
 
+// `--direction forward|backward|both` on `subcommand`, into `target` (which holds the default).
+void add_direction_option(CLI::App* subcommand, attncheck::cli::Direction& target, const std::string& help) {
+  using attncheck::cli::parse_direction;
+  subcommand
+      ->add_option_function<std::string>(
+          "--direction", [&target](const std::string& text) { target = *parse_direction(text); }, help)
+      ->check(CLI::IsMember({"forward", "backward", "both"}))
+      ->default_str(std::string(attncheck::cli::direction_name(target)));
+}
+
 }  // namespace
+
+namespace attncheck::cli {
+
+std::string_view direction_name(Direction direction) {
+  switch (direction) {
+    case Direction::Forward: return "forward";
+    case Direction::Backward: return "backward";
+    case Direction::Both: return "both";
+  }
+  return "?";
+}
+
+std::optional<Direction> parse_direction(std::string_view text) {
+  for (Direction d : {Direction::Forward, Direction::Backward, Direction::Both})
+    if (direction_name(d) == text) return d;
+  return std::nullopt;
+}
+
+}  // namespace attncheck::cli
 
 int main(int argc, char** argv) {
   using namespace attncheck::cli;
@@ -198,6 +233,8 @@ int main(int argc, char** argv) {
   run_app->add_option("--problem", run.problem_regex,
                       "Only cases whose description (AttentionCase::describe()) matches this regex");
   run_app->add_option("--dtype", run.dtypes, "Comma-separated input dtypes")->capture_default_str();
+  add_direction_option(run_app, run.direction,
+                       "Properties of the forward pass, of the backward pass (backends with one), or both");
   CLI::Option* seed_option = run_app->add_option("--seed", seed, "Random seed (default: ATTNCHECK_SEED, else 24301)");
   CLI::Option* cases_option = run_app->add_option("--cases", cases, "Cases per unit, overriding the profile");
   CLI::Option* shard_option = run_app->add_option("--shard", shard, "Run shard i of n (0-based): i/n");
@@ -255,6 +292,8 @@ int main(int argc, char** argv) {
   verify_app->footer(kVerifyExamples);
   verify_app->add_option("--backend,-b", verify.backend, "Built-in backend name or plug-in library path")->required();
   verify_app->add_option("FIXTURES", verify.paths, "Fixture files or directories")->required();
+  add_direction_option(verify_app, verify.direction,
+                       "Which passes of each fixture to judge: forward (out, lse), backward (dq, dk, dv), or both");
   verify_app->add_option("--html", verify.html_path,
                          "Write a self-contained HTML report: one row per fixture with its verdict");
 
@@ -276,6 +315,9 @@ int main(int argc, char** argv) {
   bench_app->add_option("--repeats", bench.repeats, "Timed repetitions per shape (the best is reported)")
       ->check(number_check(false))
       ->capture_default_str();
+  add_direction_option(bench_app, bench.direction,
+                       "Which pass to time: forward, backward (on cases whose gradients passed), or both side by side");
+  bench_app->add_option("--json", bench.json_path, "Write every row as JSON (tools/README.md documents the schema)");
 
   CharacterizeOptions characterize;
   CLI::App* characterize_app = app.add_subcommand(

@@ -125,12 +125,21 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
     if (!status) throw UsageError(fmt::format("GTEST_SHARD_STATUS_FILE '{}': cannot create", *env.gtest_shard_status_file));
   }
 
+  // --direction keeps the properties of one pass (PropertyDef::needs_backward); the plan, its
+  // shards and the expectations then speak of those alone.
   std::vector<std::string> names;
-  for (const PropertyDef& p : all_properties()) names.push_back(p.name);
+  for (const PropertyDef& p : all_properties())
+    if (p.needs_backward ? includes_backward(options.direction) : includes_forward(options.direction)) names.push_back(p.name);
+  if (names.empty())
+    throw UsageError(fmt::format("--direction {}: none of the {} properties checks that pass (see `attncheck list properties`)",
+                                 direction_name(options.direction), all_properties().size()));
   const std::vector<PlannedUnit> plan = plan_units(names, options.property_regex, dtypes);
   if (plan.empty())
-    throw UsageError(fmt::format("--property '{}' matches none of the {} properties (see `attncheck list properties`)",
-                                 options.property_regex, names.size()));
+    throw UsageError(fmt::format("--property '{}' matches none of the {} properties{} (see `attncheck list properties`)",
+                                 options.property_regex, names.size(),
+                                 options.direction == Direction::Both
+                                     ? std::string()
+                                     : fmt::format(" of direction {}", direction_name(options.direction))));
   const std::vector<PlannedUnit> mine = select_shard(plan, shard);
 
   if (!options.reproduce.empty())
@@ -172,7 +181,10 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
     std::ifstream file(options.expect_path);
     if (!file) throw UsageError(fmt::format("--expect '{}': cannot open ({})", options.expect_path, std::strerror(errno)));
     try {
-      expectations = read_expectations(file, options.expect_path, names);
+      // Every registered property is a known name: one file serves runs of either direction.
+      std::vector<std::string> known;
+      for (const PropertyDef& p : all_properties()) known.push_back(p.name);
+      expectations = read_expectations(file, options.expect_path, known);
     } catch (const ReportError& e) {
       throw UsageError(fmt::format("--expect: {}", e.what()));
     }

@@ -499,9 +499,9 @@ def check_fixtures(r):
             expect(a.read() == b.read(), f"generate --reference-isa baseline: {name} differs from fixtures/golden")
     err = r.run(["generate", "--reference-isa", "sse9", "--out", r.path("golden-none")], expect_code=2).stderr
     expect("auto, baseline, avx2, avx512" in err, f"an unknown ISA was not refused with the choices:\n{err}")
-    out = r.run(["verify", "--backend", "cpu-flash", gen_a], expect_code=0).stdout
-    # Every fixture passes but the layer with torch's kdim/vdim, which the layer ABI cannot take:
-    # that one is a skip that says why.
+    out = r.run(["verify", "--backend", "cpu-flash", "--direction", "forward", gen_a], expect_code=0).stdout
+    # Every fixture's forward passes but the layer with torch's kdim/vdim, which the layer ABI
+    # cannot take: that one is a skip that says why.
     expect(f"{len(names) - 1} passed, 0 failed, 1 skipped" in out, f"verify did not pass every fixture:\n{out}")
     expect(re.search(r"^SKIP layer_cross_kdim_vdim_f32\.safetensors .*kdim/vdim", out, re.M),
            f"the kdim/vdim layer was not skipped with its reason:\n{out}")
@@ -510,7 +510,7 @@ def check_fixtures(r):
     # or by file, judged against the values the files state.
     toy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "toy")
     toys = sorted(n for n in os.listdir(toy) if n.endswith(".json"))
-    out = r.run(["verify", "--backend", "cpu-flash", toy], expect_code=0).stdout
+    out = r.run(["verify", "--backend", "cpu-flash", "--direction", "forward", toy], expect_code=0).stdout
     expect(f"{3 * len(toys)} passed, 0 failed" in out, f"verify did not pass every toy case in 3 dtypes:\n{out}")
     out = r.run(["verify", "--backend", "mutant-transposed-axes", os.path.join(toy, "layout_trap.json")], expect_code=1).stdout
     expect("FAIL layout_trap.json (f32)" in out, f"the layout trap did not catch the transposed-axes mutant:\n{out}")
@@ -628,6 +628,88 @@ def check_isolation(r):
     expect("did not return within 1 s" in proc.stdout, f"the hang is not reported as one:\n{proc.stdout}")
 
 
+def check_direction(r):
+    # --direction on verify, run and bench (tools/README.md): which passes are judged or timed.
+    here = os.path.dirname(os.path.abspath(__file__))
+    golden = os.path.join(here, "..", "..", "fixtures", "golden")
+    toy = os.path.join(here, "..", "..", "fixtures", "toy")
+    backward_file, forward_file = (os.path.join(golden, n) for n in ("backward_mha_f32.safetensors", "mha_f32.safetensors"))
+    # verify, default both: a backward fixture gets a forward and a backward verdict; cpu-naive's
+    # fp32 backward passes it.
+    out = r.run(["verify", "--backend", "cpu-naive", backward_file], expect_code=0).stdout
+    expect(re.search(r"^PASS backward_mha_f32\.safetensors  ", out, re.M) and
+           re.search(r"^PASS backward_mha_f32\.safetensors \(backward\)  passed", out, re.M),
+           f"verify did not judge both passes of a backward fixture:\n{out}")
+    expect("2 passed, 0 failed, 0 skipped" in out, f"verify's count is not one per pass:\n{out}")
+    out = r.run(["verify", "--backend", "cpu-naive", "--direction", "forward", backward_file], expect_code=0).stdout
+    expect("(backward)" not in out and "1 passed, 0 failed, 0 skipped" in out, f"--direction forward judged the backward:\n{out}")
+    out = r.run(["verify", "--backend", "cpu-naive", "--direction", "backward", backward_file, forward_file],
+                expect_code=0).stdout
+    expect(re.search(r"^PASS backward_mha_f32\.safetensors \(backward\)", out, re.M) and
+           re.search(r"^SKIP mha_f32\.safetensors \(backward\)  holds no backward tensors", out, re.M) and
+           "1 passed, 0 failed, 1 skipped" in out, f"--direction backward did not account for every file:\n{out}")
+    # A backend without a backward pass skips the backward with the reason; its forward is judged.
+    out = r.run(["verify", "--backend", "emu-ggml", backward_file], expect_code=0).stdout
+    expect(re.search(r"^SKIP backward_mha_f32\.safetensors \(backward\)  emu-ggml has no backward pass", out, re.M),
+           f"a backend without backward was not skipped with the reason:\n{out}")
+    # The backward toy cases, by file: judged in each dtype cpu-naive takes (f32), against the
+    # hand-derived gradients.
+    out = r.run(["verify", "--backend", "cpu-naive", "--direction", "backward",
+                 os.path.join(toy, "backward_two_keys_d2.json")], expect_code=0).stdout
+    expect("PASS backward_two_keys_d2.json (f32, backward)" in out, f"the backward toy case was not judged:\n{out}")
+    r.run(["verify", "--backend", "cpu-naive", "--direction", "sideways", backward_file], expect_code=2)
+
+    # run: the forward and the backward properties partition all of them (PropertyDef::needs_backward,
+    # shown by `list properties` as "(needs backward)").
+    listing = r.run(["list", "properties"], expect_code=0).stdout.splitlines()[1:]
+    every = {line.split()[0] for line in listing}
+    backward = {line.split()[0] for line in listing if line.endswith("(needs backward)")}
+
+    def planned(direction):
+        path = r.path(f"run-{direction}.json")
+        proc = r.run(["run", "--backend", "cpu-naive", "--direction", direction, "--profile", "quick", "--cases", "1",
+                      "--dtype", "f32", "--json", path], expect_code=None)
+        if proc.returncode == 2:
+            return None, proc.stderr
+        return {u["property"] for u in load(path)["units"]}, proc.stderr
+
+    forward_units, stderr = planned("forward")
+    expect(forward_units is not None, f"--direction forward was refused:\n{stderr}")
+    expect(forward_units == every - backward, f"--direction forward ran {sorted(forward_units ^ (every - backward))} wrongly")
+    backward_units, stderr = planned("backward")
+    if backward:
+        expect(backward_units == backward, f"--direction backward ran {backward_units}, not {backward}")
+    else:
+        expect(backward_units is None and "--direction backward: none of the" in stderr,
+               f"--direction backward with no backward property was not a usage error:\n{stderr}")
+
+    # bench: the backward beside the forward, both in the text table and in the JSON rows.
+    json_path = r.path("bench.json")
+    proc = r.run(["bench", "--backend", "cpu-naive", "--backend", "emu-ggml", "--direction", "both", "--dtype", "f32",
+                  "--shape", "1,2,64,16", "--repeats", "1", "--json", json_path], expect_code=0)
+    rows = [line.split() for line in proc.stdout.splitlines()[1:]]
+    expect(proc.stdout.splitlines()[0].split()[2] == "pass", f"no pass column:\n{proc.stdout}")
+    for pass_ in ("forward", "backward"):
+        expect(any(row[:4] == ["f32", "1,2,64,16", pass_, "cpu-naive"] and row[6] == "1.00x" for row in rows),
+               f"no timed {pass_} row for cpu-naive:\n{proc.stdout}")
+        expect(any(row[:4] == ["f32", "1,2,64,16", pass_, "(double"] for row in rows),
+               f"no {pass_} row for the reference:\n{proc.stdout}")
+    expect(re.search(r"backward\s+emu-ggml\s+skipped: no backward pass", proc.stdout),
+           f"a backend without backward was not skipped:\n{proc.stdout}")
+    report = load(json_path)
+    expect(report["format"] == "attncheck-bench" and report["direction"] == "both", f"bench JSON header: {report}")
+    timed = {(row["backend"], row["pass"]) for row in report["rows"] if row["status"] == "timed"}
+    expect({("cpu-naive", "forward"), ("cpu-naive", "backward"), ("(double reference)", "forward"),
+            ("(double reference)", "backward")} <= timed, f"bench JSON rows timed: {sorted(timed)}")
+    expect(all(row["ms"] > 0 and row["max_ratio"] <= 1 for row in report["rows"]
+               if row["status"] == "timed" and not row["reference"]), f"bench JSON rows: {report['rows']}")
+    # The default times the forward alone, with the table's columns as they always were.
+    proc = r.run(["bench", "--backend", "cpu-naive", "--dtype", "f32", "--shape", "1,2,64,16", "--repeats", "1"],
+                 expect_code=0)
+    expect("backward" not in proc.stdout and proc.stdout.splitlines()[0].split()[2] == "backend",
+           f"bench's default is not the forward alone:\n{proc.stdout}")
+
+
 CHECKS = {
     "exit-pass": check_exit_pass,
     "exit-fail": check_exit_fail,
@@ -641,6 +723,7 @@ CHECKS = {
     "sharding": check_sharding,
     "list-and-help": check_list_and_help,
     "fixtures": check_fixtures,
+    "direction": check_direction,
     "save-failures": check_save_failures,
     "isolation": check_isolation,
 }
