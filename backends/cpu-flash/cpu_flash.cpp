@@ -4,6 +4,11 @@
 /// (batch, head, query tile), AVX-512 / AVX2 / portable kernels picked at run time. Inputs f32,
 /// f16 or bf16 (tiles converted to fp32 as they are packed), output in the input dtype with
 /// round-to-nearest, LSE in fp32. See flash_tile.inl for the kernel itself.
+///
+/// The backward pass (ABI 2.2) is FlashAttention-2's: P recomputed from the saved lse, tiles of 64
+/// query rows × 64 keys, threads over (batch, kv head), dK and dV of a key tile summed in fp32
+/// over its group's query heads and query tiles, dQ summed in an fp32 scratch one key tile at a
+/// time; see flash_backward.inl.
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
@@ -54,14 +59,48 @@ Workspace carve_workspace(float* base, std::int64_t qk_dim, std::int64_t dv_pad)
   return ws;
 }
 
+std::int64_t backward_workspace_floats(std::int64_t qk_dim, std::int64_t dk_pad, std::int64_t v_dim, std::int64_t dv_pad) {
+  return round64(qk_dim * kBlockKeys) + 2 * round64(kBlockKeys * dk_pad) + round64(v_dim * kBlockKeys) +
+         round64(kBlockKeys * dv_pad) + 4 * round64(kBackwardRows * kBlockKeys) + round64(dk_pad);
+}
+
+BackwardWorkspace carve_backward_workspace(float* base, std::int64_t qk_dim, std::int64_t dk_pad, std::int64_t v_dim,
+                                           std::int64_t dv_pad) {
+  BackwardWorkspace ws{};
+  float* p = base;
+  auto take = [&](std::int64_t n) {
+    float* at = p;
+    p += round64(n);
+    return at;
+  };
+  ws.kt = take(qk_dim * kBlockKeys);
+  ws.kr = take(kBlockKeys * dk_pad);
+  ws.vt = take(v_dim * kBlockKeys);
+  ws.dk_sum = take(kBlockKeys * dk_pad);
+  ws.dv_sum = take(kBlockKeys * dv_pad);
+  ws.p = take(kBackwardRows * kBlockKeys);
+  ws.ds = take(kBackwardRows * kBlockKeys);
+  ws.tanh = take(kBackwardRows * kBlockKeys);
+  ws.bias = take(kBackwardRows * kBlockKeys);
+  ws.dq_row = take(dk_pad);
+  return ws;
+}
+
 namespace {
 
 using TileFn = void (*)(const FlashParams&, std::int64_t, std::int64_t, std::int64_t, const Workspace&);
 using PackFn = void (*)(const FlashParams&, std::int64_t, std::int64_t, std::int64_t, float*, float*, unsigned char*);
 
+using BackwardRowsFn = void (*)(const BackwardParams&, std::int64_t, std::int64_t);
+using BackwardKeysFn = void (*)(const BackwardParams&, std::int64_t, std::int64_t, const BackwardWorkspace&);
+using BackwardDbiasFn = void (*)(const BackwardParams&, std::int64_t);
+
 struct Kernels {
   TileFn tile;
   PackFn pack;
+  BackwardRowsFn backward_rows;
+  BackwardKeysFn backward_keys;
+  BackwardDbiasFn backward_dbias;
   const char* isa;
 };
 
@@ -97,9 +136,12 @@ bool has_avx2() {
 /// The kernels of `isa`, or the widest this CPU runs when `isa` is empty. x86 only: elsewhere the
 /// portable ones.
 Kernels pick_kernels(std::string_view isa) {
-  if ((isa.empty() && has_avx512()) || isa == "avx512") return {&flash_tile_avx512, &pack_kv_avx512, "avx512"};
-  if ((isa.empty() && has_avx2()) || isa == "avx2") return {&flash_tile_avx2, &pack_kv_avx2, "avx2"};
-  return {&flash_tile_generic, &pack_kv_generic, "generic"};
+  if ((isa.empty() && has_avx512()) || isa == "avx512")
+    return {&flash_tile_avx512, &pack_kv_avx512, &backward_rows_avx512, &backward_keys_avx512, &backward_dbias_avx512, "avx512"};
+  if ((isa.empty() && has_avx2()) || isa == "avx2")
+    return {&flash_tile_avx2, &pack_kv_avx2, &backward_rows_avx2, &backward_keys_avx2, &backward_dbias_avx2, "avx2"};
+  return {&flash_tile_generic, &pack_kv_generic, &backward_rows_generic, &backward_keys_generic, &backward_dbias_generic,
+          "generic"};
 }
 
 /// A fixed set of workers for fork-join loops; the calling thread works too. Owned by one
@@ -236,57 +278,16 @@ class CpuFlash final : public impl::BackendImpl {
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     impl::check_problem(p);
-    using impl::check_cpu_tensor;
-    if (t.q == nullptr) impl::invalid("q: is NULL, but the problem requires it");
+    Diagonals diagonals;
+    FlashParams fp = checked_params(p, t.q, t.k, t.v, t.mask, t.key_lengths, diagonals);
     const DLDataType dt = t.q->dtype;
-    if (!is_input_dtype(dt)) impl::invalid("q: dtype is " + impl::dtype_string(dt) + ", expected float32, float16 or bfloat16");
-    const auto q = check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {dt});
-    const auto k = check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt});
-    const auto v = check_cpu_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt});
-    const auto out = check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "query heads", "query length", "value dim"}, {dt});
-
-    FlashParams fp;
-    fp.batch = p.batch, fp.q_heads = p.q_heads, fp.kv_heads = p.kv_heads, fp.q_len = p.q_len, fp.k_len = p.k_len;
-    fp.qk_dim = p.qk_dim, fp.v_dim = p.v_dim, fp.group = p.q_heads / p.kv_heads;
-    fp.dv_pad = (p.v_dim + kPad - 1) / kPad * kPad;
-    fp.scale = static_cast<float>(p.scale);
-    fp.softcap = static_cast<float>(p.softcap);
-    fp.causal = p.causal != 0;
-    fp.window_left = p.window_left, fp.window_right = p.window_right;
-    fp.q = strided(q), fp.k = strided(k), fp.v = strided(v), fp.out = strided(out);
+    fp.out = strided(impl::check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim},
+                                            {"batch", "query heads", "query length", "value dim"}, {dt}));
     if (t.lse != nullptr) {
-      const auto lse = check_cpu_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "query heads", "query length"}, {impl::kF32});
+      const auto lse = impl::check_cpu_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "query heads", "query length"}, {impl::kF32});
       fp.lse = reinterpret_cast<float*>(const_cast<char*>(lse.data));
       for (int d = 0; d < 3; ++d) fp.lse_stride[d] = lse.strides[d];
     }
-    fp.mask_kind = p.mask_kind;
-    if (p.mask_kind != kAttncheckMaskNone) {
-      const std::initializer_list<std::int64_t> shape{p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]};
-      const std::initializer_list<std::string_view> dims{"batch", "heads", "query length", "key length"};
-      const auto m = p.mask_kind == kAttncheckMaskBoolean ? check_cpu_tensor(t.mask, "mask", shape, dims, {impl::kU8})
-                                                            // The input dtype, or wider: the layer hands its own fp32 projections with the caller's mask.
-                                                          : check_cpu_tensor(t.mask, "mask", shape, dims, {impl::kF32, impl::kF16, impl::kBF16});
-      fp.mask = strided(m);
-      for (int d = 0; d < 3; ++d)
-        if (p.mask_shape[d] == 1) fp.mask.stride[d] = 0;  // broadcast: every b, h, i reads index 0
-    } else if (t.mask != nullptr) {
-      impl::invalid("mask: given, but problem.mask_kind is none");
-    }
-    std::vector<std::int64_t> offset(static_cast<std::size_t>(p.batch)), limit(static_cast<std::size_t>(p.batch));
-    impl::TensorArg kl;
-    if (p.has_key_lengths) kl = check_cpu_tensor(t.key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
-    for (std::int64_t b = 0; b < p.batch; ++b) {
-      std::int64_t len = p.k_len;
-      if (p.has_key_lengths) {
-        len = *kl.at<std::int64_t>(b);
-        if (len < 0 || len > p.k_len)
-          impl::invalid("key_lengths[" + std::to_string(b) + "] is " + std::to_string(len) + ", expected 0..Lk = " + std::to_string(p.k_len));
-      }
-      offset[b] = impl::diagonal_offset(p, len);
-      limit[b] = std::min(len, p.mask_kind != kAttncheckMaskNone ? p.mask_shape[3] : p.k_len);
-    }
-    fp.offset = offset.data();
-    fp.key_limit = limit.data();
 
     // One workspace per thread, reused across calls while the dims allow.
     const std::int64_t floats = workspace_floats(fp.qk_dim, fp.dv_pad);
@@ -330,16 +331,170 @@ class CpuFlash final : public impl::BackendImpl {
   bool has_layer() const override { return true; }
   void forward_layer(const attncheck_layer_problem& lp, const attncheck_layer_tensors& t) override;
 
+  bool has_backward() const override { return true; }
+
+  attncheck_backward_profile backward_profile(const attncheck_problem& problem, DLDataType input) const override {
+    check_supported(problem, input, kDLCPU);
+    attncheck_backward_profile pr{};
+    pr.gradient_dtype = input;          // dQ, dK, dV (and dbias) rounded once, to nearest, from fp32
+    pr.probability_dtype = impl::kF32;  // P = exp(s − lse) in fp32, never re-rounded
+    pr.dp_dtype = impl::kF32;           // dP = dO·Vᵀ: fp32 FMA chains over Dv
+    pr.ds_dtype = impl::kF32;
+    pr.accumulator_dtype = impl::kF32;  // the workspace's dK, dV tiles and the dQ scratch
+    pr.group_sum_dtype = impl::kF32;    // a group's query heads add their tile sums into the same fp32 dK, dV
+    pr.query_block = static_cast<std::int32_t>(kBackwardRows);  // dK, dV: one tile sum per query tile (and head)
+    pr.key_block = static_cast<std::int32_t>(kBlockKeys);       // dQ: one tile sum per key tile
+    pr.recomputes_from_lse = 1;
+    pr.dq_atomic = 0;                   // dQ rows belong to one (batch, kv head) task
+    pr.deterministic = 1;               // each task's order is fixed, whatever the thread count
+    pr.accepts_dlse = 1;
+    pr.writes_dbias = 1;
+    return pr;
+  }
+
+  void backward(const attncheck_problem& p, const attncheck_backward_tensors& t) override;
+
   const char* isa() const { return kernels_.isa; }
 
  private:
+  /// Per batch: the diagonal offset and the key limit (Lk, its key length, the mask's length).
+  struct Diagonals {
+    std::vector<std::int64_t> offset, limit;
+  };
+
+  /// FlashParams of a call's problem, Q, K, V, mask and key lengths, every tensor checked; `out`
+  /// and `lse` are the caller's. The pointers of `diagonals` go into the result.
+  FlashParams checked_params(const attncheck_problem& p, const DLTensor* tq, const DLTensor* tk, const DLTensor* tv,
+                             const DLTensor* tmask, const DLTensor* key_lengths, Diagonals& diagonals) const {
+    using impl::check_cpu_tensor;
+    if (tq == nullptr) impl::invalid("q: is NULL, but the problem requires it");
+    const DLDataType dt = tq->dtype;
+    if (!is_input_dtype(dt)) impl::invalid("q: dtype is " + impl::dtype_string(dt) + ", expected float32, float16 or bfloat16");
+    const auto q = check_cpu_tensor(tq, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {dt});
+    const auto k = check_cpu_tensor(tk, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt});
+    const auto v = check_cpu_tensor(tv, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt});
+
+    FlashParams fp;
+    fp.batch = p.batch, fp.q_heads = p.q_heads, fp.kv_heads = p.kv_heads, fp.q_len = p.q_len, fp.k_len = p.k_len;
+    fp.qk_dim = p.qk_dim, fp.v_dim = p.v_dim, fp.group = p.q_heads / p.kv_heads;
+    fp.dv_pad = (p.v_dim + kPad - 1) / kPad * kPad;
+    fp.scale = static_cast<float>(p.scale);
+    fp.softcap = static_cast<float>(p.softcap);
+    fp.causal = p.causal != 0;
+    fp.window_left = p.window_left, fp.window_right = p.window_right;
+    fp.q = strided(q), fp.k = strided(k), fp.v = strided(v);
+    fp.mask_kind = p.mask_kind;
+    if (p.mask_kind != kAttncheckMaskNone) {
+      const std::initializer_list<std::int64_t> shape{p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]};
+      const std::initializer_list<std::string_view> dims{"batch", "heads", "query length", "key length"};
+      const auto m = p.mask_kind == kAttncheckMaskBoolean ? check_cpu_tensor(tmask, "mask", shape, dims, {impl::kU8})
+                                                            // The input dtype, or wider: the layer hands its own fp32 projections with the caller's mask.
+                                                          : check_cpu_tensor(tmask, "mask", shape, dims, {impl::kF32, impl::kF16, impl::kBF16});
+      fp.mask = strided(m);
+      for (int d = 0; d < 3; ++d)
+        if (p.mask_shape[d] == 1) fp.mask.stride[d] = 0;  // broadcast: every b, h, i reads index 0
+    } else if (tmask != nullptr) {
+      impl::invalid("mask: given, but problem.mask_kind is none");
+    }
+    diagonals.offset.assign(static_cast<std::size_t>(p.batch), 0);
+    diagonals.limit.assign(static_cast<std::size_t>(p.batch), 0);
+    impl::TensorArg kl;
+    if (p.has_key_lengths) kl = check_cpu_tensor(key_lengths, "key_lengths", {p.batch}, {"batch"}, {impl::kI64});
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      std::int64_t len = p.k_len;
+      if (p.has_key_lengths) {
+        len = *kl.at<std::int64_t>(b);
+        if (len < 0 || len > p.k_len)
+          impl::invalid("key_lengths[" + std::to_string(b) + "] is " + std::to_string(len) + ", expected 0..Lk = " + std::to_string(p.k_len));
+      }
+      diagonals.offset[b] = impl::diagonal_offset(p, len);
+      diagonals.limit[b] = std::min(len, p.mask_kind != kAttncheckMaskNone ? p.mask_shape[3] : p.k_len);
+    }
+    fp.offset = diagonals.offset.data();
+    fp.key_limit = diagonals.limit.data();
+    return fp;
+  }
+
   ThreadPool pool_;
   Kernels kernels_;
   std::vector<float> packed_k_, packed_v_;  // grown, never shrunk: reused across calls
   std::vector<unsigned char> v_finite_;
   std::vector<std::unique_ptr<float[], AlignedFree>> scratch_;
   std::int64_t workspace_floats_ = 0;
+  // The backward's: per-thread workspaces, and the row buffers and dbias partials of BackwardParams.
+  std::vector<std::unique_ptr<float[], AlignedFree>> backward_scratch_;
+  std::int64_t backward_workspace_floats_ = 0;
+  std::vector<float> q_rows_, dout_rows_, row_lse_, row_delta_, row_dlse_, dq_sum_, dbias_partial_;
 };
+
+// Phase 1 over (b, h), phase 2 over (b, kv head), phase 3 over dbias's rows (flash_backward.inl).
+void CpuFlash::backward(const attncheck_problem& p, const attncheck_backward_tensors& t) {
+  using impl::check_cpu_tensor;
+  Diagonals diagonals;
+  BackwardParams bp;
+  bp.f = checked_params(p, t.q, t.k, t.v, t.mask, t.key_lengths, diagonals);
+  const DLDataType dt = t.q->dtype;
+  const std::initializer_list<std::string_view> rows{"batch", "query heads", "query length"};
+  const std::initializer_list<std::string_view> q_dims{"batch", "query heads", "query length", "head dim"};
+  const std::initializer_list<std::string_view> o_dims{"batch", "query heads", "query length", "value dim"};
+  bp.f.out = strided(check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, o_dims, {dt}));
+  const auto lse = check_cpu_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, rows, {impl::kF32});
+  bp.f.lse = reinterpret_cast<float*>(const_cast<char*>(lse.data));
+  for (int d = 0; d < 3; ++d) bp.f.lse_stride[d] = lse.strides[d];
+  bp.dout = strided(check_cpu_tensor(t.dout, "dout", {p.batch, p.q_heads, p.q_len, p.v_dim}, o_dims, {dt}));
+  if (t.dlse != nullptr) {
+    const auto dlse = check_cpu_tensor(t.dlse, "dlse", {p.batch, p.q_heads, p.q_len}, rows, {impl::kF32});
+    bp.dlse = reinterpret_cast<const float*>(dlse.data);
+    for (int d = 0; d < 3; ++d) bp.dlse_stride[d] = dlse.strides[d];
+  }
+  bp.dq = strided(check_cpu_tensor(t.dq, "dq", {p.batch, p.q_heads, p.q_len, p.qk_dim}, q_dims, {dt}));
+  bp.dk = strided(check_cpu_tensor(t.dk, "dk", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt}));
+  bp.dv = strided(check_cpu_tensor(t.dv, "dv", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt}));
+  for (int d = 0; d < 4; ++d) bp.mask_shape[d] = p.mask_kind != kAttncheckMaskNone ? p.mask_shape[d] : 1;
+  if (t.dbias != nullptr) {
+    if (p.mask_kind != kAttncheckMaskAdditive) impl::invalid("dbias: given, but the problem has no additive mask");
+    bp.dbias = strided(check_cpu_tensor(t.dbias, "dbias", {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]},
+                                        {"batch", "heads", "query length", "key length"}, {dt}));
+    bp.dbias_heads = p.mask_shape[1] == 1 ? 1 : bp.f.group;
+  }
+  bp.dk_pad = (p.qk_dim + kPad - 1) / kPad * kPad;
+  bp.q_len_pad = (p.q_len + kBackwardMicroRows - 1) / kBackwardMicroRows * kBackwardMicroRows;
+
+  const auto grow = [](std::vector<float>& buffer, std::int64_t n) {
+    if (static_cast<std::int64_t>(buffer.size()) < n) buffer.resize(static_cast<std::size_t>(n));
+    return buffer.data();
+  };
+  const std::int64_t row_count = p.batch * p.q_heads * bp.q_len_pad;
+  bp.q_rows = grow(q_rows_, row_count * bp.dk_pad);
+  bp.dout_rows = grow(dout_rows_, row_count * bp.f.dv_pad);
+  bp.row_lse = grow(row_lse_, row_count);
+  bp.row_delta = grow(row_delta_, row_count);
+  bp.row_dlse = grow(row_dlse_, row_count);
+  bp.dq_sum = grow(dq_sum_, row_count * bp.dk_pad);
+  if (bp.dbias.data != nullptr)
+    bp.dbias_partial = grow(dbias_partial_, p.batch * p.kv_heads * bp.dbias_heads * p.mask_shape[2] * p.mask_shape[3]);
+
+  const std::int64_t floats = backward_workspace_floats(p.qk_dim, bp.dk_pad, p.v_dim, bp.f.dv_pad);
+  if (floats > backward_workspace_floats_) {
+    backward_scratch_.clear();
+    for (int w = 0; w < pool_.size(); ++w) {
+      float* mem = static_cast<float*>(std::aligned_alloc(64, static_cast<std::size_t>(floats) * sizeof(float)));
+      if (mem == nullptr) throw std::bad_alloc();
+      backward_scratch_.emplace_back(mem);
+    }
+    backward_workspace_floats_ = floats;
+  }
+  std::vector<BackwardWorkspace> ws;
+  for (auto& s : backward_scratch_) ws.push_back(carve_backward_workspace(s.get(), p.qk_dim, bp.dk_pad, p.v_dim, bp.f.dv_pad));
+
+  const Kernels k = kernels_;
+  pool_.run(p.batch * p.q_heads, [&](int, std::int64_t bh) { k.backward_rows(bp, bh / p.q_heads, bh % p.q_heads); });
+  pool_.run(p.batch * p.kv_heads, [&](int worker, std::int64_t bg) {
+    k.backward_keys(bp, bg / p.kv_heads, bg % p.kv_heads, ws[static_cast<std::size_t>(worker)]);
+  });
+  if (bp.dbias_partial != nullptr)
+    pool_.run(p.mask_shape[0] * p.mask_shape[1] * p.mask_shape[2], [&](int, std::int64_t row) { k.backward_dbias(bp, row); });
+}
 
 /// A compact fp32 DLTensor over owned storage.
 struct Owned {

@@ -1,6 +1,7 @@
 /// \file flash_kernel.h
 /// \brief cpu-flash's tile kernel interface: plain data in, one query tile of one (batch, head)
-/// out. Implemented once (flash_tile.inl) over a SIMD traits type and compiled three times:
+/// out; and the backward pass's phases. Implemented once (flash_tile.inl, flash_backward.inl)
+/// over a SIMD traits type and compiled three times:
 /// kernel_avx512.cpp, kernel_avx2.cpp (per-file ISA flags, see backends/CMakeLists.txt) and
 /// kernel_generic.cpp (portable). cpu_flash.cpp picks one at run time (__builtin_cpu_supports).
 #pragma once
@@ -16,6 +17,12 @@ inline constexpr std::int64_t kBlockKeys = 64;
 inline constexpr std::int64_t kBlockRows = 96;
 /// The value dim is padded to a multiple of this in the workspace (the widest vector).
 inline constexpr std::int64_t kPad = 16;
+/// Query rows per backward tile (its key tiles are the forward's kBlockKeys), and the rows of the
+/// backward's register micro-tiles: a divisor of both tile sizes, so every product of the
+/// backward (whose row count is a query tile or a key tile) splits into whole micro-tiles.
+inline constexpr std::int64_t kBackwardRows = 64;
+inline constexpr std::int64_t kBackwardMicroRows = 4;
+static_assert(kBlockKeys % kBackwardMicroRows == 0 && kBackwardRows % kBackwardMicroRows == 0);
 
 enum class Elem : std::int32_t { F32, F16, BF16, U8 };
 
@@ -48,6 +55,45 @@ struct FlashParams {
   const float* packed_v = nullptr;     ///< [tiles][kBlockKeys][dv_pad]
   const unsigned char* v_finite = nullptr;  ///< [tiles]: V's tile holds no NaN/Inf
 };
+
+/// One backward call: the forward's problem and inputs, the output gradients, the gradients to
+/// write, and the per-call fp32 buffers the phases share (cpu_flash.cpp owns them). Rows of the
+/// row buffers are (b, h, i) with i < q_len_pad, row-major: row (b·Hq + h)·q_len_pad + i.
+struct BackwardParams {
+  FlashParams f;  ///< problem, Q, K, V, mask, key lengths; f.out is the forward's O (read), f.lse its lse
+  Strided dout;   ///< dO, input dtype
+  const float* dlse = nullptr;  ///< dL/dlse (float32) or NULL (zero)
+  std::int64_t dlse_stride[3] = {0, 0, 0};
+  Strided dq, dk, dv;      ///< written in the input dtype
+  Strided dbias;           ///< the mask's shape, input dtype; data NULL when not wanted
+  std::int64_t mask_shape[4] = {1, 1, 1, 1};  ///< [Bm, Hm, Lqm, Lkm] (problem.h), for dbias
+  std::int64_t dk_pad = kPad;   ///< qk_dim rounded up to kPad
+  std::int64_t q_len_pad = 0;   ///< q_len rounded up to kBackwardMicroRows
+  // Written by backward_rows_* (phase 1), read by backward_keys_* (phase 2):
+  float* q_rows = nullptr;     ///< [rows][dk_pad]: Q in fp32; zero for padding and rows with no allowed key
+  float* dout_rows = nullptr;  ///< [rows][dv_pad]: dO in fp32; likewise zero
+  float* row_lse = nullptr;    ///< [rows]: lse; −inf for padding rows
+  float* row_delta = nullptr;  ///< [rows]: D_i = Σ_d dO_id O_id
+  float* row_dlse = nullptr;   ///< [rows]: dlse_i (0 without dlse), so that dS = P ((dP − D) + dlse)
+  float* dq_sum = nullptr;     ///< [rows][dk_pad]: Σ_j dS_ij K_j in fp32, one tile sum per key tile; dQ = σ · this
+  // The bias gradient: each (b, g) of phase 2 sums into its own partial, [dbias_heads][Lqm][Lkm]
+  // with dbias_heads = 1 when the mask broadcasts over heads, else the group's Hq / Hkv heads;
+  // backward_dbias_* (phase 3) adds the partials in a fixed order.
+  float* dbias_partial = nullptr;
+  std::int64_t dbias_heads = 1;
+};
+
+/// Per-thread scratch of the backward (floats), sized by backward_workspace_floats().
+struct BackwardWorkspace {
+  float *kt, *kr, *vt;       ///< the key tile: Kᵀ [Dk][Bc], K [Bc][dk_pad], Vᵀ [Dv][Bc]
+  float *dk_sum, *dv_sum;    ///< its gradients' fp32 sums: [Bc][dk_pad], [Bc][dv_pad]
+  float *p, *ds, *tanh, *bias;  ///< [kBackwardRows][Bc]: P, dP then dS, tanh(r/c), the mask's bias
+  float* dq_row;             ///< [dk_pad]: one row's tile sum on the path that skips zero dS
+};
+
+std::int64_t backward_workspace_floats(std::int64_t qk_dim, std::int64_t dk_pad, std::int64_t v_dim, std::int64_t dv_pad);
+BackwardWorkspace carve_backward_workspace(float* base, std::int64_t qk_dim, std::int64_t dk_pad, std::int64_t v_dim,
+                                           std::int64_t dv_pad);
 
 /// Per-thread scratch (floats), sized by workspace_floats().
 struct Workspace {
@@ -84,6 +130,21 @@ void pack_kv_avx2(const FlashParams& params, std::int64_t b, std::int64_t g, std
                   float* packed_v, unsigned char* v_finite);
 void pack_kv_generic(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
                      float* packed_v, unsigned char* v_finite);
+
+/// Backward phase 1, for (batch b, query head h): its rows of q_rows, dout_rows, row_lse,
+/// row_delta, and dq_sum zeroed.
+void backward_rows_avx512(const BackwardParams& params, std::int64_t b, std::int64_t h);
+void backward_rows_avx2(const BackwardParams& params, std::int64_t b, std::int64_t h);
+void backward_rows_generic(const BackwardParams& params, std::int64_t b, std::int64_t h);
+/// Backward phase 2, for (batch b, kv head g): dK and dV of its keys written, its query heads'
+/// dq_sum accumulated and dQ written, its dbias partial (when wanted) filled.
+void backward_keys_avx512(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws);
+void backward_keys_avx2(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws);
+void backward_keys_generic(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws);
+/// Backward phase 3: row `row` of dbias, [Bm][Hm][Lqm] row-major, from the partials.
+void backward_dbias_avx512(const BackwardParams& params, std::int64_t row);
+void backward_dbias_avx2(const BackwardParams& params, std::int64_t row);
+void backward_dbias_generic(const BackwardParams& params, std::int64_t row);
 
 /// The vectorized exp of each path, for the test that measures it against the declared u_E.
 void exp_avx512(const float* x, float* y, std::int64_t n);

@@ -82,6 +82,73 @@ inline void load_row(const Strided& t, std::int64_t i0, std::int64_t i1, std::in
   for (std::int64_t d = 0; d < count; ++d) dst[d] = load_elem<V>(base + d * step, t.type);
 }
 
+/// Each row's allowed keys apart from an elementwise mask form one interval [lo, hi) (problem.h:
+/// key length and the mask's length, causal, window, all from the row's aligned diagonal): for rows
+/// q0 .. q0 + rows − 1 of batch b. Returns the union's bounds [kmin, kmax) over the non-empty ones
+/// (kmin = Lk, kmax = 0 when all are empty).
+inline void allowed_intervals(const FlashParams& P, std::int64_t b, std::int64_t q0, std::int64_t rows, std::int64_t* lo,
+                              std::int64_t* hi, std::int64_t& kmin, std::int64_t& kmax) {
+  kmin = P.k_len, kmax = 0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t diag = q0 + r + P.offset[b];
+    std::int64_t a = 0, e = P.key_limit[b];
+    if (P.causal) e = min64(e, diag + 1);
+    if (P.window_left >= 0) a = max64(a, diag - P.window_left);
+    if (P.window_right >= 0) e = min64(e, diag + P.window_right + 1);
+    lo[r] = a, hi[r] = e;
+    if (a < e) kmin = min64(kmin, a), kmax = max64(kmax, e);
+  }
+}
+
+/// An elementwise mask as a bias tile for rows q0 .. q0 + rows − 1 of (b, h) and keys k0 .. k0 +
+/// kBlockKeys − 1: −inf where not allowed (outside the row's interval, boolean false, additive
+/// −inf), else the additive value (0 for boolean).
+template <class V>
+void mask_bias_tile(const FlashParams& P, std::int64_t b, std::int64_t h, std::int64_t q0, std::int64_t rows,
+                    std::int64_t k0, const std::int64_t* lo, const std::int64_t* hi, float* bias) {
+  const int mbytes = elem_bytes(P.mask.type);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* brow = bias + r * kBlockKeys;
+    const char* mrow = P.mask.data + (b * P.mask.stride[0] + h * P.mask.stride[1] + (q0 + r) * P.mask.stride[2]) * mbytes;
+    for (std::int64_t c = 0; c < kBlockKeys; ++c) {
+      const std::int64_t j = k0 + c;
+      float value = kNegInf;
+      if (j >= lo[r] && j < hi[r]) {
+        const float mv = load_elem<V>(mrow + j * P.mask.stride[3] * mbytes, P.mask.type);
+        value = P.mask_kind == 1 ? (mv != 0.0f ? 0.0f : kNegInf) : mv;
+      }
+      brow[c] = value;
+    }
+  }
+}
+
+/// One row of a key tile's scores as the softmax sees them, in place: srow holds q·k (fp32); it
+/// becomes s = σ·(q·k), soft-capped to c·tanh(s/c), then masked: with `brow` (the row of
+/// mask_bias_tile) s + bias, exactly −inf where the bias is −inf; without, −inf outside columns
+/// [lo_rel, hi_rel). −inf replaces whatever a masked key's K made of the score, NaN included.
+/// `tanh_out`, when given with a softcap, keeps tanh(s/c) per column (the cap's derivative).
+/// The forward and the backward both take their scores from here, so the backward recomputes
+/// the very scores its forward exponentiated.
+template <class V>
+void final_scores(const FlashParams& P, float* srow, const float* brow, int lo_rel, int hi_rel, float* tanh_out) {
+  constexpr std::int64_t Bc = kBlockKeys;
+  const typename V::reg vscale = V::set1(P.scale);
+  for (std::int64_t c0 = 0; c0 < Bc; c0 += V::W) V::store(srow + c0, V::mul(V::load(srow + c0), vscale));
+  if (P.softcap > 0) {
+    for (std::int64_t c = 0; c < Bc; ++c) {
+      const float t = __builtin_tanhf(srow[c] / P.softcap);
+      if (tanh_out != nullptr) tanh_out[c] = t;
+      srow[c] = P.softcap * t;
+    }
+  }
+  if (brow != nullptr) {
+    for (std::int64_t c0 = 0; c0 < Bc; c0 += V::W) V::store(srow + c0, V::add_bias(V::load(srow + c0), V::load(brow + c0)));
+  } else if (lo_rel != 0 || hi_rel != Bc) {
+    for (std::int64_t c0 = 0; c0 < Bc; c0 += V::W)
+      V::store(srow + c0, V::mask_interval(V::load(srow + c0), static_cast<int>(c0), lo_rel, hi_rel));
+  }
+}
+
 template <class V>
 struct FlashTile {
   using reg = typename V::reg;
@@ -148,16 +215,8 @@ struct FlashTile {
 
     // Each row's allowed keys, apart from an elementwise mask, form one interval [lo, hi).
     std::int64_t lo[kBlockRows], hi[kBlockRows];
-    std::int64_t kmin = P.k_len, kmax = 0;
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const std::int64_t diag = q0 + r + P.offset[b];
-      std::int64_t a = 0, e = P.key_limit[b];
-      if (P.causal) e = min64(e, diag + 1);
-      if (P.window_left >= 0) a = max64(a, diag - P.window_left);
-      if (P.window_right >= 0) e = min64(e, diag + P.window_right + 1);
-      lo[r] = a, hi[r] = e;
-      if (a < e) kmin = min64(kmin, a), kmax = max64(kmax, e);
-    }
+    std::int64_t kmin = 0, kmax = 0;
+    allowed_intervals(P, b, q0, rows, lo, hi, kmin, kmax);
 
     // Q tile in fp32; padding rows are zero.
     for (std::int64_t r = 0; r < rows; ++r) load_row<V>(P.q, b, h, q0 + r, dk, ws.q + r * dk);
@@ -179,51 +238,16 @@ struct FlashTile {
         for (std::int64_t c0 = 0; c0 < Bc; c0 += V::QK_NV * W)
           qk_micro<V::QK_NV>(ws.q + r0 * dk, dk, kt + c0, ws.s + r0 * Bc + c0);
 
-      // An elementwise mask becomes a bias tile: -inf where not allowed (interval, boolean false,
-      // additive -inf), else the additive value (0 for boolean).
-      if (elementwise) {
-        const int mbytes = elem_bytes(P.mask.type);
-        for (std::int64_t r = 0; r < rows; ++r) {
-          float* brow = ws.bias + r * Bc;
-          const char* mrow = P.mask.data + (b * P.mask.stride[0] + h * P.mask.stride[1] + (q0 + r) * P.mask.stride[2]) * mbytes;
-          for (std::int64_t c = 0; c < Bc; ++c) {
-            const std::int64_t j = k0 + c;
-            float bias = neg_inf;
-            if (j >= lo[r] && j < hi[r]) {
-              const float mv = load_elem<V>(mrow + j * P.mask.stride[3] * mbytes, P.mask.type);
-              bias = P.mask_kind == 1 ? (mv != 0.0f ? 0.0f : neg_inf) : mv;
-            }
-            brow[c] = bias;
-          }
-        }
-      }
+      if (elementwise) mask_bias_tile<V>(P, b, h, q0, rows, k0, lo, hi, ws.bias);
 
       // Online softmax over this tile, row by row.
-      const reg vscale = V::set1(P.scale);
       for (std::int64_t r = 0; r < rows; ++r) {
         float* srow = ws.s + r * Bc;
         const int lo_rel = static_cast<int>(max64(0, min64(Bc, lo[r] - k0)));
         const int hi_rel = static_cast<int>(max64(0, min64(Bc, hi[r] - k0)));
-        for (std::int64_t c0 = 0; c0 < Bc; c0 += W) V::store(srow + c0, V::mul(V::load(srow + c0), vscale));
-        if (P.softcap > 0)
-          for (std::int64_t c = 0; c < Bc; ++c) srow[c] = P.softcap * __builtin_tanhf(srow[c] / P.softcap);
+        final_scores<V>(P, srow, elementwise ? ws.bias + r * Bc : nullptr, lo_rel, hi_rel, nullptr);
         reg mx = V::set1(neg_inf);
-        if (elementwise) {
-          const float* brow = ws.bias + r * Bc;
-          for (std::int64_t c0 = 0; c0 < Bc; c0 += W) {
-            const reg x = V::add_bias(V::load(srow + c0), V::load(brow + c0));
-            V::store(srow + c0, x);
-            mx = V::max(mx, x);
-          }
-        } else if (lo_rel == 0 && hi_rel == Bc) {  // the whole tile is allowed for this row
-          for (std::int64_t c0 = 0; c0 < Bc; c0 += W) mx = V::max(mx, V::load(srow + c0));
-        } else {
-          for (std::int64_t c0 = 0; c0 < Bc; c0 += W) {
-            const reg x = V::mask_interval(V::load(srow + c0), static_cast<int>(c0), lo_rel, hi_rel);
-            V::store(srow + c0, x);
-            mx = V::max(mx, x);
-          }
-        }
+        for (std::int64_t c0 = 0; c0 < Bc; c0 += W) mx = V::max(mx, V::load(srow + c0));
         const float m_old = ws.m[r];
         const float m_tile = V::hmax(mx);
         const float m_new = m_tile > m_old ? m_tile : m_old;

@@ -69,6 +69,8 @@ struct Avx2 {
     const reg s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
   }
+  // x where p is nonzero or NaN, else +0: dS = P (dP − D) with masked keys selected out, not multiplied.
+  static reg keep_where_nonzero(reg p, reg x) { return _mm256_and_ps(_mm256_cmp_ps(p, _mm256_setzero_ps(), _CMP_NEQ_UQ), x); }
   static float exp1(float x) { return _mm256_cvtss_f32(exp(_mm256_set1_ps(x))); }
   static float half_to_float(std::uint16_t h) { return _cvtsh_ss(h); }
   // Not _cvtss_sh: Clang 14 defines it with a compound literal, which is not C++.
@@ -79,6 +81,7 @@ struct Avx2 {
 };
 
 #include "flash_tile.inl"
+#include "flash_backward.inl"
 
 }  // namespace
 
@@ -92,5 +95,17 @@ void pack_kv_avx2(const FlashParams& params, std::int64_t b, std::int64_t g, std
 }
 
 void exp_avx2(const float* x, float* y, std::int64_t n) { exp_array<Avx2>(x, y, n); }
+
+void backward_rows_avx2(const BackwardParams& params, std::int64_t b, std::int64_t h) {
+  FlashBackward<Avx2>::prepare_rows(params, b, h);
+}
+
+void backward_keys_avx2(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
+  FlashBackward<Avx2>::key_task(params, b, g, ws);
+}
+
+void backward_dbias_avx2(const BackwardParams& params, std::int64_t row) {
+  FlashBackward<Avx2>::dbias_row(params, row);
+}
 
 }  // namespace attncheck::cpu_flash

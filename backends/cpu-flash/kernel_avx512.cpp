@@ -62,6 +62,10 @@ struct Avx512 {
     p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
   }
+  // x where p is nonzero or NaN, else +0: dS = P (dP − D) with masked keys selected out, not multiplied.
+  static reg keep_where_nonzero(reg p, reg x) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(p, _mm512_setzero_ps(), _CMP_NEQ_UQ), x);
+  }
   static float exp1(float x) { return _mm512_cvtss_f32(exp(_mm512_set1_ps(x))); }
   static float half_to_float(std::uint16_t h) { return _cvtsh_ss(h); }
   // Not _cvtss_sh: Clang 14 defines it with a compound literal, which is not C++.
@@ -72,6 +76,7 @@ struct Avx512 {
 };
 
 #include "flash_tile.inl"
+#include "flash_backward.inl"
 
 }  // namespace
 
@@ -85,5 +90,17 @@ void pack_kv_avx512(const FlashParams& params, std::int64_t b, std::int64_t g, s
 }
 
 void exp_avx512(const float* x, float* y, std::int64_t n) { exp_array<Avx512>(x, y, n); }
+
+void backward_rows_avx512(const BackwardParams& params, std::int64_t b, std::int64_t h) {
+  FlashBackward<Avx512>::prepare_rows(params, b, h);
+}
+
+void backward_keys_avx512(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
+  FlashBackward<Avx512>::key_task(params, b, g, ws);
+}
+
+void backward_dbias_avx512(const BackwardParams& params, std::int64_t row) {
+  FlashBackward<Avx512>::dbias_row(params, row);
+}
 
 }  // namespace attncheck::cpu_flash

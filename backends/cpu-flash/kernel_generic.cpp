@@ -26,6 +26,8 @@ struct Generic {
   static reg mask_interval(reg s, int c0, int lo, int hi) { return c0 < lo || c0 >= hi ? -HUGE_VALF : s; }
   static reg add_bias(reg s, reg bias) { return bias == -HUGE_VALF ? bias : s + bias; }
   static reg exp(reg x) { return std::exp(x); }
+  // x where p is nonzero or NaN, else +0: dS = P (dP − D) with masked keys selected out, not multiplied.
+  static reg keep_where_nonzero(reg p, reg x) { return p != 0.0f ? x : 0.0f; }
   static float exp1(float x) { return std::exp(x); }
   static float half_to_float(std::uint16_t h) {
     const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
@@ -70,6 +72,7 @@ struct Generic {
 };
 
 #include "flash_tile.inl"
+#include "flash_backward.inl"
 
 }  // namespace
 
@@ -83,6 +86,18 @@ void pack_kv_generic(const FlashParams& params, std::int64_t b, std::int64_t g, 
 }
 
 void exp_generic(const float* x, float* y, std::int64_t n) { exp_array<Generic>(x, y, n); }
+
+void backward_rows_generic(const BackwardParams& params, std::int64_t b, std::int64_t h) {
+  FlashBackward<Generic>::prepare_rows(params, b, h);
+}
+
+void backward_keys_generic(const BackwardParams& params, std::int64_t b, std::int64_t g, const BackwardWorkspace& ws) {
+  FlashBackward<Generic>::key_task(params, b, g, ws);
+}
+
+void backward_dbias_generic(const BackwardParams& params, std::int64_t row) {
+  FlashBackward<Generic>::dbias_row(params, row);
+}
 
 float half_to_float_exact(std::uint16_t h) { return Generic::half_to_float(h); }
 std::uint16_t float_to_half_rn(float x) { return Generic::float_to_half(x); }

@@ -1,5 +1,6 @@
 // The backward pass of ABI 2.2: the table's optional entry points under backend.h's struct_size
-// rules, the backward profile's conversion, and cpu-naive's backward on hand-derived cases.
+// rules, the backward profile's conversion, and the backward of every built-in CPU backend
+// (cpu-naive, cpu-flash) on hand-derived cases.
 //
 // The hand-derived cases are exact in fp32: every allowed key's weight is P = exp(s − lse) with
 // the lse given equal to the score, so P = exp(0) = 1, and every other value is a small integer
@@ -149,14 +150,18 @@ TEST(BackwardAbi, WritingTheProfileStopsAtTheSuitesBuffer) {
     ASSERT_EQ(bytes[i], 0xAB) << "byte " << i << " is past the suite's buffer";
 }
 
+// Every built-in CPU backend with a backward pass; each computes these cases exactly (for
+// cpu-flash, exp(0) = 1 exactly on every kernel path: flash_kernel_test.cpp).
+class HandDerivedBackward : public testing::TestWithParam<std::string> {};
+
 // Hand derivation (one query, Dk = Dv = 1, σ = 1/2, key 1 masked by a boolean mask):
 //   s_0 = σ q k_0 = 1/2 · 2 · 3 = 3, lse = 3 (given), P_0 = e^0 = 1, P_1 = 0 (masked).
 //   dO = 2, O = v_0 = 4:  dV_0 = P_0 dO = 2, dV_1 = 0.
 //   dP_0 = dO v_0 = 8, D = dO O = 8, dlse = 1/2:  dS_0 = P_0 (8 − 8 + 1/2) = 1/2.
 //   dQ = σ dS_0 k_0 = 1/2 · 1/2 · 3 = 3/4;  dK_0 = σ dS_0 q = 1/2 · 1/2 · 2 = 1/2;  dK_1 = 0.
 // The masked key's K and V are huge: they must not reach anything.
-TEST(CpuNaiveBackward, OneAllowedKeyGivesEveryTermExactly) {
-  Backend backend = open_backend("cpu-naive");
+TEST_P(HandDerivedBackward, OneAllowedKeyGivesEveryTermExactly) {
+  Backend backend = open_backend(GetParam());
   Problem p;
   p.batch = p.q_heads = p.kv_heads = p.q_len = 1;
   p.k_len = 2;
@@ -181,8 +186,8 @@ TEST(CpuNaiveBackward, OneAllowedKeyGivesEveryTermExactly) {
 //   dO_h = 1, O_h = v = 5:  D_h = 5, dP_h = 5, dlse = 1, 2:  dS_h = 1, 2.
 //   dQ_h = dS_h k = 3, 6;  dK = Σ_h dS_h q_h = 1·1 + 2·2 = 5;  dV = Σ_h P dO_h = 2.
 //   dbias (shape [1, 1, 1, 1]) = Σ_h dS_h = 3.
-TEST(CpuNaiveBackward, AGroupsQueryHeadsAreSummedIntoItsKeyAndValueGradients) {
-  Backend backend = open_backend("cpu-naive");
+TEST_P(HandDerivedBackward, AGroupsQueryHeadsAreSummedIntoItsKeyAndValueGradients) {
+  Backend backend = open_backend(GetParam());
   Problem p;
   p.batch = p.kv_heads = p.q_len = p.k_len = p.qk_dim = p.v_dim = 1;
   p.q_heads = 2;
@@ -203,8 +208,8 @@ TEST(CpuNaiveBackward, AGroupsQueryHeadsAreSummedIntoItsKeyAndValueGradients) {
 
 // A row with no allowed key (key length 0: lse = −inf) contributes nothing: its dQ is 0 and
 // the keys' gradients stay 0, whatever dO holds.
-TEST(CpuNaiveBackward, ARowWithNoAllowedKeyHasZeroGradients) {
-  Backend backend = open_backend("cpu-naive");
+TEST_P(HandDerivedBackward, ARowWithNoAllowedKeyHasZeroGradients) {
+  Backend backend = open_backend(GetParam());
   Problem p;
   p.batch = p.q_heads = p.kv_heads = p.q_len = p.k_len = p.qk_dim = p.v_dim = 1;
   p.scale = 1.0;
@@ -234,8 +239,8 @@ TEST(CpuNaiveBackward, ARowWithNoAllowedKeyHasZeroGradients) {
 }
 
 // Bad calls are refused with the tensor and the dimension named, never computed on.
-TEST(CpuNaiveBackward, AMisshapenGradientIsRefusedByName) {
-  Backend backend = open_backend("cpu-naive");
+TEST_P(HandDerivedBackward, AMisshapenGradientIsRefusedByName) {
+  Backend backend = open_backend(GetParam());
   Problem p;
   p.batch = p.q_heads = p.kv_heads = p.q_len = p.k_len = p.qk_dim = p.v_dim = 1;
   p.scale = 1.0;
@@ -257,6 +262,11 @@ TEST(CpuNaiveBackward, AMisshapenGradientIsRefusedByName) {
   t.struct_size = ATTNCHECK_BACKWARD_TENSORS_SIZE_2_2 - 1;
   EXPECT_THROW(backend.backward(p, t), BackendError);
 }
+
+INSTANTIATE_TEST_SUITE_P(CpuBackends, HandDerivedBackward, testing::Values("cpu-naive", "cpu-flash"),
+                         [](const testing::TestParamInfo<std::string>& backend) {
+                           return backend.param == "cpu-naive" ? std::string("CpuNaive") : std::string("CpuFlash");
+                         });
 
 }  // namespace
 }  // namespace attncheck
