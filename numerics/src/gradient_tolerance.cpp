@@ -54,7 +54,9 @@ struct GradientUnits {
   double u_group;  // GQA's sum over a group: the coarser of it and the accumulator
   double u_grad;   // the gradients as written
   double u_lse;    // the lse as handed over (float32)
-  double eta_p, eta_acc, eta_grad;
+  // Absolute errors of one operation whose result is subnormal (the relative model does not hold
+  // there): in P, the dp accumulator, the accumulator, the dS store and the gradients.
+  double eta_p, eta_dp, eta_acc, eta_ds, eta_grad;
   bool from_lse;
 };
 
@@ -76,7 +78,9 @@ GradientUnits units_of(const NumericsProfile& fwd, const BackwardProfile& bwd) {
   // than the spacing there: 2^-125 for fp32's range (§2.5's fp32-range tail), half the
   // subnormal spacing of a narrower P (fp16: 2^-25), or its smallest normal under FTZ.
   u.eta_p = std::max(0x1p-125, underflow_error(bwd.probability, flushes));
+  u.eta_dp = underflow_error(bwd.dp, flushes);
   u.eta_acc = underflow_error(bwd.accumulator, flushes);
+  u.eta_ds = underflow_error(bwd.ds, flushes);
   u.eta_grad = grad == DType::F64 ? 0.0 : underflow_error(grad, flushes);
   u.from_lse = bwd.recomputes_from_lse;
   return u;
@@ -193,8 +197,9 @@ GradientBounds gradient_tolerance(const Problem& problem, const NumericsProfile&
           g_o += std::abs(gj * oj);
           g_abs += std::abs(gj);
         }
+        // Each of D's Dv products and sums may land among the subnormals: Dv·η_A more.
         const double g_d = gamma(dv_len, u.u_acc);
-        const double d_err = (f.u_o + g_d * (1 + f.u_o)) * g_o + (1 + g_d) * g_abs * f.eta_o;
+        const double d_err = (f.u_o + g_d * (1 + f.u_o)) * g_o + (1 + g_d) * g_abs * f.eta_o + dv_len * u.eta_acc;
 
         // Pass 1: every allowed key's scores and the row's largest Δ (for a recomputed max and sum).
         terms.clear();
@@ -248,19 +253,26 @@ GradientBounds gradient_tolerance(const Problem& problem, const NumericsProfile&
             dp += x;
             dp_abs += std::abs(x);
           }
-          const double psi = dp - d_term + d_lse;
-          // ψ̃ = fl(fl(dP̃ − D̃) + dlse): the two inputs' errors, then two roundings.
-          const double psi_err = (gamma(dv_len, u.u_dp) * dp_abs + d_err) * (1 + 2 * u.u_sub) + 2 * u.u_sub * std::abs(psi);
-          // dS̃ = fl_dS(p̃·ψ̃): |p̃ψ̃ − pψ| ≤ |δp||ψ| + |p̃||δψ|, then the product's and the store's rounding.
+          // dP̃'s Dv products and sums, each of which may also land among the subnormals.
+          const double dp_err = gamma(dv_len, u.u_dp) * dp_abs + dv_len * u.eta_dp;
+          // ψ̃ = fl(fl(dP̃ − D̃) + dlse): the inputs' errors, then one rounding of size ≤ |dP − D|
+          // (plus the error) and, with a dLSE, one of size ≤ |ψ|; each also up to η when subnormal.
+          const double difference = dp - d_term;
+          const double psi = difference + d_lse;
+          double psi_err = (dp_err + d_err) * (1 + u.u_sub) + u.u_sub * std::abs(difference) + u.eta_acc;
+          if (has_dlse) psi_err = psi_err * (1 + u.u_sub) + u.u_sub * std::abs(psi) + u.eta_acc;
+          // dS̃ = fl_dS(p̃·ψ̃): |p̃ψ̃ − pψ| ≤ |δp||ψ| + |p̃||δψ|, then the product's and the store's
+          // rounding (relative, or absolute among the subnormals).
           const double u_m = (1 + u.u_acc) * (1 + u.u_ds) - 1;
           kt.ds = kt.p * psi;
-          kt.ds_err = (1 + u_m) * (kt.p_err * std::abs(psi) + (kt.p + kt.p_err) * psi_err) + u_m * std::abs(kt.ds);
+          kt.ds_err = (1 + u_m) * (kt.p_err * std::abs(psi) + (kt.p + kt.p_err) * psi_err) + u_m * std::abs(kt.ds) +
+                      u.eta_acc + u.eta_ds;
           if (p.softcap > 0) {
             // dR = dS·t through the slope's error and one more product rounding.
             const double t_err = slope_error(p, u, sc.a, sc.r, sc.th, sc.t);
             kt.dr = kt.ds * sc.t;
             const double ds_hi = std::abs(kt.ds) + kt.ds_err;
-            kt.dr_err = sc.t * kt.ds_err + t_err * ds_hi + u.u_acc * (sc.t + t_err) * ds_hi;
+            kt.dr_err = sc.t * kt.ds_err + t_err * ds_hi + u.u_acc * (sc.t + t_err) * ds_hi + u.eta_acc;
           } else {
             kt.dr = kt.ds;
             kt.dr_err = kt.ds_err;

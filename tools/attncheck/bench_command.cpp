@@ -124,9 +124,15 @@ class TimedTensor {
     std::vector<std::byte> bytes(count * width);
     if (values != nullptr)
       for (std::size_t i = 0; i < count; ++i) encode((*values)[i], dtype, bytes.data() + i * width);
-    memory_ = domain.allocate(bytes.size());
-    domain.copy_in(memory_, bytes.data(), bytes.size());
-    tensor_.data = memory_;
+    // The host domain hands over host memory as it is (memory_domain.h): the bytes stay here.
+    if (domain.is_host()) {
+      host_ = std::move(bytes);
+      tensor_.data = host_.data();
+    } else {
+      memory_ = domain.allocate(bytes.size());
+      domain.copy_in(memory_, bytes.data(), bytes.size());
+      tensor_.data = memory_;
+    }
     tensor_.device = domain.device();
     tensor_.ndim = static_cast<std::int32_t>(shape_.size());
     tensor_.dtype = to_dlpack(dtype);
@@ -136,7 +142,9 @@ class TimedTensor {
   }
   TimedTensor(const TimedTensor&) = delete;
   TimedTensor& operator=(const TimedTensor&) = delete;
-  ~TimedTensor() { domain_.release(memory_); }
+  ~TimedTensor() {
+    if (memory_ != nullptr) domain_.release(memory_);
+  }
   DLTensor* get() { return &tensor_; }
 
  private:
@@ -163,7 +171,8 @@ class TimedTensor {
   }
   MemoryDomain& domain_;
   std::vector<std::int64_t> shape_;
-  void* memory_ = nullptr;
+  void* memory_ = nullptr;         // in the domain's memory
+  std::vector<std::byte> host_;    // or here, for the host domain
   DLTensor tensor_{};
 };
 

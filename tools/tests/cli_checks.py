@@ -660,10 +660,10 @@ def check_direction(r):
     r.run(["verify", "--backend", "cpu-naive", "--direction", "sideways", backward_file], expect_code=2)
 
     # run: the forward and the backward properties partition all of them (PropertyDef::needs_backward,
-    # shown by `list properties` as "(needs backward)").
+    # shown by `list properties` as "(needs a backward pass)").
     listing = r.run(["list", "properties"], expect_code=0).stdout.splitlines()[1:]
     every = {line.split()[0] for line in listing}
-    backward = {line.split()[0] for line in listing if line.endswith("(needs backward)")}
+    backward = {line.split()[0] for line in listing if line.endswith("(needs a backward pass)")}
 
     def planned(direction):
         path = r.path(f"run-{direction}.json")
