@@ -47,10 +47,15 @@ DLDataType dtype_of(at::ScalarType type) {
   return type == at::kHalf ? impl::kF16 : type == at::kBFloat16 ? impl::kBF16 : impl::kF32;
 }
 
-/// A tensor over a DLTensor's memory, no copy, with its strides. Torch refuses negative strides
-/// (from_blob's stride check), so a dimension stored backwards is wrapped from its last element
-/// forwards and flipped: a copy, the only one this makes of an input.
-at::Tensor wrap(const DLTensor& t, at::ScalarType type) {
+/// A view of a DLTensor's memory with every stride made non-negative, and the dimensions that
+/// were stored backwards (torch refuses negative strides: from_blob's stride check). Such a
+/// dimension is addressed from its last element forwards, so the view holds it reversed.
+struct ForwardView {
+  at::Tensor view;
+  std::vector<std::int64_t> reversed;
+};
+
+ForwardView forward_view(const DLTensor& t, at::ScalarType type) {
   std::vector<std::int64_t> sizes(t.shape, t.shape + t.ndim);
   std::vector<std::int64_t> strides(static_cast<size_t>(t.ndim));
   std::int64_t compact = 1;
@@ -60,39 +65,30 @@ at::Tensor wrap(const DLTensor& t, at::ScalarType type) {
   }
   const std::int64_t element = static_cast<std::int64_t>(c10::elementSize(type));
   char* base = static_cast<char*>(t.data) + t.byte_offset;
-  std::vector<std::int64_t> reversed;
+  ForwardView f;
   for (int d = 0; d < t.ndim; ++d) {
     if (strides[d] >= 0) continue;
     if (sizes[d] > 0) base += (sizes[d] - 1) * strides[d] * element;
     strides[d] = -strides[d];
-    reversed.push_back(d);
+    f.reversed.push_back(d);
   }
-  at::Tensor view = at::from_blob(base, sizes, strides, at::TensorOptions().dtype(type).device(at::kCPU));
-  return reversed.empty() ? view : view.flip(reversed);
+  f.view = at::from_blob(base, sizes, strides, at::TensorOptions().dtype(type).device(at::kCPU));
+  return f;
 }
 
-/// Writes `value` into the suite's tensor `t`. A dimension stored backwards is addressed from its
-/// last element forwards, as wrap() does, and `value` is flipped to match, so the write lands in
-/// the suite's memory (wrap()'s view of such a tensor is a copy).
+/// A tensor over a DLTensor's memory, no copy, with its strides; a dimension stored backwards is
+/// flipped back: a copy, the only one this makes of an input.
+at::Tensor wrap(const DLTensor& t, at::ScalarType type) {
+  ForwardView f = forward_view(t, type);
+  return f.reversed.empty() ? f.view : f.view.flip(f.reversed);
+}
+
+/// Writes `value` into the suite's tensor `t`, in its memory (wrap()'s tensor of a
+/// backwards-stored dimension is a copy, so the write goes through the forward view, `value`
+/// flipped to match).
 void write_into(const DLTensor& t, at::ScalarType type, const at::Tensor& value) {
-  std::vector<std::int64_t> sizes(t.shape, t.shape + t.ndim);
-  std::vector<std::int64_t> strides(static_cast<size_t>(t.ndim));
-  std::int64_t compact = 1;
-  for (int d = t.ndim - 1; d >= 0; --d) {
-    strides[d] = t.strides != nullptr ? t.strides[d] : compact;
-    compact *= t.shape[d];
-  }
-  const std::int64_t element = static_cast<std::int64_t>(c10::elementSize(type));
-  char* base = static_cast<char*>(t.data) + t.byte_offset;
-  std::vector<std::int64_t> reversed;
-  for (int d = 0; d < t.ndim; ++d) {
-    if (strides[d] >= 0) continue;
-    if (sizes[d] > 0) base += (sizes[d] - 1) * strides[d] * element;
-    strides[d] = -strides[d];
-    reversed.push_back(d);
-  }
-  at::Tensor view = at::from_blob(base, sizes, strides, at::TensorOptions().dtype(type).device(at::kCPU));
-  view.copy_(reversed.empty() ? value : value.flip(reversed));
+  ForwardView f = forward_view(t, type);
+  f.view.copy_(f.reversed.empty() ? value : value.flip(f.reversed));
 }
 
 /// The mask handed to torch (if any) and whether torch's own is_causal does the causal part.
