@@ -64,11 +64,16 @@ struct BackwardCallInputs {
   const HostTensor* mask = nullptr;  ///< additive bias in the input dtype, or 0/1 for a boolean mask
   std::span<const std::int64_t> key_lengths;
   const HostTensor* dout = nullptr;
+  /// The forward's O [B, Hq, Lq, Dv] (in the input dtype) and LSE [1, B, Hq, Lq] (float32 values),
+  /// for a backend that reads them; NULL: zeros are handed (the torch adapters read neither).
+  const HostTensor* out = nullptr;
+  const HostTensor* lse = nullptr;
 };
 
 /// Calls backend.backward with every tensor in `dtype` (a boolean mask as uint8) and returns the
-/// gradients as doubles. O and lse are handed as zero tensors: the torch adapters compute their
-/// own forward and read neither (torch_adapters.cpp). dbias is asked for when `want_d_bias`.
+/// gradients as doubles. O and lse are `in.out` and `in.lse`, or zeros where those are NULL (the
+/// torch adapters compute their own forward and read neither: torch_adapters.cpp). dbias is
+/// asked for when `want_d_bias`.
 /// Throws BackendError as Backend::backward does.
 inline AttentionGradients run_backward(Backend& backend, const Problem& p, DType dtype, const BackwardCallInputs& in,
                                        bool want_d_bias) {
@@ -88,6 +93,11 @@ inline AttentionGradients run_backward(Backend& backend, const Problem& p, DType
   EncodedTensor out(dtype, {p.batch, p.q_heads, p.q_len, p.v_dim}), lse(DType::F32, {p.batch, p.q_heads, p.q_len});
   std::fill(out.bytes.begin(), out.bytes.end(), std::byte{0});
   std::fill(lse.bytes.begin(), lse.bytes.end(), std::byte{0});
+  if (in.out != nullptr)
+    for (std::size_t i = 0; i < in.out->values.size(); ++i)
+      encode_value(dtype, in.out->values[i], out.bytes.data() + i * static_cast<std::size_t>(dtype_bytes(dtype)));
+  if (in.lse != nullptr)
+    for (std::size_t i = 0; i < in.lse->values.size(); ++i) encode_value(DType::F32, in.lse->values[i], lse.bytes.data() + i * 4);
   EncodedTensor dq(dtype, {p.batch, p.q_heads, p.q_len, p.qk_dim}), dk(dtype, {p.batch, p.kv_heads, p.k_len, p.qk_dim}),
       dv(dtype, {p.batch, p.kv_heads, p.k_len, p.v_dim});
   if (want_d_bias) dbias.emplace(dtype, mask_shape);
