@@ -253,6 +253,57 @@ CaseData make_case_data(const AttentionCase& c) {
   return d;
 }
 
+namespace {
+
+// The seed of the backward stream of a case whose forward stream is seeded by `seed`: the first
+// output of a PortableRandom seeded by `seed` XOR a tag ("backward" in ASCII). Both streams are
+// runs of the one splitmix64 sequence (PortableRandom::next), started at states that differ by
+// δ steps with δ = ((t ^ K) − (seed ^ K)) · K⁻¹ mod 2^64 (K the increment, t this seed); t is
+// the hash of seed ^ tag, so δ is in effect drawn uniformly from 2^64 values and the two runs of
+// at most N draws each share a value with probability about 2N / 2^64. Deriving t from the seed
+// rather than drawing it after the inputs keeps the forward's values and the backward's apart:
+// neither shifts when the other draws more (a larger Lq, a mask, dLSE asked for or not).
+std::uint64_t backward_stream_seed(std::uint64_t seed) {
+  constexpr std::uint64_t kBackwardTag = 0x6261636b77617264ull;  // "backward"
+  return PortableRandom(seed ^ kBackwardTag).next();
+}
+
+void require_shape(const char* tensor, const HostTensor& t, const Shape4& expected) {
+  if (t.shape != expected)
+    throw ProblemError(fmt::format("make_backward_data: the reference's {} is {}, but the case's problem needs {}", tensor,
+                                   shape_string(t.shape), shape_string(expected)));
+}
+
+}  // namespace
+
+BackwardInputs BackwardData::exact_inputs(const AttentionResult& reference) const {
+  return backward_inputs(reference, d_out.view(), d_lse ? d_lse->view() : View4<const double>{});
+}
+
+BackwardData make_backward_data(const AttentionCase& c, const AttentionResult& reference, DType output, bool with_d_lse) {
+  const Problem& p = c.problem;
+  p.validate();
+  require_shape("O", reference.out, {p.batch, p.q_heads, p.q_len, p.v_dim});
+  require_shape("LSE", reference.lse, {1, p.batch, p.q_heads, p.q_len});
+  BackwardData d;
+  // The reference's O is 0 in a row with no allowed key (reference.h) and stays 0 here; its LSE is
+  // −inf there, which round_to keeps, and that row's dO and dLSE must not reach any gradient.
+  d.out = reference.out;
+  round_all(d.out, output);
+  d.lse = reference.lse;
+  round_all(d.lse, DType::F32);
+  PortableRandom rng(backward_stream_seed(c.seed));
+  d.d_out = HostTensor({p.batch, p.q_heads, p.q_len, p.v_dim});
+  fill(d.d_out, rng, ValueKind::Gaussian);
+  round_all(d.d_out, c.dtype);
+  if (with_d_lse) {  // after dO, so that dO is the same with or without it
+    d.d_lse = HostTensor({1, p.batch, p.q_heads, p.q_len});
+    fill(*d.d_lse, rng, ValueKind::Gaussian);
+    round_all(*d.d_lse, DType::F32);
+  }
+  return d;
+}
+
 std::array<double, 3> poison_values(DType dtype, bool finite_only) {
   const double big = largest_finite(dtype);
   if (finite_only) return {big / 2, big, -big};

@@ -6,7 +6,7 @@
 namespace attncheck {
 namespace {
 
-constexpr std::array<std::pair<FailureKind, std::string_view>, 9> kKindNames = {{
+constexpr std::array<std::pair<FailureKind, std::string_view>, 10> kKindNames = {{
     {FailureKind::Output, "output"},
     {FailureKind::Lse, "lse"},
     {FailureKind::NanPlacement, "nan-placement"},
@@ -16,6 +16,7 @@ constexpr std::array<std::pair<FailureKind, std::string_view>, 9> kKindNames = {
     {FailureKind::Timeout, "timeout"},
     {FailureKind::Status, "status"},
     {FailureKind::Accuracy, "accuracy"},
+    {FailureKind::Gradient, "gradient"},
 }};
 
 }  // namespace

@@ -126,6 +126,7 @@ class GuardedTensor {
     return storage_->data() + data_start() + offset * element_bytes_;
   }
   DLTensor* dl() { return &tensor_; }
+  const std::string& name() const { return name_; }
 
   /// Sets every byte of the buffer (data and guards) to the pattern an output is pre-filled with,
   /// in phase with the first element whatever the byte offset.
@@ -266,24 +267,30 @@ std::unique_ptr<GuardedTensor> make_input_rank(const std::string& name, const Vi
   return t;
 }
 
+// A value the encoding into `dtype` would round is refused, never rounded here: the reference
+// must see exactly what the kernel receives, so the caller rounds (`remedy` says how). NaN is
+// kept as NaN by every encoding.
+void require_representable(const std::string& name, const View4<const double>& view, DType dtype, const char* whose,
+                           const char* remedy) {
+  const Shape4& s = view.shape;
+  for (std::int64_t a = 0; a < s[0]; ++a)
+    for (std::int64_t b = 0; b < s[1]; ++b)
+      for (std::int64_t c = 0; c < s[2]; ++c)
+        for (std::int64_t d = 0; d < s[3]; ++d) {
+          const double x = view(a, b, c, d);
+          if (!std::isnan(x) && round_to(dtype, x) != x)
+            throw std::invalid_argument(fmt::format("{}: element [{},{},{},{}] is {:.17g}, which is not a {} value ({}); {}",
+                                                    name, a, b, c, d, x, dtype_name(dtype), whose, remedy));
+        }
+}
+
 // An additive mask is handed over in the kernel's mask dtype (NumericsProfile::additive_mask_dtype),
-// whose values the caller has rounded it to (round_additive_mask): the reference must see the
-// bias the kernel receives, so a value the encoding would round is refused, never rounded here.
+// whose values the caller has rounded it to (round_additive_mask).
 std::unique_ptr<GuardedTensor> make_mask(const Problem& p, const View4<const double>& mask, DType mask_dtype,
                                          std::int64_t guard, const Handover& handover) {
   if (p.mask == MaskKind::Additive) {
-    const Shape4& s = mask.shape;
-    for (std::int64_t a = 0; a < s[0]; ++a)
-      for (std::int64_t b = 0; b < s[1]; ++b)
-        for (std::int64_t c = 0; c < s[2]; ++c)
-          for (std::int64_t d = 0; d < s[3]; ++d) {
-            const double x = mask(a, b, c, d);
-            if (!std::isnan(x) && round_to(mask_dtype, x) != x)
-              throw std::invalid_argument(fmt::format(
-                  "mask: element [{},{},{},{}] is {:.17g}, which is not a {} value (the backend's mask dtype); "
-                  "round the bias to it before the reference sees it (round_additive_mask)",
-                  a, b, c, d, x, dtype_name(mask_dtype)));
-          }
+    require_representable("mask", mask, mask_dtype, "the backend's mask dtype",
+                          "round the bias to it before the reference sees it (round_additive_mask)");
     return make_input("mask", mask, mask_dtype, handover, guard);
   }
   const Shape4& s = mask.shape;
@@ -308,8 +315,7 @@ std::unique_ptr<GuardedTensor> make_key_lengths(std::span<const std::int64_t> le
 }
 
 // Reads an output back, reporting elements still holding the pre-fill pattern as unwritten.
-HostTensor read_output(GuardedTensor& t, const std::string& name, const Shape4& shape, int rank, DType dtype,
-                       std::vector<std::string>& findings) {
+HostTensor read_output(GuardedTensor& t, const Shape4& shape, int rank, DType dtype, std::vector<std::string>& findings) {
   HostTensor result(shape);
   std::int64_t unwritten = 0;
   std::string first;
@@ -328,7 +334,7 @@ HostTensor read_output(GuardedTensor& t, const std::string& name, const Shape4& 
           result(a, b, c, d) = decode_value(dtype, at);
         }
   if (unwritten > 0)
-    findings.push_back(fmt::format("{}: {} element(s) never written by the backend, first at [{}]", name, unwritten, first));
+    findings.push_back(fmt::format("{}: {} element(s) never written by the backend, first at [{}]", t.name(), unwritten, first));
   return result;
 }
 
@@ -473,22 +479,6 @@ class Placement final : public DeviceCall {
   std::vector<void*> device_memory_;
 };
 
-// Places `slots` in `device`'s memory, runs `call(placement)` inside the domain's call window,
-// synchronizes and reads everything back — even when the call failed, so that the probes still
-// see what a failing backend wrote.
-template <class Call>
-bool execute_slots(DLDevice device, const std::vector<GuardedTensor*>& slots, Call&& call) {
-  Placement placement(device, slots);
-  try {
-    placement.run([&] { call(placement); });
-  } catch (...) {
-    placement.read_back();
-    throw;
-  }
-  placement.read_back();
-  return !placement.on_host();
-}
-
 // A fresh instance decides supports() in an isolated child when the backend's memory is not the
 // host's: asking in the parent would initialise the device there, and a forked child cannot use
 // a device its parent initialised.
@@ -497,20 +487,127 @@ void require_supported_in_child(const Backend& fresh, const Problem& p, DType in
   if (auto reason = fresh.unsupported_reason(p, input)) throw BackendError(kAttncheckNotSupported, *reason);
 }
 
+// Runs `call(backend)` in this process or, with options.isolate, `call(fresh)` on a fresh
+// instance in a forked child (run_isolated), which first asks supports() there when the memory
+// is a device's. Every entry point calls its backend through here.
+template <class Call>
+void call_backend(Backend& backend, const Problem& p, DType input, const RunOptions& options, Call&& call) {
+  if (!options.isolate) {
+    call(backend);
+    return;
+  }
+  run_isolated(backend, options.timeout_seconds, [&](Backend& fresh) {
+    require_supported_in_child(fresh, p, input);
+    call(fresh);
+  });
+}
+
 const char* const kReadBackNote = " (read back after the stream was synchronized)";
+
+// The guarded tensors of one call, one slot per tensor of its ABI struct (an empty slot is a
+// tensor not passed, NULL), and what every entry point does with them: place them in the
+// backend's memory and run the call, then probe every buffer and read the outputs back.
+class GuardedCall {
+ public:
+  explicit GuardedCall(size_t slots) : tensors_(slots) {}
+
+  void put(size_t slot, std::unique_ptr<GuardedTensor> tensor) { tensors_.at(slot) = std::move(tensor); }
+  bool has(size_t slot) const { return tensors_.at(slot) != nullptr; }
+
+  // Places every tensor in `device`'s memory, runs `call(placement)` inside the domain's call
+  // window, synchronizes and reads everything back — even when the call failed, so that the
+  // probes still see what a failing backend wrote. Whether the memory was a device's is kept in
+  // shared memory: an isolated child runs this, the parent reads the outputs.
+  template <class Call>
+  void execute(DLDevice device, Call&& call) {
+    ran_on_device_[0] = std::byte{0};
+    Placement placement(device, slots());
+    try {
+      placement.run([&] { call(placement); });
+    } catch (...) {
+      placement.read_back();
+      throw;
+    }
+    placement.read_back();
+    ran_on_device_[0] = std::byte{!placement.on_host()};
+  }
+
+  // Guards, input fingerprints and output padding of every tensor: the findings that do not
+  // depend on reading an output.
+  std::vector<std::string> probe() const {
+    std::vector<std::string> findings;
+    for (const auto& t : tensors_)
+      if (t) t->check(findings);
+    return findings;
+  }
+
+  // The output in `slot`, logical shape `shape` of which the tensor has the last `rank` dims,
+  // converted exactly to double; unwritten elements become a finding, marked as read back from
+  // the device when the call ran on one.
+  HostTensor read(size_t slot, const Shape4& shape, int rank, DType dtype, std::vector<std::string>& findings) {
+    const size_t before = findings.size();
+    HostTensor values = read_output(*tensors_.at(slot), shape, rank, dtype, findings);
+    if (ran_on_device_[0] != std::byte{0})
+      for (size_t i = before; i < findings.size(); ++i) findings[i] += kReadBackNote;
+    return values;
+  }
+
+ private:
+  std::vector<GuardedTensor*> slots() const {
+    std::vector<GuardedTensor*> raw;
+    for (const auto& t : tensors_) raw.push_back(t.get());
+    return raw;
+  }
+
+  std::vector<std::unique_ptr<GuardedTensor>> tensors_;
+  SharedBytes ran_on_device_{1};
+};
+
+// Slots in the order of attncheck_attention_tensors and attncheck_backward_tensors, which share
+// their first five tensors; the backward's out and lse are inputs where the forward's are outputs.
+enum Slot : size_t { kQ, kK, kV, kMask, kKeyLengths, kOut, kLse, kForwardSlots };
+enum BackwardSlot : size_t { kDOut = kForwardSlots, kDLse, kDQ, kDK, kDV, kDBias, kBackwardSlots };
+
+// The forward's inputs: Q, K and V in the layout the options ask for, the mask and the key
+// lengths compact.
+void put_attention_inputs(GuardedCall& call, const Problem& p, const NumericsProfile& profile, const AttentionInputs& in,
+                          const RunOptions& options) {
+  const std::int64_t guard = options.guard_elements;
+  const Handover layout = attention_handover(options), compact = compact_handover(options);
+  call.put(kQ, make_input("Q", in.q, profile.input, layout, guard));
+  call.put(kK, make_input("K", in.k, profile.input, layout, guard));
+  call.put(kV, make_input("V", in.v, profile.input, layout, guard));
+  if (p.mask != MaskKind::None) call.put(kMask, make_mask(p, in.mask, profile.additive_mask_dtype(), guard, compact));
+  if (p.has_key_lengths) call.put(kKeyLengths, make_key_lengths(in.key_lengths, guard, compact));
+}
+
+// A [B, H, L, D] output (O, dQ, dK, dV) in the layout the options ask for.
+std::unique_ptr<GuardedTensor> make_attention_output(const std::string& name, const Shape4& shape, DType dtype,
+                                                     const RunOptions& options) {
+  return make_output(name, {shape.begin(), shape.end()}, strides_for(shape, options.sequence_major, options.row_padding),
+                     dtype, options.guard_elements, attention_handover(options));
+}
+
+// The tensor struct of a call with the slots both structs share filled from the placement.
+template <class Tensors>
+Tensors shared_tensors(Placement& placed) {
+  Tensors tensors{};
+  tensors.struct_size = sizeof(Tensors);
+  tensors.stream = placed.stream();
+  tensors.q = placed.placed(kQ);
+  tensors.k = placed.placed(kK);
+  tensors.v = placed.placed(kV);
+  tensors.mask = placed.placed(kMask);
+  tensors.key_lengths = placed.placed(kKeyLengths);
+  return tensors;
+}
 
 }  // namespace
 
 struct PreparedCall::Buffers {
   Problem problem;
   NumericsProfile profile;
-  std::unique_ptr<GuardedTensor> q, k, v, mask, lengths, out, lse;
-  // Set by execute(), which may run in an isolated child: shared, so the parent's finish() sees it.
-  SharedBytes ran_on_device{1};
-
-  std::vector<GuardedTensor*> slots() const {
-    return {q.get(), k.get(), v.get(), mask.get(), lengths.get(), out.get(), lse.get()};
-  }
+  GuardedCall call{kForwardSlots};
 };
 
 PreparedCall::PreparedCall(const Problem& p, const NumericsProfile& profile, const AttentionInputs& in,
@@ -519,69 +616,41 @@ PreparedCall::PreparedCall(const Problem& p, const NumericsProfile& profile, con
   Buffers& b = *buffers_;
   b.problem = p;
   b.profile = profile;
-  const std::int64_t guard = options.guard_elements;
-  const Handover layout = attention_handover(options), compact = compact_handover(options);
-  b.q = make_input("Q", in.q, profile.input, layout, guard);
-  b.k = make_input("K", in.k, profile.input, layout, guard);
-  b.v = make_input("V", in.v, profile.input, layout, guard);
-  if (p.mask != MaskKind::None) b.mask = make_mask(p, in.mask, profile.additive_mask_dtype(), guard, compact);
-  if (p.has_key_lengths) b.lengths = make_key_lengths(in.key_lengths, guard, compact);
-  const Shape4 out_shape{p.batch, p.q_heads, p.q_len, p.v_dim};
-  b.out = make_output("out", {out_shape.begin(), out_shape.end()},
-                      strides_for(out_shape, options.sequence_major, options.row_padding), profile.output, guard, layout);
+  put_attention_inputs(b.call, p, profile, in, options);
+  b.call.put(kOut, make_attention_output("out", {p.batch, p.q_heads, p.q_len, p.v_dim}, profile.output, options));
   if (options.want_lse && profile.writes_lse)
-    b.lse = make_output("lse", {p.batch, p.q_heads, p.q_len}, {p.q_heads * p.q_len, p.q_len, 1}, DType::F32, guard, compact);
+    b.call.put(kLse, make_output("lse", {p.batch, p.q_heads, p.q_len}, {p.q_heads * p.q_len, p.q_len, 1}, DType::F32,
+                                 options.guard_elements, compact_handover(options)));
 }
 
 PreparedCall::~PreparedCall() = default;
 
 void PreparedCall::execute(DLDevice device,
                            const std::function<void(const attncheck_attention_tensors&, DeviceCall&)>& call) {
-  buffers_->ran_on_device[0] = std::byte{0};
-  const bool on_device = execute_slots(device, buffers_->slots(), [&](Placement& placed) {
-    attncheck_attention_tensors tensors{};
-    tensors.struct_size = sizeof(attncheck_attention_tensors);
-    tensors.stream = placed.stream();
-    tensors.q = placed.placed(0);
-    tensors.k = placed.placed(1);
-    tensors.v = placed.placed(2);
-    tensors.mask = placed.placed(3);
-    tensors.key_lengths = placed.placed(4);
-    tensors.out = placed.placed(5);
-    tensors.lse = placed.placed(6);
+  buffers_->call.execute(device, [&](Placement& placed) {
+    attncheck_attention_tensors tensors = shared_tensors<attncheck_attention_tensors>(placed);
+    tensors.out = placed.placed(kOut);
+    tensors.lse = placed.placed(kLse);
     call(tensors, placed);
   });
-  buffers_->ran_on_device[0] = std::byte{on_device};
 }
 
 BackendRun PreparedCall::finish() {
   Buffers& b = *buffers_;
   const Problem& p = b.problem;
   BackendRun run;
-  for (GuardedTensor* t : b.slots())
-    if (t) t->check(run.memory_findings);
-  const size_t before = run.memory_findings.size();
-  run.out = read_output(*b.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, 4, b.profile.output, run.memory_findings);
-  if (b.lse) run.lse = read_output(*b.lse, "lse", {1, p.batch, p.q_heads, p.q_len}, 3, DType::F32, run.memory_findings);
-  if (b.ran_on_device[0] != std::byte{0})
-    for (size_t i = before; i < run.memory_findings.size(); ++i) run.memory_findings[i] += kReadBackNote;
+  run.memory_findings = b.call.probe();
+  run.out = b.call.read(kOut, {p.batch, p.q_heads, p.q_len, p.v_dim}, 4, b.profile.output, run.memory_findings);
+  if (b.call.has(kLse)) run.lse = b.call.read(kLse, {1, p.batch, p.q_heads, p.q_len}, 3, DType::F32, run.memory_findings);
   return run;
 }
 
 BackendRun run_backend(Backend& backend, const Problem& p, const NumericsProfile& profile, const AttentionInputs& in,
                        const RunOptions& options) {
   PreparedCall call(p, profile, in, options);
-  auto forward = [&](Backend& b) {
+  call_backend(backend, p, profile.input, options, [&](Backend& b) {
     call.execute(b.device(), [&](const attncheck_attention_tensors& tensors, DeviceCall&) { b.forward(p, tensors); });
-  };
-  if (options.isolate) {
-    run_isolated(backend, options.timeout_seconds, [&](Backend& fresh) {
-      require_supported_in_child(fresh, p, profile.input);
-      forward(fresh);
-    });
-  } else {
-    forward(backend);
-  }
+  });
   return call.finish();
 }
 
@@ -597,70 +666,117 @@ std::optional<BackendError> forward_with_problem(Backend& backend, const Problem
   return std::nullopt;
 }
 
+BackwardRun run_backend_backward(Backend& backend, const Problem& p, const NumericsProfile& profile,
+                                 const BackwardProfile& backward_profile, const AttentionInputs& in,
+                                 const BackwardData& data, bool want_d_bias, const RunOptions& options) {
+  const View4<const double> d_lse = data.d_lse ? data.d_lse->view() : View4<const double>{};
+  validate_backward_inputs(p, in, BackwardInputs{data.out.view(), data.lse.view(), data.d_out.view(), d_lse});
+  if (want_d_bias && p.mask != MaskKind::Additive)
+    throw std::invalid_argument(fmt::format("dbias: asked for, but the problem's mask kind is {} (only an additive mask "
+                                            "has a gradient)", mask_kind_name(p.mask)));
+  if (want_d_bias && !backward_profile.writes_dbias)
+    throw std::invalid_argument("dbias: asked for, but the backward profile does not write it (writes_dbias = 0)");
+  if (data.d_lse && !backward_profile.accepts_dlse)
+    throw std::invalid_argument("dlse: given, but the backward profile does not take it (accepts_dlse = 0: dlse must be NULL)");
+
+  const std::int64_t guard = options.guard_elements;
+  const Handover layout = attention_handover(options), compact = compact_handover(options);
+  const DType gradient = backward_profile.gradient_dtype(profile.input);
+  const char* const rounded = "round it as make_backward_data does before the reference sees it";
+  GuardedCall call(kBackwardSlots);
+  put_attention_inputs(call, p, profile, in, options);
+  require_representable("out", data.out.view(), profile.output, "the forward profile's output dtype", rounded);
+  call.put(kOut, make_input("out", data.out.view(), profile.output, layout, guard));
+  require_representable("lse", data.lse.view(), DType::F32, "lse is float32", rounded);
+  call.put(kLse, make_input_rank("lse", data.lse.view(), 3, DType::F32, guard, compact));
+  require_representable("dout", data.d_out.view(), profile.input, "the input dtype", rounded);
+  call.put(kDOut, make_input("dout", data.d_out.view(), profile.input, layout, guard));
+  if (data.d_lse) {
+    require_representable("dlse", d_lse, DType::F32, "dlse is float32", rounded);
+    call.put(kDLse, make_input_rank("dlse", d_lse, 3, DType::F32, guard, compact));
+  }
+  const Shape4 dq_shape{p.batch, p.q_heads, p.q_len, p.qk_dim}, dk_shape{p.batch, p.kv_heads, p.k_len, p.qk_dim},
+      dv_shape{p.batch, p.kv_heads, p.k_len, p.v_dim}, bias_shape{p.mask_batch, p.mask_heads, p.mask_q_len, p.mask_k_len};
+  call.put(kDQ, make_attention_output("dq", dq_shape, gradient, options));
+  call.put(kDK, make_attention_output("dk", dk_shape, gradient, options));
+  call.put(kDV, make_attention_output("dv", dv_shape, gradient, options));
+  if (want_d_bias)
+    call.put(kDBias, make_output("dbias", {bias_shape.begin(), bias_shape.end()}, strides_for(bias_shape, false), gradient,
+                                 guard, compact));
+
+  call_backend(backend, p, profile.input, options, [&](Backend& b) {
+    call.execute(b.device(), [&](Placement& placed) {
+      attncheck_backward_tensors tensors = shared_tensors<attncheck_backward_tensors>(placed);
+      tensors.out = placed.placed(kOut);
+      tensors.lse = placed.placed(kLse);
+      tensors.dout = placed.placed(kDOut);
+      tensors.dlse = placed.placed(kDLse);
+      tensors.dq = placed.placed(kDQ);
+      tensors.dk = placed.placed(kDK);
+      tensors.dv = placed.placed(kDV);
+      tensors.dbias = placed.placed(kDBias);
+      b.backward(p, tensors);
+    });
+  });
+
+  BackwardRun run;
+  run.memory_findings = call.probe();
+  run.gradients.d_q = call.read(kDQ, dq_shape, 4, gradient, run.memory_findings);
+  run.gradients.d_k = call.read(kDK, dk_shape, 4, gradient, run.memory_findings);
+  run.gradients.d_v = call.read(kDV, dv_shape, 4, gradient, run.memory_findings);
+  if (want_d_bias) run.gradients.d_bias = call.read(kDBias, bias_shape, 4, gradient, run.memory_findings);
+  return run;
+}
+
 BackendRun run_backend_layer(Backend& backend, const LayerProblem& lp, const NumericsProfile& profile,
                              const LayerInputs& in, const RunOptions& options) {
   const std::int64_t guard = options.guard_elements;
   const Problem& p = lp.attention;
   const DType dt = profile.input;
   const Handover compact = compact_handover(options);
-  auto x = make_input_rank("x", in.x, 3, dt, guard, compact);
-  std::unique_ptr<GuardedTensor> x_kv, b_q, b_k, b_v, b_o, mask, lengths;
-  if (!lp.self_attention) x_kv = make_input_rank("x_kv", in.x_kv, 3, dt, guard, compact);
-  auto w_q = make_input_rank("w_q", in.w_q, 3, dt, guard, compact);
-  auto w_k = make_input_rank("w_k", in.w_k, 3, dt, guard, compact);
-  auto w_v = make_input_rank("w_v", in.w_v, 3, dt, guard, compact);
-  auto w_o = make_input_rank("w_o", in.w_o, 2, dt, guard, compact);
+  // Slots in the order of attncheck_layer_tensors.
+  enum LayerSlot : size_t { kX, kXKv, kWQ, kWK, kWV, kBQ, kBK, kBV, kWO, kBO, kLayerMask, kLayerKeyLengths, kLayerOut, kLayerSlots };
+  GuardedCall call(kLayerSlots);
+  call.put(kX, make_input_rank("x", in.x, 3, dt, guard, compact));
+  if (!lp.self_attention) call.put(kXKv, make_input_rank("x_kv", in.x_kv, 3, dt, guard, compact));
+  call.put(kWQ, make_input_rank("w_q", in.w_q, 3, dt, guard, compact));
+  call.put(kWK, make_input_rank("w_k", in.w_k, 3, dt, guard, compact));
+  call.put(kWV, make_input_rank("w_v", in.w_v, 3, dt, guard, compact));
+  call.put(kWO, make_input_rank("w_o", in.w_o, 2, dt, guard, compact));
   if (lp.has_qkv_bias) {
-    b_q = make_input_rank("b_q", in.b_q, 2, dt, guard, compact);
-    b_k = make_input_rank("b_k", in.b_k, 2, dt, guard, compact);
-    b_v = make_input_rank("b_v", in.b_v, 2, dt, guard, compact);
+    call.put(kBQ, make_input_rank("b_q", in.b_q, 2, dt, guard, compact));
+    call.put(kBK, make_input_rank("b_k", in.b_k, 2, dt, guard, compact));
+    call.put(kBV, make_input_rank("b_v", in.b_v, 2, dt, guard, compact));
   }
-  if (lp.has_out_bias) b_o = make_input_rank("b_o", in.b_o, 1, dt, guard, compact);
-  if (p.mask != MaskKind::None) mask = make_mask(p, in.mask, dt, guard, compact);
-  if (p.has_key_lengths) lengths = make_key_lengths(in.key_lengths, guard, compact);
-  auto out = make_output("out", {p.batch, p.q_len, lp.model_dim}, {p.q_len * lp.model_dim, lp.model_dim, 1},
-                         profile.output, guard, compact);
-  const std::vector<GuardedTensor*> slots{x.get(),   x_kv.get(), w_q.get(),  w_k.get(),  w_v.get(),     b_q.get(), b_k.get(),
-                                          b_v.get(), w_o.get(),  b_o.get(),  mask.get(), lengths.get(), out.get()};
-  bool on_device = false;
-  auto forward = [&](Backend& b) {
-    on_device = execute_slots(b.device(), slots, [&](Placement& placed) {
+  if (lp.has_out_bias) call.put(kBO, make_input_rank("b_o", in.b_o, 1, dt, guard, compact));
+  if (p.mask != MaskKind::None) call.put(kLayerMask, make_mask(p, in.mask, dt, guard, compact));
+  if (p.has_key_lengths) call.put(kLayerKeyLengths, make_key_lengths(in.key_lengths, guard, compact));
+  call.put(kLayerOut, make_output("out", {p.batch, p.q_len, lp.model_dim}, {p.q_len * lp.model_dim, lp.model_dim, 1},
+                                  profile.output, guard, compact));
+  call_backend(backend, p, profile.input, options, [&](Backend& b) {
+    call.execute(b.device(), [&](Placement& placed) {
       attncheck_layer_tensors tensors{};
       tensors.struct_size = sizeof(attncheck_layer_tensors);
       tensors.stream = placed.stream();
-      tensors.x = placed.placed(0);
-      tensors.x_kv = placed.placed(1);
-      tensors.w_q = placed.placed(2);
-      tensors.w_k = placed.placed(3);
-      tensors.w_v = placed.placed(4);
-      tensors.b_q = placed.placed(5);
-      tensors.b_k = placed.placed(6);
-      tensors.b_v = placed.placed(7);
-      tensors.w_o = placed.placed(8);
-      tensors.b_o = placed.placed(9);
-      tensors.mask = placed.placed(10);
-      tensors.key_lengths = placed.placed(11);
-      tensors.out = placed.placed(12);
+      tensors.x = placed.placed(kX);
+      tensors.x_kv = placed.placed(kXKv);
+      tensors.w_q = placed.placed(kWQ);
+      tensors.w_k = placed.placed(kWK);
+      tensors.w_v = placed.placed(kWV);
+      tensors.b_q = placed.placed(kBQ);
+      tensors.b_k = placed.placed(kBK);
+      tensors.b_v = placed.placed(kBV);
+      tensors.w_o = placed.placed(kWO);
+      tensors.b_o = placed.placed(kBO);
+      tensors.mask = placed.placed(kLayerMask);
+      tensors.key_lengths = placed.placed(kLayerKeyLengths);
+      tensors.out = placed.placed(kLayerOut);
       b.forward_layer(lp, tensors);
     });
-  };
-  if (options.isolate) {
-    run_isolated(backend, options.timeout_seconds, [&](Backend& fresh) {
-      require_supported_in_child(fresh, p, profile.input);
-      forward(fresh);
-    });
-    on_device = backend.device().device_type != kDLCPU;
-  } else {
-    forward(backend);
-  }
-
+  });
   BackendRun run;
-  for (GuardedTensor* t : slots)
-    if (t) t->check(run.memory_findings);
-  const size_t before = run.memory_findings.size();
-  run.out = read_output(*out, "out", {1, p.batch, p.q_len, lp.model_dim}, 3, profile.output, run.memory_findings);
-  if (on_device)
-    for (size_t i = before; i < run.memory_findings.size(); ++i) run.memory_findings[i] += kReadBackNote;
+  run.memory_findings = call.probe();
+  run.out = call.read(kLayerOut, {1, p.batch, p.q_len, lp.model_dim}, 3, profile.output, run.memory_findings);
   return run;
 }
 

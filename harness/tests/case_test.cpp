@@ -1,7 +1,10 @@
-// Fixed key lengths, mask departures and the end-to-end check of a grid case.
+// Fixed key lengths, mask departures, the backward data of a case and the end-to-end check of a
+// grid case.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -95,6 +98,127 @@ TEST(ForbidInMask, EmptiesRowsOfABooleanMaskAndRangesOfAnAdditiveOne) {
 
   c.problem.mask = MaskKind::None;
   EXPECT_THROW(forbid_in_mask(c.problem, d, [](std::int64_t) { return true; }, 0, 1), ProblemError);
+}
+
+// A case with an empty row: batch 1 has key length 0, so its rows have no allowed key.
+AttentionCase backward_case(DType dtype) {
+  AttentionCase c;
+  c.problem = Problem::of_shape(2, 2, 1, 5, 7, 4, 6);
+  c.problem.has_key_lengths = true;
+  c.key_lengths = {7, 0};
+  c.dtype = dtype;
+  c.seed = 29;
+  return c;
+}
+
+struct BackwardDataOf {
+  AttentionCase c;
+  AttentionResult reference;
+  explicit BackwardDataOf(const AttentionCase& of) : c(of) {
+    const CaseData data = make_case_data(c);
+    reference = reference_attention(c.problem, data.inputs(c.problem));
+  }
+  BackwardData make(DType output, bool with_d_lse) const { return make_backward_data(c, reference, output, with_d_lse); }
+};
+
+bool same_bits(const HostTensor& a, const HostTensor& b) {
+  return a.shape == b.shape && std::memcmp(a.values.data(), b.values.data(), a.values.size() * sizeof(double)) == 0;
+}
+
+TEST(MakeBackwardData, TheSameCaseGivesTheSameBitsAndAnotherSeedOtherGradients) {
+  const BackwardDataOf of(backward_case(DType::BF16));
+  const BackwardData a = of.make(DType::F32, true), b = of.make(DType::F32, true);
+  EXPECT_TRUE(same_bits(a.out, b.out));
+  EXPECT_TRUE(same_bits(a.lse, b.lse));
+  EXPECT_TRUE(same_bits(a.d_out, b.d_out));
+  ASSERT_TRUE(a.d_lse && b.d_lse);
+  EXPECT_TRUE(same_bits(*a.d_lse, *b.d_lse));
+  AttentionCase other = of.c;
+  other.seed += 1;
+  EXPECT_NE(make_backward_data(other, of.reference, DType::F32, true).d_out.values, a.d_out.values);
+}
+
+TEST(MakeBackwardData, GradientsAreValuesOfTheirDtypesFromAStreamApartFromTheInputs) {
+  for (const DType dtype : {DType::F32, DType::F16, DType::BF16}) {
+    const BackwardDataOf of(backward_case(dtype));
+    const BackwardData d = of.make(dtype, true);
+    EXPECT_EQ(d.d_out.shape, (Shape4{2, 2, 5, 6}));
+    for (const double x : d.d_out.values) ASSERT_EQ(round_to(dtype, x), x) << "dO holds " << x << ", not a " << dtype_name(dtype);
+    ASSERT_TRUE(d.d_lse.has_value());
+    EXPECT_EQ(d.d_lse->shape, (Shape4{1, 2, 2, 5}));
+    for (const double x : d.d_lse->values) ASSERT_EQ(round_to(DType::F32, x), x) << "dLSE holds " << x;
+    // Not the forward's stream: make_case_data draws Q first from PortableRandom(seed), so dO drawn
+    // from that stream would repeat Q's leading values.
+    PortableRandom forward_stream(of.c.seed);
+    EXPECT_NE(d.d_out.values[0], round_to(dtype, forward_stream.normal()));
+  }
+}
+
+// dO ~ N(0, 1): over n = 120 draws (rounded to float32, which moves each by 2^-24 relative at
+// most) the sample mean has standard deviation 1/sqrt(n) ≈ 0.091 and the sample variance
+// sqrt(2/(n − 1)) ≈ 0.13; six of each bound them, which a normal sample exceeds for about one
+// seed in 10^8 and a wrong draw does not meet (uniform [0, 1): mean 0.5, variance 1/12).
+TEST(MakeBackwardData, OutputGradientsAreStandardNormal) {
+  const BackwardDataOf of(backward_case(DType::F32));
+  const std::vector<double>& x = of.make(DType::F32, false).d_out.values;
+  ASSERT_EQ(x.size(), 120u);
+  double mean = 0, square = 0;
+  for (const double v : x) mean += v / static_cast<double>(x.size());
+  for (const double v : x) square += (v - mean) * (v - mean) / static_cast<double>(x.size() - 1);
+  EXPECT_LT(std::fabs(mean), 6 * 0.0913);
+  EXPECT_LT(std::fabs(square - 1), 6 * 0.130);
+}
+
+TEST(MakeBackwardData, TheLseGradientIsOptionalAndDrawnAfterTheOutputGradient) {
+  const BackwardDataOf of(backward_case(DType::F32));
+  const BackwardData without = of.make(DType::F32, false), with = of.make(DType::F32, true);
+  EXPECT_FALSE(without.d_lse.has_value());
+  EXPECT_TRUE(same_bits(without.d_out, with.d_out));
+  EXPECT_TRUE(without.exact_inputs(of.reference).d_lse.empty());
+}
+
+TEST(MakeBackwardData, OutputAndLseAreTheReferencesRoundedWithTheEmptyRowsKept) {
+  const BackwardDataOf of(backward_case(DType::F16));
+  const BackwardData d = of.make(DType::F16, false);
+  ASSERT_EQ(d.out.shape, of.reference.out.shape);
+  ASSERT_EQ(d.lse.shape, (Shape4{1, 2, 2, 5}));
+  std::int64_t changed = 0;
+  for (size_t n = 0; n < d.out.values.size(); ++n) {
+    EXPECT_EQ(d.out.values[n], round_to(DType::F16, of.reference.out.values[n])) << "O element " << n;
+    changed += d.out.values[n] != of.reference.out.values[n];
+  }
+  EXPECT_GT(changed, 0) << "no O element was rounded: the check above would pass unrounded values";
+  for (size_t n = 0; n < d.lse.values.size(); ++n)
+    EXPECT_EQ(d.lse.values[n], round_to(DType::F32, of.reference.lse.values[n])) << "LSE element " << n;
+  // Batch 1 has no key (key length 0): the reference's O = 0 and LSE = −inf (reference.h).
+  for (std::int64_t h = 0; h < 2; ++h)
+    for (std::int64_t i = 0; i < 5; ++i) {
+      EXPECT_EQ(d.lse(0, 1, h, i), -std::numeric_limits<double>::infinity());
+      for (std::int64_t l = 0; l < 6; ++l) EXPECT_EQ(d.out(1, h, i, l), 0.0);
+    }
+}
+
+TEST(MakeBackwardData, ExactInputsAreTheReferencesOutputsWithTheseGradients) {
+  const BackwardDataOf of(backward_case(DType::BF16));
+  const BackwardData d = of.make(DType::BF16, true);
+  const BackwardInputs exact = d.exact_inputs(of.reference);
+  EXPECT_EQ(exact.out.data, of.reference.out.values.data());
+  EXPECT_EQ(exact.lse.data, of.reference.lse.values.data());
+  EXPECT_EQ(exact.d_out.data, d.d_out.values.data());
+  EXPECT_EQ(exact.d_lse.data, d.d_lse->values.data());
+  EXPECT_NO_THROW(validate_backward_inputs(of.c.problem, make_case_data(of.c).inputs(of.c.problem), exact));
+}
+
+TEST(MakeBackwardData, AReferenceOfAnotherProblemIsRefusedNamingTheTensor) {
+  const BackwardDataOf of(backward_case(DType::F32));
+  AttentionCase longer = of.c;
+  longer.problem.q_len = 6;
+  try {
+    (void)make_backward_data(longer, of.reference, DType::F32, false);
+    FAIL() << "a reference of Lq = 5 was taken for Lq = 6";
+  } catch (const ProblemError& e) {
+    EXPECT_NE(std::string(e.what()).find("the reference's O is [2, 2, 5, 6]"), std::string::npos) << e.what();
+  }
 }
 
 TEST(CheckCase, ACorrectBackendPassesThroughEveryProbe) {

@@ -84,4 +84,104 @@ JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c, CaseData d
 
 JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c) { return run_and_bound(ctx, c, ctx.case_data(c)); }
 
+bool wants_d_bias(const Problem& problem, const BackwardProfile& backward) {
+  return problem.mask == MaskKind::Additive && backward.writes_dbias;
+}
+
+AttentionResult forward_reference(const Problem& problem, const CaseData& data) {
+  return reference_attention(problem, data.inputs(problem));
+}
+
+BackwardData backward_data_for(PropertyContext& ctx, const AttentionCase& c, const AttentionResult& forward,
+                               bool with_d_lse) {
+  return make_backward_data(c, forward, ctx.profile(c.problem).output, with_d_lse);
+}
+
+JudgedBackward run_backward_and_bound(PropertyContext& ctx, const AttentionCase& c, CaseData data, BackwardData backward,
+                                      bool want_d_bias) {
+  JudgedBackward j{std::move(data), {}, std::move(backward), want_d_bias, {}, {}, {}};
+  j.run = ctx.run_backward(c, j.data, j.backward, want_d_bias);
+  j.forward = forward_reference(c.problem, j.data);
+  const AttentionInputs inputs = j.data.inputs(c.problem);
+  const BackwardInputs exact = j.backward.exact_inputs(j.forward);
+  BackwardOptions options;
+  options.bias_gradient = want_d_bias;
+  j.reference = reference_attention_backward(c.problem, inputs, exact, options);
+  j.tau = gradient_tolerance(c.problem, ctx.profile(c.problem), ctx.backward_profile(c.problem), inputs, exact, j.reference);
+  return j;
+}
+
+JudgedBackward run_backward_and_bound(PropertyContext& ctx, const AttentionCase& c, bool with_d_lse, bool want_d_bias) {
+  CaseData data = ctx.case_data(c);
+  const AttentionResult forward = forward_reference(c.problem, data);
+  BackwardData backward = backward_data_for(ctx, c, forward, with_d_lse);
+  return run_backward_and_bound(ctx, c, std::move(data), std::move(backward), want_d_bias);
+}
+
+GradientVerdict judge_gradients(const JudgedBackward& j) {
+  return compare_gradients(j.reference, j.tau, j.run.gradients);
+}
+
+namespace {
+
+// One tensor of compare_gradient_pair: its largest ratio |a − b| / (τa + τb), kept in `verdict`
+// when it is the worst so far; false when a τ is infinite (the bound says nothing there).
+bool compare_tensor_pair(std::string_view name, const HostTensor& a, const HostTensor& tau_a, const HostTensor& b,
+                         const HostTensor& tau_b, GradientVerdict& verdict, double& tensor_ratio) {
+  if (a.shape != b.shape || a.shape != tau_a.shape || a.shape != tau_b.shape) {
+    verdict.passed = false;
+    verdict.failure = fmt::format("{}: the two runs' shapes differ ([{}] against [{}])", name, fmt::join(a.shape, ", "),
+                                  fmt::join(b.shape, ", "));
+    return false;
+  }
+  const Shape4& s = a.shape;
+  for (std::int64_t i0 = 0; i0 < s[0]; ++i0)
+    for (std::int64_t i1 = 0; i1 < s[1]; ++i1)
+      for (std::int64_t i2 = 0; i2 < s[2]; ++i2)
+        for (std::int64_t i3 = 0; i3 < s[3]; ++i3) {
+          const double bound = tau_a(i0, i1, i2, i3) + tau_b(i0, i1, i2, i3);
+          if (!std::isfinite(bound)) {
+            verdict.passed = false;
+            verdict.failure = fmt::format("refused: τ is infinite at {}[{}, {}, {}, {}] (a term of the bound overflows), "
+                                          "so the two runs cannot be compared there",
+                                          name, i0, i1, i2, i3);
+            return false;
+          }
+          const double x = a(i0, i1, i2, i3), y = b(i0, i1, i2, i3);
+          if (std::isnan(x) && std::isnan(y)) continue;
+          const double diff = std::fabs(x - y);
+          // NaN on one side only, or different infinities, is a disagreement of any size.
+          const double ratio = std::isnan(diff) || std::isinf(diff) ? INFINITY
+                               : bound > 0                          ? diff / bound
+                                                                    : (diff > 0 ? INFINITY : 0);
+          tensor_ratio = std::max(tensor_ratio, ratio);
+          if (verdict.worst.empty() || ratio > verdict.max_ratio) {
+            verdict.max_ratio = ratio;
+            verdict.worst = fmt::format("{}[{}, {}, {}, {}]", name, i0, i1, i2, i3);
+            if (ratio > 1)
+              verdict.failure = fmt::format("{}: the two runs differ by {:.3g} ({} against {}) where τ + τ′ = {:.3g}",
+                                            verdict.worst, diff, x, y, bound);
+          }
+        }
+  return true;
+}
+
+}  // namespace
+
+GradientVerdict compare_gradient_pair(const AttentionGradients& a, const GradientBounds& tau_a,
+                                      const AttentionGradients& b, const GradientBounds& tau_b) {
+  GradientVerdict v;
+  v.passed = true;
+  if (!compare_tensor_pair("dQ", a.d_q, tau_a.d_q, b.d_q, tau_b.d_q, v, v.ratio_q) ||
+      !compare_tensor_pair("dK", a.d_k, tau_a.d_k, b.d_k, tau_b.d_k, v, v.ratio_k) ||
+      !compare_tensor_pair("dV", a.d_v, tau_a.d_v, b.d_v, tau_b.d_v, v, v.ratio_v))
+    return v;
+  if (a.d_bias && b.d_bias && tau_a.d_bias && tau_b.d_bias &&
+      !compare_tensor_pair("dBias", *a.d_bias, *tau_a.d_bias, *b.d_bias, *tau_b.d_bias, v, v.ratio_bias))
+    return v;
+  if (v.max_ratio > 1) v.passed = false;
+  else v.failure.clear();
+  return v;
+}
+
 }  // namespace attncheck::props

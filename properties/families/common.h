@@ -1,12 +1,16 @@
 // Helpers shared by the property families: judging a backend run against the reference, and
 // judging two runs that must agree (metamorphic properties) with the bound τ + τ′, or bitwise
-// when the backend declares determinism and the two computations are the same arithmetic.
+// when the backend declares determinism and the two computations are the same arithmetic. The
+// same for backward runs: their gradients against reference_attention_backward with τ from
+// gradient_tolerance, and two backward runs against each other with τ + τ′.
 #pragma once
 
 #include <rapidcheck.h>
 
+#include "attncheck/backward.h"
 #include "attncheck/compare.h"
 #include "attncheck/generators.h"
+#include "attncheck/gradient_tolerance.h"
 #include "attncheck/property.h"
 #include "attncheck/reference.h"
 #include "attncheck/tolerance.h"
@@ -36,5 +40,47 @@ struct JudgedRun {
 };
 JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c);
 JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c, CaseData data);
+
+/// Whether a backward call of `problem` is asked for dBias and judged on it: an additive mask and a
+/// backward profile that writes it.
+bool wants_d_bias(const Problem& problem, const BackwardProfile& backward);
+
+/// The double reference's O and LSE of a case's data (no row statistics: the gradients' τ reads
+/// the exact O and LSE, not the forward's).
+AttentionResult forward_reference(const Problem& problem, const CaseData& data);
+
+/// make_backward_data for `c` as the backend is handed it: O rounded to the output dtype of the
+/// path's forward profile (profile(c.problem)), LSE to float32, dO in c.dtype, dLSE when asked.
+BackwardData backward_data_for(PropertyContext& ctx, const AttentionCase& c, const AttentionResult& forward,
+                               bool with_d_lse);
+
+/// A backward call of a case with everything it is judged with: the forward's inputs and the
+/// double reference's O and LSE of them, what the kernel was handed, the exact gradients of those
+/// bits (reference_attention_backward on BackwardData::exact_inputs) and τ for each of their
+/// elements (gradient_tolerance under the path's forward and backward profiles).
+struct JudgedBackward {
+  CaseData data;
+  AttentionResult forward;
+  BackwardData backward;
+  bool d_bias = false;  ///< dBias asked for, and in `reference` and `tau`
+  BackwardRun run;
+  AttentionGradients reference;
+  GradientBounds tau;
+};
+/// Runs the backward pass of `c` on `data` handed `backward` (whose O and LSE may come from
+/// another, equivalent case: the exact O and LSE are always `data`'s own).
+JudgedBackward run_backward_and_bound(PropertyContext& ctx, const AttentionCase& c, CaseData data, BackwardData backward,
+                                      bool want_d_bias);
+/// The same with the case's own data (ctx.case_data) and backward data (backward_data_for).
+JudgedBackward run_backward_and_bound(PropertyContext& ctx, const AttentionCase& c, bool with_d_lse, bool want_d_bias);
+
+/// compare_gradients of the run against its reference.
+GradientVerdict judge_gradients(const JudgedBackward& j);
+
+/// Two sets of gradients that are equal in exact arithmetic: passes iff |a − b| ≤ τa + τb for
+/// every element of dQ, dK, dV, and of dBias when both have it (both NaN counts as agreement, as
+/// compare_pair's); `tau_b` may hold extra terms (a sum's own rounding) that the caller added.
+GradientVerdict compare_gradient_pair(const AttentionGradients& a, const GradientBounds& tau_a,
+                                      const AttentionGradients& b, const GradientBounds& tau_b);
 
 }  // namespace attncheck::props

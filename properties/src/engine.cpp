@@ -97,6 +97,8 @@ PropertyOutcome search(const PropertyDef& property, Backend& backend, DType dtyp
   if (!profile) return finish(OutcomeStatus::Skipped, fmt::format("{} inputs are not supported", dtype_name(dtype)));
   if (property.needs_layer && !backend.has_layer())
     return finish(OutcomeStatus::Skipped, "the backend has no layer entry point (forward_layer is NULL)");
+  if (property.needs_backward && !backend.has_backward())
+    return finish(OutcomeStatus::Skipped, "the backend has no backward pass");
 
   if (property.skip_reason) {
     if (std::string reason = property.skip_reason(*profile); !reason.empty()) return finish(OutcomeStatus::Skipped, reason);

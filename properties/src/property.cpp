@@ -37,6 +37,14 @@ FailureKind kind_of(const Verdict& verdict, FailureKind relation) {
   return FailureKind::Output;
 }
 
+// The isolated child's words (execute.cpp) for a call that died or hung: kinds of their own; any
+// other error status of a problem the backend claims to support is a status failure.
+FailureKind kind_of_backend_error(const std::string& what) {
+  if (what.starts_with("the backend crashed")) return FailureKind::Crash;
+  if (what.starts_with("the backend did not return")) return FailureKind::Timeout;
+  return FailureKind::Status;
+}
+
 // Why `c` is not a case gen_case(dtype, space, kinds) could draw, or nullopt when it is one. Only
 // the options matter: a pinned case comes from a draw of this space, made smaller.
 std::optional<std::string> outside_space(const AttentionCase& c, DType dtype, const ProblemSpace& space,
@@ -191,13 +199,9 @@ BackendRun PropertyContext::run(const AttentionCase& c, const CaseData& data, co
     result = run_backend(backend_, c.problem, profile_for_case, data.inputs(c.problem), opts);
   } catch (const BackendError& e) {
     if (e.status() == kAttncheckNotSupported) decline(e.what());
-    const std::string what = e.what();
-    // The isolated child's words (execute.cpp): a crash and a hang are kinds of their own.
-    const FailureKind kind = what.starts_with("the backend crashed")          ? FailureKind::Crash
-                             : what.starts_with("the backend did not return") ? FailureKind::Timeout
-                                                                              : FailureKind::Status;
+    const FailureKind kind = kind_of_backend_error(e.what());
     if (record_evidence_) log_.current_evidence = evidence_of(c, data, profile_for_case, {});
-    fail(c.describe(), fmt::format("the backend returned '{}': {}", status_name(e.status()), what), kind);
+    fail(c.describe(), fmt::format("the backend returned '{}': {}", status_name(e.status()), e.what()), kind);
   }
   if (record_evidence_) log_.current_evidence = evidence_of(c, data, profile_for_case, result);
   if (!result.memory_findings.empty())
@@ -233,10 +237,7 @@ CompareOptions PropertyContext::compare_options(DataCharacter data) const {
 void PropertyContext::expect(const Verdict& verdict, const std::string& description, std::string_view what,
                              FailureKind relation) {
   ++log_.evaluated;
-  if (log_.worst_case.empty() || verdict.max_ratio > log_.worst_ratio) {
-    log_.worst_ratio = std::max(log_.worst_ratio, verdict.max_ratio);
-    log_.worst_case = description;
-  }
+  note_ratio(verdict.max_ratio, description);
   log_.worst_guaranteed_relative_accuracy =
       std::max(log_.worst_guaranteed_relative_accuracy, verdict.guaranteed_relative_accuracy);
   if (verdict.accuracy_checked) {
@@ -255,6 +256,23 @@ void PropertyContext::expect(const Verdict& verdict, const std::string& descript
     if (log_.last_failure_evidence && relation == FailureKind::Output) log_.last_failure_evidence->verdict = verdict;
     fail_case(fmt::format("{}\n  case: {}", message, description));
   }
+}
+
+void PropertyContext::note_ratio(double ratio, const std::string& description) {
+  if (log_.worst_case.empty() || ratio > log_.worst_ratio) {
+    log_.worst_ratio = std::max(log_.worst_ratio, ratio);
+    log_.worst_case = description;
+  }
+}
+
+void PropertyContext::expect(const GradientVerdict& verdict, const AttentionCase& c, std::string_view what,
+                             FailureKind relation) {
+  ++log_.evaluated;
+  const std::string description = c.describe();
+  note_ratio(verdict.max_ratio, description);
+  // No forward Verdict describes a gradient failure: the message carries the verdict's summary
+  // (the tensor, the element, the error against τ), as a probe's message does.
+  if (!verdict.passed) fail(description, fmt::format("{}: {}", what, verdict.summary()), relation);
 }
 
 void PropertyContext::fail(const AttentionCase& c, const std::string& message, FailureKind kind) {
@@ -281,6 +299,47 @@ BackendRun PropertyContext::run_layer(const LayerProblem& problem, const std::st
   }
   if (!result.memory_findings.empty())
     fail(description, fmt::format("memory probe: {}", fmt::join(result.memory_findings, "; ")), FailureKind::Memory);
+  return result;
+}
+
+BackwardProfile PropertyContext::backward_profile(const Problem& problem) {
+  if (!backend_.has_backward()) decline("the backend has no backward pass");
+  // The forward's supports() first: its reason ("float32 inputs only") says more than a
+  // get_backward_profile that only declines.
+  require_supported(problem);
+  std::optional<BackwardProfile> p;
+  try {
+    p = backend_.backward_profile(problem, dtype_);
+  } catch (const BackendError& e) {
+    if (e.status() == kAttncheckNotSupported) decline(e.what());
+    fail(problem.describe(), e.what(), FailureKind::Status);
+  }
+  if (!p)
+    decline(fmt::format("get_backward_profile: the backward pass does not take this problem with {} inputs",
+                        dtype_name(dtype_)));
+  return *p;
+}
+
+BackwardRun PropertyContext::run_backward(const AttentionCase& c, const CaseData& data, const BackwardData& backward,
+                                          bool want_d_bias, const RunOptions& options) {
+  const BackwardProfile backward_profile_for_case = backward_profile(c.problem);  // requires support first
+  const NumericsProfile profile_for_case = profile(c.problem);
+  RunOptions opts = options;
+  opts.sequence_major = c.sequence_major;
+  opts.isolate = call_options_.isolate;
+  opts.timeout_seconds = call_options_.timeout_seconds;
+  BackwardRun result;
+  try {
+    result = run_backend_backward(backend_, c.problem, profile_for_case, backward_profile_for_case,
+                                  data.inputs(c.problem), backward, want_d_bias, opts);
+  } catch (const BackendError& e) {
+    if (e.status() == kAttncheckNotSupported) decline(e.what());
+    fail(c.describe(), fmt::format("the backend's backward returned '{}': {}", status_name(e.status()), e.what()),
+         kind_of_backend_error(e.what()));
+  }
+  if (!result.memory_findings.empty())
+    fail(c.describe(), fmt::format("memory probe of the backward call: {}", fmt::join(result.memory_findings, "; ")),
+         FailureKind::Memory);
   return result;
 }
 

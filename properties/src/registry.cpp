@@ -10,6 +10,7 @@ std::vector<PropertyDef> independence_properties();
 std::vector<PropertyDef> invariance_properties();
 std::vector<PropertyDef> causality_properties();
 std::vector<PropertyDef> determinism_properties();
+std::vector<PropertyDef> backward_properties();
 std::vector<PropertyDef> shapes_properties();
 std::vector<PropertyDef> toy_properties();
 std::vector<PropertyDef> layer_properties();
@@ -21,12 +22,14 @@ const std::vector<PropertyDef>& all_properties() {
     std::vector<PropertyDef> all;
     // Run order. The families that judge against the reference and against the kernel itself
     // (repeatability, before the layer's properties, whose evidence cannot name it), then the
-    // whole layer, come first: between them they catch every mutant of backends/mutants within
-    // about a second of a quick run, and a broken kernel should fail fast. The metamorphic
-    // families follow; they say more about what is wrong.
-    for (auto family : {props::conformance_properties, props::determinism_properties, props::layer_properties,
-                        props::toy_properties, props::normalization_properties, props::independence_properties,
-                        props::invariance_properties, props::causality_properties, props::shapes_properties})
+    // backward pass (skipped at once by a backend without one, and a broken backward is caught
+    // as fast as a broken forward), then the whole layer, come first: between them they catch
+    // every mutant of backends/mutants within about a second of a quick run, and a broken kernel
+    // should fail fast. The metamorphic families follow; they say more about what is wrong.
+    for (auto family : {props::conformance_properties, props::determinism_properties, props::backward_properties,
+                        props::layer_properties, props::toy_properties, props::normalization_properties,
+                        props::independence_properties, props::invariance_properties, props::causality_properties,
+                        props::shapes_properties})
       for (auto& property : family()) all.push_back(std::move(property));
     return all;
   }();

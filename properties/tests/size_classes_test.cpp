@@ -27,6 +27,9 @@ class Recorder final : public impl::BackendImpl {
     impl::unsupported("recording only");
   }
   void forward(const attncheck_problem&, const attncheck_attention_tensors&) override { impl::unsupported("recording only"); }
+  // A backward pass, so that the backward properties draw too: PropertyContext::backward_profile
+  // asks check_supported first, which records the problem and declines it.
+  bool has_backward() const override { return true; }
 
  private:
   std::shared_ptr<std::vector<Problem>> seen_;
@@ -64,7 +67,7 @@ TEST(SizeClasses, StandardProfileReachesLongPathsInEverySizeAgnosticProperty) {
       EXPECT_LE(std::max(longest_keys, longest_queries), 96) << property.name << " is size-specific but drew long rows";
     }
   }
-  EXPECT_GE(checked, 14);  // every size-agnostic core property registered today
+  EXPECT_GE(checked, 14 + 9);  // every size-agnostic core property registered today, and the nine backward ones
 }
 
 TEST(SizeClasses, ClassOfAProblemFollowsItsLongestLength) {

@@ -157,7 +157,7 @@ class Backend:
 
 
 def properties() -> list:
-    """Every property as (name, family, why, needs_layer), in the order a run takes them."""
+    """Every property as (name, family, why, needs_layer, needs_backward), in the order a run takes them."""
     return list(_engine.properties())
 
 

@@ -899,11 +899,12 @@ void define_module(nb::module_& m) {
   m.def(
       "properties",
       [] {
-        std::vector<std::tuple<std::string, std::string, std::string, bool>> list;
-        for (const PropertyDef& p : all_properties()) list.emplace_back(p.name, p.family, p.why, p.needs_layer);
+        std::vector<std::tuple<std::string, std::string, std::string, bool, bool>> list;
+        for (const PropertyDef& p : all_properties())
+          list.emplace_back(p.name, p.family, p.why, p.needs_layer, p.needs_backward);
         return list;
       },
-      "(name, family, why, needs_layer) of every property, in registration order.");
+      "(name, family, why, needs_layer, needs_backward) of every property, in registration order.");
   m.def(
       "suite_profiles",
       [] {

@@ -260,6 +260,17 @@ void validate_inputs(const Problem& p, const AttentionInputs& in) {
   }
 }
 
+bool key_allowed(const Problem& p, const AttentionInputs& in, std::int64_t b, std::int64_t h, std::int64_t i,
+                 std::int64_t j) {
+  const std::int64_t key_length = p.has_key_lengths ? in.key_lengths[static_cast<size_t>(b)] : p.k_len;
+  const KeyRange range = p.structural_key_range(i, key_length);
+  if (j < range.first || j >= range.last) return false;
+  if (p.mask == MaskKind::None) return true;
+  // structural_key_range already ends at a short mask's length (keys past it are masked).
+  const double m = in.mask(p.mask_batch == 1 ? 0 : b, p.mask_heads == 1 ? 0 : h, p.mask_q_len == 1 ? 0 : i, j);
+  return p.mask == MaskKind::Boolean ? m != 0.0 : m != -std::numeric_limits<double>::infinity();
+}
+
 AttentionResult reference_attention(const Problem& p, const AttentionInputs& in, const ReferenceOptions& opt) {
   validate_inputs(p, in);
   if (opt.row_block < 1) throw ProblemError(fmt::format("row_block: is {}, but must be at least 1", opt.row_block));

@@ -68,7 +68,7 @@ int list_properties(std::ostream& out) {
   out << fmt::format("{:<{}}  {:<{}}  {}\n", "name", name_width, "family", family_width, "why");
   for (const PropertyDef& p : all_properties())
     out << fmt::format("{:<{}}  {:<{}}  {}{}\n", p.name, name_width, p.family, family_width, p.why,
-                       p.needs_layer ? " (needs forward_layer)" : "");
+                       p.needs_layer ? " (needs forward_layer)" : p.needs_backward ? " (needs a backward pass)" : "");
   return kExitPassed;
 }
 

@@ -114,10 +114,13 @@ struct BackwardData {
 };
 
 /// The loss gradients of a backward check and the forward outputs it is handed, from case `c`'s
-/// seed (a stream of its own, so the forward's inputs are the same with or without them): dO ~
+/// seed (a stream of its own, seeded by a hash of it (case.cpp, backward_stream_seed), so the
+/// forward's inputs are the same with or without them, and dO the same with or without dLSE): dO ~
 /// N(0, 1) rounded to c.dtype; with `with_d_lse`, dLSE ~ N(0, 1) rounded to float32; O and LSE
 /// the double reference's (`reference`, of make_case_data(c)) rounded to `output` and to float32
-/// (−inf stays −inf). Deterministic, like make_case_data.
+/// (−inf stays −inf). A row with no allowed key keeps the reference's O = 0 and LSE = −inf; its dO
+/// and dLSE are drawn like any other, and a kernel must ignore them (backward.h). Deterministic,
+/// like make_case_data. Throws ProblemError when `reference` has another problem's shapes.
 BackwardData make_backward_data(const AttentionCase& c, const AttentionResult& reference, DType output,
                                 bool with_d_lse);
 

@@ -30,6 +30,7 @@ enum class FailureKind : std::uint8_t {
   Timeout,      ///< the call did not return in time (isolated runs)
   Status,       ///< the backend returned an error for a problem it claims to support
   Accuracy,     ///< conforms to its declaration, less accurate than the accuracy factor allows
+  Gradient,     ///< dQ, dK, dV or dBias outside τ of the reference gradients (or of another backward run)
 };
 std::string_view failure_kind_name(FailureKind kind);
 std::optional<FailureKind> parse_failure_kind(std::string_view name);

@@ -1,5 +1,6 @@
 /// \file execute.h
-/// \brief Runs a backend on one set of inputs through the C ABI, with memory probes on every call.
+/// \brief Runs a backend on one set of inputs through the C ABI — forward, layer or backward —
+/// with memory probes on every call.
 ///
 /// Inputs are encoded exactly in the kernel's dtype (they were rounded to it already) in the
 /// layout asked for; every buffer sits between guard regions; outputs are pre-filled with a
@@ -28,7 +29,9 @@
 namespace attncheck {
 
 struct RunOptions {
-  bool sequence_major = false;        ///< Q, K, V and O as [B, L, H, D] in memory
+  /// Q, K, V and O (and a backward call's dO, dQ, dK, dV: every [B, H, L, D] tensor) as
+  /// [B, L, H, D] in memory; row_padding and byte_offset below apply to the same tensors.
+  bool sequence_major = false;
   bool want_lse = true;               ///< pass an LSE tensor when the backend writes one
   std::int64_t guard_elements = 256;  ///< guard region on each side of every buffer, in elements
   /// Unused elements after every head-dim row of Q, K, V and O in memory (either layout): the
@@ -112,8 +115,11 @@ std::optional<BackendError> forward_with_problem(Backend& backend, const Problem
                                                  const RunOptions& options = {});
 
 struct BackwardRun {
-  AttentionGradients gradients;  ///< the backend's dQ, dK, dV (and dBias) converted exactly to double
-  /// As BackendRun's: out-of-bounds writes, unwritten gradients, modified inputs.
+  /// The backend's dQ, dK, dV (and dBias) converted exactly to double, in logical order.
+  AttentionGradients gradients;
+  /// As BackendRun's, each naming its tensor by its field in attncheck_backward_tensors ("dq",
+  /// "dout", …): out-of-bounds writes, writes into row padding, unwritten gradients, modified
+  /// inputs (out, lse, dout and dlse included).
   std::vector<std::string> memory_findings;
 };
 
@@ -121,6 +127,18 @@ struct BackwardRun {
 /// with the guards, NaN pre-fill, input fingerprints, memory domain and isolation of
 /// run_backend, laid out as `options` say. dbias is passed when `want_d_bias` (the problem has an
 /// additive mask and the backward profile writes_dbias). Throws BackendError as run_backend does.
+///
+/// The tensors (backend.h, attncheck_backward_tensors): the forward's Q, K, V, mask and key
+/// lengths as run_backend hands them; out in the forward profile's output dtype, lse [B, Hq, Lq]
+/// float32, dout in the input dtype and dlse float32 (NULL when data.d_lse is unset), all inputs,
+/// fingerprinted; dq, dk, dv and dbias (the mask's shape) in backward_profile.gradient_dtype(input),
+/// pre-filled with the NaN payload. sequence_major, row_padding and byte_offset apply to Q, K, V,
+/// out, dout, dq, dk and dv; the mask, key lengths, lse, dlse and dbias are always compact
+/// (null_strides applies to every compact tensor). Refused before the call, with the tensor named:
+/// `data` of another problem's shapes (ProblemError), a value the encoding would round
+/// (std::invalid_argument: the reference must see what the kernel receives), dbias asked for
+/// without an additive mask or from a profile that does not write it, dlse given to a profile
+/// that does not take it.
 BackwardRun run_backend_backward(Backend& backend, const Problem& problem, const NumericsProfile& profile,
                                  const BackwardProfile& backward_profile, const AttentionInputs& inputs,
                                  const BackwardData& data, bool want_d_bias, const RunOptions& options = {});

@@ -25,6 +25,7 @@
 #include "attncheck/evidence.h"
 #include "attncheck/execute.h"
 #include "attncheck/generators.h"
+#include "attncheck/gradient_tolerance.h"
 #include "attncheck/numerics_profile.h"
 
 namespace attncheck {
@@ -174,6 +175,25 @@ class PropertyContext {
   /// non-ok status or a memory finding.
   BackendRun run_layer(const LayerProblem& problem, const std::string& case_description, const LayerInputs& inputs);
 
+  /// The backward profile of the path the backend takes for `problem` (Backend::backward_profile).
+  /// Declines the case, counted as a skip, when the backend has no backward pass, when its forward
+  /// declines the problem (require_supported, whose reason is the backend's own), or when
+  /// get_backward_profile declines this problem or dtype; a get_backward_profile that fails
+  /// otherwise fails the case (a status failure).
+  BackwardProfile backward_profile(const Problem& problem);
+  /// Runs the backend's backward pass on a case (harness run_backend_backward: guards, NaN
+  /// pre-fill, input fingerprints, the memory domain, and the run's isolation), with `backward`
+  /// the O, LSE, dO and dLSE it is handed, under profile(c.problem) and backward_profile(c.problem).
+  /// As run(): a memory finding fails, kAttncheckNotSupported declines, any other error status,
+  /// a crash or a hang fails with its kind. dBias is asked for when `want_d_bias`.
+  BackwardRun run_backward(const AttentionCase& c, const CaseData& data, const BackwardData& backward, bool want_d_bias,
+                           const RunOptions& options = {});
+  /// Records a judgement of gradients (compare_gradients, or a relation between two backward runs)
+  /// and fails the property with its summary if it did not pass, as expect() does for O: the
+  /// failure message names `what` and the case, and the finding's kind is `relation`.
+  void expect(const GradientVerdict& verdict, const AttentionCase& c, std::string_view what,
+              FailureKind relation = FailureKind::Gradient);
+
  private:
   Backend& backend_;
   DType dtype_;
@@ -189,6 +209,8 @@ class PropertyContext {
   bool record_evidence_ = false;
 
   void keep_evidence_of_failure(FailureKind kind, const std::string& message);
+  /// The worst bound ratio and its case, over every judged verdict of O or of gradients.
+  void note_ratio(double ratio, const std::string& description);
 
 };
 
@@ -204,6 +226,10 @@ struct PropertyDef {
   /// False for a property that sets lengths or head dims itself (a V = I that needs Dv ≥ Lk, a
   /// power-of-two key count): it draws small problems only, whatever the run's size mix.
   bool size_agnostic = true;
+  /// Runs only for backends with a backward pass (Backend::has_backward); the others skip it with
+  /// the reason "the backend has no backward pass". Last, so that the positional definitions of
+  /// the forward families stay as they are: backward properties name their fields.
+  bool needs_backward = false;
 };
 
 /// Every property, in registration order (properties/src/registry.cpp).

@@ -96,6 +96,13 @@ struct AttentionResult {
 /// ProblemError naming the tensor and dimension on the first mismatch.
 void validate_inputs(const Problem& problem, const AttentionInputs& inputs);
 
+/// Whether query row i of (b, h) may attend key j: inside its structural key range
+/// (Problem::structural_key_range at batch b's key length) and not excluded by the mask (a
+/// boolean zero, an additive −inf, broadcast as problem.h says). The element-wise form of what
+/// the reference's blocked kernels compute, for code outside them (the gradient bound).
+bool key_allowed(const Problem& problem, const AttentionInputs& inputs, std::int64_t b, std::int64_t h,
+                 std::int64_t i, std::int64_t j);
+
 /// Scaled dot-product attention for every Problem option. Validates first.
 AttentionResult reference_attention(const Problem& problem, const AttentionInputs& inputs,
                                     const ReferenceOptions& options = {});
