@@ -5,7 +5,9 @@
 //
 // Each error is normwise, per gradient tensor: max |actual − reference| / max |reference| over its
 // elements (0 when both are 0), with the count of non-finite elements where the reference is
-// finite. The reference's O and LSE are the exact ones of the inputs the kernel received.
+// finite. The reference's O and LSE are the exact ones of the inputs the kernel received. The
+// verdict column is compare_gradients' with gradient_tolerance's τ for the backend's declared
+// forward and backward profiles (numerics/README.md §10): its largest ratio |error| / τ.
 //
 //   torch_backward_measure [--bench-only | --grid-only]
 #include <algorithm>
@@ -23,6 +25,7 @@
 #include "attncheck/backward.h"
 #include "attncheck/case.h"
 #include "attncheck/dtype.h"
+#include "attncheck/gradient_tolerance.h"
 #include "attncheck/reference.h"
 #include "torch_backward_call.h"
 
@@ -130,7 +133,7 @@ void run_grid() {
   std::vector<Backend> backends;
   for (auto& a : adapters) backends.push_back(load_backend_library(a[1]));
   Backend naive = open_backend("cpu-naive");
-  std::printf("| option | dtype | backend | dQ | dK | dV | dBias |\n|---|---|---|---:|---:|---:|---:|\n");
+  std::printf("| option | dtype | backend | dQ | dK | dV | dBias | verdict (max r) |\n|---|---|---|---:|---:|---:|---:|---|\n");
   std::uint64_t seed = 24301;
   for (const Option& option : grid()) {
     for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
@@ -149,18 +152,26 @@ void run_grid() {
       const AttentionGradients reference =
           reference_attention_backward(c.problem, inputs, backward_inputs(forward, dout.view()), with_bias);
       BackwardCallInputs in{&data.q, &data.k, &data.v, &data.mask, data.key_lengths, &dout};
-      auto row = [&](std::string_view name, const AttentionGradients& g) {
-        std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", option.name.c_str(), std::string(dtype_name(dtype)).c_str(),
-                    std::string(name).c_str(), cell(normwise(g.d_q, reference.d_q)).c_str(),
+      const BackwardInputs exact = backward_inputs(forward, dout.view());
+      auto row = [&](Backend& b, const BackwardProfile& pr, const AttentionGradients& g) {
+        const NumericsProfile fp = *b.profile(c.problem, dtype);
+        AttentionGradients judged_reference = reference;
+        if (!g.d_bias) judged_reference.d_bias.reset();
+        const GradientBounds tau = gradient_tolerance(c.problem, fp, pr, inputs, exact, judged_reference);
+        const GradientVerdict verdict = compare_gradients(judged_reference, tau, g);
+        char judged[96];
+        std::snprintf(judged, sizeof judged, "%s (%.2g)", verdict.passed ? "pass" : "FAIL", verdict.max_ratio);
+        std::printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", option.name.c_str(), std::string(dtype_name(dtype)).c_str(),
+                    std::string(b.name()).c_str(), cell(normwise(g.d_q, reference.d_q)).c_str(),
                     cell(normwise(g.d_k, reference.d_k)).c_str(), cell(normwise(g.d_v, reference.d_v)).c_str(),
-                    g.d_bias && reference.d_bias ? cell(normwise(*g.d_bias, *reference.d_bias)).c_str() : "–");
+                    g.d_bias && reference.d_bias ? cell(normwise(*g.d_bias, *reference.d_bias)).c_str() : "–", judged);
         std::fflush(stdout);
       };
       for (Backend& b : backends) {
         if (b.unsupported_reason(c.problem, dtype)) continue;
         const std::optional<BackwardProfile> pr = b.backward_profile(c.problem, dtype);
         if (!pr) continue;
-        row(b.name(), run_backward(b, c.problem, dtype, in, additive && pr->writes_dbias));
+        row(b, *pr, run_backward(b, c.problem, dtype, in, additive && pr->writes_dbias));
       }
       if (dtype == DType::F32) {
         // cpu-naive reads the forward's O and LSE: the reference's, rounded to float32.
@@ -169,7 +180,7 @@ void run_grid() {
         for (double& x : lse.values) x = round_to(DType::F32, x);
         BackwardCallInputs naive_in = in;
         naive_in.out = &out, naive_in.lse = &lse;
-        row("cpu-naive", run_backward(naive, c.problem, dtype, naive_in, additive));
+        row(naive, *naive.backward_profile(c.problem, dtype), run_backward(naive, c.problem, dtype, naive_in, additive));
       }
     }
   }
