@@ -39,3 +39,26 @@ set(_torch_rpath ${_torch_libs} ${_torch_cuda_runtime} ${_torch_cupti})
 attncheck_add_plugin(torch-sdpa torch attncheck_torch_sdpa_entry LINK attncheck_torch RPATH ${_torch_rpath})
 attncheck_add_plugin(torch-flash-cpu torch attncheck_torch_flash_cpu_entry LINK attncheck_torch RPATH ${_torch_rpath})
 attncheck_add_plugin(torch-math torch attncheck_torch_math_entry LINK attncheck_torch RPATH ${_torch_rpath})
+
+# The backward pass of the three adapters on hand-derived two-key cases, their declarations and
+# determinism (tests/torch_backward_test.cpp); the plug-ins are loaded by path, torch stays out
+# of the test's own link. torch_backward_measure: the adapters' gradients against the double
+# reference over a grid of options, and the benchmark of the backward beside the forward (not a
+# test: README.md here quotes its output).
+if(ATTNCHECK_BUILD_TESTS)
+  set(_torch_plugin_paths
+    ATTNCHECK_PLUGIN_TORCH_SDPA="$<TARGET_FILE:attncheck_plugin_torch_sdpa>"
+    ATTNCHECK_PLUGIN_TORCH_FLASH_CPU="$<TARGET_FILE:attncheck_plugin_torch_flash_cpu>"
+    ATTNCHECK_PLUGIN_TORCH_MATH="$<TARGET_FILE:attncheck_plugin_torch_math>")
+  add_executable(torch_backward_tests ${CMAKE_CURRENT_SOURCE_DIR}/tests/torch_backward_test.cpp)
+  target_link_libraries(torch_backward_tests PRIVATE attncheck::backends attncheck::reference GTest::gtest_main)
+  target_compile_definitions(torch_backward_tests PRIVATE ${_torch_plugin_paths})
+  add_dependencies(torch_backward_tests attncheck_plugin_torch_sdpa attncheck_plugin_torch_flash_cpu attncheck_plugin_torch_math)
+  attncheck_target(torch_backward_tests)
+  add_test(NAME third-party.torch.backward COMMAND torch_backward_tests)
+  add_executable(torch_backward_measure ${CMAKE_CURRENT_SOURCE_DIR}/tests/torch_backward_measure.cpp)
+  target_link_libraries(torch_backward_measure PRIVATE attncheck::harness attncheck::backends attncheck::reference attncheck::numerics)
+  target_compile_definitions(torch_backward_measure PRIVATE ${_torch_plugin_paths})
+  add_dependencies(torch_backward_measure attncheck_plugin_torch_sdpa attncheck_plugin_torch_flash_cpu attncheck_plugin_torch_math)
+  attncheck_target(torch_backward_measure)
+endif()

@@ -7,13 +7,16 @@
 ///   torch-math       at::_scaled_dot_product_attention_math, the composite math path.
 /// The suite's tensors are wrapped without a copy (at::from_blob with their strides); what torch
 /// has no option for (causal alignments other than top-left, windows, key lengths, a mask shorter
-/// than Lk) becomes a mask in the format the entry point takes. README.md here says what each
-/// adapter declines, the profile it declares and where in torch's source each number comes from.
+/// than Lk) becomes a mask in the format the entry point takes. The backward pass (ABI 2.2) runs
+/// the same forward on Q, K, V that require grad and asks torch's autograd for their gradients
+/// given dO. README.md here says what each adapter declines, the profiles it declares and where in
+/// torch's source each number comes from.
 #include <ATen/ATen.h>
 #include <ATen/ops/_scaled_dot_product_attention_math.h>
 #include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <cstdint>
 #include <limits>
@@ -39,10 +42,20 @@ std::optional<at::ScalarType> scalar_type_of(DLDataType d) {
   return std::nullopt;
 }
 
-/// A tensor over a DLTensor's memory, no copy, with its strides. Torch refuses negative strides
-/// (from_blob's stride check), so a dimension stored backwards is wrapped from its last element
-/// forwards and flipped: a copy, the only one this makes of an input.
-at::Tensor wrap(const DLTensor& t, at::ScalarType type) {
+/// The suite dtype of one of the three torch types scalar_type_of gives.
+DLDataType dtype_of(at::ScalarType type) {
+  return type == at::kHalf ? impl::kF16 : type == at::kBFloat16 ? impl::kBF16 : impl::kF32;
+}
+
+/// A view of a DLTensor's memory with every stride made non-negative, and the dimensions that
+/// were stored backwards (torch refuses negative strides: from_blob's stride check). Such a
+/// dimension is addressed from its last element forwards, so the view holds it reversed.
+struct ForwardView {
+  at::Tensor view;
+  std::vector<std::int64_t> reversed;
+};
+
+ForwardView forward_view(const DLTensor& t, at::ScalarType type) {
   std::vector<std::int64_t> sizes(t.shape, t.shape + t.ndim);
   std::vector<std::int64_t> strides(static_cast<size_t>(t.ndim));
   std::int64_t compact = 1;
@@ -52,15 +65,30 @@ at::Tensor wrap(const DLTensor& t, at::ScalarType type) {
   }
   const std::int64_t element = static_cast<std::int64_t>(c10::elementSize(type));
   char* base = static_cast<char*>(t.data) + t.byte_offset;
-  std::vector<std::int64_t> reversed;
+  ForwardView f;
   for (int d = 0; d < t.ndim; ++d) {
     if (strides[d] >= 0) continue;
     if (sizes[d] > 0) base += (sizes[d] - 1) * strides[d] * element;
     strides[d] = -strides[d];
-    reversed.push_back(d);
+    f.reversed.push_back(d);
   }
-  at::Tensor view = at::from_blob(base, sizes, strides, at::TensorOptions().dtype(type).device(at::kCPU));
-  return reversed.empty() ? view : view.flip(reversed);
+  f.view = at::from_blob(base, sizes, strides, at::TensorOptions().dtype(type).device(at::kCPU));
+  return f;
+}
+
+/// A tensor over a DLTensor's memory, no copy, with its strides; a dimension stored backwards is
+/// flipped back: a copy, the only one this makes of an input.
+at::Tensor wrap(const DLTensor& t, at::ScalarType type) {
+  ForwardView f = forward_view(t, type);
+  return f.reversed.empty() ? f.view : f.view.flip(f.reversed);
+}
+
+/// Writes `value` into the suite's tensor `t`, in its memory (wrap()'s tensor of a
+/// backwards-stored dimension is a copy, so the write goes through the forward view, `value`
+/// flipped to match).
+void write_into(const DLTensor& t, at::ScalarType type, const at::Tensor& value) {
+  ForwardView f = forward_view(t, type);
+  f.view.copy_(f.reversed.empty() ? value : value.flip(f.reversed));
 }
 
 /// The mask handed to torch (if any) and whether torch's own is_causal does the causal part.
@@ -84,9 +112,11 @@ bool causal_is_top_left(const attncheck_problem& p) {
 /// only a floating mask (the flash CPU kernel: attention.cpp, "Attention mask is the same data
 /// type as query"). `causal_with_mask`: it accepts is_causal beside a mask (the flash CPU kernel
 /// does; the public op and the math path refuse it: "Explicit attn_mask should not be set when
-/// is_causal=True").
-Masking build_masking(const attncheck_problem& p, const attncheck_attention_tensors& t, at::ScalarType type,
-                      bool additive_only, bool causal_with_mask) {
+/// is_causal=True"). `bias_leaf`, when not NULL, receives the problem's additive mask as a tensor
+/// of its own shape that requires grad, from which the handed-on mask is built, so that autograd
+/// gives the mask's gradient summed over the axes it broadcasts along (expand's backward).
+Masking build_masking(const attncheck_problem& p, const DLTensor* mask, const DLTensor* key_lengths_tensor,
+                      at::ScalarType type, bool additive_only, bool causal_with_mask, at::Tensor* bias_leaf = nullptr) {
   const bool windowed = p.window_left >= 0 || p.window_right >= 0;
   const bool top_left = causal_is_top_left(p);
   const bool has_mask = p.mask_kind != kAttncheckMaskNone;
@@ -104,7 +134,7 @@ Masking build_masking(const attncheck_problem& p, const attncheck_attention_tens
   const std::int64_t mh = has_mask ? p.mask_shape[1] : 1;
   const auto bool_options = at::TensorOptions().dtype(at::kBool);
   at::Tensor allowed = at::ones({mb, mh, p.q_len, p.k_len}, bool_options);
-  const std::vector<std::int64_t> key_lengths = impl::checked_key_lengths(p, t.key_lengths);
+  const std::vector<std::int64_t> key_lengths = impl::checked_key_lengths(p, key_lengths_tensor);
   const at::Tensor rows = at::arange(p.q_len, at::TensorOptions().dtype(at::kLong)).unsqueeze(1);  // i, [Lq, 1]
   const at::Tensor keys = at::arange(p.k_len, at::TensorOptions().dtype(at::kLong)).unsqueeze(0);  // j, [1, Lk]
   for (std::int64_t b = 0; b < mb; ++b) {
@@ -124,19 +154,23 @@ Masking build_masking(const attncheck_problem& p, const attncheck_attention_tens
     const std::initializer_list<std::string_view> dims{"batch", "heads", "query length", "key length"};
     const std::int64_t lkm = p.mask_shape[3];
     if (p.mask_kind == kAttncheckMaskBoolean) {
-      impl::check_cpu_tensor(t.mask, "mask", shape, dims, {impl::kU8});
-      const at::Tensor given = wrap(*t.mask, at::kByte).ne(0);
+      impl::check_cpu_tensor(mask, "mask", shape, dims, {impl::kU8});
+      const at::Tensor given = wrap(*mask, at::kByte).ne(0);
       allowed.narrow(3, 0, lkm) &= given.expand({mb, mh, p.q_len, lkm});
       if (short_mask) allowed.narrow(3, lkm, p.k_len - lkm).fill_(false);  // keys the mask does not reach
     } else {
-      const DLDataType input = t.q != nullptr ? t.q->dtype : impl::kF32;
-      impl::check_cpu_tensor(t.mask, "mask", shape, dims, {input});
+      impl::check_cpu_tensor(mask, "mask", shape, dims, {dtype_of(type)});
+      at::Tensor given = wrap(*mask, type);
+      if (bias_leaf != nullptr) {
+        given = given.detach().requires_grad_(true);  // a leaf over the suite's memory; autograd only reads it
+        *bias_leaf = given;
+      }
       at::Tensor full = at::zeros({mb, mh, p.q_len, p.k_len}, at::TensorOptions().dtype(type));
-      full.narrow(3, 0, lkm).copy_(wrap(*t.mask, type).expand({mb, mh, p.q_len, lkm}));
+      full.narrow(3, 0, lkm).copy_(given.expand({mb, mh, p.q_len, lkm}));
       if (short_mask) allowed.narrow(3, lkm, p.k_len - lkm).fill_(false);  // keys the mask does not reach
       bias = std::move(full);
     }
-  } else if (t.mask != nullptr) {
+  } else if (mask != nullptr) {
     impl::invalid("mask: given, but problem.mask_kind is none");
   }
 
@@ -244,6 +278,88 @@ attncheck_numerics_profile sdpa_profile(DLDataType input, bool flash) {
   return pr;
 }
 
+// --- The backward pass ------------------------------------------------------------------------------
+//
+// Torch computes the gradients itself, from its own forward: the adapter runs the forward it runs
+// in forward() on Q, K, V that require grad and calls torch::autograd::grad with dO. The O and lse
+// the suite hands to backward are therefore not read (backend.h allows a backward pass to use its
+// own), and no entry point takes a dlse: the flash kernel's lse is not a differentiable output
+// (its autograd node's only input gradient is dO: _scaled_dot_product_flash_attention_for_cpu_backward
+// takes grad_out alone, and the lse of a forward on tensors that require grad has requires_grad
+// false, measured), and the other two entries return no lse.
+
+/// The flash CPU kernel's backward (FlashAttentionKernel.cpp, cpu_flash_attention_backward, and
+/// attention.cpp, _scaled_dot_product_flash_attention_cpu_backward, in the torch source; neither
+/// is in the wheel). One task per (batch, query head) runs over query blocks of qSplitSize rows and
+/// key blocks of kvSplitSize = 512: P = exp(scale q·k + mask − lse) from the forward's lse in
+/// accum_t (float), for Half/BFloat16 stored in the input dtype (attn_reduced_data) before
+/// dV += Pᵀ dO; dP = dO Vᵀ in float (grad_attn_data); dS = P (dP − D) with D = rowsum(dO ∘ O) in
+/// float, for Half/BFloat16 stored in the input dtype (grad_attn_reduced_data) before dQ += σ dS K
+/// and dK += σ dSᵀ Q. The three gradients are allocated in the input dtype (at::zeros(...,
+/// query.options())) and every block's product is added into them by cpublas::gemm with beta = 1,
+/// so for Half/BFloat16 each tile sum is rounded to the input dtype: dQ adds ceil(Lk / 512) of
+/// them, dK and dV ceil(Lq / qSplitSize), qSplitSize being 256 from Lq = 768, 64 from Lq = 192,
+/// 32 below (flash_attention_backward_kernel_impl). A GQA group's query heads are summed into the
+/// same input-dtype dK and dV (the source at hand reads kv head = query head; how 2.15 maps a group
+/// is not in the wheel, so the sum is declared in the input dtype, which covers either way).
+/// Deterministic: the tasks write disjoint rows, no atomics, fixed loop order (measured: bitwise
+/// equal gradients over repeats, thread counts 1 and 2 and shifted input addresses, GQA included;
+/// README.md).
+attncheck_backward_profile flash_backward_profile(const attncheck_problem& p, DLDataType input) {
+  attncheck_backward_profile pr{};
+  const bool reduced = !same_dtype(input, impl::kF32);
+  pr.gradient_dtype = input;
+  pr.probability_dtype = reduced ? input : impl::kF32;
+  pr.dp_dtype = impl::kF32;
+  pr.ds_dtype = reduced ? input : impl::kF32;
+  pr.accumulator_dtype = input;  // grad_q, grad_k, grad_v are input-dtype tensors gemm adds into
+  pr.group_sum_dtype = input;
+  pr.query_block = p.q_len >= 768 ? 256 : p.q_len >= 192 ? 64 : 32;
+  pr.key_block = kFlashKvSplit;
+  pr.recomputes_from_lse = 1;
+  pr.dq_atomic = 0;
+  pr.deterministic = 1;
+  pr.accepts_dlse = 0;
+  pr.writes_dbias = 0;  // "not differentiable with respect to argument 'attn_mask'" (measured)
+  return pr;
+}
+
+/// The math path's backward is autograd through its composite forward (attention.cpp,
+/// _scaled_dot_product_attention_math): Half/BFloat16 operands are converted to float first, so P
+/// (the saved softmax output), dP = dO Vᵀ, dS (softmax's backward) and the three matmul gradients
+/// are float32, each one matmul over the whole row (no tiles the declaration could name), and the
+/// gradients are converted back to the input dtype by the conversion's backward. GQA repeats K
+/// and V (repeat_interleave) and its backward sums a group's heads; whether that sum runs before or
+/// after the conversion to the input dtype is not in the wheel, so it is declared in the input
+/// dtype, which covers either order. P is the forward's softmax, not recomputed from the lse. The
+/// additive mask is added to the scores, so its gradient is dS, which autograd sums over the
+/// axes the mask broadcasts along. Deterministic at a given intra-op thread count: measured
+/// bitwise equal over repeats and shifted input addresses; between 1 and 2 threads the matmuls'
+/// bits differ (by 3e-8 here), so a thread count is part of the conditions (README.md).
+attncheck_backward_profile math_backward_profile(DLDataType input) {
+  attncheck_backward_profile pr{};
+  pr.gradient_dtype = input;
+  pr.probability_dtype = impl::kF32;
+  pr.dp_dtype = impl::kF32;
+  pr.ds_dtype = impl::kF32;
+  pr.accumulator_dtype = impl::kF32;
+  pr.group_sum_dtype = input;
+  pr.query_block = 0;
+  pr.key_block = 0;
+  pr.recomputes_from_lse = 0;
+  pr.dq_atomic = 0;
+  pr.deterministic = 1;
+  pr.accepts_dlse = 0;
+  pr.writes_dbias = 1;
+  return pr;
+}
+
+/// What one forward gives: O and, from the flash entry, the lse.
+struct ForwardOutputs {
+  at::Tensor out;
+  std::optional<at::Tensor> lse;
+};
+
 class TorchAdapter final : public impl::BackendImpl {
  public:
   explicit TorchAdapter(Entry entry) : entry_(entry) {}
@@ -269,22 +385,78 @@ class TorchAdapter final : public impl::BackendImpl {
   }
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
-    impl::check_problem(p);
-    if (t.q == nullptr) impl::invalid("q: is NULL, but the problem requires it");
-    const std::optional<at::ScalarType> type = scalar_type_of(t.q->dtype);
-    if (!type) impl::unsupported("the torch adapters take float32, float16 and bfloat16, not " + impl::dtype_string(t.q->dtype));
-    check_supported(p, t.q->dtype, kDLCPU);
+    const at::ScalarType type = checked_inputs(p, t.q, t.k, t.v);
     const DLDataType dt = t.q->dtype;
-    impl::check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {dt});
-    impl::check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt});
-    impl::check_cpu_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt});
     impl::check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "query heads", "query length", "value dim"}, {dt});
     if (t.lse != nullptr)
       impl::check_cpu_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "query heads", "query length"}, {impl::kF32});
     try {
-      run(p, t, *type);
+      const ForwardOutputs f = run(p, wrap(*t.q, type), wrap(*t.k, type), wrap(*t.v, type), t.mask, t.key_lengths, type);
+      write_into(*t.out, type, f.out);
+      if (t.lse != nullptr && f.lse) write_into(*t.lse, at::kFloat, *f.lse);
     } catch (const c10::Error& e) {
       // Torch's own refusal of an argument: say it in its words, not as a crash.
+      impl::invalid(std::string("torch: ") + e.what_without_backtrace());
+    }
+  }
+
+  bool has_backward() const override { return true; }
+  attncheck_backward_profile backward_profile(const attncheck_problem& p, DLDataType input) const override {
+    check_supported(p, input, kDLCPU);
+    // torch-sdpa's backward follows the path its forward took. Its mask never requires grad: a
+    // mask that does makes the op's CPU dispatch leave the flash kernel for the math path
+    // (at::_fused_sdp_choice: 0 for a mask that requires grad, 1 otherwise, measured), and
+    // torch-math is the adapter for that path's mask gradient.
+    const bool flash = entry_ == Entry::FlashCpu || (entry_ == Entry::Sdpa && sdpa_takes_flash(p));
+    attncheck_backward_profile pr = flash ? flash_backward_profile(p, input) : math_backward_profile(input);
+    if (entry_ == Entry::Sdpa) pr.writes_dbias = 0;
+    return pr;
+  }
+
+  void backward(const attncheck_problem& p, const attncheck_backward_tensors& t) override {
+    const at::ScalarType type = checked_inputs(p, t.q, t.k, t.v);
+    const DLDataType dt = t.q->dtype;
+    const std::initializer_list<std::string_view> q_dims{"batch", "query heads", "query length", "head dim"};
+    const std::initializer_list<std::string_view> kv_dims{"batch", "kv heads", "key length", "head dim"};
+    const std::initializer_list<std::string_view> o_dims{"batch", "query heads", "query length", "value dim"};
+    impl::check_cpu_tensor(t.dout, "dout", {p.batch, p.q_heads, p.q_len, p.v_dim}, o_dims, {dt});
+    impl::check_cpu_tensor(t.dq, "dq", {p.batch, p.q_heads, p.q_len, p.qk_dim}, q_dims, {dt});
+    impl::check_cpu_tensor(t.dk, "dk", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, kv_dims, {dt});
+    impl::check_cpu_tensor(t.dv, "dv", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt});
+    if (t.dlse != nullptr)
+      impl::invalid("dlse: given, but no torch entry point has a differentiable lse (the backward profile says accepts_dlse = 0)");
+    const bool want_bias = t.dbias != nullptr;
+    if (want_bias) {
+      if (p.mask_kind != kAttncheckMaskAdditive) impl::invalid("dbias: given, but the problem has no additive mask");
+      if (!backward_profile(p, dt).writes_dbias)
+        impl::invalid("dbias: given, but this entry point gives no mask gradient (the backward profile says writes_dbias = 0)");
+      impl::check_cpu_tensor(t.dbias, "dbias", {p.mask_shape[0], p.mask_shape[1], p.mask_shape[2], p.mask_shape[3]},
+                             {"batch", "heads", "query length", "key length"}, {dt});
+    }
+    try {
+      // Leaves over the suite's memory (detach: a backwards-stored dimension's wrap is a flipped
+      // copy, not a leaf); autograd reads them and never writes them.
+      at::Tensor q = wrap(*t.q, type).detach().requires_grad_(true);
+      at::Tensor k = wrap(*t.k, type).detach().requires_grad_(true);
+      at::Tensor v = wrap(*t.v, type).detach().requires_grad_(true);
+      at::Tensor bias;
+      const ForwardOutputs f = run(p, q, k, v, t.mask, t.key_lengths, type, want_bias ? &bias : nullptr);
+      std::vector<at::Tensor> leaves{q, k, v};
+      if (want_bias) leaves.push_back(bias);
+      // allow_unused: with every key of every row masked the mask's leaf takes no part in O.
+      const std::vector<at::Tensor> grads =
+          torch::autograd::grad({f.out}, leaves, {wrap(*t.dout, type)}, /*retain_graph=*/false, /*create_graph=*/false,
+                                /*allow_unused=*/true);
+      const char* names[] = {"dq", "dk", "dv", "dbias"};
+      DLTensor* targets[] = {t.dq, t.dk, t.dv, t.dbias};
+      for (size_t i = 0; i < leaves.size(); ++i) {
+        const at::Tensor& g = grads[i];
+        if (g.defined() && g.scalar_type() != type)
+          impl::invalid(std::string(names[i]) + ": torch's gradient is " + std::string(c10::toString(g.scalar_type())) +
+                        ", expected the input dtype " + std::string(c10::toString(type)));
+        write_into(*targets[i], type, g.defined() ? g : at::zeros_like(leaves[i]));
+      }
+    } catch (const c10::Error& e) {
       impl::invalid(std::string("torch: ") + e.what_without_backtrace());
     }
   }
@@ -295,11 +467,26 @@ class TorchAdapter final : public impl::BackendImpl {
       impl::unsupported("the torch adapters take float32, float16 and bfloat16, not " + impl::dtype_string(input));
   }
 
-  void run(const attncheck_problem& p, const attncheck_attention_tensors& t, at::ScalarType type) const {
-    at::Tensor q = wrap(*t.q, type), k = wrap(*t.k, type), v = wrap(*t.v, type);
+  /// The checks forward and backward share: the problem, the input dtype and Q, K, V. Returns the
+  /// torch type of the inputs.
+  at::ScalarType checked_inputs(const attncheck_problem& p, const DLTensor* q, const DLTensor* k, const DLTensor* v) const {
+    impl::check_problem(p);
+    if (q == nullptr) impl::invalid("q: is NULL, but the problem requires it");
+    const std::optional<at::ScalarType> type = scalar_type_of(q->dtype);
+    if (!type) impl::unsupported("the torch adapters take float32, float16 and bfloat16, not " + impl::dtype_string(q->dtype));
+    check_supported(p, q->dtype, kDLCPU);
+    const DLDataType dt = q->dtype;
+    impl::check_cpu_tensor(q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {dt});
+    impl::check_cpu_tensor(k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt});
+    impl::check_cpu_tensor(v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt});
+    return *type;
+  }
+
+  /// The entry point's forward on q, k, v (which may require grad). `bias_leaf`: see build_masking.
+  ForwardOutputs run(const attncheck_problem& p, at::Tensor q, at::Tensor k, at::Tensor v, const DLTensor* mask,
+                     const DLTensor* key_lengths, at::ScalarType type, at::Tensor* bias_leaf = nullptr) const {
     const bool gqa = p.q_heads != p.kv_heads;
-    at::Tensor out;
-    std::optional<at::Tensor> lse;
+    ForwardOutputs f;
     switch (entry_) {
       case Entry::Sdpa: {
         // A strided last dimension would send the op to the math path (check_last_dim_stride_equals_1_dense),
@@ -307,17 +494,17 @@ class TorchAdapter final : public impl::BackendImpl {
         // the problem's alone.
         for (at::Tensor* x : {&q, &k, &v})
           if (x->stride(3) != 1) *x = x->contiguous();
-        const Masking m = build_masking(p, t, type, /*additive_only=*/false, /*causal_with_mask=*/false);
-        out = at::scaled_dot_product_attention(q, k, v, m.mask, 0.0, m.is_causal, p.scale, gqa);
+        const Masking m = build_masking(p, mask, key_lengths, type, /*additive_only=*/false, /*causal_with_mask=*/false, bias_leaf);
+        f.out = at::scaled_dot_product_attention(q, k, v, m.mask, 0.0, m.is_causal, p.scale, gqa);
         break;
       }
       case Entry::FlashCpu: {
         // GQA: the kernel reads kv head h / (Hq / Hkv) itself (num_head / num_head_kv in
         // FlashAttentionKernel.cpp; measured correct by the suite's GQA properties).
-        const Masking m = build_masking(p, t, type, /*additive_only=*/true, /*causal_with_mask=*/true);
+        const Masking m = build_masking(p, mask, key_lengths, type, /*additive_only=*/true, /*causal_with_mask=*/true, bias_leaf);
         auto [o, l] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, m.is_causal, m.mask, p.scale);
-        out = std::move(o);
-        lse = std::move(l);  // [B, H, Lq], natural log, float (accum_t), transposed view of [B, Lq, H]
+        f.out = std::move(o);
+        f.lse = std::move(l);  // [B, H, Lq], natural log, float (accum_t), transposed view of [B, Lq, H]
         break;
       }
       case Entry::Math: {
@@ -325,14 +512,13 @@ class TorchAdapter final : public impl::BackendImpl {
         // dispatches here (convert_boolean_attn_mask in attention.cpp), so that is this private
         // entry's contract. Handed a boolean mask it adds it to the scores as 1 / 0 (measured):
         // a misuse of the entry by its caller, not a finding about the library.
-        const Masking m = build_masking(p, t, type, /*additive_only=*/true, /*causal_with_mask=*/false);
-        out = std::get<0>(at::_scaled_dot_product_attention_math(q, k, v, m.mask, 0.0, m.is_causal, std::nullopt,
-                                                                   p.scale, gqa));
+        const Masking m = build_masking(p, mask, key_lengths, type, /*additive_only=*/true, /*causal_with_mask=*/false, bias_leaf);
+        f.out = std::get<0>(at::_scaled_dot_product_attention_math(q, k, v, m.mask, 0.0, m.is_causal, std::nullopt,
+                                                                     p.scale, gqa));
         break;
       }
     }
-    wrap(*t.out, type).copy_(out);
-    if (t.lse != nullptr && lse) wrap(*t.lse, at::kFloat).copy_(*lse);
+    return f;
   }
 
   Entry entry_;
