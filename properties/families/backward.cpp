@@ -170,7 +170,10 @@ void add_gradients(const HostTensor& a, const HostTensor& tau_a, const HostTenso
   tau = HostTensor(a.shape);
   for (size_t n = 0; n < a.values.size(); ++n) {
     sum.values[n] = a.values[n] + b.values[n];
-    tau.values[n] = tau_a.values[n] + tau_b.values[n] + 2 * kDoubleUnit * std::fabs(sum.values[n]);
+    // The sum's own rounding in double: a non-finite kernel value adds none (the pair comparison
+    // judges it as a disagreement, not as a bound it cannot evaluate).
+    const double rounding = std::isfinite(sum.values[n]) ? 2 * kDoubleUnit * std::fabs(sum.values[n]) : 0.0;
+    tau.values[n] = tau_a.values[n] + tau_b.values[n] + rounding;
   }
 }
 
@@ -208,17 +211,6 @@ void gradients_linear_in_dout(PropertyContext& ctx) {
              "the gradients of dO differ from the sum of the gradients of its two disjoint parts" + with_d_lse_note(d_lse));
 }
 
-// Whether query row i of head h in batch b may attend key k: inside the row's structural range
-// (key length, short mask, causal, window) and allowed by the mask element.
-bool key_allowed(const Problem& p, const CaseData& data, std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t k) {
-  const std::int64_t key_length = p.has_key_lengths ? data.key_lengths[static_cast<size_t>(b)] : p.k_len;
-  const Problem::KeyRange range = p.structural_key_range(i, key_length);
-  if (k < range.first || k >= range.last) return false;
-  if (p.mask == MaskKind::None) return true;
-  const double m = data.mask(p.mask_batch == 1 ? 0 : b, p.mask_heads == 1 ? 0 : h, p.mask_q_len == 1 ? 0 : i, k);
-  return p.mask == MaskKind::Boolean ? m != 0 : m != -INFINITY;
-}
-
 // 5. An excluded key has dS = 0 in every row (the reference's convention, and the function's: the
 // output does not depend on it), so a key that no query may see — forbidden by the mask in every
 // row, beyond the key length, outside every window — gets dK = dV = 0 exactly, whatever its K
@@ -253,13 +245,14 @@ void unreachable_keys_get_zero_gradient(PropertyContext& ctx) {
   const BackwardRun run = ctx.run_backward(c, data, handed, d_bias);
   const AttentionGradients& g = run.gradients;
   const std::string note = with_d_lse_note(d_lse);
+  const AttentionInputs inputs = data.inputs(p);
 
   for (std::int64_t b = 0; b < p.batch; ++b)
     for (std::int64_t kv = 0; kv < p.kv_heads; ++kv)
       for (std::int64_t k = 0; k < p.k_len; ++k) {
         bool reachable = false;
         for (std::int64_t h = kv * p.group_size(); h < (kv + 1) * p.group_size() && !reachable; ++h)
-          for (std::int64_t i = 0; i < p.q_len && !reachable; ++i) reachable = key_allowed(p, data, b, h, i, k);
+          for (std::int64_t i = 0; i < p.q_len && !reachable; ++i) reachable = attncheck::key_allowed(p, inputs, b, h, i, k);
         if (reachable) continue;
         for (std::int64_t d = 0; d < p.qk_dim; ++d)
           if (g.d_k(b, kv, k, d) != 0)
@@ -276,7 +269,7 @@ void unreachable_keys_get_zero_gradient(PropertyContext& ctx) {
     for (std::int64_t h = 0; h < p.q_heads; ++h)
       for (std::int64_t i = 0; i < p.q_len; ++i) {
         bool empty = true;
-        for (std::int64_t k = 0; k < p.k_len && empty; ++k) empty = !key_allowed(p, data, b, h, i, k);
+        for (std::int64_t k = 0; k < p.k_len && empty; ++k) empty = !attncheck::key_allowed(p, inputs, b, h, i, k);
         if (!empty) continue;
         for (std::int64_t d = 0; d < p.qk_dim; ++d)
           if (g.d_q(b, h, i, d) != 0)
@@ -311,7 +304,8 @@ void sum_over_groups(const Problem& p, const HostTensor& t, const HostTensor& ta
           double total = 0, magnitude = 0, bound = 0;
           for (std::int64_t h = g * p.group_size(); h < (g + 1) * p.group_size(); ++h) {
             total += t(b, h, k, d);
-            magnitude += std::fabs(t(b, h, k, d));
+            // A non-finite kernel value is judged by the pair comparison itself, not made into a bound.
+            if (std::isfinite(t(b, h, k, d))) magnitude += std::fabs(t(b, h, k, d));
             bound += tau(b, h, k, d);
           }
           sum(b, g, k, d) = total;
