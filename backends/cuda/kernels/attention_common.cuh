@@ -65,6 +65,19 @@ __device__ __forceinline__ KeyRange row_key_range(const AttentionParams& p, std:
   return {first, last};
 }
 
+/// What a block of a grid (⌈Lq / tile_rows⌉, Hq, B) owns: query rows [row0, row0 + rows) of head
+/// h in batch b (the last tile may be short), the kv head its group reads and batch b's key length.
+struct QueryTileOfBlock {
+  std::int64_t h, b, row0, rows, kv, key_length;
+};
+
+__device__ __forceinline__ QueryTileOfBlock query_tile_of_block(const AttentionParams& p, int tile_rows) {
+  const std::int64_t h = blockIdx.y, b = blockIdx.z;
+  const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows;
+  const std::int64_t rows = p.q_len - row0 < tile_rows ? p.q_len - row0 : tile_rows;
+  return {h, b, row0, rows, h / p.group, key_length_of(p, b)};
+}
+
 /// The keys some row of query tile [row0, row0 + rows) may see: the hull [first, last) of the
 /// rows' non-empty KeyRanges, or the empty {k_len, 0} when no row sees a key. Computed alike by
 /// every thread, so a loop over it is uniform across the block.

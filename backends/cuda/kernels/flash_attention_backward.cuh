@@ -211,11 +211,7 @@ __global__ void flash_backward_kv_kernel(BackwardParams bp, int tile_rows, int t
 template <class T>
 __global__ void flash_backward_q_kernel(BackwardParams bp, int tile_rows, int tile_keys) {
   const AttentionParams& p = bp.forward;
-  const std::int64_t h = blockIdx.y, b = blockIdx.z;
-  const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows;
-  const std::int64_t rows = p.q_len - row0 < tile_rows ? p.q_len - row0 : tile_rows;
-  const std::int64_t kv = h / p.group;
-  const std::int64_t key_length = key_length_of(p, b);
+  const auto [h, b, row0, rows, kv, key_length] = query_tile_of_block(p, tile_rows);
   const std::int64_t dk = p.qk_dim, dv = p.v_dim;
   const int tid = static_cast<int>(threadIdx.x), threads = static_cast<int>(blockDim.x);
 
