@@ -34,6 +34,18 @@ namespace attncheck::cpu_flash {
 
 namespace {
 std::int64_t round64(std::int64_t floats) { return (floats + 15) / 16 * 16; }  // 16 floats = 64 bytes
+
+/// Hands out consecutive pieces of one workspace, each rounded up to 64 bytes (round64) so that
+/// every piece starts as aligned as the first. The *_workspace_floats formulas add up the same
+/// rounded pieces.
+struct WorkspaceCarver {
+  float* next;
+  float* take(std::int64_t floats) {
+    float* const at = next;
+    next += round64(floats);
+    return at;
+  }
+};
 }  // namespace
 
 std::int64_t workspace_floats(std::int64_t qk_dim, std::int64_t dv_pad) {
@@ -43,19 +55,14 @@ std::int64_t workspace_floats(std::int64_t qk_dim, std::int64_t dv_pad) {
 
 Workspace carve_workspace(float* base, std::int64_t qk_dim, std::int64_t dv_pad) {
   Workspace ws{};
-  float* p = base;
-  auto take = [&](std::int64_t n) {
-    float* at = p;
-    p += round64(n);
-    return at;
-  };
-  ws.q = take(kBlockRows * qk_dim);
-  ws.s = take(kBlockRows * kBlockKeys);
-  ws.bias = take(kBlockRows * kBlockKeys);
-  ws.o = take(kBlockRows * dv_pad);
-  ws.m = take(kBlockRows);
-  ws.l = take(kBlockRows);
-  ws.alpha = take(kBlockRows);
+  WorkspaceCarver carve{base};
+  ws.q = carve.take(kBlockRows * qk_dim);
+  ws.s = carve.take(kBlockRows * kBlockKeys);
+  ws.bias = carve.take(kBlockRows * kBlockKeys);
+  ws.o = carve.take(kBlockRows * dv_pad);
+  ws.m = carve.take(kBlockRows);
+  ws.l = carve.take(kBlockRows);
+  ws.alpha = carve.take(kBlockRows);
   return ws;
 }
 
@@ -67,22 +74,17 @@ std::int64_t backward_workspace_floats(std::int64_t qk_dim, std::int64_t dk_pad,
 BackwardWorkspace carve_backward_workspace(float* base, std::int64_t qk_dim, std::int64_t dk_pad, std::int64_t v_dim,
                                            std::int64_t dv_pad) {
   BackwardWorkspace ws{};
-  float* p = base;
-  auto take = [&](std::int64_t n) {
-    float* at = p;
-    p += round64(n);
-    return at;
-  };
-  ws.kt = take(qk_dim * kBlockKeys);
-  ws.kr = take(kBlockKeys * dk_pad);
-  ws.vt = take(v_dim * kBlockKeys);
-  ws.dk_sum = take(kBlockKeys * dk_pad);
-  ws.dv_sum = take(kBlockKeys * dv_pad);
-  ws.p = take(kBackwardRows * kBlockKeys);
-  ws.ds = take(kBackwardRows * kBlockKeys);
-  ws.tanh = take(kBackwardRows * kBlockKeys);
-  ws.bias = take(kBackwardRows * kBlockKeys);
-  ws.dq_row = take(dk_pad);
+  WorkspaceCarver carve{base};
+  ws.kt = carve.take(qk_dim * kBlockKeys);
+  ws.kr = carve.take(kBlockKeys * dk_pad);
+  ws.vt = carve.take(v_dim * kBlockKeys);
+  ws.dk_sum = carve.take(kBlockKeys * dk_pad);
+  ws.dv_sum = carve.take(kBlockKeys * dv_pad);
+  ws.p = carve.take(kBackwardRows * kBlockKeys);
+  ws.ds = carve.take(kBackwardRows * kBlockKeys);
+  ws.tanh = carve.take(kBackwardRows * kBlockKeys);
+  ws.bias = carve.take(kBackwardRows * kBlockKeys);
+  ws.dq_row = carve.take(dk_pad);
   return ws;
 }
 

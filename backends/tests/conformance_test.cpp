@@ -14,60 +14,20 @@
 #include "attncheck/compare.h"
 #include "attncheck/execute.h"
 #include "flash_kernel.h"
+#include "grid_builders.h"
 
 namespace attncheck {
 namespace {
 
-Problem mha(std::int64_t b, std::int64_t h, std::int64_t lq, std::int64_t lk, std::int64_t d) {
-  return Problem::of_shape(b, h, h, lq, lk, d, d);
-}
-
-Problem grouped(std::int64_t hq, std::int64_t hkv, std::int64_t lq, std::int64_t lk, std::int64_t d) {
-  return Problem::of_shape(1, hq, hkv, lq, lk, d, d);
-}
-
-Problem with_key_lengths(Problem p) {
-  p.has_key_lengths = true;
-  return p;
-}
-
-// How a case hands Q, K, V and O over. Every compact tensor goes with strides = NULL, so the
-// ABI's "compact row-major" reading is exercised next to the explicit strides of the others.
-enum class Layout : std::uint8_t {
-  Compact,        // [B, H, L, D] row-major, strides NULL
-  SequenceMajor,  // [B, L, H, D] in memory, explicit strides, data behind a byte_offset
-  PaddedRows,     // [B, H, L, D] with 5 unused elements after every row (stride(L) = D + 5)
-};
+using namespace grid_builders;  // NOLINT(google-build-using-namespace): the grid's vocabulary
 
 // cpu-flash tiles keys by 64 and queries by 96 (cpu-flash/flash_kernel.h): the "Tile" cases sit
 // one below and one above those boundaries. The dtype is the target's (Conformance below).
 std::vector<GridCase> make_grid() {
   std::vector<GridCase> grid;
   auto add = [&](std::string name, const Problem& p, Layout layout = Layout::Compact) -> GridCase& {
-    GridCase g;
-    g.name = std::move(name);
-    g.c.problem = with_fp32_parameters(p);  // both CPU backends apply scale and softcap in fp32
-    g.c.seed = 1000 + grid.size();
-    g.c.sequence_major = layout == Layout::SequenceMajor;
-    g.options.null_strides = true;
-    // 64 bytes: a multiple of every element size, and short of the 256-byte alignment a
-    // backend might wrongly assume of the first element.
-    if (layout == Layout::SequenceMajor) g.options.byte_offset = 64;
-    if (layout == Layout::PaddedRows) g.options.row_padding = 5;
-    grid.push_back(std::move(g));
+    grid.push_back(layout_case(std::move(name), p, layout, 1000 + grid.size()));
     return grid.back();
-  };
-  // Rows i of the mask with i % n == n − 1 allow no key at all: the empty-row convention.
-  auto empty_rows_every = [](std::int64_t n) {
-    return [n](const AttentionCase& c, CaseData& d) {
-      forbid_in_mask(c.problem, d, [n](std::int64_t i) { return i % n == n - 1; }, 0, c.problem.mask_k_len);
-    };
-  };
-  // Every row of the mask forbids keys [begin, end): whole key tiles masked inside live rows.
-  auto masked_keys = [](std::int64_t begin, std::int64_t end) {
-    return [begin, end](const AttentionCase& c, CaseData& d) {
-      forbid_in_mask(c.problem, d, [](std::int64_t) { return true; }, begin, end);
-    };
   };
 
   add("Mha", mha(2, 4, 17, 33, 32));
@@ -196,13 +156,8 @@ std::string param_name(const testing::TestParamInfo<Param>& info) {
     backend += upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(ch))) : ch;
     upper = false;
   }
-  if (!target.isa.empty()) {
-    backend += static_cast<char>(std::toupper(static_cast<unsigned char>(target.isa[0])));
-    backend += target.isa.substr(1);
-  }
-  std::string dtype(dtype_name(target.dtype));
-  dtype[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(dtype[0])));
-  return backend + dtype + grid()[index].name;
+  if (!target.isa.empty()) backend += capitalized(target.isa);
+  return backend + capitalized(std::string(dtype_name(target.dtype))) + grid()[index].name;
 }
 
 std::vector<std::size_t> case_indices() {

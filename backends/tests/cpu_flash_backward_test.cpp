@@ -9,7 +9,6 @@
 // and the bits do not depend on the thread count.
 #include <gtest/gtest.h>
 
-#include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -27,9 +26,12 @@
 #include "attncheck/gradient_tolerance.h"
 #include "attncheck/reference.h"
 #include "flash_kernel.h"
+#include "grid_builders.h"
 
 namespace attncheck {
 namespace {
+
+using namespace grid_builders;  // NOLINT(google-build-using-namespace): the grid's vocabulary
 
 /// Whether some query row of some head of kv head g's group (batch b) may attend key j: the
 /// structural range of problem.h, then the elementwise mask (boolean 0 and additive −inf forbid).
@@ -46,28 +48,10 @@ bool key_reachable(const Problem& p, const AttentionInputs& in, std::int64_t b, 
   return false;
 }
 
-// How Q, K, V, O, dO and the gradients are laid out in memory (run_backend_backward's options).
-enum class Layout : std::uint8_t {
-  Compact,        // [B, H, L, D] row-major, strides NULL
-  SequenceMajor,  // [B, L, H, D] in memory, data behind a byte_offset
-  PaddedRows,     // [B, H, L, D] with 5 unused elements after every row
-};
-
 struct BackwardCase {
   GridCase grid;
   bool d_lse = false;
 };
-
-Problem mha(std::int64_t b, std::int64_t h, std::int64_t lq, std::int64_t lk, std::int64_t d) {
-  return Problem::of_shape(b, h, h, lq, lk, d, d);
-}
-Problem grouped(std::int64_t hq, std::int64_t hkv, std::int64_t lq, std::int64_t lk, std::int64_t d) {
-  return Problem::of_shape(1, hq, hkv, lq, lk, d, d);
-}
-Problem with_key_lengths(Problem p) {
-  p.has_key_lengths = true;
-  return p;
-}
 
 // cpu-flash's backward tiles are 64 query rows × 64 keys (flash_kernel.h): the "Tile" cases sit
 // on and beside those edges. Every other case passes dLSE; keys no query may see are poisoned
@@ -76,28 +60,11 @@ std::vector<BackwardCase> make_grid() {
   std::vector<BackwardCase> grid;
   auto add = [&](std::string name, const Problem& p, Layout layout = Layout::Compact) -> BackwardCase& {
     BackwardCase b;
-    b.grid.name = std::move(name);
-    b.grid.c.problem = with_fp32_parameters(p);  // cpu-flash applies scale and softcap in fp32
-    b.grid.c.seed = 5000 + grid.size();
-    b.grid.c.sequence_major = layout == Layout::SequenceMajor;
+    b.grid = layout_case(std::move(name), p, layout, 5000 + grid.size());
     b.grid.c.poison_masked = p.has_key_lengths || (p.mask != MaskKind::None && p.mask_k_len < p.k_len);
-    b.grid.options.null_strides = true;
-    b.grid.options.sequence_major = layout == Layout::SequenceMajor;
-    if (layout == Layout::SequenceMajor) b.grid.options.byte_offset = 64;
-    if (layout == Layout::PaddedRows) b.grid.options.row_padding = 5;
     b.d_lse = grid.size() % 2 == 0;
     grid.push_back(std::move(b));
     return grid.back();
-  };
-  auto empty_rows_every = [](std::int64_t n) {
-    return [n](const AttentionCase& c, CaseData& d) {
-      forbid_in_mask(c.problem, d, [n](std::int64_t i) { return i % n == n - 1; }, 0, c.problem.mask_k_len);
-    };
-  };
-  auto masked_keys = [](std::int64_t begin, std::int64_t end) {
-    return [begin, end](const AttentionCase& c, CaseData& d) {
-      forbid_in_mask(c.problem, d, [](std::int64_t) { return true; }, begin, end);
-    };
   };
 
   add("Mha", mha(2, 4, 17, 33, 32));
@@ -264,11 +231,8 @@ std::vector<std::size_t> case_indices() {
 
 std::string param_name(const testing::TestParamInfo<Param>& info) {
   const auto& [target, index] = info.param;
-  std::string isa = target.isa.empty() ? "Widest" : target.isa;
-  isa[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(isa[0])));
-  std::string dtype(dtype_name(target.dtype));
-  dtype[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(dtype[0])));
-  return isa + dtype + grid()[index].grid.name;
+  const std::string isa = target.isa.empty() ? "Widest" : capitalized(target.isa);
+  return isa + capitalized(std::string(dtype_name(target.dtype))) + grid()[index].grid.name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Grid, CpuFlashBackward, testing::Combine(testing::ValuesIn(targets()), testing::ValuesIn(case_indices())),

@@ -102,6 +102,18 @@ Observed observe(const std::string& mutant, const ExactCase& c) {
 
 using Values = std::vector<double>;
 
+/// Dq, dK and dV as a derivation in this file gives them, each compared with == (exact: see the
+/// file comment).
+struct ExpectedGradients {
+  Values d_q, d_k, d_v;
+};
+
+void expect_gradients(const AttentionGradients& got, const ExpectedGradients& want, const std::string& whose) {
+  EXPECT_EQ(got.d_q.values, want.d_q) << whose << "'s dQ";
+  EXPECT_EQ(got.d_k.values, want.d_k) << whose << "'s dK";
+  EXPECT_EQ(got.d_v.values, want.d_v) << whose << "'s dV";
+}
+
 // One query, one key, Dk = Dv = 1, σ = 1/2: q = 2, k = 3, v = 4, dO = 2, and dLSE = 1/2 when
 // asked. s = σ q k = 3 = lse, P = 1, O = v = 4, dP = dO v = 8 = dO O = D: dS = P (dP − D + dLSE) =
 // dLSE exactly, and dV = P dO = 2.
@@ -121,12 +133,8 @@ ExactCase one_key(bool with_d_lse) {
 // dS = P dP = 8: dQ = σ dS k = 12, dK = σ dS q = 8, dV unchanged.
 TEST(MutantBackward, NoDTermLeavesTheSoftmaxJacobiansShiftOut) {
   const Observed o = observe("mutant-bwd-no-d-term", one_key(false));
-  EXPECT_EQ(o.reference.d_q.values, (Values{0}));
-  EXPECT_EQ(o.reference.d_k.values, (Values{0}));
-  EXPECT_EQ(o.reference.d_v.values, (Values{2}));
-  EXPECT_EQ(o.mutant.d_q.values, (Values{12}));
-  EXPECT_EQ(o.mutant.d_k.values, (Values{8}));
-  EXPECT_EQ(o.mutant.d_v.values, (Values{2}));
+  expect_gradients(o.reference, {{0}, {0}, {2}}, "reference");
+  expect_gradients(o.mutant, {{12}, {8}, {2}}, "mutant");
 }
 
 // One query, two keys, the mask allowing key 1 only, σ = 1/2: q = 2, k = (5, 3), v = (7, 4),
@@ -144,12 +152,8 @@ TEST(MutantBackward, DvUntransposedReadsTheWrongEntryOfP) {
   c.data.v.values = {7, 4};
   c.d_out.values = {2};
   const Observed o = observe("mutant-bwd-dv-untransposed", c);
-  EXPECT_EQ(o.reference.d_v.values, (Values{0, 2}));
-  EXPECT_EQ(o.reference.d_q.values, (Values{0}));
-  EXPECT_EQ(o.reference.d_k.values, (Values{0, 0}));
-  EXPECT_EQ(o.mutant.d_v.values, (Values{0, 0}));
-  EXPECT_EQ(o.mutant.d_q.values, (Values{0}));
-  EXPECT_EQ(o.mutant.d_k.values, (Values{0, 0}));
+  expect_gradients(o.reference, {{0}, {0, 0}, {0, 2}}, "reference");
+  expect_gradients(o.mutant, {{0}, {0, 0}, {0, 0}}, "mutant");
 }
 
 // Two query heads reading one kv head, one key, σ = 1: q = (1, 2), k = 3, v = 5, dO = (1, 1),
@@ -167,12 +171,8 @@ TEST(MutantBackward, GqaOneHeadDropsTheOtherHeadsOfTheGroup) {
   c.d_out.values = {1, 1};
   c.d_lse->values = {1, 2};
   const Observed o = observe("mutant-bwd-gqa-one-head", c);
-  EXPECT_EQ(o.reference.d_q.values, (Values{3, 6}));
-  EXPECT_EQ(o.reference.d_k.values, (Values{5}));
-  EXPECT_EQ(o.reference.d_v.values, (Values{2}));
-  EXPECT_EQ(o.mutant.d_q.values, (Values{3, 6}));
-  EXPECT_EQ(o.mutant.d_k.values, (Values{1}));
-  EXPECT_EQ(o.mutant.d_v.values, (Values{1}));
+  expect_gradients(o.reference, {{3, 6}, {5}, {2}}, "reference");
+  expect_gradients(o.mutant, {{3, 6}, {1}, {1}}, "mutant");
 }
 
 // one_key with dLSE and softcap c = 3: the raw score r = σ q k = 3 is capped to 3 tanh(1) = lse,
@@ -184,9 +184,7 @@ TEST(MutantBackward, NoSoftcapDerivativeIgnoresTheCapsSlope) {
   ExactCase c = one_key(true);
   c.problem.softcap = 3;
   const Observed o = observe("mutant-bwd-no-softcap-derivative", c);
-  EXPECT_EQ(o.mutant.d_q.values, (Values{0.75}));
-  EXPECT_EQ(o.mutant.d_k.values, (Values{0.5}));
-  EXPECT_EQ(o.mutant.d_v.values, (Values{2}));
+  expect_gradients(o.mutant, {{0.75}, {0.5}, {2}}, "mutant");
   EXPECT_EQ(o.reference.d_v.values, (Values{2}));
   EXPECT_GT(o.reference.d_q.values[0], 0.41 * 0.75);
   EXPECT_LT(o.reference.d_q.values[0], 0.43 * 0.75);
@@ -197,12 +195,8 @@ TEST(MutantBackward, NoSoftcapDerivativeIgnoresTheCapsSlope) {
 // one_key with dLSE: dS = 1/2, dQ = σ dS k = 3/4, dK = σ dS q = 1/2. Without σ in dK: dS q = 1.
 TEST(MutantBackward, DkWithoutScaleIsOffByTheScale) {
   const Observed o = observe("mutant-bwd-dk-without-scale", one_key(true));
-  EXPECT_EQ(o.reference.d_q.values, (Values{0.75}));
-  EXPECT_EQ(o.reference.d_k.values, (Values{0.5}));
-  EXPECT_EQ(o.reference.d_v.values, (Values{2}));
-  EXPECT_EQ(o.mutant.d_q.values, (Values{0.75}));
-  EXPECT_EQ(o.mutant.d_k.values, (Values{1}));
-  EXPECT_EQ(o.mutant.d_v.values, (Values{2}));
+  expect_gradients(o.reference, {{0.75}, {0.5}, {2}}, "reference");
+  expect_gradients(o.mutant, {{0.75}, {1}, {2}}, "mutant");
 }
 
 // One key, σ = 1, q = k = 10: s = 100 = lse, P = e^0 = 1; v = 4, dO = 2, dLSE = 1/2: dS = 1/2,
@@ -219,9 +213,7 @@ TEST(MutantBackward, UnshiftedExpOverflowsOnLargeLogits) {
   c.d_out.values = {2};
   c.d_lse->values = {0.5};
   const Observed o = observe("mutant-bwd-unshifted-exp", c);
-  EXPECT_EQ(o.reference.d_q.values, (Values{5}));
-  EXPECT_EQ(o.reference.d_k.values, (Values{5}));
-  EXPECT_EQ(o.reference.d_v.values, (Values{2}));
+  expect_gradients(o.reference, {{5}, {5}, {2}}, "reference");
   EXPECT_TRUE(std::isnan(o.mutant.d_q.values[0])) << o.mutant.d_q.values[0];
   EXPECT_TRUE(std::isnan(o.mutant.d_k.values[0])) << o.mutant.d_k.values[0];
   EXPECT_TRUE(std::isnan(o.mutant.d_v.values[0])) << o.mutant.d_v.values[0];
@@ -287,12 +279,8 @@ TEST(MutantBackward, MaskedKeysGetDkAtAKeyNoQuerySees) {
   c.data.v.values = {1, 3};
   c.d_out.values = {1};
   const Observed o = observe("mutant-bwd-masked-keys-get-dk", c);
-  EXPECT_EQ(o.reference.d_q.values, (Values{0}));
-  EXPECT_EQ(o.reference.d_k.values, (Values{0, 0}));
-  EXPECT_EQ(o.reference.d_v.values, (Values{1, 0}));
-  EXPECT_EQ(o.mutant.d_q.values, (Values{0}));
-  EXPECT_EQ(o.mutant.d_k.values, (Values{0, 2.0 * static_cast<double>(1e-3f)}));
-  EXPECT_EQ(o.mutant.d_v.values, (Values{1, 0}));
+  expect_gradients(o.reference, {{0}, {0, 0}, {1, 0}}, "reference");
+  expect_gradients(o.mutant, {{0}, {0, 2.0 * static_cast<double>(1e-3f)}, {1, 0}}, "mutant");
 }
 
 // One query, Lk = T + 1 (two key tiles, T = kBackwardKeyTile), the mask allowing key T only,
@@ -314,12 +302,8 @@ TEST(MutantBackward, DqLostUpdateLosesTheLastKeyTile) {
   Values dk(static_cast<size_t>(tile + 1), 0.0), dv(static_cast<size_t>(tile + 1), 0.0);
   dk[static_cast<size_t>(tile)] = 0.5;
   dv[static_cast<size_t>(tile)] = 2;
-  EXPECT_EQ(o.reference.d_q.values, (Values{0.75}));
-  EXPECT_EQ(o.reference.d_k.values, dk);
-  EXPECT_EQ(o.reference.d_v.values, dv);
-  EXPECT_EQ(o.mutant.d_q.values, (Values{0}));
-  EXPECT_EQ(o.mutant.d_k.values, dk);
-  EXPECT_EQ(o.mutant.d_v.values, dv);
+  expect_gradients(o.reference, {{0.75}, dk, dv}, "reference");
+  expect_gradients(o.mutant, {{0}, dk, dv}, "mutant");
 }
 
 // The forward mutants keep the table they were caught with: no backward pass.

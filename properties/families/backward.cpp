@@ -321,11 +321,7 @@ void sum_over_groups(const Problem& p, const HostTensor& t, const HostTensor& ta
 void gqa_backward_is_summed_mha(PropertyContext& ctx) {
   AttentionCase c = ctx.draw_case(ctx.space());
   Problem& p = c.problem;
-  if (p.kv_heads == p.q_heads) {
-    p.kv_heads = *rc::gen::element<std::int64_t>(1, 2);
-    p.q_heads = p.kv_heads * 3;
-    if (p.mask_heads != 1) p.mask_heads = p.q_heads;
-  }
+  ensure_grouped(p);
   ctx.classify(c);
   const BackwardProfile backward = ctx.backward_profile(p);
   AttentionCase mha = c;
@@ -335,16 +331,8 @@ void gqa_backward_is_summed_mha(PropertyContext& ctx) {
   const bool d_bias = wants_d_bias(p, backward) && wants_d_bias(mha.problem, mha_backward);
   const Prepared grouped_case = prepare(ctx, c, d_lse);
   CaseData repeated = grouped_case.data;
-  auto repeat = [&](const HostTensor& t) {
-    HostTensor r({t.shape[0], p.q_heads, t.shape[2], t.shape[3]});
-    for (std::int64_t b = 0; b < t.shape[0]; ++b)
-      for (std::int64_t h = 0; h < p.q_heads; ++h)
-        for (std::int64_t k = 0; k < t.shape[2]; ++k)
-          for (std::int64_t l = 0; l < t.shape[3]; ++l) r(b, h, k, l) = t(b, p.kv_head_of(h), k, l);
-    return r;
-  };
-  repeated.k = repeat(grouped_case.data.k);
-  repeated.v = repeat(grouped_case.data.v);
+  repeated.k = repeat_kv_heads(p, grouped_case.data.k);
+  repeated.v = repeat_kv_heads(p, grouped_case.data.v);
   const JudgedBackward grouped = run_backward_and_bound(ctx, c, grouped_case.data, grouped_case.backward, d_bias);
   const JudgedBackward expanded = run_backward_and_bound(ctx, mha, std::move(repeated), grouped_case.backward, d_bias);
   AttentionGradients summed;
@@ -466,16 +454,7 @@ void backward_robustness(PropertyContext& ctx) {
   switch (hard) {
     case HardInput::LargeLogits: c.values = ValueKind::LargeLogits; break;  // |s| ≈ 1e3
     case HardInput::MaskedTiles:
-      // A narrow causal window over many keys, as the forward's robustness draws it.
-      p.k_len = std::max<std::int64_t>(p.k_len, 130);
-      p.causal = true;
-      p.alignment = Alignment::BottomRight;
-      p.diagonal_offset = 0;
-      p.window_left = *rc::gen::inRange<std::int64_t>(0, 4);
-      p.window_right = 0;
-      if (p.mask != MaskKind::None) p.mask_k_len = p.k_len;
-      if (p.batch * p.q_heads * p.q_len * p.k_len * std::max(p.qk_dim, p.v_dim) > 4'000'000) p.q_len = 1;
-      if (p.mask != MaskKind::None && p.mask_q_len != 1) p.mask_q_len = p.q_len;
+      mask_whole_key_tiles(p);  // as the forward's robustness draws it
       break;
     case HardInput::SubnormalValues:
     case HardInput::SubnormalDout: break;

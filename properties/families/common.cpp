@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
 
@@ -182,6 +183,34 @@ GradientVerdict compare_gradient_pair(const AttentionGradients& a, const Gradien
   if (v.max_ratio > 1) v.passed = false;
   else v.failure.clear();
   return v;
+}
+
+void ensure_grouped(Problem& p) {
+  if (p.kv_heads != p.q_heads) return;
+  p.kv_heads = *rc::gen::element<std::int64_t>(1, 2);
+  p.q_heads = p.kv_heads * 3;
+  if (p.mask_heads != 1) p.mask_heads = p.q_heads;
+}
+
+HostTensor repeat_kv_heads(const Problem& p, const HostTensor& t) {
+  HostTensor r({t.shape[0], p.q_heads, t.shape[2], t.shape[3]});
+  for (std::int64_t b = 0; b < t.shape[0]; ++b)
+    for (std::int64_t h = 0; h < p.q_heads; ++h)
+      for (std::int64_t k = 0; k < t.shape[2]; ++k)
+        for (std::int64_t l = 0; l < t.shape[3]; ++l) r(b, h, k, l) = t(b, p.kv_head_of(h), k, l);
+  return r;
+}
+
+void mask_whole_key_tiles(Problem& p) {
+  p.k_len = std::max<std::int64_t>(p.k_len, 130);
+  p.causal = true;
+  p.alignment = Alignment::BottomRight;
+  p.diagonal_offset = 0;
+  p.window_left = *rc::gen::inRange<std::int64_t>(0, 4);
+  p.window_right = 0;
+  if (p.mask != MaskKind::None) p.mask_k_len = p.k_len;
+  if (p.batch * p.q_heads * p.q_len * p.k_len * std::max(p.qk_dim, p.v_dim) > 4'000'000) p.q_len = 1;
+  if (p.mask != MaskKind::None && p.mask_q_len != 1) p.mask_q_len = p.q_len;
 }
 
 }  // namespace attncheck::props

@@ -83,4 +83,18 @@ GradientVerdict judge_gradients(const JudgedBackward& j);
 GradientVerdict compare_gradient_pair(const AttentionGradients& a, const GradientBounds& tau_a,
                                       const AttentionGradients& b, const GradientBounds& tau_b);
 
+/// Makes a drawn MHA problem grouped: Hkv drawn from {1, 2} and Hq = 3 Hkv (a mask over every
+/// head follows Hq). A problem that is grouped already is left as drawn. The GQA properties
+/// compare such a problem with its MHA expansion (repeat_kv_heads).
+void ensure_grouped(Problem& p);
+
+/// K or V [B, Hkv, Lk, D] of grouped problem `p` repeated per query head, [B, Hq, Lk, D], head h
+/// a copy of kv head p.kv_head_of(h): the MHA problem's operand that GQA is equal to.
+HostTensor repeat_kv_heads(const Problem& p, const HostTensor& t);
+
+/// A narrow causal window (bottom-right, left reach drawn from 0..4, right 0) over at least 130
+/// keys: whole key tiles are masked inside live rows, where a kernel may form −inf − (−inf). A
+/// mask follows the new key (and, when the work would exceed 4e6 score elements, query) length.
+void mask_whole_key_tiles(Problem& p);
+
 }  // namespace attncheck::props

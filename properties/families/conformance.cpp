@@ -38,17 +38,7 @@ void robustness(PropertyContext& ctx) {
       c.poison_masked = true;
       break;
     case HardInput::MaskedTiles:
-      // A narrow causal window over many keys: whole key tiles are masked inside live rows, the
-      // place where a kernel may form −inf − (−inf).
-      p.k_len = std::max<std::int64_t>(p.k_len, 130);
-      p.causal = true;
-      p.alignment = Alignment::BottomRight;
-      p.diagonal_offset = 0;
-      p.window_left = *rc::gen::inRange<std::int64_t>(0, 4);
-      p.window_right = 0;
-      if (p.mask != MaskKind::None) p.mask_k_len = p.k_len;
-      if (p.batch * p.q_heads * p.q_len * p.k_len * std::max(p.qk_dim, p.v_dim) > 4'000'000) p.q_len = 1;
-      if (p.mask != MaskKind::None && p.mask_q_len != 1) p.mask_q_len = p.q_len;
+      mask_whole_key_tiles(p);
       break;
     case HardInput::Subnormal: break;
   }

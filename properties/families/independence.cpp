@@ -97,11 +97,7 @@ void batch_independence(PropertyContext& ctx) {
 void gqa_equivalence(PropertyContext& ctx) {
   AttentionCase c = ctx.draw_case(ctx.space());
   Problem& p = c.problem;
-  if (p.kv_heads == p.q_heads) {
-    p.kv_heads = *rc::gen::element<std::int64_t>(1, 2);
-    p.q_heads = p.kv_heads * 3;
-    if (p.mask_heads != 1) p.mask_heads = p.q_heads;
-  }
+  ensure_grouped(p);
   ctx.classify(c);
   ctx.require_supported(p);
   const JudgedRun grouped = run_and_bound(ctx, c);
@@ -110,16 +106,8 @@ void gqa_equivalence(PropertyContext& ctx) {
   mha.problem.kv_heads = p.q_heads;
   ctx.require_supported(mha.problem);
   CaseData repeated = grouped.data;
-  auto repeat = [&](const HostTensor& t) {
-    HostTensor r({t.shape[0], p.q_heads, t.shape[2], t.shape[3]});
-    for (std::int64_t b = 0; b < t.shape[0]; ++b)
-      for (std::int64_t h = 0; h < p.q_heads; ++h)
-        for (std::int64_t k = 0; k < t.shape[2]; ++k)
-          for (std::int64_t l = 0; l < t.shape[3]; ++l) r(b, h, k, l) = t(b, p.kv_head_of(h), k, l);
-    return r;
-  };
-  repeated.k = repeat(grouped.data.k);
-  repeated.v = repeat(grouped.data.v);
+  repeated.k = repeat_kv_heads(p, grouped.data.k);
+  repeated.v = repeat_kv_heads(p, grouped.data.v);
   const JudgedRun expanded = run_and_bound(ctx, mha, std::move(repeated));
   ctx.expect(compare_pair(grouped.run.out, grouped.tau, expanded.run.out, expanded.tau), c,
              fmt::format("GQA (Hq={}, Hkv={}) differs from MHA over repeated K/V", p.q_heads, p.kv_heads));

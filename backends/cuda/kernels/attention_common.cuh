@@ -65,6 +65,47 @@ __device__ __forceinline__ KeyRange row_key_range(const AttentionParams& p, std:
   return {first, last};
 }
 
+/// What a block of a grid (⌈Lq / tile_rows⌉, Hq, B) owns: query rows [row0, row0 + rows) of head
+/// h in batch b (the last tile may be short), the kv head its group reads and batch b's key length.
+struct QueryTileOfBlock {
+  std::int64_t h, b, row0, rows, kv, key_length;
+};
+
+__device__ __forceinline__ QueryTileOfBlock query_tile_of_block(const AttentionParams& p, int tile_rows) {
+  const std::int64_t h = blockIdx.y, b = blockIdx.z;
+  const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows;
+  const std::int64_t rows = p.q_len - row0 < tile_rows ? p.q_len - row0 : tile_rows;
+  return {h, b, row0, rows, h / p.group, key_length_of(p, b)};
+}
+
+/// The keys some row of query tile [row0, row0 + rows) may see: the hull [first, last) of the
+/// rows' non-empty KeyRanges, or the empty {k_len, 0} when no row sees a key. Computed alike by
+/// every thread, so a loop over it is uniform across the block.
+__device__ __forceinline__ KeyRange query_tile_key_span(const AttentionParams& p, std::int64_t row0,
+                                                        std::int64_t rows, std::int64_t key_length) {
+  KeyRange span{p.k_len, 0};
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const KeyRange range = row_key_range(p, row0 + r, key_length);
+    if (range.first < range.last) {
+      span.first = range.first < span.first ? range.first : span.first;
+      span.last = range.last > span.last ? range.last : span.last;
+    }
+  }
+  return span;
+}
+
+/// Stages keys [key0, key0 + keys) of K and V of kv head kv.
+template <class T>
+__device__ __forceinline__ void load_key_tile(const AttentionParams& p, std::int64_t b, std::int64_t kv,
+                                              std::int64_t key0, std::int64_t keys, float* k_tile, float* v_tile) {
+  const std::int64_t dk = p.qk_dim, dv = p.v_dim;
+  const int tid = static_cast<int>(threadIdx.x), threads = static_cast<int>(blockDim.x);
+  for (std::int64_t e = tid; e < keys * dk; e += threads)
+    k_tile[e] = to_float(element<T>(p.k, b, kv, key0 + e / dk, e % dk));
+  for (std::int64_t e = tid; e < keys * dv; e += threads)
+    v_tile[e] = to_float(element<T>(p.v, b, kv, key0 + e / dv, e % dv));
+}
+
 /// The final score of key j for query row i (j inside the row's KeyRange), from the fp32 dot
 /// product q·k, and its slope ∂score/∂r with respect to the raw score r = scale·dot, which the
 /// backward pass multiplies dS by: s = r, or c·tanh(r/c) with softcap (slope 1 − tanh²(r/c));

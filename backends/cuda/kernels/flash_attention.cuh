@@ -30,11 +30,7 @@ inline std::size_t flash_shared_bytes(std::int64_t qk_dim, std::int64_t v_dim, i
 /// grid (⌈Lq / tile_rows⌉, Hq, B), any block size, flash_shared_bytes(...) of dynamic shared memory.
 template <class T>
 __global__ void flash_attention_kernel(AttentionParams p, int tile_rows, int tile_keys) {
-  const std::int64_t h = blockIdx.y, b = blockIdx.z;
-  const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows;
-  const std::int64_t rows = p.q_len - row0 < tile_rows ? p.q_len - row0 : tile_rows;
-  const std::int64_t kv = h / p.group;
-  const std::int64_t key_length = key_length_of(p, b);
+  const auto [h, b, row0, rows, kv, key_length] = query_tile_of_block(p, tile_rows);
   const std::int64_t dk = p.qk_dim, dv = p.v_dim;
   const int tid = static_cast<int>(threadIdx.x), threads = static_cast<int>(blockDim.x);
 
@@ -48,17 +44,9 @@ __global__ void flash_attention_kernel(AttentionParams p, int tile_rows, int til
   float* const row_sum = row_max + tile_rows;
   float* const row_rescale = row_sum + tile_rows;
 
-  // The keys any row of this tile may see: fully masked key tiles (causal, window, padding) are
-  // never loaded. Every thread computes the same span, so the loop below is uniform and every
-  // thread reaches every barrier.
-  std::int64_t span_first = p.k_len, span_last = 0;
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const KeyRange range = row_key_range(p, row0 + r, key_length);
-    if (range.first < range.last) {
-      span_first = range.first < span_first ? range.first : span_first;
-      span_last = range.last > span_last ? range.last : span_last;
-    }
-  }
+  // Fully masked key tiles (causal, window, padding) are never loaded; the span is uniform across
+  // threads, so every thread reaches every barrier of the loop below.
+  const KeyRange span = query_tile_key_span(p, row0, rows, key_length);
 
   for (std::int64_t e = tid; e < rows * dk; e += threads)
     q_tile[e] = to_float(element<T>(p.q, b, h, row0 + e / dk, e % dk));
@@ -69,12 +57,9 @@ __global__ void flash_attention_kernel(AttentionParams p, int tile_rows, int til
   }
   __syncthreads();
 
-  for (std::int64_t key0 = span_first; key0 < span_last; key0 += tile_keys) {
-    const std::int64_t keys = span_last - key0 < tile_keys ? span_last - key0 : tile_keys;
-    for (std::int64_t e = tid; e < keys * dk; e += threads)
-      k_tile[e] = to_float(element<T>(p.k, b, kv, key0 + e / dk, e % dk));
-    for (std::int64_t e = tid; e < keys * dv; e += threads)
-      v_tile[e] = to_float(element<T>(p.v, b, kv, key0 + e / dv, e % dv));
+  for (std::int64_t key0 = span.first; key0 < span.last; key0 += tile_keys) {
+    const std::int64_t keys = span.last - key0 < tile_keys ? span.last - key0 : tile_keys;
+    load_key_tile<T>(p, b, kv, key0, keys, k_tile, v_tile);
     __syncthreads();
 
     // S = scale·Q Kᵀ, capped and masked; one (row, key) pair per thread at a time.

@@ -120,16 +120,25 @@ __device__ __forceinline__ void load_query_tile(const BackwardParams& bp, std::i
   }
 }
 
-/// Stages keys [key0, key0 + keys) of K and V of kv head kv.
-template <class T>
-__device__ __forceinline__ void load_key_tile(const AttentionParams& p, std::int64_t b, std::int64_t kv,
-                                              std::int64_t key0, std::int64_t keys, float* k_tile, float* v_tile) {
-  const std::int64_t dk = p.qk_dim, dv = p.v_dim;
+/// acc[o][d] += Σ_s w(o, s) x[s][d] for o < outputs, d < width, with w(o, s) =
+/// weights[o·output_stride + s·term_stride]: one element per thread at a time, one fp32 running sum
+/// per element over s ascending (the fixed order of the file comment). A zero weight is skipped,
+/// never multiplied, so a NaN or Inf x behind it never reaches the sum. dV and dK take the weights
+/// P and dR by column (output = key), dQ takes dR by row (output = query row).
+__device__ __forceinline__ void accumulate_weighted_sum(float* acc, std::int64_t outputs, std::int64_t width,
+                                                        const float* weights, std::int64_t output_stride,
+                                                        std::int64_t term_stride, const float* x,
+                                                        std::int64_t terms) {
   const int tid = static_cast<int>(threadIdx.x), threads = static_cast<int>(blockDim.x);
-  for (std::int64_t e = tid; e < keys * dk; e += threads)
-    k_tile[e] = to_float(element<T>(p.k, b, kv, key0 + e / dk, e % dk));
-  for (std::int64_t e = tid; e < keys * dv; e += threads)
-    v_tile[e] = to_float(element<T>(p.v, b, kv, key0 + e / dv, e % dv));
+  for (std::int64_t e = tid; e < outputs * width; e += threads) {
+    const std::int64_t o = e / width, d = e % width;
+    float a = acc[e];
+    for (std::int64_t s = 0; s < terms; ++s) {
+      const float w = weights[o * output_stride + s * term_stride];
+      if (w != 0.0f) a += w * x[s * width + d];
+    }
+    acc[e] = a;
+  }
 }
 
 /// grid (⌈Lk / tile_keys⌉, Hkv, B), any block size, flash_backward_kv_shared_bytes(...) of
@@ -183,24 +192,8 @@ __global__ void flash_backward_kv_kernel(BackwardParams bp, int tile_rows, int t
 
       // dV_c += Σ_r P_rc dO_r and dK_c += Σ_r dR_rc Q_r, one element per thread at a time, rows
       // in order; zero terms skipped (see the file comment).
-      for (std::int64_t e = tid; e < keys * dv; e += threads) {
-        const std::int64_t c = e / dv, d = e % dv;
-        float a = dv_acc[e];
-        for (std::int64_t r = 0; r < rows; ++r) {
-          const float weight = p_tile[r * tile_keys + c];
-          if (weight != 0.0f) a += weight * d_out_tile[r * dv + d];
-        }
-        dv_acc[e] = a;
-      }
-      for (std::int64_t e = tid; e < keys * dk; e += threads) {
-        const std::int64_t c = e / dk, d = e % dk;
-        float a = dk_acc[e];
-        for (std::int64_t r = 0; r < rows; ++r) {
-          const float dr = dr_tile[r * tile_keys + c];
-          if (dr != 0.0f) a += dr * q_tile[r * dk + d];
-        }
-        dk_acc[e] = a;
-      }
+      accumulate_weighted_sum(dv_acc, keys, dv, p_tile, 1, tile_keys, d_out_tile, rows);
+      accumulate_weighted_sum(dk_acc, keys, dk, dr_tile, 1, tile_keys, q_tile, rows);
       __syncthreads();  // the next query tile overwrites q_tile, d_out_tile, p_tile and dr_tile
     }
   }
@@ -218,11 +211,7 @@ __global__ void flash_backward_kv_kernel(BackwardParams bp, int tile_rows, int t
 template <class T>
 __global__ void flash_backward_q_kernel(BackwardParams bp, int tile_rows, int tile_keys) {
   const AttentionParams& p = bp.forward;
-  const std::int64_t h = blockIdx.y, b = blockIdx.z;
-  const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows;
-  const std::int64_t rows = p.q_len - row0 < tile_rows ? p.q_len - row0 : tile_rows;
-  const std::int64_t kv = h / p.group;
-  const std::int64_t key_length = key_length_of(p, b);
+  const auto [h, b, row0, rows, kv, key_length] = query_tile_of_block(p, tile_rows);
   const std::int64_t dk = p.qk_dim, dv = p.v_dim;
   const int tid = static_cast<int>(threadIdx.x), threads = static_cast<int>(blockDim.x);
 
@@ -237,21 +226,14 @@ __global__ void flash_backward_q_kernel(BackwardParams bp, int tile_rows, int ti
   float* const delta_tile = lse_tile + tile_rows;
 
   // The keys any row of this tile may see, as in flash_attention_kernel: uniform across threads.
-  std::int64_t span_first = p.k_len, span_last = 0;
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const KeyRange range = row_key_range(p, row0 + r, key_length);
-    if (range.first < range.last) {
-      span_first = range.first < span_first ? range.first : span_first;
-      span_last = range.last > span_last ? range.last : span_last;
-    }
-  }
+  const KeyRange span = query_tile_key_span(p, row0, rows, key_length);
 
   load_query_tile<T>(bp, b, h, row0, rows, q_tile, d_out_tile, lse_tile, delta_tile);
   for (std::int64_t e = tid; e < rows * dk; e += threads) dq_acc[e] = 0.0f;
   __syncthreads();
 
-  for (std::int64_t key0 = span_first; key0 < span_last; key0 += tile_keys) {
-    const std::int64_t keys = span_last - key0 < tile_keys ? span_last - key0 : tile_keys;
+  for (std::int64_t key0 = span.first; key0 < span.last; key0 += tile_keys) {
+    const std::int64_t keys = span.last - key0 < tile_keys ? span.last - key0 : tile_keys;
     load_key_tile<T>(p, b, kv, key0, keys, k_tile, v_tile);
     __syncthreads();
 
@@ -265,15 +247,7 @@ __global__ void flash_backward_q_kernel(BackwardParams bp, int tile_rows, int ti
     __syncthreads();
 
     // dQ_r += Σ_c dR_rc K_c, keys in order; a zero dR never multiplies a (possibly poisoned) K.
-    for (std::int64_t e = tid; e < rows * dk; e += threads) {
-      const std::int64_t r = e / dk, d = e % dk;
-      float a = dq_acc[e];
-      for (std::int64_t c = 0; c < keys; ++c) {
-        const float dr = dr_tile[r * tile_keys + c];
-        if (dr != 0.0f) a += dr * k_tile[c * dk + d];
-      }
-      dq_acc[e] = a;
-    }
+    accumulate_weighted_sum(dq_acc, rows, dk, dr_tile, tile_keys, 1, k_tile, keys);
     __syncthreads();  // the next key tile overwrites k_tile, v_tile and dr_tile
   }
 
