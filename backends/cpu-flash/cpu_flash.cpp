@@ -268,6 +268,8 @@ class CpuFlash final : public impl::BackendImpl {
     return p;
   }
 
+  std::uint32_t options() const override { return impl::kOptionAlibi | impl::kOptionSinks; }
+
   void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
     impl::check_problem(problem);
     if (!is_input_dtype(input))
@@ -280,8 +282,9 @@ class CpuFlash final : public impl::BackendImpl {
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     impl::check_problem(p);
-    Diagonals diagonals;
-    FlashParams fp = checked_params(p, t.q, t.k, t.v, t.mask, t.key_lengths, diagonals);
+    CallArrays arrays;
+    FlashParams fp = checked_params(p, t.q, t.k, t.v, t.mask, t.key_lengths, arrays);
+    set_inference_options(p, impl::alibi_slopes_of(t), impl::sinks_of(t), fp, arrays);
     const DLDataType dt = t.q->dtype;
     fp.out = strided(impl::check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim},
                                             {"batch", "query heads", "query length", "value dim"}, {dt}));
@@ -359,15 +362,29 @@ class CpuFlash final : public impl::BackendImpl {
   const char* isa() const { return kernels_.isa; }
 
  private:
-  /// Per batch: the diagonal offset and the key limit (Lk, its key length, the mask's length).
-  struct Diagonals {
+  /// The per-call arrays FlashParams points into: per batch the diagonal offset and the key limit
+  /// (Lk, its key length, the mask's length); the ALiBi slopes and the sinks (ABI 2.3).
+  struct CallArrays {
     std::vector<std::int64_t> offset, limit;
+    std::vector<float> slopes, sinks;
   };
+
+  /// ALiBi slopes and sinks, checked, into `fp` (pointing into `arrays`).
+  static void set_inference_options(const attncheck_problem& p, const DLTensor* slopes, const DLTensor* sinks,
+                                    FlashParams& fp, CallArrays& arrays) {
+    arrays.slopes = impl::checked_alibi_slopes(p, slopes, kDLCPU);
+    arrays.sinks = impl::checked_sinks(p, sinks, kDLCPU);
+    if (!arrays.slopes.empty()) {
+      fp.alibi_slopes = arrays.slopes.data();
+      fp.alibi_batch_stride = impl::alibi_of(p) == kAttncheckAlibiPerBatchHead ? p.q_heads : 0;
+    }
+    if (!arrays.sinks.empty()) fp.sinks = arrays.sinks.data();
+  }
 
   /// FlashParams of a call's problem, Q, K, V, mask and key lengths, every tensor checked; `out`
   /// and `lse` are the caller's. The pointers of `diagonals` go into the result.
   FlashParams checked_params(const attncheck_problem& p, const DLTensor* tq, const DLTensor* tk, const DLTensor* tv,
-                             const DLTensor* tmask, const DLTensor* key_lengths, Diagonals& diagonals) const {
+                             const DLTensor* tmask, const DLTensor* key_lengths, CallArrays& diagonals) const {
     using impl::check_cpu_tensor;
     if (tq == nullptr) impl::invalid("q: is NULL, but the problem requires it");
     const DLDataType dt = tq->dtype;
@@ -432,9 +449,10 @@ class CpuFlash final : public impl::BackendImpl {
 // Phase 1 over (b, h), phase 2 over (b, kv head), phase 3 over dbias's rows (flash_backward.inl).
 void CpuFlash::backward(const attncheck_problem& p, const attncheck_backward_tensors& t) {
   using impl::check_cpu_tensor;
-  Diagonals diagonals;
+  CallArrays arrays;
   BackwardParams bp;
-  bp.f = checked_params(p, t.q, t.k, t.v, t.mask, t.key_lengths, diagonals);
+  bp.f = checked_params(p, t.q, t.k, t.v, t.mask, t.key_lengths, arrays);
+  set_inference_options(p, impl::alibi_slopes_of(t), impl::sinks_of(t), bp.f, arrays);
   const DLDataType dt = t.q->dtype;
   const std::initializer_list<std::string_view> rows{"batch", "query heads", "query length"};
   const std::initializer_list<std::string_view> q_dims{"batch", "query heads", "query length", "head dim"};
@@ -534,7 +552,7 @@ float read_elem(const impl::TensorArg& t, std::int64_t i0, std::int64_t i1 = 0, 
 // projected heads (they are not re-rounded to the input dtype), fp32 output projection, and one
 // round-to-nearest into the input dtype at the end.
 void CpuFlash::forward_layer(const attncheck_layer_problem& lp, const attncheck_layer_tensors& t) {
-  const attncheck_problem& p = lp.attention;
+  const attncheck_problem p = attncheck_layer_core(&lp);
   impl::check_problem(p);
   if (lp.model_dim < 1) impl::invalid("layer.model_dim is " + std::to_string(lp.model_dim) + ", but must be >= 1");
   if (lp.self_attention && p.k_len != p.q_len)

@@ -168,7 +168,8 @@ struct FlashBackward {
       const int lo_rel = static_cast<int>(max64(0, min64(Bc, lo[r] - k0)));
       const int hi_rel = static_cast<int>(max64(0, min64(Bc, hi[r] - k0)));
       float* trow = ws.tanh + r * Bc;
-      final_scores<V>(P, prow, elementwise ? ws.bias + r * Bc : nullptr, lo_rel, hi_rel, trow);
+      final_scores<V>(P, prow, elementwise ? ws.bias + r * Bc : nullptr, lo_rel, hi_rel, trow, P.alibi_slope(b, h),
+                      k0 - (q0 + r + P.offset[b]));
       const float lse_r = lse[r];
       if (lse_r != lse_r) {
         // A row that attends a NaN: NaN weights for its allowed keys only (exp(−inf − NaN) would

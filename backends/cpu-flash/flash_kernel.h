@@ -54,6 +54,14 @@ struct FlashParams {
   const float* packed_k = nullptr;     ///< [tiles][Dk][kBlockKeys]
   const float* packed_v = nullptr;     ///< [tiles][kBlockKeys][dv_pad]
   const unsigned char* v_finite = nullptr;  ///< [tiles]: V's tile holds no NaN/Inf
+  // ABI 2.3 (backend.h): ALiBi slopes [Hq] or [B, Hq] (alibi_batch_stride Hq or 0), sinks [Hq].
+  const float* alibi_slopes = nullptr;  ///< NULL without ALiBi
+  std::int64_t alibi_batch_stride = 0;
+  const float* sinks = nullptr;         ///< NULL without sinks
+
+  float alibi_slope(std::int64_t b, std::int64_t h) const {
+    return alibi_slopes != nullptr ? alibi_slopes[b * alibi_batch_stride + h] : 0.0f;
+  }
 };
 
 /// One backward call: the forward's problem and inputs, the output gradients, the gradients to

@@ -127,10 +127,13 @@ void mask_bias_tile(const FlashParams& P, std::int64_t b, std::int64_t h, std::i
 /// mask_bias_tile) s + bias, exactly −inf where the bias is −inf; without, −inf outside columns
 /// [lo_rel, hi_rel). −inf replaces whatever a masked key's K made of the score, NaN included.
 /// `tanh_out`, when given with a softcap, keeps tanh(s/c) per column (the cap's derivative).
+/// With ALiBi, −slope·|j − p| is added after the cap and before the mask, column c being key
+/// j = p + key_minus_diagonal + c: one fp32 product (the distance is exact) and one addition.
 /// The forward and the backward both take their scores from here, so the backward recomputes
 /// the very scores its forward exponentiated.
 template <class V>
-void final_scores(const FlashParams& P, float* srow, const float* brow, int lo_rel, int hi_rel, float* tanh_out) {
+void final_scores(const FlashParams& P, float* srow, const float* brow, int lo_rel, int hi_rel, float* tanh_out,
+                  float alibi_slope, std::int64_t key_minus_diagonal) {
   constexpr std::int64_t Bc = kBlockKeys;
   const typename V::reg vscale = V::set1(P.scale);
   for (std::int64_t c0 = 0; c0 < Bc; c0 += V::W) V::store(srow + c0, V::mul(V::load(srow + c0), vscale));
@@ -139,6 +142,12 @@ void final_scores(const FlashParams& P, float* srow, const float* brow, int lo_r
       const float t = __builtin_tanhf(srow[c] / P.softcap);
       if (tanh_out != nullptr) tanh_out[c] = t;
       srow[c] = P.softcap * t;
+    }
+  }
+  if (P.alibi_slopes != nullptr) {
+    for (std::int64_t c = 0; c < Bc; ++c) {
+      const std::int64_t distance = key_minus_diagonal + c;
+      srow[c] -= alibi_slope * static_cast<float>(distance < 0 ? -distance : distance);
     }
   }
   if (brow != nullptr) {
@@ -212,6 +221,7 @@ struct FlashTile {
     const std::int64_t g = h / P.group;
     const bool elementwise = P.mask_kind != 0;
     const float neg_inf = kNegInf;
+    const float alibi_slope = P.alibi_slope(b, h);
 
     // Each row's allowed keys, apart from an elementwise mask, form one interval [lo, hi).
     std::int64_t lo[kBlockRows], hi[kBlockRows];
@@ -245,7 +255,8 @@ struct FlashTile {
         float* srow = ws.s + r * Bc;
         const int lo_rel = static_cast<int>(max64(0, min64(Bc, lo[r] - k0)));
         const int hi_rel = static_cast<int>(max64(0, min64(Bc, hi[r] - k0)));
-        final_scores<V>(P, srow, elementwise ? ws.bias + r * Bc : nullptr, lo_rel, hi_rel, nullptr);
+        final_scores<V>(P, srow, elementwise ? ws.bias + r * Bc : nullptr, lo_rel, hi_rel, nullptr, alibi_slope,
+                        k0 - (q0 + r + P.offset[b]));
         reg mx = V::set1(neg_inf);
         for (std::int64_t c0 = 0; c0 < Bc; c0 += W) mx = V::max(mx, V::load(srow + c0));
         const float m_old = ws.m[r];
@@ -290,6 +301,22 @@ struct FlashTile {
             for (std::int64_t d = 0; d < dv; ++d) o[d] = __builtin_fmaf(p, vt[k * dv_pad + d], o[d]);
           }
         }
+      }
+    }
+
+    // A sink σ (backend.h) is one last key of value 0: like a key tile, it may raise the row's
+    // max, rescaling O and l by α = e^{m − m'}, and adds e^{σ − m'} to l. A row without an allowed
+    // key gets O = 0 and LSE = σ.
+    const float sink = P.sinks != nullptr ? P.sinks[h] : neg_inf;
+    if (sink != neg_inf) {
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const float m_old = ws.m[r];
+        const float m_new = sink > m_old ? sink : m_old;
+        const float alpha = m_old == neg_inf ? 0.0f : V::exp1(m_old - m_new);
+        if (alpha != 1.0f)
+          for (std::int64_t d = 0; d < dv; ++d) ws.o[r * dv_pad + d] *= alpha;
+        ws.l[r] = alpha * ws.l[r] + V::exp1(sink - m_new);
+        ws.m[r] = m_new;
       }
     }
 

@@ -261,7 +261,7 @@ struct Owned {
 };
 
 void layer(const attncheck_layer_problem& lp, const attncheck_layer_tensors& t) {
-  const attncheck_problem& p = lp.attention;
+  const attncheck_problem p = attncheck_layer_core(&lp);
   impl::check_problem(p);
   if (lp.model_dim < 1) impl::invalid("layer.model_dim is " + std::to_string(lp.model_dim) + ", but must be >= 1");
   if (lp.self_attention && p.k_len != p.q_len)

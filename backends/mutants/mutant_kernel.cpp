@@ -125,7 +125,7 @@ class MutantBackend final : public impl::BackendImpl {
 
   // The layer: project per head with plain loops, run the core, project the concatenation.
   void forward_layer(const attncheck_layer_problem& lp, const attncheck_layer_tensors& t) override {
-    const attncheck_problem& p = lp.attention;
+    const attncheck_problem p = attncheck_layer_core(&lp);
     impl::check_problem(p);
     const std::int64_t dm = lp.model_dim, lq = p.q_len, lk = p.k_len, dk = p.qk_dim, dv = p.v_dim;
     const TensorArg x = check(t.x, "x", {p.batch, lq, dm}, {"batch", "length", "model dim"}, {impl::kF32});

@@ -1,5 +1,6 @@
 // Conversions between the suite's types and the ABI's, defined once (backend_handle.h).
 #include <cstddef>
+#include <cstring>
 #include <fmt/format.h>
 
 #include "attncheck/backend_handle.h"
@@ -112,6 +113,10 @@ attncheck_problem to_abi(const Problem& p) {
   a.mask_shape[1] = p.mask_heads;
   a.mask_shape[2] = p.mask_q_len;
   a.mask_shape[3] = p.mask_k_len;
+  a.alibi = p.alibi == AlibiSlopes::PerHead        ? kAttncheckAlibiPerHead
+            : p.alibi == AlibiSlopes::PerBatchHead ? kAttncheckAlibiPerBatchHead
+                                                   : kAttncheckAlibiNone;
+  a.has_sinks = p.sinks ? 1 : 0;
   return a;
 }
 
@@ -148,13 +153,28 @@ Problem from_abi(const attncheck_problem& a) {
   p.mask_heads = a.mask_shape[1];
   p.mask_q_len = a.mask_shape[2];
   p.mask_k_len = a.mask_shape[3];
+  // ABI 2.3 fields, read only where the writer's struct_size covers them (backend.h, rule 2).
+  if (ATTNCHECK_HAS_FIELD(&a, attncheck_problem, alibi)) {
+    switch (a.alibi) {
+      case kAttncheckAlibiNone: p.alibi = AlibiSlopes::None; break;
+      case kAttncheckAlibiPerHead: p.alibi = AlibiSlopes::PerHead; break;
+      case kAttncheckAlibiPerBatchHead: p.alibi = AlibiSlopes::PerBatchHead; break;
+      default: bad_field(fmt::format("problem.alibi: {} is not an attncheck_alibi (0..2)", a.alibi));
+    }
+  }
+  if (ATTNCHECK_HAS_FIELD(&a, attncheck_problem, has_sinks)) p.sinks = a.has_sinks != 0;
   return p;
 }
 
 attncheck_layer_problem to_abi(const LayerProblem& p) {
   attncheck_layer_problem a{};
   a.struct_size = sizeof(attncheck_layer_problem);
-  a.attention = to_abi(p.attention);
+  if (p.attention.has_alibi() || p.attention.sinks)
+    bad_field("layer problem: ALiBi and sinks are options of the attention core only (the layer embeds the "
+              "ABI 2.0 problem, backend.h)");
+  const attncheck_problem core = to_abi(p.attention);
+  std::memcpy(&a.attention, &core, ATTNCHECK_PROBLEM_SIZE_2_0);
+  a.attention.struct_size = static_cast<std::uint32_t>(ATTNCHECK_PROBLEM_SIZE_2_0);
   a.model_dim = p.model_dim;
   a.self_attention = p.self_attention ? 1 : 0;
   a.has_qkv_bias = p.has_qkv_bias ? 1 : 0;

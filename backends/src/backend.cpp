@@ -53,7 +53,23 @@ std::string last_error_of(const attncheck_backend* t) {
                                          status_name(status), last_error_of(t)));
 }
 
+// The ABI minor that introduced the newest option `problem` uses (backend.h, ABI 2.3).
+std::optional<std::pair<std::uint32_t, const char*>> newest_option(const Problem& problem) {
+  if (problem.has_alibi()) return std::pair{3u, "ALiBi"};
+  if (problem.sinks) return std::pair{3u, "attention sinks"};
+  return std::nullopt;
+}
+
 }  // namespace
+
+// A backend built for an older minor does not know the option's field exists and would compute
+// without it: such a problem is never sent to it (backend.h, "ABI 2.3").
+std::optional<std::string> Backend::predating_reason(const Problem& problem) const {
+  const auto option = newest_option(problem);
+  if (!option || table_->abi_version.minor >= option->first) return std::nullopt;
+  return fmt::format("the backend was built for ABI {}.{}, which predates {} (ABI 2.{})", table_->abi_version.major,
+                     table_->abi_version.minor, option->second, option->first);
+}
 
 std::optional<NumericsProfile> Backend::profile(DType input) const {
   attncheck_numerics_profile p{};
@@ -97,6 +113,7 @@ std::optional<NumericsProfile> Backend::profile(const Problem& problem, DType in
 }
 
 std::optional<std::string> Backend::unsupported_reason(const Problem& problem, DType input, DLDeviceType device) const {
+  if (auto reason = predating_reason(problem)) return reason;
   const attncheck_problem p = to_abi(problem);
   char reason[1024] = {};
   const attncheck_status status = table_->supports(table_, &p, to_dlpack(input), device, reason, sizeof reason);
@@ -110,6 +127,7 @@ std::optional<std::string> Backend::unsupported_reason(const Problem& problem, D
 }
 
 void Backend::forward(const Problem& problem, const attncheck_attention_tensors& tensors) {
+  if (auto reason = predating_reason(problem)) throw BackendError(kAttncheckNotSupported, fmt::format("{}: {}", name(), *reason));
   const attncheck_problem p = to_abi(problem);
   const attncheck_status status = table_->forward(table_, &p, &tensors);
   if (status != kAttncheckOk) fail(table_, "forward", status);
@@ -124,7 +142,7 @@ void Backend::forward_layer(const LayerProblem& problem, const attncheck_layer_t
 }
 
 std::optional<BackwardProfile> Backend::backward_profile(const Problem& problem, DType input) const {
-  if (!has_backward()) return std::nullopt;
+  if (!has_backward() || predating_reason(problem)) return std::nullopt;
   const attncheck_problem abi_problem = to_abi(problem);
   attncheck_backward_profile p{};
   p.struct_size = sizeof p;
@@ -142,6 +160,7 @@ std::optional<BackwardProfile> Backend::backward_profile(const Problem& problem,
 void Backend::backward(const Problem& problem, const attncheck_backward_tensors& tensors) {
   if (!has_backward())
     throw BackendError(kAttncheckNotSupported, fmt::format("{}: has no backward pass (backward is NULL or absent)", name()));
+  if (auto reason = predating_reason(problem)) throw BackendError(kAttncheckNotSupported, fmt::format("{}: {}", name(), *reason));
   const attncheck_problem p = to_abi(problem);
   const attncheck_status status = table_->backward(table_, &p, &tensors);
   if (status != kAttncheckOk) fail(table_, "backward", status);

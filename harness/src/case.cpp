@@ -143,10 +143,39 @@ std::int64_t PortableRandom::below(std::int64_t bound) {
   return bound <= 1 ? 0 : static_cast<std::int64_t>(next() % static_cast<std::uint64_t>(bound));
 }
 
+namespace {
+
+// The seed of the ALiBi-and-sinks stream of a case (make_case_data's comment), as
+// backward_stream_seed derives the backward's: a tag ("alibi+sk" in ASCII) XORed into the seed.
+std::uint64_t inference_stream_seed(std::uint64_t seed) {
+  constexpr std::uint64_t kInferenceTag = 0x616c6962692b736bull;  // "alibi+sk"
+  return PortableRandom(seed ^ kInferenceTag).next();
+}
+
+void draw_inference_inputs(const AttentionCase& c, CaseData& d) {
+  const Problem& p = c.problem;
+  if (!p.has_alibi() && !p.sinks) return;
+  PortableRandom rng(inference_stream_seed(c.seed));
+  const std::int64_t rows = p.alibi == AlibiSlopes::PerBatchHead ? p.batch : 1;
+  for (std::int64_t b = 0; b < rows && p.has_alibi(); ++b)
+    for (std::int64_t h = 0; h < p.q_heads; ++h) {
+      const double geometric = std::exp2(-8.0 * static_cast<double>(h + 1) / static_cast<double>(p.q_heads));
+      d.alibi_slopes.push_back(round_to(DType::F32, geometric * (0.5 + rng.uniform())));
+    }
+  for (std::int64_t h = 0; h < p.q_heads && p.sinks; ++h) {
+    const double logit = round_to(DType::F32, 3.0 * rng.normal());
+    d.sinks.push_back(rng.below(8) == 0 ? -std::numeric_limits<double>::infinity() : logit);
+  }
+}
+
+}  // namespace
+
 AttentionInputs CaseData::inputs(const Problem& problem) const {
-  AttentionInputs in{q.view(), k.view(), v.view(), {}, {}};
+  AttentionInputs in{q.view(), k.view(), v.view(), {}, {}, {}, {}};
   if (problem.mask != MaskKind::None) in.mask = mask.view();
   if (problem.has_key_lengths) in.key_lengths = key_lengths;
+  if (problem.has_alibi()) in.alibi_slopes = alibi_slopes;
+  if (problem.sinks) in.sinks = sinks;
   return in;
 }
 
@@ -250,6 +279,7 @@ CaseData make_case_data(const AttentionCase& c) {
         }
     }
   }
+  draw_inference_inputs(c, d);
   return d;
 }
 

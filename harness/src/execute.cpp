@@ -565,7 +565,7 @@ class GuardedCall {
 
 // Slots in the order of attncheck_attention_tensors and attncheck_backward_tensors, which share
 // their first five tensors; the backward's out and lse are inputs where the forward's are outputs.
-enum Slot : size_t { kQ, kK, kV, kMask, kKeyLengths, kOut, kLse, kForwardSlots };
+enum Slot : size_t { kQ, kK, kV, kMask, kKeyLengths, kOut, kLse, kAlibiSlopes, kSinks, kForwardSlots };
 enum BackwardSlot : size_t { kDOut = kForwardSlots, kDLse, kDQ, kDK, kDV, kDBias, kBackwardSlots };
 
 // The forward's inputs: Q, K and V in the layout the options ask for, the mask and the key
@@ -579,6 +579,18 @@ void put_attention_inputs(GuardedCall& call, const Problem& p, const NumericsPro
   call.put(kV, make_input("V", in.v, profile.input, layout, guard));
   if (p.mask != MaskKind::None) call.put(kMask, make_mask(p, in.mask, profile.additive_mask_dtype(), guard, compact));
   if (p.has_key_lengths) call.put(kKeyLengths, make_key_lengths(in.key_lengths, guard, compact));
+  // ABI 2.3: slopes [Hq] or [B, Hq] and sinks [Hq], float32 (backend.h). A value float32 would
+  // round is refused: make_case_data draws them in float32.
+  const char* const in_float32 = "round it to float32 before the reference sees it (make_case_data does)";
+  auto put_float32 = [&](size_t slot, const char* name, std::span<const double> values, std::int64_t rows, int rank) {
+    const std::int64_t cols = static_cast<std::int64_t>(values.size()) / rows;
+    const View4<const double> view{values.data(), {1, 1, rows, cols}, {0, 0, cols, 1}};
+    require_representable(name, view, DType::F32, "it is float32", in_float32);
+    call.put(slot, make_input_rank(name, view, rank, DType::F32, guard, compact));
+  };
+  if (p.alibi == AlibiSlopes::PerHead) put_float32(kAlibiSlopes, "alibi_slopes", in.alibi_slopes, 1, 1);
+  if (p.alibi == AlibiSlopes::PerBatchHead) put_float32(kAlibiSlopes, "alibi_slopes", in.alibi_slopes, p.batch, 2);
+  if (p.sinks) put_float32(kSinks, "sinks", in.sinks, 1, 1);
 }
 
 // A [B, H, L, D] output (O, dQ, dK, dV) in the layout the options ask for.
@@ -599,6 +611,8 @@ Tensors shared_tensors(Placement& placed) {
   tensors.v = placed.placed(kV);
   tensors.mask = placed.placed(kMask);
   tensors.key_lengths = placed.placed(kKeyLengths);
+  tensors.alibi_slopes = placed.placed(kAlibiSlopes);
+  tensors.sinks = placed.placed(kSinks);
   return tensors;
 }
 

@@ -101,16 +101,31 @@ struct KeyTerm {
 //  3. exp u_E;
 //  5. a narrow score store u_S|s_k|; 6. an additive bias u_S|s_k|;
 //  7. softcap (u_T + 2u_S)|c_k| (|c_k| ≤ a_k with a bias, = |s_k| without);
+// 10. ALiBi, of magnitude `alibi_abs` at this key: its product and its addition, u_S(|alibi_k| +
+//     |s_k|), and with an additive mask as well the first addition's partial sum, u_S(a_k + |s_k|
+//     + |alibi_k|) (the forward's term 10, per key);
 // plus the reference's own rounding of the same quantities in double.
-double logit_error(const Problem& problem, const GradientUnits& u, double a, double s_abs, double shift_abs) {
+double logit_error(const Problem& problem, const GradientUnits& u, double a, double s_abs, double shift_abs,
+                   double alibi_abs) {
   const detail::Units& f = u.forward;
-  const bool bias = problem.mask == MaskKind::Additive;
+  const bool mask_bias = problem.mask == MaskKind::Additive;
+  const bool bias = mask_bias || problem.has_alibi();
   double alpha = gamma(static_cast<double>(problem.qk_dim), f.u_dot + kReferenceUnit);
-  double beta = 0;
+  double beta = 0, position = 0;
   if (f.narrow_score_store) beta += f.u_s;
-  if (bias) beta += f.u_s;
+  if (mask_bias) beta += f.u_s;
   if (problem.softcap > 0) (bias ? alpha : beta) += f.u_t + 2 * f.u_s;
-  return alpha * a + beta * s_abs + 3 * (f.u_s + kReferenceUnit) * (s_abs + shift_abs) + f.u_e + kReferenceUnit;
+  if (problem.has_alibi()) {
+    beta += f.u_s;
+    position += f.u_s * alibi_abs;
+    if (mask_bias) {
+      alpha += f.u_s;
+      beta += f.u_s;
+      position += f.u_s * alibi_abs;
+    }
+  }
+  return alpha * a + beta * s_abs + position + 3 * (f.u_s + kReferenceUnit) * (s_abs + shift_abs) + f.u_e +
+         kReferenceUnit;
 }
 
 // The absolute error of the softcap slope t̃ = 1 − tanh̃²(r̃/c) (t ∈ (0, 1]):
@@ -182,6 +197,9 @@ GradientBounds gradient_tolerance(const Problem& problem, const NumericsProfile&
   for (std::int64_t b = 0; b < p.batch; ++b)
     for (std::int64_t h = 0; h < p.q_heads; ++h) {
       const std::int64_t g = p.kv_head_of(h);
+      double alibi_slope = 0;
+      if (p.has_alibi())
+        alibi_slope = inputs.alibi_slopes[static_cast<size_t>(p.alibi == AlibiSlopes::PerHead ? h : b * p.q_heads + h)];
       for (std::int64_t i = 0; i < p.q_len; ++i) {
         const double lse = exact.lse(0, b, h, i);
         // A row with no allowed key contributes nothing (its dQ is exactly 0, τ 0); a NaN row's
@@ -203,7 +221,7 @@ GradientBounds gradient_tolerance(const Problem& problem, const NumericsProfile&
 
         // Pass 1: every allowed key's scores and the row's largest Δ (for a recomputed max and sum).
         terms.clear();
-        struct Scores { double a, r, th, t, s; };
+        struct Scores { double a, r, th, t, s, alibi; };
         std::vector<Scores> scores;
         double shift_abs = std::abs(lse);
         for (std::int64_t k = 0; k < p.k_len; ++k) {
@@ -223,6 +241,12 @@ GradientBounds gradient_tolerance(const Problem& problem, const NumericsProfile&
           sc.s = capped + (bias ? inputs.mask(p.mask_batch == 1 ? 0 : b, p.mask_heads == 1 ? 0 : h,
                                               p.mask_q_len == 1 ? 0 : i, k)
                                 : 0.0);
+          if (p.has_alibi()) {  // −slope·|j − p| (problem.h), at batch b's diagonal
+            const std::int64_t key_length = p.has_key_lengths ? inputs.key_lengths[static_cast<size_t>(b)] : p.k_len;
+            sc.alibi = alibi_slope * static_cast<double>(std::abs(k - p.diagonal_key(i, key_length)));
+            sc.s -= sc.alibi;
+            sc.alibi = std::abs(sc.alibi);
+          }
           if (!std::isfinite(sc.s)) continue;  // NaN/Inf data: the reference is non-finite there
           shift_abs = std::max(shift_abs, std::abs(sc.s));
           terms.push_back({k, 0, 0, 0, 0, 0, 0});
@@ -230,7 +254,7 @@ GradientBounds gradient_tolerance(const Problem& problem, const NumericsProfile&
         }
         const double n = static_cast<double>(terms.size());
         double delta_max = 0;
-        for (const Scores& sc : scores) delta_max = std::max(delta_max, logit_error(p, u, sc.a, std::abs(sc.s), shift_abs));
+        for (const Scores& sc : scores) delta_max = std::max(delta_max, logit_error(p, u, sc.a, std::abs(sc.s), shift_abs, sc.alibi));
 
         for (size_t t = 0; t < terms.size(); ++t) {
           KeyTerm& kt = terms[t];
@@ -241,7 +265,7 @@ GradientBounds gradient_tolerance(const Problem& problem, const NumericsProfile&
           // float32 rounding u_lse·|lse| (a shift common to the row that, unlike the forward's,
           // no normalisation cancels); from a recomputed max and sum, e^{Δ_k + Δmax}/(1 − G_n)
           // as in §2.4 and §2.6 (G_n the row sum's bound). Then P's store in its dtype.
-          const double delta = logit_error(p, u, sc.a, std::abs(sc.s), shift_abs);
+          const double delta = logit_error(p, u, sc.a, std::abs(sc.s), shift_abs, sc.alibi);
           const double growth = u.from_lse ? std::exp(delta + u.u_lse * std::abs(lse))
                                            : std::exp(delta + delta_max) / (1 - std::min(0.5, gamma(n + 1, u.u_acc)));
           const double rho = (1 + u.u_p) * growth - 1;

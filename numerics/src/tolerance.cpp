@@ -58,10 +58,12 @@ double split_merges(const NumericsProfile& p) { return p.kv_splits > 1 ? static_
 // at a window's edge).
 // Split-KV cuts the keys into S parts, each of which may start a tile of its own: S − 1 more
 // tile edges than one part has (§2.12).
-double rescales(const NumericsProfile& p, double n, double key_len) {
+// A sink (problem.h) joins an online softmax as one last block of its own: one more rescale.
+double rescales(const NumericsProfile& p, const Problem& problem, double n) {
   if (p.softmax_block <= 0) return 0.0;
+  const double key_len = static_cast<double>(problem.k_len);
   const double edges = p.kv_splits > 1 ? static_cast<double>(p.kv_splits) : 1.0;
-  return std::min(n, std::ceil(key_len / p.softmax_block) + edges);
+  return std::min(n, std::ceil(key_len / p.softmax_block) + edges) + (problem.sinks ? 1.0 : 0.0);
 }
 
 // The accumulation count N = ⌈n/k0⌉ + R (§2.6): the most roundings any one term passes through.
@@ -71,7 +73,8 @@ double rescales(const NumericsProfile& p, double n, double key_len) {
 // sequential count ⌈n/k0⌉ bounds every order, so the smaller of the two holds. Split-KV adds, per
 // term, the merge's sum over the S partials (S roundings, each partial's product with its factor
 // included) and the normalisation of the part and its re-weighting (2).
-double accumulations(const NumericsProfile& p, double n, double key_len) {
+double accumulations(const NumericsProfile& p, const Problem& problem, double n) {
+  const double key_len = static_cast<double>(problem.k_len);
   const double k0 = std::max(1, p.products_per_rounding);
   double sums = std::ceil(n / k0);
   if (p.keys_per_partial_sum > 0) {
@@ -79,13 +82,14 @@ double accumulations(const NumericsProfile& p, double n, double key_len) {
     sums = std::min(sums, std::ceil(std::min(b, n) / k0) + std::min(n, std::ceil(key_len / b) + 1));
   }
   const double merge = split_merges(p) > 0 ? split_merges(p) + 2 : 0.0;
-  return sums + rescales(p, n, key_len) + merge;
+  return sums + rescales(p, problem, n) + merge;
 }
 
 // Δ_k = α·a_k + β·|s_k| + γ0: the logit perturbation of §2.4, affine in a_k and |s_k|, so that
 // Σ_k p_k Δ_k |V_kj − O_j| = α·Ca_j + β·Cs_j + γ0·C_j exactly.
 struct LogitBound {
   double alpha = 0, beta = 0, gamma0 = 0;
+  double alibi = 0;  // the part of α·a_k + γ0 that ALiBi adds (term 10), for the random split
   double max = 0;  // Δmax over keys of non-negligible weight: α·max a_k + β·M + γ0
 };
 
@@ -112,18 +116,35 @@ struct LogitBound {
 //     rounded products: α = (1 + γ_d)(1 + u_Q)(1 + u_K) − 1. Holds while Q and K stay in the
 //     rounding dtype's normal range (§2.12).
 //  9. Split-KV merge factors e^{m_s − m} (§2.12): S more rescales of the kind of 4.
+// 10. ALiBi (§2.13): the product slope·|j − p| (the distance is an exact integer) rounds once,
+//     u_S·A with A the row's largest |ALiBi bias|, and its addition once more, u_S|s_k|. With an
+//     additive mask as well, the first of the two additions (in either order) rounds a partial
+//     sum |c_k + b_k| ≤ |s_k| + A or |c_k + alibi_k| ≤ a_k + A: u_S(a_k + |s_k| + A) covers both.
+//     Softcap then sees a bias (term 7's α form).
 LogitBound logit_bound(const Problem& problem, const NumericsProfile& profile, const Units& u, double n,
-                       double big_m, double max_a) {
+                       double big_m, double max_a, double max_alibi) {
   LogitBound l;
-  const double r = rescales(profile, n, static_cast<double>(problem.k_len)) + split_merges(profile);
-  const bool bias = problem.mask == MaskKind::Additive;
+  const double r = rescales(profile, problem, n) + split_merges(profile);
+  const bool mask_bias = problem.mask == MaskKind::Additive;
+  const bool bias = mask_bias || problem.has_alibi();
   l.alpha = gamma(static_cast<double>(problem.qk_dim), u.u_dot);
   if (u.u_q > 0 || u.u_k > 0) l.alpha = (1 + l.alpha) * (1 + u.u_q) * (1 + u.u_k) - 1;
   l.beta = 3 * u.u_s;
   if (u.narrow_score_store) l.beta += u.u_s;
-  if (bias) l.beta += u.u_s;
+  if (mask_bias) l.beta += u.u_s;
   if (problem.softcap > 0) (bias ? l.alpha : l.beta) += u.u_t + 2 * u.u_s;
   l.gamma0 = 3 * u.u_s * big_m + u.u_e + r * (u.u_e + 6 * u.u_s * big_m);
+  if (problem.has_alibi()) {
+    l.beta += u.u_s;
+    l.gamma0 += u.u_s * max_alibi;
+    l.alibi = u.u_s * max_alibi;
+    if (mask_bias) {
+      l.alpha += u.u_s;
+      l.beta += u.u_s;
+      l.gamma0 += u.u_s * max_alibi;
+      l.alibi += u.u_s * (max_a + max_alibi);
+    }
+  }
   l.max = l.alpha * max_a + l.beta * big_m + l.gamma0;
   return l;
 }
@@ -177,15 +198,15 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   const double o = std::fabs(reference.out(b, h, i, j));
   const double a = st.row_scale(b, h, i, j), w = st.spread(b, h, i, j);
   const double c = st.centered(b, h, i, j), ca = st.centered_dot(b, h, i, j), cs = st.centered_score(b, h, i, j);
-  const double r = rescales(profile_, n, static_cast<double>(problem_.k_len)) + split_merges(profile_);
-  const double big_n = accumulations(profile_, n, static_cast<double>(problem_.k_len));
+  const double r = rescales(profile_, problem_, n) + split_merges(profile_);
+  const double big_n = accumulations(profile_, problem_, n);
   const bool prob = probabilistic();
 
   ToleranceTerms t;
   // E_L = e^{2Δmax} Σ_k p_k Δ_k |V_kj − O_j| (§2.4, exact first-order identity for δO_j, with
   // |e^ε − 1| ≤ |ε|e^{|ε|} and E^{-1} ≤ e^{Δmax}). Keys below the M cut-off (weight < 2^-149)
   // are covered by the tail term below, whose per-key allowance exceeds their whole weight.
-  const LogitBound l = logit_bound(problem_, profile_, u, n, big_m, max_a);
+  const LogitBound l = logit_bound(problem_, profile_, u, n, big_m, max_a, st.max_abs_alibi(0, b, h, i));
   const double growth = std::exp(2 * l.max);
   t.logit = growth * (l.alpha * ca + l.beta * cs + l.gamma0 * c);
 
@@ -281,7 +302,7 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   //  - with a separate row-sum accumulator, its N roundings are N u_R² O_j² (P·V keeps N u_A² A_j²).
   const double logit_random_per_key =
       std::sqrt(static_cast<double>(problem_.qk_dim) + 1) * u.u_dot * max_a + 6 * u.u_s * big_m +
-      (l.beta - 3 * u.u_s) * big_m + u.u_k * max_a;
+      (l.beta - 3 * u.u_s) * big_m + u.u_k * max_a + l.alibi;
   const double out_half_spacing = profile_.flushes_subnormals && o + e < smallest_normal(profile_.output)
                                       ? smallest_normal(profile_.output)
                                       : ulp_of(profile_.output, o + e) / 2;
@@ -305,7 +326,9 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   }
   t.noise_variance = (variance + out_half_spacing * out_half_spacing + std::pow(u.u_v * w, 2)) / 3;
   t.coherent = growth * ((1 + r) * u.u_e * c + u.u_s * (cs + big_m * c) +
-                         (problem_.softcap > 0 ? u.u_t * (problem_.mask == MaskKind::Additive ? ca : cs) : 0.0) +
+                         (problem_.softcap > 0
+                              ? u.u_t * (problem_.mask == MaskKind::Additive || problem_.has_alibi() ? ca : cs)
+                              : 0.0) +
                          u.u_q * ca) +
                t.reference + tails + (big_n + 2) * u.eta_a + u.eta_o + u.eta_v;
   if (stagnating > 0) t.coherent += stagnating;
@@ -333,8 +356,8 @@ double ToleranceModel::lse_bound(const AttentionResult& reference, std::int64_t 
   const double big_m = st.max_abs_score(0, b, h, i);
   const double max_a = st.max_dot_abs(0, b, h, i);
   const double lse = std::fabs(reference.lse(0, b, h, i));
-  const LogitBound l = logit_bound(problem_, profile_, u, n, big_m, max_a);
-  const double big_n = accumulations(profile_, n, static_cast<double>(problem_.k_len));
+  const LogitBound l = logit_bound(problem_, profile_, u, n, big_m, max_a, st.max_abs_alibi(0, b, h, i));
+  const double big_n = accumulations(profile_, problem_, n);
   const double g_det = gamma(big_n, u.u_r_rounding);
   // A stagnating row sum (N·u_R ≥ 1, see at()) keeps only its deterministic bound.
   const bool prob_sum = probabilistic() && big_n * u.u_r < 1;

@@ -383,6 +383,8 @@ SearchExclusions exclusions_after(const FailureFinding& finding, SearchExclusion
   const AttentionCase c = parse_case(finding.pinned_case);
   for (const std::string& option : removable_options(c)) {
     if (option == "softcap") exclusions.softcap = true;
+    else if (option == "alibi") exclusions.alibi = true;
+    else if (option == "sinks") exclusions.sinks = true;
     else if (option == "window") exclusions.window = true;
     else if (option == "mask") exclusions.mask = true;
     else if (option == "key-lengths") exclusions.key_lengths = true;

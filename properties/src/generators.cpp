@@ -167,6 +167,9 @@ rc::Gen<Problem> gen_problem(const ProblemSpace& space) {
         }
       }
       if (space.custom_scale && *rc::gen::element(false, false, false, true)) p.scale = *rc::gen::element(0.5, 0.0, 2.0);
+      if (space.alibi && *rc::gen::element(false, true))
+        p.alibi = *rc::gen::element(AlibiSlopes::PerHead, AlibiSlopes::PerBatchHead);
+      if (space.sinks) p.sinks = *rc::gen::element(false, true);
       return p;
     });
   });

@@ -64,6 +64,8 @@ std::optional<std::string> outside_space(const AttentionCase& c, DType dtype, co
   if (!space.poison && c.poison_masked) return without("poisoned keys");
   if (!space.distinct_dims && p.qk_dim != p.v_dim) return without("Dv ≠ Dk");
   if (!space.custom_scale && p.scale) return without("a custom scale");
+  if (!space.alibi && p.has_alibi()) return without("ALiBi");
+  if (!space.sinks && p.sinks) return without("sinks");
   return std::nullopt;
 }
 
@@ -71,7 +73,7 @@ std::optional<std::string> outside_space(const AttentionCase& c, DType dtype, co
 
 bool SearchExclusions::empty() const {
   return !lse && !gqa && !causal && !window && !softcap && !mask && !key_lengths && !layouts && !poison &&
-         !custom_scale && values.empty();
+         !custom_scale && !alibi && !sinks && values.empty();
 }
 
 std::string SearchExclusions::describe() const {
@@ -81,7 +83,8 @@ std::string SearchExclusions::describe() const {
                                                   {window, "no window"},      {softcap, "no softcap"},
                                                   {mask, "no mask"},          {key_lengths, "no key lengths"},
                                                   {layouts, "no [B, L, H, D] layout"}, {poison, "no poisoned keys"},
-                                                  {custom_scale, "the default scale only"}};
+                                                  {custom_scale, "the default scale only"}, {alibi, "no ALiBi"},
+                                                  {sinks, "no sinks"}};
   for (const auto& [on, text] : options)
     if (on) parts.emplace_back(text);
   for (ValueKind kind : values) parts.push_back(fmt::format("no values={}", value_kind_name(kind)));
@@ -93,6 +96,8 @@ ProblemSpace SearchExclusions::apply(ProblemSpace space) const {
   space.causal = space.causal && !causal;
   space.window = space.window && !window;
   space.softcap = space.softcap && !softcap;
+  space.alibi = space.alibi && !alibi;
+  space.sinks = space.sinks && !sinks;
   space.mask = space.mask && !mask;
   space.key_lengths = space.key_lengths && !key_lengths;
   space.layouts = space.layouts && !layouts;
@@ -160,6 +165,15 @@ void PropertyContext::require_supported(const Problem& problem) {
     reason = e.what();
   }
   if (reason) decline(*reason);
+}
+
+bool PropertyContext::supports(const Problem& problem) {
+  if (call_options_.isolate && backend_.device().device_type != kDLCPU) return true;  // asked in the child
+  try {
+    return !backend_.unsupported_reason(problem, dtype_);
+  } catch (const BackendError&) {
+    return false;
+  }
 }
 
 NumericsProfile PropertyContext::profile(const Problem& problem) {

@@ -14,6 +14,7 @@ std::vector<PropertyDef> backward_properties();
 std::vector<PropertyDef> shapes_properties();
 std::vector<PropertyDef> toy_properties();
 std::vector<PropertyDef> layer_properties();
+std::vector<PropertyDef> inference_properties();
 }  // namespace props
 
 const std::vector<PropertyDef>& all_properties() {
@@ -29,7 +30,7 @@ const std::vector<PropertyDef>& all_properties() {
     for (auto family : {props::conformance_properties, props::determinism_properties, props::backward_properties,
                         props::layer_properties, props::toy_properties, props::normalization_properties,
                         props::independence_properties, props::invariance_properties, props::causality_properties,
-                        props::shapes_properties})
+                        props::shapes_properties, props::inference_properties})
       for (auto& property : family()) all.push_back(std::move(property));
     return all;
   }();

@@ -58,6 +58,12 @@ std::vector<SimplificationStep> simplification_steps(const AttentionCase& c) {
 
   // Options first: removing one is the larger simplification.
   if (p.softcap != 0) add("softcap", fmt::format("softcap={} → off", p.softcap), [](AttentionCase& n) { n.problem.softcap = 0; });
+  if (p.has_alibi()) {
+    add("alibi", fmt::format("alibi={} → off", alibi_slopes_name(p.alibi)), [](AttentionCase& n) { n.problem.alibi = AlibiSlopes::None; });
+    if (p.alibi == AlibiSlopes::PerBatchHead)
+      add("", "alibi batch-head → head", [](AttentionCase& n) { n.problem.alibi = AlibiSlopes::PerHead; });
+  }
+  if (p.sinks) add("sinks", "sinks → off", [](AttentionCase& n) { n.problem.sinks = false; });
   if (p.has_window()) {
     add("window", fmt::format("window={},{} → off", p.window_left, p.window_right), [](AttentionCase& n) {
       n.problem.window_left = n.problem.window_right = -1;

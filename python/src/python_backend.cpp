@@ -175,9 +175,10 @@ class PythonBackend final : public impl::BackendImpl {
   bool has_layer() const override { return has_layer_; }
 
   void forward_layer(const attncheck_layer_problem& problem, const attncheck_layer_tensors& tensors) override {
-    impl::check_problem(problem.attention);
+    const attncheck_problem core = attncheck_layer_core(&problem);
+    impl::check_problem(core);
     LayerProblem lp;
-    lp.attention = from_abi(problem.attention);
+    lp.attention = from_abi(core);
     lp.model_dim = problem.model_dim;
     lp.self_attention = problem.self_attention != 0;
     lp.has_qkv_bias = problem.has_qkv_bias != 0;

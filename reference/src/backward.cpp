@@ -167,7 +167,8 @@ void Backward::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::i
   kernels_.scaled_product_transposed(rows, keys, p_.qk_dim, scale_, q.data(), q.outerStride(), k.data(),
                                      k.outerStride(), ws.weights.data(), ws.weights.outerStride());
   if (p_.softcap > 0) detail::apply_softcap(p_.softcap, ws.weights, &ws.slope);
-  detail::exclude_and_bias(p_, in_.mask, b, h, i0, key0, ws.ranges, ws.weights);
+  detail::exclude_and_bias(p_, {in_.mask, detail::alibi_slope(p_, in_.alibi_slopes, b, h), key_length}, b, h, i0, key0,
+                           ws.ranges, ws.weights);
 
   // (7): dP = dO·Vᵀ, as a product with α = 1 (exact).
   ws.d_scores.resize(rows, keys);

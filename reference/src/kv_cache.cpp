@@ -65,7 +65,7 @@ void validate_decode_inputs(const Problem& step, const DecodeInputs& in) {
   // Q, the mask and the key lengths are the core attention's; only their shapes are checked here.
   const View4<const double> k_shape{in.q.data, {step.batch, step.kv_heads, step.k_len, step.qk_dim}, {}};
   const View4<const double> v_shape{in.q.data, {step.batch, step.kv_heads, step.k_len, step.v_dim}, {}};
-  validate_inputs(step, {in.q, k_shape, v_shape, in.mask, in.key_lengths});
+  validate_inputs(step, {in.q, k_shape, v_shape, in.mask, in.key_lengths, in.alibi_slopes, in.sinks});
 }
 
 DecodeResult reference_decode_step(const Problem& step, const DecodeInputs& in, const ReferenceOptions& options) {
@@ -76,7 +76,8 @@ DecodeResult reference_decode_step(const Problem& step, const DecodeInputs& in, 
   result.present_v = concatenate(in.past_v, in.v_new, {step.batch, step.kv_heads, step.k_len, step.v_dim}, past);
   const HostTensor& k = result.present_k;
   const HostTensor& v = result.present_v;
-  result.attention = reference_attention(step, {in.q, k.view(), v.view(), in.mask, in.key_lengths}, options);
+  result.attention = reference_attention(step, {in.q, k.view(), v.view(), in.mask, in.key_lengths, in.alibi_slopes, in.sinks},
+                                         options);
   return result;
 }
 

@@ -37,6 +37,21 @@ std::string_view empty_row_name(EmptyRowConvention convention) {
   return "?";
 }
 
+std::string_view alibi_slopes_name(AlibiSlopes slopes) {
+  switch (slopes) {
+    case AlibiSlopes::None: return "none";
+    case AlibiSlopes::PerHead: return "head";
+    case AlibiSlopes::PerBatchHead: return "batch-head";
+  }
+  return "?";
+}
+
+std::optional<AlibiSlopes> parse_alibi_slopes(std::string_view name) {
+  for (auto a : {AlibiSlopes::None, AlibiSlopes::PerHead, AlibiSlopes::PerBatchHead})
+    if (alibi_slopes_name(a) == name) return a;
+  return std::nullopt;
+}
+
 std::optional<Alignment> parse_alignment(std::string_view name) {
   for (auto a : {Alignment::TopLeft, Alignment::BottomRight, Alignment::Offset, Alignment::KeyLengths})
     if (alignment_name(a) == name) return a;
@@ -129,6 +144,8 @@ std::string Problem::describe() const {
   if (mask != MaskKind::None)
     out += fmt::format(" mask={}:{}x{}x{}x{}", mask_kind_name(mask), mask_batch, mask_heads, mask_q_len, mask_k_len);
   if (has_key_lengths) out += " keylens=1";
+  if (has_alibi()) out += fmt::format(" alibi={}", alibi_slopes_name(alibi));
+  if (sinks) out += " sinks=1";
   return out;
 }
 
@@ -183,6 +200,12 @@ Problem parse_problem(std::string_view text) {
     else if (key == "causal") p.causal = parse_int(key, value) != 0;
     else if (key == "offset") p.diagonal_offset = parse_int(key, value);
     else if (key == "keylens") p.has_key_lengths = parse_int(key, value) != 0;
+    else if (key == "sinks") p.sinks = parse_int(key, value) != 0;
+    else if (key == "alibi") {
+      auto a = parse_alibi_slopes(value);
+      if (!a) throw ProblemError(fmt::format("problem text: alibi={} is not none, head or batch-head", value));
+      p.alibi = *a;
+    }
     else if (key == "align") {
       auto a = parse_alignment(value);
       if (!a) throw ProblemError(fmt::format("problem text: align={} is not top-left, bottom-right, offset or key-lengths", value));

@@ -46,7 +46,8 @@ class Reference {
  private:
   void write_stage(HostTensor& stage, std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0,
                    const RowMatrix& scores) const;
-  void write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const RowMap& v, Workspace& ws) const;
+  void write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0, const RowMap& v,
+                        double sink, Workspace& ws) const;
 
   const Problem& p_;
   const AttentionInputs& in_;
@@ -72,11 +73,19 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   // weigh +0 and change no bit of O or LSE (kernels/fixed_order.h).
   const BlockKeys span = detail::block_keys(p_, key_length, i0, rows, out_.scores.has_value(), ws.ranges);
   const std::int64_t key0 = span.first, keys = span.count;
+  // The sink σ_h: one more key of value 0 (problem.h); −inf is no sink.
+  const double sink = p_.sinks ? in_.sinks[static_cast<size_t>(h)] : kNegInf;
   auto lse = [&](std::int64_t r) -> double& { return out_.lse(0, b, h, i0 + r); };
-  if (keys == 0) {  // every row of the block is empty
+  if (keys == 0) {  // no row of the block has an allowed key: O = 0, LSE = log e^σ = σ
     for (std::int64_t r = 0; r < rows; ++r) {
-      lse(r) = kNegInf;
-      if (opt_.row_statistics) out_.stats->max_score(0, b, h, i0 + r) = kNegInf;  // m of an empty row
+      lse(r) = sink;
+      if (!opt_.row_statistics) continue;
+      // The sink alone: n = 1, m = σ, M = |σ|; every weighted sum is 0, as V_sink = O = 0.
+      out_.stats->max_score(0, b, h, i0 + r) = sink;
+      if (sink != kNegInf) {
+        out_.stats->allowed_keys(0, b, h, i0 + r) = 1;
+        out_.stats->max_abs_score(0, b, h, i0 + r) = std::fabs(sink);
+      }
     }
     return;  // out and the other statistics are zero-initialized
   }
@@ -93,7 +102,8 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   if (out_.scores) write_stage(out_.scores->raw, b, h, i0, key0, ws.scores);
   if (p_.softcap > 0) detail::apply_softcap(p_.softcap, ws.scores, nullptr);
   if (out_.scores) write_stage(out_.scores->capped, b, h, i0, key0, ws.scores);
-  detail::exclude_and_bias(p_, in_.mask, b, h, i0, key0, ws.ranges, ws.scores);
+  detail::exclude_and_bias(p_, {in_.mask, detail::alibi_slope(p_, in_.alibi_slopes, b, h), key_length}, b, h, i0,
+                           key0, ws.ranges, ws.scores);
   if (out_.scores) write_stage(out_.scores->biased, b, h, i0, key0, ws.scores);
   if (opt_.row_statistics) {
     ws.logits = ws.scores;
@@ -119,15 +129,18 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
     if (m == kNegInf && std::any_of(live, live + count, [](double s) { return s != s; })) m = kNaN;
     row.head(range.first).setZero();
     row.tail(keys - range.last).setZero();
-    if (m == kNegInf) {  // no allowed key: O = 0, LSE = −inf, and P = 0
+    if (m == kNegInf && sink == kNegInf) {  // no allowed key: O = 0, LSE = −inf, and P = 0
       lse(r) = kNegInf;
       std::fill_n(live, count, 0.0);
       continue;
     }
+    // The sink takes part in the max (a NaN row stays NaN) and adds e^{σ−m} to Z after the keys.
+    if (m == m) m = std::max(m, sink);
     // Max-subtraction: every exponent is ≤ 0, nothing overflows, and a fully masked stretch inside
     // a live row never forms −inf − (−inf). Masked keys weigh exactly +0 (detail::exp(−inf)).
     kernels_.exp_shifted(live, count, m);
-    const double z = kernels_.sum(live, count, key0 + range.first);  // partials by absolute key index
+    double z = kernels_.sum(live, count, key0 + range.first);  // partials by absolute key index
+    if (sink != kNegInf) z += detail::exp(sink - m);
     ws.normalizer(r) = z;
     lse(r) = m + detail::log(z);
   }
@@ -170,12 +183,15 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
   if (out_.probabilities)
     for (std::int64_t r = 0; r < rows; ++r)
       for (std::int64_t c = 0; c < keys; ++c) (*out_.probabilities)(b, h, i0 + r, key0 + c) = ws.scores(r, c);
-  if (opt_.row_statistics) write_statistics(b, h, i0, v, ws);
+  if (opt_.row_statistics) write_statistics(b, h, i0, key0, v, sink, ws);
 }
 
 // numerics/README.md §2.2's row data, from the final scores, the weights and the finished outputs.
-void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, const RowMap& v,
-                                 Workspace& ws) const {
+// A sink (σ > −inf) is one more key of score σ, a_k = 0 and V = 0 (problem.h): it counts in n, m,
+// M and Z, and in the sums over keys it adds p_σ·|O_j| to C_j, p_σ·|σ|·|O_j| to Cs_j and
+// (p_σ·|O_j|)² to W_j², nothing to A_j, Ca_j, T_j or the reachable maximum of V.
+void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0, const RowMap& v,
+                                 double sink, Workspace& ws) const {
   RowStatistics& st = *out_.stats;
   const double fp16_weight_normal = std::ldexp(1.0, -14);  // ν_P of fp16
   for (std::int64_t r = 0; r < ws.scores.rows(); ++r) {
@@ -188,9 +204,22 @@ void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0
       m = std::max(m, s);
       max_dot = std::max(max_dot, ws.dot_abs(r, c));
     }
+    if (sink != kNegInf) {
+      n += 1;
+      m = std::max(m, sink);
+    }
     st.allowed_keys(0, b, h, i) = n;
     st.max_score(0, b, h, i) = m;
     st.max_dot_abs(0, b, h, i) = max_dot;
+    if (p_.has_alibi()) {  // the largest distance over the row's allowed keys, times |slope|
+      const std::int64_t key_length = p_.has_key_lengths ? in_.key_lengths[static_cast<size_t>(b)] : p_.k_len;
+      const std::int64_t diagonal = p_.diagonal_key(i, key_length);
+      double distance = 0;
+      for (std::int64_t c = 0; c < ws.logits.cols(); ++c)
+        if (ws.logits(r, c) != kNegInf)
+          distance = std::max(distance, static_cast<double>(std::abs(key0 + c - diagonal)));
+      st.max_abs_alibi(0, b, h, i) = std::fabs(detail::alibi_slope(p_, in_.alibi_slopes, b, h)) * distance;
+    }
     if (n == 0) continue;
     // e^{s−m}·Z⁻¹ is the weight; keys below fp32's underflow do not constrain M.
     ws.weights.assign(ws.logits.row(r).begin(), ws.logits.row(r).end());
@@ -201,6 +230,13 @@ void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0
       if (s == kNegInf) continue;
       z += ws.weights[static_cast<size_t>(c)];
       if (s - m > -104.0) big_m = std::max(big_m, std::fabs(s));
+    }
+    double sink_weight = 0;  // e^{σ−m}, then p_σ
+    if (sink != kNegInf) {
+      sink_weight = detail::exp(sink - m);
+      z += sink_weight;
+      if (sink - m > -104.0) big_m = std::max(big_m, std::fabs(sink));
+      sink_weight /= z;
     }
     st.max_abs_score(0, b, h, i) = big_m;
     for (std::int64_t j = 0; j < p_.v_dim; ++j) {
@@ -219,6 +255,12 @@ void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0
         if (ws.weights[static_cast<size_t>(c)] < fp16_weight_normal) tail += std::fabs(vkj);
         // A max does not depend on the order of the keys (reference/README.md, "Reproducibility").
         if (std::isfinite(vkj)) max_v = std::max(max_v, std::fabs(vkj));
+      }
+      if (sink_weight > 0) {
+        const double sink_term = sink_weight * std::fabs(oj);
+        spread += sink_term * sink_term;
+        centered += sink_term;
+        centered_score += sink_term * std::fabs(sink);
       }
       st.reachable_max_abs_value(b, h, i, j) = max_v;
       st.row_scale(b, h, i, j) = row_scale;
@@ -258,6 +300,20 @@ void validate_inputs(const Problem& p, const AttentionInputs& in) {
   } else if (!in.key_lengths.empty()) {
     throw ProblemError("key_lengths: a key_lengths tensor is given, but the problem does not use key lengths");
   }
+  if (static_cast<std::int64_t>(in.alibi_slopes.size()) != p.alibi_slope_count())
+    throw ProblemError(fmt::format("alibi_slopes: has {} elements, but the problem (alibi={}) expects {}",
+                                   in.alibi_slopes.size(), alibi_slopes_name(p.alibi), p.alibi_slope_count()));
+  for (size_t e = 0; e < in.alibi_slopes.size(); ++e)
+    if (!std::isfinite(in.alibi_slopes[e]))
+      throw ProblemError(fmt::format("alibi_slopes: element {} is {}, but slopes must be finite", e, in.alibi_slopes[e]));
+  const std::int64_t sink_count = p.sinks ? p.q_heads : 0;
+  if (static_cast<std::int64_t>(in.sinks.size()) != sink_count)
+    throw ProblemError(fmt::format("sinks: has {} elements, but the problem expects {} ({})", in.sinks.size(),
+                                   sink_count, p.sinks ? "one per query head" : "no sinks"));
+  for (size_t h = 0; h < in.sinks.size(); ++h)
+    if (std::isnan(in.sinks[h]) || in.sinks[h] == std::numeric_limits<double>::infinity())
+      throw ProblemError(fmt::format("sinks: element {} is {}, but a sink logit must be finite or -inf (no sink)", h,
+                                     in.sinks[h]));
 }
 
 bool key_allowed(const Problem& p, const AttentionInputs& in, std::int64_t b, std::int64_t h, std::int64_t i,
@@ -285,7 +341,7 @@ AttentionResult reference_attention(const Problem& p, const AttentionInputs& in,
   }
   if (opt.row_statistics) {
     const Shape4 rows{1, p.batch, p.q_heads, p.q_len}, elements{p.batch, p.q_heads, p.q_len, p.v_dim};
-    result.stats = RowStatistics{HostTensor(rows), HostTensor(rows), HostTensor(rows), HostTensor(rows),
+    result.stats = RowStatistics{HostTensor(rows), HostTensor(rows), HostTensor(rows), HostTensor(rows), HostTensor(rows),
                                  HostTensor(elements), HostTensor(elements), HostTensor(elements),
                                  HostTensor(elements), HostTensor(elements), HostTensor(elements),
                                  HostTensor(elements)};

@@ -1,6 +1,7 @@
 #include "row_block.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <fmt/format.h>
 #include <limits>
 
@@ -75,8 +76,8 @@ void apply_softcap(double cap, RowMatrix& scores, RowMatrix* slope) {
   }
 }
 
-void exclude_and_bias(const Problem& p, const View4<const double>& mask, std::int64_t b, std::int64_t h,
-                      std::int64_t i0, std::int64_t key0, const std::vector<KeyRange>& ranges, RowMatrix& scores) {
+void exclude_and_bias(const Problem& p, const RowBias& bias, std::int64_t b, std::int64_t h, std::int64_t i0,
+                      std::int64_t key0, const std::vector<KeyRange>& ranges, RowMatrix& scores) {
   const std::int64_t keys = scores.cols();
   for (std::int64_t r = 0; r < scores.rows(); ++r) {
     auto row = scores.row(r).array();
@@ -84,14 +85,34 @@ void exclude_and_bias(const Problem& p, const View4<const double>& mask, std::in
     const std::int64_t count = range.last - range.first;
     row.head(range.first).setConstant(kNegInf);
     row.tail(keys - range.last).setConstant(kNegInf);
-    if (count == 0 || p.mask == MaskKind::None) continue;
+    if (count == 0) continue;
     auto live = row.segment(range.first, count);
-    const StridedRow mask_values = mask_row(p, mask, b, h, i0 + r, key0 + range.first, count);
-    if (p.mask == MaskKind::Boolean)
-      live = (mask_values == 0.0).select(kNegInf, live);
-    else  // an additive −inf excludes its key even where the score is NaN or +inf
-      live = (mask_values == kNegInf).select(kNegInf, live + mask_values);
+    if (p.mask != MaskKind::None) {
+      const StridedRow mask_values = mask_row(p, bias.mask, b, h, i0 + r, key0 + range.first, count);
+      if (p.mask == MaskKind::Boolean)
+        live = (mask_values == 0.0).select(kNegInf, live);
+      else  // an additive −inf excludes its key even where the score is NaN or +inf
+        live = (mask_values == kNegInf).select(kNegInf, live + mask_values);
+    }
+    if (p.has_alibi()) {
+      // −slope·|j − p|, an excluded key (−inf) staying −inf whatever the slope's sign.
+      const std::int64_t diagonal = p.diagonal_key(i0 + r, bias.key_length);
+      for (std::int64_t c = 0; c < count; ++c) {
+        double& s = live(c);
+        const auto distance = static_cast<double>(std::abs(key0 + range.first + c - diagonal));
+        if (s != kNegInf) s -= bias.alibi_slope * distance;
+      }
+    }
   }
+}
+
+double alibi_slope(const Problem& p, std::span<const double> slopes, std::int64_t b, std::int64_t h) {
+  switch (p.alibi) {
+    case AlibiSlopes::None: return 0.0;
+    case AlibiSlopes::PerHead: return slopes[static_cast<size_t>(h)];
+    case AlibiSlopes::PerBatchHead: return slopes[static_cast<size_t>(b * p.q_heads + h)];
+  }
+  return 0.0;
 }
 
 void canonicalize_nan(double* x, std::int64_t n) {

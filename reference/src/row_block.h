@@ -8,6 +8,7 @@
 #include <Eigen/Dense>
 #include <cfenv>
 #include <cstdint>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -51,13 +52,26 @@ BlockKeys block_keys(const Problem& problem, std::int64_t key_length, std::int64
 /// its relative accuracy where t is close to ±1.
 void apply_softcap(double cap, RowMatrix& scores, RowMatrix* slope);
 
+/// What exclude_and_bias adds besides the mask: the ALiBi slope of (b, h) (problem.h) and the
+/// key length of batch b, which places the diagonal the ALiBi distance is measured from.
+struct RowBias {
+  const View4<const double>& mask;
+  double alibi_slope = 0;  ///< used only when the problem has ALiBi
+  std::int64_t key_length = 0;
+};
+
 /// The block's scores after problem.h's last step: an excluded key (outside its row's range, a
 /// boolean false, an additive −inf) gets −inf by assignment, never by addition, so a NaN or Inf
 /// score of an excluded key (NaN padding in K, say) cannot leak into the row; an allowed key gets
-/// the additive bias added. Keys are [key0, key0 + scores.cols()), rows [i0, i0 + scores.rows())
-/// of (b, h), `ranges` as block_keys wrote them.
-void exclude_and_bias(const Problem& problem, const View4<const double>& mask, std::int64_t b, std::int64_t h,
-                      std::int64_t i0, std::int64_t key0, const std::vector<KeyRange>& ranges, RowMatrix& scores);
+/// the additive bias added, then the ALiBi bias −slope·|j − p(b, i)|. Keys are
+/// [key0, key0 + scores.cols()), rows [i0, i0 + scores.rows()) of (b, h), `ranges` as block_keys
+/// wrote them.
+void exclude_and_bias(const Problem& problem, const RowBias& bias, std::int64_t b, std::int64_t h, std::int64_t i0,
+                      std::int64_t key0, const std::vector<KeyRange>& ranges, RowMatrix& scores);
+
+/// The ALiBi slope of batch b, query head h: slopes [Hq] or [B, Hq] row-major (problem.h); 0
+/// without ALiBi.
+double alibi_slope(const Problem& problem, std::span<const double> slopes, std::int64_t b, std::int64_t h);
 
 /// NaN payloads are not part of the specification: which operand's payload an operation keeps
 /// depends on operand order, which compilers may swap. Every NaN the reference writes is the

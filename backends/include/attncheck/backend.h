@@ -55,7 +55,7 @@
 #include <stdint.h>
 
 #define ATTNCHECK_ABI_VERSION_MAJOR 2
-#define ATTNCHECK_ABI_VERSION_MINOR 2
+#define ATTNCHECK_ABI_VERSION_MINOR 3
 
 /*! \brief Nonzero when the struct at ptr (of type type, whose first field is struct_size) was written
  * by code that knew field: the only safe way to read a field added in a later minor version. */
@@ -113,6 +113,14 @@ enum {
   kAttncheckMaskAdditive = 2  /*!< \brief Floating bias added to the (soft-capped) scores; -inf masks the key. */
 };
 
+/*! \brief ALiBi slopes of a problem (ABI 2.3). */
+typedef int32_t attncheck_alibi;
+enum {
+  kAttncheckAlibiNone = 0,        /*!< \brief No ALiBi; alibi_slopes is NULL. The default. */
+  kAttncheckAlibiPerHead = 1,     /*!< \brief alibi_slopes [Hq] float32. */
+  kAttncheckAlibiPerBatchHead = 2 /*!< \brief alibi_slopes [B, Hq] float32 (FlashAttention's (batch, nheads)). */
+};
+
 /*! \brief What a backend writes for a query row with no allowed key. */
 typedef int32_t attncheck_empty_row;
 enum {
@@ -150,6 +158,17 @@ enum {
  * window (causal = 0, window_left/right >= 0) is measured from the same aligned diagonal. Key
  * lengths lie in [0, Lk]; a length of 0 leaves every row of that batch without an allowed key
  * (see attncheck_empty_row).
+ *
+ * ABI 2.3 (read only where ATTNCHECK_HAS_FIELD says the suite wrote them; absent = off):
+ *  - alibi: every allowed key's score gets -slope * |j - p| added after the softcap and with the
+ *    additive mask, p the same aligned diagonal as causal (FlashAttention's alibi_slopes is
+ *    kAttncheckAlignBottomRight); slope = alibi_slopes[h] or alibi_slopes[b, h].
+ *  - has_sinks: query head h has a sink logit sinks[h] (float32, already in the final score
+ *    space: not scaled, not capped, never masked; -inf = none) added to the softmax denominator
+ *    only: Z = sum_k e^{s_k} + e^{sinks[h]}, O = sum_k e^{s_k} v_k / Z, lse = log Z. It is one extra
+ *    key of value 0: a row with no allowed key writes O = 0 and lse = sinks[h].
+ * A suite never sends these to a backend whose table declares a minor below 3 (it could not know
+ * them); a 2.3 backend that does not implement one declines it in supports().
  */
 typedef struct {
   uint32_t struct_size;    /*!< \brief sizeof(attncheck_problem) as compiled by the suite (ABI 2.0: ATTNCHECK_PROBLEM_SIZE_2_0). */
@@ -170,10 +189,34 @@ typedef struct {
   attncheck_mask_kind mask_kind; /*!< \brief Kind of the mask tensor. */
   int32_t has_key_lengths; /*!< \brief Nonzero: key_lengths is given. */
   int64_t mask_shape[4];   /*!< \brief [Bm in {1,B}, Hm in {1,Hq}, Lqm in {1,Lq}, 1 <= Lkm <= Lk]; keys >= Lkm are masked. */
+  /* ABI 2.3 */
+  attncheck_alibi alibi;   /*!< \brief ALiBi slopes given in alibi_slopes; absent = kAttncheckAlibiNone. */
+  int32_t has_sinks;       /*!< \brief Nonzero: sinks [Hq] is given; absent = 0. */
 } attncheck_problem;
 
 /*! \brief Size of attncheck_problem in ABI 2.0: the smallest a backend of this major accepts. */
 #define ATTNCHECK_PROBLEM_SIZE_2_0 (offsetof(attncheck_problem, mask_shape) + 4 * sizeof(int64_t))
+/*! \brief Size of attncheck_problem in ABI 2.3 (alibi, has_sinks). */
+#define ATTNCHECK_PROBLEM_SIZE_2_3 (offsetof(attncheck_problem, has_sinks) + sizeof(int32_t))
+
+/*!
+ * \brief attncheck_problem as ABI 2.0 laid it out, frozen: the copy attncheck_layer_problem embeds.
+ * A struct embedded by value cannot grow without moving the fields after it, so the layer keeps
+ * this layout in every 2.x and its problem carries no option added after 2.0 (no ALiBi, no
+ * sinks). The fields are attncheck_problem's first ones, with the same meaning; struct_size is
+ * ATTNCHECK_PROBLEM_SIZE_2_0. attncheck_layer_core() turns it into an attncheck_problem.
+ */
+typedef struct {
+  uint32_t struct_size;
+  int64_t batch, q_heads, kv_heads, q_len, k_len, qk_dim, v_dim;
+  double scale, softcap;
+  int32_t causal;
+  attncheck_alignment alignment;
+  int64_t diagonal_offset, window_left, window_right;
+  attncheck_mask_kind mask_kind;
+  int32_t has_key_lengths;
+  int64_t mask_shape[4];
+} attncheck_problem_2_0;
 
 /*!
  * \brief How a backend computes, declared honestly: the tolerance model derives every bound from it
@@ -256,6 +299,9 @@ typedef struct {
   const DLTensor* key_lengths; /*!< \brief [B] int64; NULL unless has_key_lengths. */
   DLTensor* out;               /*!< \brief [B, Hq, Lq, Dv] in output_dtype; written entirely. */
   DLTensor* lse;               /*!< \brief [B, Hq, Lq] float32, natural log; NULL when not wanted. */
+  /* ABI 2.3 */
+  const DLTensor* alibi_slopes; /*!< \brief [Hq] or [B, Hq] float32 (problem.alibi); NULL without ALiBi. */
+  const DLTensor* sinks;        /*!< \brief [Hq] float32 (problem.has_sinks); NULL without sinks. */
 } attncheck_attention_tensors;
 
 #define ATTNCHECK_ATTENTION_TENSORS_SIZE_2_0 (offsetof(attncheck_attention_tensors, lse) + sizeof(DLTensor*))
@@ -324,6 +370,10 @@ typedef struct {
   DLTensor* dk;                /*!< \brief [B, Hkv, Lk, Dk]; written entirely (0 at keys no query may see). */
   DLTensor* dv;                /*!< \brief [B, Hkv, Lk, Dv]; written entirely. */
   DLTensor* dbias;             /*!< \brief mask_shape in gradient_dtype, summed over the mask's broadcast axes; NULL when not wanted. */
+  /* ABI 2.3: as in attncheck_attention_tensors. With sinks, lse includes e^{sinks[h]}, so
+   * P = exp(s - lse) is already the sink-aware softmax; no gradient flows to the sinks here. */
+  const DLTensor* alibi_slopes; /*!< \brief As in attncheck_attention_tensors. */
+  const DLTensor* sinks;        /*!< \brief As in attncheck_attention_tensors. */
 } attncheck_backward_tensors;
 
 #define ATTNCHECK_BACKWARD_TENSORS_SIZE_2_2 (offsetof(attncheck_backward_tensors, dbias) + sizeof(DLTensor*))
@@ -335,7 +385,7 @@ typedef struct {
  */
 typedef struct {
   uint32_t struct_size;        /*!< \brief sizeof(attncheck_layer_problem) as compiled by the suite. */
-  attncheck_problem attention; /*!< \brief The core problem (Dk, Dv, heads, masks, causal...), with its own struct_size. */
+  attncheck_problem_2_0 attention; /*!< \brief The core problem (Dk, Dv, heads, masks, causal...) in the frozen 2.0 layout (attncheck_layer_core). */
   int64_t model_dim;           /*!< \brief d_model >= 1. */
   int32_t self_attention;      /*!< \brief Nonzero: keys and values are projected from x (x_kv is NULL). */
   int32_t has_qkv_bias;        /*!< \brief Nonzero: b_q, b_k, b_v are given. */
@@ -343,6 +393,19 @@ typedef struct {
 } attncheck_layer_problem;
 
 #define ATTNCHECK_LAYER_PROBLEM_SIZE_2_0 (offsetof(attncheck_layer_problem, has_out_bias) + sizeof(int32_t))
+
+/*! \brief The layer's core problem as an attncheck_problem: its 2.0 fields, every later one at its
+ * documented default (absent), struct_size ATTNCHECK_PROBLEM_SIZE_2_0. */
+static inline attncheck_problem attncheck_layer_core(const attncheck_layer_problem* layer) {
+  attncheck_problem core;
+  const unsigned char* from = (const unsigned char*)&layer->attention;
+  unsigned char* to = (unsigned char*)&core;
+  size_t i;
+  for (i = 0; i < sizeof core; ++i) to[i] = 0;
+  for (i = 0; i < ATTNCHECK_PROBLEM_SIZE_2_0; ++i) to[i] = from[i];
+  core.struct_size = (uint32_t)ATTNCHECK_PROBLEM_SIZE_2_0;
+  return core;
+}
 
 /*! \brief Tensors of one layer call, in the table's device memory. Shapes are logical; any strides. */
 typedef struct {

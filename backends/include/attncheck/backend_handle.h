@@ -101,6 +101,8 @@ class Backend {
 
  private:
   NumericsProfile checked_profile(const attncheck_numerics_profile& p, std::string_view call, DType input) const;
+  /// Why `problem` must not reach this table: it uses an option added after the table's ABI minor.
+  std::optional<std::string> predating_reason(const Problem& problem) const;
   attncheck_backend* table_;
   std::string origin_;
   std::shared_ptr<void> library_;  // released after ~Backend()'s body has destroyed the table

@@ -211,6 +211,96 @@ inline void check_problem(const attncheck_problem& p) {
       invalid("problem.mask_shape[3] (key length) is " + std::to_string(p.mask_shape[3]) + ", expected 1.." +
               std::to_string(p.k_len));
   }
+  if (ATTNCHECK_HAS_FIELD(&p, attncheck_problem, alibi) &&
+      (p.alibi < kAttncheckAlibiNone || p.alibi > kAttncheckAlibiPerBatchHead))
+    invalid("problem.alibi is " + std::to_string(p.alibi) + ", not a known attncheck_alibi");
+}
+
+// --- ABI 2.3 options ---------------------------------------------------------------------------------
+
+/// The problem's ALiBi slopes kind; kAttncheckAlibiNone where the caller's struct predates 2.3.
+inline attncheck_alibi alibi_of(const attncheck_problem& p) {
+  return ATTNCHECK_HAS_FIELD(&p, attncheck_problem, alibi) ? p.alibi : kAttncheckAlibiNone;
+}
+/// Whether the problem has sinks; false where the caller's struct predates 2.3.
+inline bool has_sinks(const attncheck_problem& p) {
+  return ATTNCHECK_HAS_FIELD(&p, attncheck_problem, has_sinks) && p.has_sinks != 0;
+}
+
+/// Optional problem options a backend implements (BackendImpl::options()): whatever is not
+/// listed is declined by the table before check_supported runs, so an option added to the ABI
+/// later can never be silently ignored by a backend written before it.
+enum ProblemOption : std::uint32_t {
+  kOptionAlibi = 1u << 0,  ///< ABI 2.3: problem.alibi
+  kOptionSinks = 1u << 1,  ///< ABI 2.3: problem.has_sinks
+};
+
+/// The options of `p` that are not in `implemented`, as a reason for a decline; empty if none.
+inline std::string missing_options(const attncheck_problem& p, std::uint32_t implemented) {
+  std::string missing;
+  auto note = [&](bool used, std::uint32_t option, const char* what) {
+    if (used && (implemented & option) == 0) missing += (missing.empty() ? "" : " and ") + std::string(what);
+  };
+  note(alibi_of(p) != kAttncheckAlibiNone, kOptionAlibi, "ALiBi");
+  note(has_sinks(p), kOptionSinks, "attention sinks");
+  return missing.empty() ? missing : "this backend does not implement " + missing;
+}
+
+/// The ALiBi slopes of a call as a flat [Hq] or [B, Hq] row-major vector, checked (float32,
+/// shape, finite); empty without ALiBi. `tensor` is the tensor set's alibi_slopes (NULL where the
+/// set predates 2.3).
+inline std::vector<float> checked_alibi_slopes(const attncheck_problem& p, const DLTensor* tensor, DLDeviceType device) {
+  std::vector<float> slopes;
+  const attncheck_alibi kind = alibi_of(p);
+  if (kind == kAttncheckAlibiNone) {
+    if (tensor != nullptr) invalid("alibi_slopes: is given, but problem.alibi is none");
+    return slopes;
+  }
+  const TensorArg arg = kind == kAttncheckAlibiPerHead
+                            ? check_tensor(tensor, "alibi_slopes", {p.q_heads}, {"query heads"}, {kF32}, device)
+                            : check_tensor(tensor, "alibi_slopes", {p.batch, p.q_heads}, {"batch", "query heads"},
+                                           {kF32}, device);
+  const std::int64_t rows = kind == kAttncheckAlibiPerHead ? 1 : p.batch;
+  for (std::int64_t b = 0; b < rows; ++b)
+    for (std::int64_t h = 0; h < p.q_heads; ++h) {
+      const float slope = kind == kAttncheckAlibiPerHead ? *arg.at<float>(h) : *arg.at<float>(b, h);
+      if (!std::isfinite(slope)) invalid("alibi_slopes: element " + std::to_string(b * p.q_heads + h) + " is not finite");
+      slopes.push_back(slope);
+    }
+  return slopes;
+}
+
+/// The slope of (b, h) in checked_alibi_slopes' vector; 0 when it is empty.
+inline float alibi_slope_at(const attncheck_problem& p, const std::vector<float>& slopes, std::int64_t b, std::int64_t h) {
+  if (slopes.empty()) return 0.0f;
+  return slopes[static_cast<size_t>(alibi_of(p) == kAttncheckAlibiPerHead ? h : b * p.q_heads + h)];
+}
+
+/// The sink logits of a call [Hq], checked (float32, not NaN, not +inf); empty without sinks.
+inline std::vector<float> checked_sinks(const attncheck_problem& p, const DLTensor* tensor, DLDeviceType device) {
+  std::vector<float> sinks;
+  if (!has_sinks(p)) {
+    if (tensor != nullptr) invalid("sinks: is given, but problem.has_sinks is 0");
+    return sinks;
+  }
+  const TensorArg arg = check_tensor(tensor, "sinks", {p.q_heads}, {"query heads"}, {kF32}, device);
+  for (std::int64_t h = 0; h < p.q_heads; ++h) {
+    const float sink = *arg.at<float>(h);
+    if (std::isnan(sink) || sink == INFINITY)
+      invalid("sinks: element " + std::to_string(h) + " is " + std::to_string(sink) + ", but must be finite or -inf");
+    sinks.push_back(sink);
+  }
+  return sinks;
+}
+
+/// The 2.3 tensors of a set, NULL where the caller's struct predates them.
+template <class Tensors>
+const DLTensor* alibi_slopes_of(const Tensors& t) {
+  return ATTNCHECK_HAS_FIELD(&t, Tensors, alibi_slopes) ? t.alibi_slopes : nullptr;
+}
+template <class Tensors>
+const DLTensor* sinks_of(const Tensors& t) {
+  return ATTNCHECK_HAS_FIELD(&t, Tensors, sinks) ? t.sinks : nullptr;
 }
 
 /// The diagonal offset of batch b (problem.h): row i's diagonal is p = i + offset.
@@ -253,6 +343,11 @@ class BackendImpl {
   /// Throw AbiError(kAttncheckNotSupported, reason) if `problem` is not handled; return otherwise.
   virtual void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const = 0;
   virtual void forward(const attncheck_problem& problem, const attncheck_attention_tensors& tensors) = 0;
+  /// The optional problem options (ProblemOption bits) forward implements; the table declines
+  /// every other one in supports, forward and backward, before the calls above run.
+  virtual std::uint32_t options() const { return 0; }
+  /// The options backward implements; by default those of forward.
+  virtual std::uint32_t backward_options() const { return options(); }
   /// Whether the profile depends on the problem (the table's get_problem_profile is NULL otherwise).
   virtual bool has_problem_profiles() const { return false; }
   /// The profile of the path forward takes for `problem` (ABI 2.1); only called when
@@ -357,6 +452,8 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
                     DLDeviceType device, char* reason, size_t reason_size) {
       const attncheck_status status = detail::guarded(self, [&](detail::TableHolder& holder) {
         if (problem == nullptr) invalid("supports: problem is NULL");
+        if (const std::string missing = missing_options(*problem, holder.impl->options()); !missing.empty())
+          unsupported(missing);
         holder.impl->check_supported(*problem, input, device);
       });
       detail::copy_reason(status == kAttncheckOk ? std::string() : detail::holder(self).last_error, reason, reason_size);
@@ -366,6 +463,8 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
       return detail::guarded(self, [&](detail::TableHolder& holder) {
         if (problem == nullptr || tensors == nullptr) invalid("forward: problem or tensors is NULL");
         check_struct_size(tensors->struct_size, ATTNCHECK_ATTENTION_TENSORS_SIZE_2_0, "forward: tensors");
+        if (const std::string missing = missing_options(*problem, holder.impl->options()); !missing.empty())
+          unsupported(missing);
         holder.impl->forward(*problem, *tensors);
       });
     };
@@ -386,6 +485,8 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
         return detail::guarded(self, [&](detail::TableHolder& holder) {
           if (problem == nullptr || out == nullptr) invalid("get_backward_profile: problem or profile is NULL");
           check_problem(*problem);
+          if (const std::string missing = missing_options(*problem, holder.impl->backward_options()); !missing.empty())
+            unsupported(missing + " in its backward pass");
           const attncheck_backward_profile full = holder.impl->backward_profile(*problem, input);
           attncheck_write_backward_profile(out, &full);  // no more than the suite's buffer holds
         });
@@ -395,6 +496,8 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
           if (problem == nullptr || tensors == nullptr) invalid("backward: problem or tensors is NULL");
           check_problem(*problem);
           check_struct_size(tensors->struct_size, ATTNCHECK_BACKWARD_TENSORS_SIZE_2_2, "backward: tensors", "2.2");
+          if (const std::string missing = missing_options(*problem, holder.impl->backward_options()); !missing.empty())
+            unsupported(missing + " in its backward pass");
           holder.impl->backward(*problem, *tensors);
         });
       };

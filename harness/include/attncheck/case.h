@@ -65,6 +65,8 @@ AttentionCase parse_case(std::string_view text);
 struct CaseData {
   HostTensor q, k, v, mask;
   std::vector<std::int64_t> key_lengths;
+  std::vector<double> alibi_slopes;  ///< [Hq] or [B, Hq] row-major, float32 values (Problem::alibi)
+  std::vector<double> sinks;         ///< [Hq] sink logits, float32 values (Problem::sinks)
 
   AttentionInputs inputs(const Problem& problem) const;
 };
@@ -72,6 +74,15 @@ struct CaseData {
 /// Deterministic: the same case gives the same data on every machine (std::mt19937_64 and our
 /// own normal/uniform transforms, not the implementation-defined std distributions). Throws
 /// ProblemError for fixed key lengths that do not fit the problem.
+///
+/// ALiBi slopes and sinks come from a stream of their own (case.cpp, inference_stream_seed), so
+/// every other value is the same with or without them, and the pair of a property (ALiBi vs the
+/// same bias as a mask, a sink vs an extra key) sees the same Q, K and V:
+///  - slope_h = 2^(−8(h+1)/Hq)·(1/2 + U[0, 1)), the geometric slopes of Press et al. (max bias 8)
+///    jittered so that no two heads share a slope and head order shows; per batch row as well
+///    with AlibiSlopes::PerBatchHead; rounded to float32;
+///  - sink_h ~ 3·N(0, 1) rounded to float32 (the logit scale of gpt-oss's learned sinks), −inf
+///    (no sink) for one head in eight.
 CaseData make_case_data(const AttentionCase& c);
 
 /// The additive bias as a kernel whose mask dtype is `mask_dtype` reads it

@@ -49,6 +49,11 @@ struct ProblemSpace {
   std::int64_t max_heads = 12;
   SizeMix sizes;              ///< medium and long problems, besides the small ones
   bool custom_scale = true;   ///< a scale other than 1/sqrt(Dk), including 0
+  /// ABI 2.3 options, off unless a property opts in: ALiBi and sinks change what most metamorphic
+  /// statements say (a key permutation moves ALiBi's distances; a sink makes P sum below 1), so
+  /// only the properties whose statement holds with them draw them.
+  bool alibi = false;         ///< ALiBi slopes per head or per batch row and head
+  bool sinks = false;         ///< one sink logit per query head
 
   static ProblemSpace plain() {
     return {false, false, false, false, false, false, false, false, true, true, 64, 4};

@@ -35,7 +35,7 @@ namespace attncheck {
 struct SearchExclusions {
   bool lse = false;  ///< the LSE is not judged
   bool gqa = false, causal = false, window = false, softcap = false, mask = false, key_lengths = false,
-       layouts = false, poison = false, custom_scale = false;
+       layouts = false, poison = false, custom_scale = false, alibi = false, sinks = false;
   std::vector<ValueKind> values;  ///< value kinds not drawn (a property's first kind stays)
   bool empty() const;
   /// "the LSE not judged; no window; no softcap": what the search left out.
@@ -143,6 +143,9 @@ class PropertyContext {
   /// Discards the current case when the backend declines it, counting a skip under its reason.
   /// Under isolation a backend whose memory is not the host's is asked in the child instead
   /// (execute.h), and its decline arrives from run().
+  /// Whether the backend would run `problem` (for a second formulation a property runs only where
+  /// it can); never declines the case. Under isolation on a device, true (the child asks).
+  bool supports(const Problem& problem);
   void require_supported(const Problem& problem);
   /// Runs the backend on a case (inputs from make_case_data) and fails on any memory finding; a
   /// kAttncheckNotSupported status is a decline (backend.h), never a failure.

@@ -27,6 +27,8 @@ struct DecodeInputs {
   View4<const double> v_new;   ///< [B, Hkv, Lk − P, Dv]; may be empty when Lk = P
   View4<const double> mask;    ///< as AttentionInputs::mask, over all Lk = P + new keys
   std::span<const std::int64_t> key_lengths;  ///< as AttentionInputs::key_lengths
+  std::span<const double> alibi_slopes;       ///< as AttentionInputs::alibi_slopes (measured from the step's diagonal)
+  std::span<const double> sinks;              ///< as AttentionInputs::sinks
 };
 
 struct DecodeResult {
@@ -38,7 +40,8 @@ struct DecodeResult {
 /// The causal step that appends `new_len` tokens (and as many queries) to a cache of `past_len`:
 /// batch, heads, dims, scale and softcap from `model`; q_len = new_len, k_len = past_len + new_len,
 /// causal, alignment Offset, diagonal_offset = past_len. Windows are kept (measured from the same
-/// diagonal); a mask is not (its shape depends on the step), so `model` must have none.
+/// diagonal), and so are ALiBi and sinks; a mask is not (its shape depends on the step), so `model`
+/// must have none.
 Problem decode_step_problem(const Problem& model, std::int64_t past_len, std::int64_t new_len);
 
 /// Throws ProblemError naming the tensor and dimension on the first mismatch.

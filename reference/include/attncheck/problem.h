@@ -20,6 +20,16 @@
 ///   KeyLengths  offset = key_lengths[b] − Lq (ONNX nonpad_kv_seqlen, an external cache)
 /// causal: key j is allowed iff j ≤ p.  window (left, right), −1 meaning unbounded on that side:
 /// allowed iff p − left ≤ j ≤ p + right (both bounds inclusive, as ONNX opset 25).
+///
+/// Inference-kernel options (ABI 2.3):
+///   ALiBi (Press et al., "Train Short, Test Long", 2022): slopes [Hq] (or [B, Hq]) as an input;
+///     every allowed key gets −slope_h·|j − p(b, i)| added with the bias, after softcap, measured
+///     from the same diagonal p as causal (FlashAttention's alibi_slopes: bottom-right with
+///     p = i + Lk − Lq). Under causal |j − p| = p − j.
+///   Sinks (gpt-oss, FlashAttention 3, OpenVINO's `sink`): one logit σ_h per query head, an
+///     input [Hq], added to the softmax denominator only: Z = Σ_k e^{s_k} + e^{σ_h}; O = Σ_k
+///     e^{s_k} V_k / Z; LSE = log Z. A sink is one extra key of score σ_h and value 0, which no
+///     mask excludes: a row with no allowed key gets O = 0 and LSE = σ_h.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +44,9 @@ namespace attncheck {
 
 enum class Alignment : std::uint8_t { TopLeft, BottomRight, Offset, KeyLengths };
 enum class MaskKind : std::uint8_t { None, Boolean, Additive };
+/// Where ALiBi slopes come from: none, one per query head ([Hq]), or one per batch row and query
+/// head ([B, Hq], as FlashAttention's alibi_slopes allows).
+enum class AlibiSlopes : std::uint8_t { None, PerHead, PerBatchHead };
 /// What a kernel writes for a row with no allowed key (0/0). The reference writes zeros with
 /// LSE = −inf (ONNX opset 23 errata, PyTorch _safe_softmax); a backend declares its own.
 enum class EmptyRowConvention : std::uint8_t { Zeros, NaN, MeanOfV };
@@ -41,9 +54,11 @@ enum class EmptyRowConvention : std::uint8_t { Zeros, NaN, MeanOfV };
 std::string_view alignment_name(Alignment alignment);
 std::string_view mask_kind_name(MaskKind kind);
 std::string_view empty_row_name(EmptyRowConvention convention);
+std::string_view alibi_slopes_name(AlibiSlopes slopes);  ///< "none", "head", "batch-head"
 std::optional<Alignment> parse_alignment(std::string_view name);
 std::optional<MaskKind> parse_mask_kind(std::string_view name);
 std::optional<EmptyRowConvention> parse_empty_row(std::string_view name);
+std::optional<AlibiSlopes> parse_alibi_slopes(std::string_view name);
 
 /// A Problem that fails validation. The message names the tensor, the dimension, what was
 /// expected and what was given, e.g. "K: dim 1 (kv heads) is 3, but Hq = 8 is not a multiple of it".
@@ -78,6 +93,9 @@ struct Problem {
 
   bool has_key_lengths = false;  ///< key_lengths[b] ∈ [0, Lk] given as an input tensor
 
+  AlibiSlopes alibi = AlibiSlopes::None;  ///< ALiBi slopes as an input tensor (file comment)
+  bool sinks = false;                     ///< one sink logit per query head as an input tensor [Hq]
+
   /// A problem with these dimensions and every option at its default (no mask, no causal…).
   static Problem of_shape(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_heads, std::int64_t q_len,
                           std::int64_t k_len, std::int64_t qk_dim, std::int64_t v_dim);
@@ -89,6 +107,11 @@ struct Problem {
   /// The kv head that query head h reads: h / (Hq / Hkv) (ONNX repeat-interleave order).
   std::int64_t kv_head_of(std::int64_t h) const { return h / group_size(); }
   bool has_window() const { return window_left >= 0 || window_right >= 0; }
+  bool has_alibi() const { return alibi != AlibiSlopes::None; }
+  /// Elements of the ALiBi slopes tensor: Hq, B·Hq, or 0 without ALiBi.
+  std::int64_t alibi_slope_count() const {
+    return alibi == AlibiSlopes::None ? 0 : alibi == AlibiSlopes::PerHead ? q_heads : batch * q_heads;
+  }
 
   /// The key on query row i's diagonal, i + offset(b) (the alignments above), for a batch row
   /// whose key length is `key_length` (k_len unless has_key_lengths).

@@ -10,7 +10,10 @@
 ///    never reaches the output (0·NaN would).
 ///  - A row with no allowed key gives O = 0 and LSE = −inf (ONNX opset 23 errata; PyTorch
 ///    _safe_softmax). An additive bias of −inf masks its key like a boolean false.
-///  - LSE is the natural log of Σ_k exp(s_k) over allowed keys.
+///  - LSE is the natural log of Σ_k exp(s_k) over allowed keys (plus e^{σ_h} with a sink).
+///  - A sink is one more key of score σ_h and value 0 (problem.h): the row statistics count it
+///    as a key (n, m, M, and the weighted sums with a_k = 0 and V = 0), which is what the tolerance
+///    model's derivation needs, and a row whose only key is its sink is not empty.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +35,8 @@ struct AttentionInputs {
   View4<const double> v;     ///< [B, Hkv, Lk, Dv]
   View4<const double> mask;  ///< [Bm, Hm, Lqm, Lkm]; Boolean: nonzero = attend; Additive: bias. Empty if none.
   std::span<const std::int64_t> key_lengths;  ///< [B], each in [0, Lk]; empty unless Problem::has_key_lengths
+  std::span<const double> alibi_slopes;  ///< [Hq] or [B, Hq] row-major (Problem::alibi), finite; empty without ALiBi
+  std::span<const double> sinks;         ///< [Hq] sink logits, finite or −inf (no sink); empty unless Problem::sinks
 };
 
 /// Which build of the reference's inner loops runs. Every one computes the same bits, on every
@@ -65,11 +70,12 @@ struct ScoreStages {
 /// of one row (b, h, i), s_k its final scores, a_k = |σ|·Σ_l |q_l k_kl| and O_j the output:
 struct RowStatistics {
   // Per row, shape [1, B, Hq, Lq]:
-  HostTensor allowed_keys;   ///< n: keys not masked (as a double)
+  HostTensor allowed_keys;   ///< n: keys not masked (as a double), a finite sink counted as one
   HostTensor max_abs_score;  ///< M = max |s_k| over allowed keys with s_k − max_l s_l > −104 (weight
                              ///< above fp32's smallest subnormal, 2^-149 ≈ e^-103.3)
   HostTensor max_score;      ///< m = max s_k (−inf for an empty row)
   HostTensor max_dot_abs;    ///< max_k a_k over allowed keys
+  HostTensor max_abs_alibi;  ///< A = max_k |slope·(j − p)| over allowed keys: the ALiBi bias's magnitude (0 without)
   // Per output element, shape [B, Hq, Lq, Dv]:
   HostTensor row_scale;       ///< A_j  = Σ_k p_k |V_kj|
   HostTensor spread;          ///< W_j  = (Σ_k p_k² (|V_kj| + |O_j|)²)^½
