@@ -45,6 +45,10 @@ class MutantBackend final : public impl::BackendImpl {
     return p;
   }
 
+  std::uint32_t options() const override {
+    return is_inference_mutation(mutation_) ? impl::kOptionAlibi | impl::kOptionSinks : 0u;
+  }
+
   void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
     impl::check_problem(problem);
     if (!impl::same_dtype(input, impl::kF32)) impl::unsupported("mutants compute in float32 only");
@@ -67,6 +71,8 @@ class MutantBackend final : public impl::BackendImpl {
       lse_ = check(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "heads", "length"}, {impl::kF32});
     else
       lse_ = TensorArg{};
+    slopes_ = impl::checked_alibi_slopes(p, impl::alibi_slopes_of(t), memory());
+    sinks_ = impl::checked_sinks(p, impl::sinks_of(t), memory());
     pending_rows_.clear();  // what an earlier call deferred targeted memory that is gone
     if (mutation_ == Mutation::StickyDeviceError && (faulted_ || p.k_len >= 2)) {
       // A CUDA context that faulted stays faulted: every later call of this instance fails too,
@@ -245,12 +251,17 @@ class MutantBackend final : public impl::BackendImpl {
         const std::int64_t g = mutation_ == Mutation::GqaModulo ? h % p.kv_heads : h / group;
         for (std::int64_t i = 0; i < p.q_len; ++i) {
           float row_max = row_scores(p, q, k, mask, {b, kb, h, g, i}, key_length, offset, scale, s, raw, allowed);
+          // A sink σ: one more key of value 0 (backend.h); its weight e^{σ − max} joins the sum.
+          const float sink = sinks_.empty() ? neg_inf : sinks_[static_cast<size_t>(h)];
+          if (sink > row_max) row_max = sink;
+          const float sink_weight = sink == neg_inf ? 0.0f : std::exp(sink - row_max);
           if (mutation_ == Mutation::NoMaxSubtraction) row_max = 0;
           if (mutation_ == Mutation::LastRowUnwritten && i == p.q_len - 1) continue;
           const bool deferred = mutation_ == Mutation::DeferredWrite && i >= p.q_len / 2;
           float sum = 0;
           for (std::int64_t j : key_order)
             if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak) sum += std::exp(s[static_cast<size_t>(j)] - row_max);
+          sum += sink_weight;
           if (mutation_ == Mutation::SoftmaxOverQueries) sum = query_axis_sum(p, q, k, b, h, g, kb, scale, i);
           if (lse_.present()) {
             const float natural = row_max + std::log(sum);
@@ -262,7 +273,8 @@ class MutantBackend final : public impl::BackendImpl {
             *lse_.mut<float>(b, h, i) = sum > 0 ? written : neg_inf;
           }
           for (std::int64_t d = 0; d < p.v_dim; ++d) {
-            float acc = 0;
+            // The bug of SinkInNumerator: the sink's weight in the numerator, as if its value were 1.
+            float acc = mutation_ == Mutation::SinkInNumerator ? sink_weight : 0.0f;
             for (std::int64_t j : key_order)
               if (allowed[static_cast<size_t>(j)] || mutation_ == Mutation::NanLeak) {
                 const float term = std::exp(s[static_cast<size_t>(j)] - row_max) * *v.at<float>(b, g, j, d);
@@ -441,6 +453,12 @@ class MutantBackend final : public impl::BackendImpl {
           if (p.mask_kind == kAttncheckMaskBoolean) ok = *mask.at<std::uint8_t>(mb, mh, mi, j) != 0;
           else score += *mask.at<float>(mb, mh, mi, j);
         }
+        if (!slopes_.empty()) {
+          // The bug of AlibiReversedHeads: the slopes read in reversed head order.
+          const std::int64_t head = mutation_ == Mutation::AlibiReversedHeads ? p.q_heads - 1 - r.h : r.h;
+          const std::int64_t distance = j > diagonal ? j - diagonal : diagonal - j;
+          score -= impl::alibi_slope_at(p, slopes_, r.b, head) * static_cast<float>(distance);
+        }
       }
       allowed[static_cast<size_t>(j)] = ok && score != neg_inf;
       s[static_cast<size_t>(j)] = allowed[static_cast<size_t>(j)] ? score : neg_inf;
@@ -488,6 +506,7 @@ class MutantBackend final : public impl::BackendImpl {
 
   Mutation mutation_;
   bool faulted_ = false;
+  std::vector<float> slopes_, sinks_;  // this call's ALiBi slopes and sinks (ABI 2.3)
   TensorArg lse_;
   // DeferredWrite: the rows computed but not yet written when forward returned, as a kernel
   // enqueued on a stream the caller never synchronizes holds them. They are dropped at the next
@@ -641,5 +660,13 @@ attncheck_backend* attncheck_mutant_bwd_masked_keys_get_dk_entry(void) {
 attncheck_backend* attncheck_mutant_bwd_dq_lost_update_entry(void) {
   return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::BwdDqLostUpdate, "mutant-bwd-dq-lost-update",
                                          "backward: the last of several key tiles' dQ sums is lost");
+}
+attncheck_backend* attncheck_mutant_alibi_reversed_heads_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::AlibiReversedHeads, "mutant-alibi-reversed-heads",
+                                         "ALiBi slopes read in reversed head order");
+}
+attncheck_backend* attncheck_mutant_sink_in_numerator_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::SinkInNumerator, "mutant-sink-in-numerator",
+                                         "the sink added to the numerator as well as the denominator");
 }
 }

@@ -49,6 +49,9 @@ enum class Mutation {
   BwdDqRandomOrder,       ///< dQ's key-tile sums added in a random order ("atomics") while determinism is declared
   BwdMaskedKeysGetDk,     ///< dK's dS weighs an excluded key by 10^-3 instead of 0: keys no query sees get dK ≠ 0
   BwdDqLostUpdate,        ///< of dQ's key-tile sums the last is lost when there are several (Lk > kBackwardKeyTile)
+  // Inference-option bugs (ABI 2.3): only these mutants implement ALiBi and sinks.
+  AlibiReversedHeads,     ///< query head h gets the ALiBi slope of head Hq − 1 − h
+  SinkInNumerator,        ///< the sink is added to every output's numerator too, as if its value were 1
 };
 
 /// The backward pass sums dQ's keys in tiles of this many, one partial sum per tile, added into
@@ -58,7 +61,12 @@ enum class Mutation {
 constexpr std::int64_t kBackwardKeyTile = 4;
 
 /// Whether `mutation` is one of the backward pass's (the mutants with a backward pass).
-constexpr bool is_backward_mutation(Mutation mutation) { return mutation >= Mutation::BwdNoDTerm; }
+constexpr bool is_backward_mutation(Mutation mutation) {
+  return mutation >= Mutation::BwdNoDTerm && mutation <= Mutation::BwdDqLostUpdate;
+}
+
+/// Whether `mutation` is one of the ABI 2.3 options' (the mutants that implement ALiBi and sinks).
+constexpr bool is_inference_mutation(Mutation mutation) { return mutation >= Mutation::AlibiReversedHeads; }
 
 attncheck_backend* make_mutant(Mutation mutation, const char* name, const char* description);
 

@@ -334,8 +334,18 @@ BackwardData make_backward_data(const AttentionCase& c, const AttentionResult& r
   return d;
 }
 
-std::array<double, 3> poison_values(DType dtype, bool finite_only) {
-  const double big = largest_finite(dtype);
+double largest_held_finite(DType dtype, std::optional<DType> held) {
+  double big = largest_finite(dtype);
+  if (held && largest_finite(*held) < big) {
+    big = largest_finite(*held);
+    while (round_to(dtype, big) > big) big = std::nextafter(big, 0.0);  // rounded down into dtype
+    big = round_to(dtype, big);
+  }
+  return big;
+}
+
+std::array<double, 3> poison_values(DType dtype, bool finite_only, std::optional<DType> held) {
+  const double big = finite_only ? largest_held_finite(dtype, held) : largest_finite(dtype);
   if (finite_only) return {big / 2, big, -big};
   return {std::numeric_limits<double>::quiet_NaN(), big, -big};
 }
@@ -345,9 +355,12 @@ void round_additive_mask(const Problem& p, CaseData& data, DType mask_dtype) {
   round_all(data.mask, mask_dtype);
 }
 
-void make_poison_finite(const Problem& p, CaseData& data, DType dtype) {
-  const double big = largest_finite(dtype);
-  auto finite = [&](double x) { return std::isnan(x) ? big / 2 : std::isinf(x) ? std::copysign(big, x) : x; };
+void make_poison_finite(const Problem& p, CaseData& data, DType dtype, std::optional<DType> held) {
+  const double big = largest_held_finite(dtype, held);
+  auto finite = [&](double x) {
+    if (std::isnan(x)) return round_to(dtype, big / 2);
+    return std::fabs(x) > big ? std::copysign(big, x) : x;
+  };
   for (std::int64_t b = 0; b < p.batch; ++b) {
     std::int64_t first_dead = p.k_len;
     if (p.has_key_lengths && static_cast<std::int64_t>(data.key_lengths.size()) > b)

@@ -58,7 +58,7 @@ CaseCheck check_case(Backend& backend, const AttentionCase& c, const CaseData& d
   if (round_mask || check.profile.masked_keys_weighted_by_zero) {
     adjusted = data;
     round_additive_mask(c.problem, *adjusted, check.profile.additive_mask_dtype());
-    if (check.profile.masked_keys_weighted_by_zero) make_poison_finite(c.problem, *adjusted, c.dtype);
+    if (check.profile.masked_keys_weighted_by_zero) make_poison_finite(c.problem, *adjusted, c.dtype, check.profile.held_key_value_dtype());
   }
   const CaseData& judged = adjusted ? *adjusted : data;
   try {

@@ -193,12 +193,13 @@ CaseData PropertyContext::case_data(const AttentionCase& c) {
   const NumericsProfile p = profile(c.problem);
   CaseData data = make_case_data(c);
   round_additive_mask(c.problem, data, p.additive_mask_dtype());
-  if (p.masked_keys_weighted_by_zero) make_poison_finite(c.problem, data, c.dtype);
+  if (p.masked_keys_weighted_by_zero) make_poison_finite(c.problem, data, c.dtype, p.held_key_value_dtype());
   return data;
 }
 
 std::array<double, 3> PropertyContext::poison_values(const Problem& problem) {
-  return attncheck::poison_values(dtype_, profile(problem).masked_keys_weighted_by_zero);
+  const NumericsProfile p = profile(problem);
+  return attncheck::poison_values(dtype_, p.masked_keys_weighted_by_zero, p.held_key_value_dtype());
 }
 
 BackendRun PropertyContext::run(const AttentionCase& c, const CaseData& data, const RunOptions& options) {

@@ -95,11 +95,18 @@ void round_additive_mask(const Problem& problem, CaseData& data, DType mask_dtyp
 /// length) with large finite values of `dtype`, keeping ±max-finite where it was already: the
 /// poisoning for a kernel that declares masked_keys_weighted_by_zero (0·NaN = NaN is then its
 /// declared convention, but finite garbage must still not reach the output).
-void make_poison_finite(const Problem& problem, CaseData& data, DType dtype);
+/// With `held` (NumericsProfile::held_key_value_dtype, when the kernel keeps K or V in a narrower
+/// type than `dtype`), every unreachable value is also clamped to what `held` holds finite.
+void make_poison_finite(const Problem& problem, CaseData& data, DType dtype, std::optional<DType> held = {});
 
 /// The values unreachable keys are poisoned with: NaN and ±the largest finite value, or, when
 /// only finite garbage may be used, ±the largest finite value and half of it.
-std::array<double, 3> poison_values(DType dtype, bool finite_only);
+/// With `held` (finite_only only), the finite values are those make_poison_finite clamps to.
+std::array<double, 3> poison_values(DType dtype, bool finite_only, std::optional<DType> held = {});
+
+/// The largest value of `dtype` that is finite in `held` too (rounded down into `dtype`); the
+/// largest finite value of `dtype` without `held` or when `held` holds more.
+double largest_held_finite(DType dtype, std::optional<DType> held);
 
 /// A departure from the draw that a fixed check needs and random masks hit too rarely: the mask
 /// forbids keys [key_begin, key_end) (clamped to the mask's key length) in every query row for

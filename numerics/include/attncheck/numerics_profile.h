@@ -53,6 +53,15 @@ struct NumericsProfile {
 
   /// The dtype an additive mask is rounded to before the reference sees it.
   DType additive_mask_dtype() const { return mask_dtype.value_or(input); }
+  /// The narrowest dtype K and V live in inside the kernel: `input`, or the key or value rounding
+  /// when one has less range. Finite poison must be finite there: a kernel that holds K in fp16
+  /// turns an fp32 poison of 3e38 into inf, and 0·inf is NaN however correct its masking is.
+  DType held_key_value_dtype() const {
+    DType held = input;
+    for (const auto& rounding : {key_rounding, value_rounding})
+      if (rounding && largest_finite(*rounding) < largest_finite(held)) held = *rounding;
+    return held;
+  }
   DType row_sum_dtype() const { return row_sum_accumulator.value_or(accumulator); }
 
   /// "in=f16 S=f32 P=f16 acc=f32 out=f16 RN k0=1 block=128 det zeros"
