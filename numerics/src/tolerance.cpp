@@ -116,7 +116,7 @@ struct LogitBound {
 //     rounded products: α = (1 + γ_d)(1 + u_Q)(1 + u_K) − 1. Holds while Q and K stay in the
 //     rounding dtype's normal range (§2.12).
 //  9. Split-KV merge factors e^{m_s − m} (§2.12): S more rescales of the kind of 4.
-// 10. ALiBi (§2.13): the product slope·|j − p| (the distance is an exact integer) rounds once,
+// 10. ALiBi (§6.6): the product slope·|j − p| (the distance is an exact integer) rounds once,
 //     u_S·A with A the row's largest |ALiBi bias|, and its addition once more, u_S|s_k|. With an
 //     additive mask as well, the first of the two additions (in either order) rounds a partial
 //     sum |c_k + b_k| ≤ |s_k| + A or |c_k + alibi_k| ≤ a_k + A: u_S(a_k + |s_k| + A) covers both.

@@ -48,7 +48,7 @@ Prepared prepare(PropertyContext& ctx, const AttentionCase& c, bool with_d_lse) 
 // dO, dLSE): its gradients must equal the exact ones within τ, over every Problem option and
 // value kind the forward is checked on.
 void backward_agreement(PropertyContext& ctx) {
-  const AttentionCase c = ctx.draw_case(with_inference_options(ctx.space()),
+  const AttentionCase c = ctx.draw_case(ctx.space(),
                                         {ValueKind::Gaussian, ValueKind::Grid, ValueKind::Ties, ValueKind::DuplicateKeys,
                                          ValueKind::OneHotV, ValueKind::LargeLogits, ValueKind::Diffuse,
                                          ValueKind::Peaked, ValueKind::ConstantV, ValueKind::NonNegativeV});
@@ -407,7 +407,7 @@ std::string first_difference(std::string_view name, const HostTensor& a, const H
 // for equal inputs, the promise that makes training runs reproducible: repeated calls on the same
 // inputs return bitwise-equal dQ, dK, dV and dBias.
 void backward_determinism(PropertyContext& ctx) {
-  const AttentionCase c = ctx.draw_case(with_inference_options(ctx.space()));
+  const AttentionCase c = ctx.draw_case(ctx.space());
   ctx.classify(c);
   const BackwardProfile backward = ctx.backward_profile(c.problem);
   // skip_reason sees the forward profile only: the backward's promise is declined per case.
@@ -449,7 +449,7 @@ std::string first_nonfinite(std::string_view name, const HostTensor& actual, con
 void backward_robustness(PropertyContext& ctx) {
   const HardInput hard = *rc::gen::element(HardInput::LargeLogits, HardInput::MaskedTiles, HardInput::SubnormalValues,
                                            HardInput::SubnormalDout);
-  AttentionCase c = ctx.draw_case(with_inference_options(ctx.space()));
+  AttentionCase c = ctx.draw_case(ctx.space());
   Problem& p = c.problem;
   switch (hard) {
     case HardInput::LargeLogits: c.values = ValueKind::LargeLogits; break;  // |s| ≈ 1e3

@@ -6,11 +6,6 @@
 
 namespace attncheck::props {
 
-ProblemSpace with_inference_options(ProblemSpace space) {
-  space.alibi = space.sinks = true;
-  return space;
-}
-
 AttentionResult reference_for(const Problem& problem, const CaseData& data) {
   ReferenceOptions options;
   options.row_statistics = true;

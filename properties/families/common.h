@@ -17,10 +17,6 @@
 
 namespace attncheck::props {
 
-/// `space` with the ABI 2.3 options (ALiBi, sinks) drawn as well: for the properties whose
-/// statement holds whatever the score pipeline adds (agreement, robustness, determinism).
-ProblemSpace with_inference_options(ProblemSpace space);
-
 /// The reference with the row statistics the tolerance model needs.
 AttentionResult reference_for(const Problem& problem, const CaseData& data);
 

@@ -9,7 +9,7 @@ namespace attncheck::props {
 namespace {
 
 void reference_agreement(PropertyContext& ctx) {
-  const AttentionCase c = ctx.draw_case(with_inference_options(ctx.space()),
+  const AttentionCase c = ctx.draw_case(ctx.space(),
                                     {ValueKind::Gaussian, ValueKind::Grid, ValueKind::Ties, ValueKind::DuplicateKeys,
                                      ValueKind::OneHotV, ValueKind::LargeLogits, ValueKind::Diffuse,
                                      ValueKind::Peaked, ValueKind::ConstantV, ValueKind::NonNegativeV});
@@ -25,7 +25,7 @@ enum class HardInput { LargeLogits, EmptyRows, MaskedTiles, Subnormal };
 void robustness(PropertyContext& ctx) {
   const HardInput hard = *rc::gen::element(HardInput::LargeLogits, HardInput::EmptyRows, HardInput::MaskedTiles,
                                            HardInput::Subnormal);
-  AttentionCase c = ctx.draw_case(with_inference_options(ctx.space()));
+  AttentionCase c = ctx.draw_case(ctx.space());
   Problem& p = c.problem;
   switch (hard) {
     case HardInput::LargeLogits:

@@ -9,7 +9,7 @@ namespace attncheck::props {
 namespace {
 
 void repeated_runs(PropertyContext& ctx) {
-  const AttentionCase c = ctx.draw_case(with_inference_options(ctx.space()));
+  const AttentionCase c = ctx.draw_case(ctx.space());
   ctx.classify(c);
   ctx.require_supported(c.problem);
   // The promise is made per code path (get_problem_profile): a split-KV path with atomics, say,

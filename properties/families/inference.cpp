@@ -13,6 +13,11 @@ namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
+// The value kinds reference-agreement draws: the options meet the hard inputs there too.
+const std::vector<ValueKind> kAllValueKinds = {
+    ValueKind::Gaussian, ValueKind::Grid,    ValueKind::Ties,      ValueKind::DuplicateKeys, ValueKind::OneHotV,
+    ValueKind::LargeLogits, ValueKind::Diffuse, ValueKind::Peaked, ValueKind::ConstantV, ValueKind::NonNegativeV};
+
 // A case run in two formulations: `native` (ALiBi or sinks) and `explicit_form` (the same function
 // written with an additive mask), with the exact data of each (the explicit mask unrounded).
 struct TwoForms {
@@ -81,7 +86,8 @@ void alibi_equals_bias(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
   space.mask = false;  // the explicit form needs the mask slot
   space.alibi = true;  // drawn per head or per batch row; forced on when the draw left it off
-  AttentionCase c = ctx.draw_case(space);
+  space.sinks = true;
+  AttentionCase c = ctx.draw_case(space, kAllValueKinds);
   if (!c.problem.has_alibi()) c.problem.alibi = AlibiSlopes::PerHead;
   ctx.classify(c);
   ctx.require_supported(c.problem);
@@ -131,7 +137,7 @@ void sink_equals_extra_key(PropertyContext& ctx) {
   // which would measure the diagonal from shifted keys.
   space.mask = space.causal = space.window = false;
   space.sinks = true;  // forced on when the draw left it off
-  AttentionCase c = ctx.draw_case(space);
+  AttentionCase c = ctx.draw_case(space, kAllValueKinds);
   c.problem.sinks = true;
   ctx.classify(c);
   ctx.require_supported(c.problem);
@@ -141,9 +147,33 @@ void sink_equals_extra_key(PropertyContext& ctx) {
   expect_forms_agree(ctx, forms, run, "sinks against the kernel's own extra-key formulation");
 }
 
+// The backward pass with ALiBi and sinks: ALiBi is a constant of the scores, so dS flows through
+// it unchanged; with a sink, P = exp(s − lse) from the lse that includes it and D = dO·O make the
+// gradients of Q, K and V the sink-aware ones (backend.h). Judged against the reference's
+// gradients within gradient_tolerance's τ (numerics/README.md §6.6, §6.7, §10).
+void inference_options_backward(PropertyContext& ctx) {
+  ProblemSpace space = ctx.space();
+  space.alibi = space.sinks = true;
+  AttentionCase c = ctx.draw_case(space, kAllValueKinds);
+  if (!c.problem.has_alibi() && !c.problem.sinks) c.problem.sinks = true;
+  ctx.classify(c);
+  ctx.require_supported(c.problem);
+  const BackwardProfile backward = ctx.backward_profile(c.problem);
+  const bool d_lse = backward.accepts_dlse && *rc::gen::element(false, true);
+  const JudgedBackward j = run_backward_and_bound(ctx, c, d_lse, wants_d_bias(c.problem, backward));
+  ctx.expect(judge_gradients(j), c,
+             std::string("agreement of the gradients with ALiBi or sinks") + (d_lse ? " (with dLSE)" : ""));
+}
+
 }  // namespace
 
 std::vector<PropertyDef> inference_properties() {
+  PropertyDef backward;
+  backward.name = "inference-options-backward";
+  backward.family = "inference";
+  backward.why = "ALiBi is a constant of the scores and a sink's lse carries it: the backward formulas hold unchanged";
+  backward.body = inference_options_backward;
+  backward.needs_backward = true;
   return {
       {"alibi-equals-bias", "inference",
        "ALiBi is by definition the additive bias −slope·|j − p| on the causal diagonal: the two formulations agree",
@@ -151,6 +181,7 @@ std::vector<PropertyDef> inference_properties() {
       {"sink-equals-extra-key", "inference",
        "a sink adds e^σ to the softmax denominator only, which is one more key of score σ and value 0", false,
        sink_equals_extra_key},
+      backward,
   };
 }
 
