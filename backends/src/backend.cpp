@@ -53,22 +53,31 @@ std::string last_error_of(const attncheck_backend* t) {
                                          status_name(status), last_error_of(t)));
 }
 
-// The ABI minor that introduced the newest option `problem` uses (backend.h, ABI 2.3).
-std::optional<std::pair<std::uint32_t, const char*>> newest_option(const Problem& problem) {
-  if (problem.has_alibi()) return std::pair{3u, "ALiBi"};
-  if (problem.sinks) return std::pair{3u, "attention sinks"};
-  return std::nullopt;
+// The options `problem` uses that `declared` (the table's problem_options) lacks, as the decline.
+std::string undeclared_options(const Problem& problem, std::uint32_t declared) {
+  std::string missing;
+  auto note = [&](bool used, std::uint32_t option, const char* what) {
+    if (used && (declared & option) == 0) missing += (missing.empty() ? "" : " and ") + std::string(what);
+  };
+  note(problem.has_alibi(), kAttncheckOptionAlibi, "ALiBi");
+  note(problem.sinks, kAttncheckOptionSinks, "attention sinks");
+  return missing;
 }
 
 }  // namespace
 
-// A backend built for an older minor does not know the option's field exists and would compute
-// without it: such a problem is never sent to it (backend.h, "ABI 2.3").
+// A backend computes an option only if its table declares it (backend.h, problem_options): a
+// table of an older minor has no such field, and a plug-in rebuilt against a newer header without
+// implementing an option leaves it 0. Either would compute the problem as if the option were absent.
 std::optional<std::string> Backend::predating_reason(const Problem& problem) const {
-  const auto option = newest_option(problem);
-  if (!option || table_->abi_version.minor >= option->first) return std::nullopt;
-  return fmt::format("the backend was built for ABI {}.{}, which predates {} (ABI 2.{})", table_->abi_version.major,
-                     table_->abi_version.minor, option->second, option->first);
+  const std::uint32_t declared =
+      ATTNCHECK_HAS_FIELD(table_, attncheck_backend, problem_options) ? table_->problem_options : 0u;
+  const std::string missing = undeclared_options(problem, declared);
+  if (missing.empty()) return std::nullopt;
+  if (table_->abi_version.minor < 3)
+    return fmt::format("the backend was built for ABI {}.{}, which predates {} (ABI 2.3)", table_->abi_version.major,
+                       table_->abi_version.minor, missing);
+  return fmt::format("the backend does not declare {} in its table's problem_options", missing);
 }
 
 std::optional<NumericsProfile> Backend::profile(DType input) const {

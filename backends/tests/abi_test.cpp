@@ -56,6 +56,97 @@ TEST(CAbi, A21PluginDeclaresItsProfilePerProblem) {
   EXPECT_FALSE(backend.profile(long_path, DType::F16).has_value()) << "f16 is not supported by any path";
 }
 
+// ABI 2.3's options never reach a table that predates them: a 2.0 plug-in would compute an ALiBi
+// or sink problem as if the option were absent, so the handle declines it with the reason.
+TEST(CAbi, OptionsOfALaterMinorNeverReachAnOlderPlugin) {
+  Backend old_plugin(attncheck_c_mock_2_0_entry(), "c-mock-2.0");
+  Problem p;
+  p.k_len = 3;
+  const auto plain = old_plugin.unsupported_reason(p, DType::F32);  // the plug-in's own answer
+  EXPECT_TRUE(!plain || plain->find("predates") == std::string::npos) << *plain;
+  p.alibi = AlibiSlopes::PerHead;
+  EXPECT_EQ(old_plugin.unsupported_reason(p, DType::F32),
+            "the backend was built for ABI 2.0, which predates ALiBi (ABI 2.3)");
+  p.alibi = AlibiSlopes::None;
+  p.sinks = true;
+  EXPECT_EQ(old_plugin.unsupported_reason(p, DType::F32),
+            "the backend was built for ABI 2.0, which predates attention sinks (ABI 2.3)");
+  attncheck_attention_tensors none{};
+  none.struct_size = sizeof none;
+  try {
+    old_plugin.forward(p, none);
+    ADD_FAILURE() << "forward reached a 2.0 plug-in with sinks";
+  } catch (const BackendError& e) {
+    EXPECT_EQ(e.status(), kAttncheckNotSupported);
+  }
+}
+
+// A 2.3 BackendImpl declines, before its own code runs, every option its options() does not list.
+class NoOptions final : public impl::BackendImpl {
+ public:
+  attncheck_numerics_profile profile(DLDataType) const override { return to_abi(NumericsProfile{}); }
+  void check_supported(const attncheck_problem&, DLDataType, DLDeviceType) const override {}
+  void forward(const attncheck_problem&, const attncheck_attention_tensors&) override { ADD_FAILURE() << "forward ran"; }
+};
+
+TEST(BackendImpl, UnlistedOptionsAreDeclinedByTheTable) {
+  Backend backend(impl::make_backend_table<NoOptions>("no-options", "implements no option"), "test");
+  Problem p;
+  EXPECT_FALSE(backend.unsupported_reason(p, DType::F32).has_value());
+  p.alibi = AlibiSlopes::PerBatchHead;
+  p.sinks = true;
+  // The handle reads the table's problem_options and never sends the problem…
+  EXPECT_EQ(backend.table()->problem_options, 0u);
+  EXPECT_EQ(backend.unsupported_reason(p, DType::F32),
+            "the backend does not declare ALiBi and attention sinks in its table's problem_options");
+  // …and a caller that sends it anyway gets the table's own decline.
+  const attncheck_problem a = to_abi(p);
+  char reason[256] = {};
+  EXPECT_EQ(backend.table()->supports(backend.table(), &a, to_dlpack(DType::F32), kDLCPU, reason, sizeof reason),
+            kAttncheckNotSupported);
+  EXPECT_STREQ(reason, "this backend does not implement ALiBi and attention sinks");
+  attncheck_attention_tensors none{};
+  none.struct_size = sizeof none;
+  try {
+    backend.forward(p, none);
+    ADD_FAILURE() << "forward accepted an option it does not implement";
+  } catch (const BackendError& e) {
+    EXPECT_EQ(e.status(), kAttncheckNotSupported);
+  }
+}
+
+// The 2.3 fields round-trip, and the layer problem keeps the frozen 2.0 layout: its core carries
+// neither option, and one asked for is refused rather than dropped.
+TEST(Conversions, InferenceOptionsRoundTripAndStayOutOfTheLayer) {
+  Problem p = Problem::of_shape(2, 4, 2, 3, 5, 8, 8);
+  p.alibi = AlibiSlopes::PerBatchHead;
+  p.sinks = true;
+  const attncheck_problem a = to_abi(p);
+  EXPECT_EQ(a.struct_size, sizeof(attncheck_problem));
+  EXPECT_EQ(a.alibi, kAttncheckAlibiPerBatchHead);
+  EXPECT_EQ(a.has_sinks, 1);
+  Problem back = from_abi(a);
+  back.scale.reset();
+  EXPECT_EQ(back, p);
+  attncheck_problem short_one = a;
+  short_one.struct_size = static_cast<std::uint32_t>(ATTNCHECK_PROBLEM_SIZE_2_0);  // a 2.0 writer
+  EXPECT_FALSE(from_abi(short_one).has_alibi());
+  EXPECT_FALSE(from_abi(short_one).sinks);
+  static_assert(sizeof(attncheck_problem_2_0) == ATTNCHECK_PROBLEM_SIZE_2_0 + (ATTNCHECK_PROBLEM_SIZE_2_0 % 8 ? 4 : 0));
+  static_assert(offsetof(attncheck_layer_problem, model_dim) == 8 + sizeof(attncheck_problem_2_0),
+                "the layer's fields after its core must not move");
+  LayerProblem layer;
+  layer.attention = Problem::of_shape(1, 2, 2, 3, 3, 4, 4);
+  layer.model_dim = 8;
+  const attncheck_layer_problem l = to_abi(layer);
+  const attncheck_problem core = attncheck_layer_core(&l);
+  EXPECT_EQ(core.struct_size, ATTNCHECK_PROBLEM_SIZE_2_0);
+  EXPECT_EQ(core.q_heads, 2);
+  EXPECT_EQ(impl::alibi_of(core), kAttncheckAlibiNone);
+  layer.attention.sinks = true;
+  EXPECT_THROW(to_abi(layer), BackendError);
+}
+
 // c_abi_mock.c builds its table as C; here the same header is read as C++.
 TEST(CAbi, TableBuiltInCDrivesThroughTheHandle) {
   static_assert(offsetof(attncheck_backend, abi_version) == 0, "abi_version is the frozen first field");

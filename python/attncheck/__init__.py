@@ -280,20 +280,25 @@ def verify(backend: Any, paths: Union[str, _os.PathLike, Sequence[Union[str, _os
     return [VerifyResult(r) for r in rows]
 
 
-def reference(problem: Problem, q, k, v, mask=None, key_lengths=None):
+def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slopes=None, sinks=None):
     """The suite's double-precision reference (reference/include/attncheck/reference.h).
 
     q [B, Hq, Lq, Dk], k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv], mask [Bm, Hm, Lqm, Lkm] (boolean:
-    nonzero attends; additive: the bias), key_lengths [B]; anything numpy.asarray accepts, any
-    strides. Returns (out [B, Hq, Lq, Dv], lse [B, Hq, Lq]) as float64 NumPy arrays.
+    nonzero attends; additive: the bias), key_lengths [B], alibi_slopes [Hq] or [B, Hq] (the
+    problem's alibi), sinks [Hq] (problem.sinks); anything numpy.asarray accepts, any strides.
+    Returns (out [B, Hq, Lq, Dv], lse [B, Hq, Lq]) as float64 NumPy arrays.
     """
     import numpy as np
 
     def f64(x):
         return np.asarray(x, dtype=np.float64)
 
+    def flat(x):
+        return None if x is None else [float(e) for e in np.asarray(x, dtype=np.float64).reshape(-1)]
+
     lengths = None if key_lengths is None else [int(n) for n in np.asarray(key_lengths).reshape(-1)]
-    return _engine.reference(problem, f64(q), f64(k), f64(v), None if mask is None else f64(mask), lengths)
+    return _engine.reference(problem, f64(q), f64(k), f64(v), None if mask is None else f64(mask), lengths,
+                             flat(alibi_slopes), flat(sinks))
 
 
 class _Bits:

@@ -530,7 +530,8 @@ nb::ndarray<nb::numpy, double> to_numpy(HostTensor tensor, int ndim_from) {
 }
 
 nb::tuple reference(const Problem& problem, const DoubleArray& q, const DoubleArray& k, const DoubleArray& v,
-                    std::optional<DoubleArray> mask, std::optional<std::vector<std::int64_t>> key_lengths) {
+                    std::optional<DoubleArray> mask, std::optional<std::vector<std::int64_t>> key_lengths,
+                    std::optional<std::vector<double>> alibi_slopes, std::optional<std::vector<double>> sinks) {
   AttentionInputs inputs;
   inputs.q = view_of(q, "q");
   inputs.k = view_of(k, "k");
@@ -538,6 +539,9 @@ nb::tuple reference(const Problem& problem, const DoubleArray& q, const DoubleAr
   if (mask) inputs.mask = view_of(*mask, "mask");
   std::vector<std::int64_t> lengths = key_lengths.value_or(std::vector<std::int64_t>{});
   inputs.key_lengths = lengths;
+  const std::vector<double> slopes = alibi_slopes.value_or(std::vector<double>{}), sink_logits = sinks.value_or(std::vector<double>{});
+  inputs.alibi_slopes = slopes;  // [Hq] or [B, Hq] flattened row-major
+  inputs.sinks = sink_logits;
   AttentionResult result;
   try {
     nb::gil_scoped_release release;
@@ -611,7 +615,8 @@ Problem make_problem(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_h
                      std::int64_t qk_dim, std::int64_t v_dim, std::optional<double> scale, double softcap, bool causal,
                      const std::string& alignment, std::int64_t diagonal_offset, std::int64_t window_left,
                      std::int64_t window_right, const std::string& mask, std::int64_t mask_batch, std::int64_t mask_heads,
-                     std::int64_t mask_q_len, std::int64_t mask_k_len, bool has_key_lengths) {
+                     std::int64_t mask_q_len, std::int64_t mask_k_len, bool has_key_lengths, const std::string& alibi,
+                     bool sinks) {
   Problem p = Problem::of_shape(batch, q_heads, kv_heads, q_len, k_len, qk_dim, v_dim);
   p.scale = scale;
   p.softcap = softcap;
@@ -630,6 +635,10 @@ Problem make_problem(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_h
   p.mask_q_len = mask_q_len;
   p.mask_k_len = mask_k_len;
   p.has_key_lengths = has_key_lengths;
+  const auto slopes = parse_alibi_slopes(alibi);
+  if (!slopes) throw nb::value_error(fmt::format("alibi '{}': use none, head or batch-head", alibi).c_str());
+  p.alibi = *slopes;
+  p.sinks = sinks;
   try {
     p.validate();
   } catch (const ProblemError& e) {
@@ -644,15 +653,17 @@ void bind_problem(nb::module_& m) {
                        std::int64_t qk_dim, std::int64_t v_dim, std::optional<double> scale, double softcap, bool causal,
                        const std::string& alignment, std::int64_t diagonal_offset, std::int64_t window_left,
                        std::int64_t window_right, const std::string& mask, std::int64_t mask_batch, std::int64_t mask_heads,
-                       std::int64_t mask_q_len, std::int64_t mask_k_len, bool has_key_lengths) {
+                       std::int64_t mask_q_len, std::int64_t mask_k_len, bool has_key_lengths, const std::string& alibi,
+                       bool sinks) {
              return make_problem(batch, q_heads, kv_heads, q_len, k_len, qk_dim, v_dim, scale, softcap, causal, alignment,
                                  diagonal_offset, window_left, window_right, mask, mask_batch, mask_heads, mask_q_len,
-                                 mask_k_len, has_key_lengths);
+                                 mask_k_len, has_key_lengths, alibi, sinks);
            }),
            nb::kw_only(), "batch"_a = 1, "q_heads"_a = 1, "kv_heads"_a = 1, "q_len"_a = 1, "k_len"_a = 1, "qk_dim"_a = 1,
            "v_dim"_a = 1, "scale"_a = nb::none(), "softcap"_a = 0.0, "causal"_a = false, "alignment"_a = "top-left",
            "diagonal_offset"_a = 0, "window_left"_a = -1, "window_right"_a = -1, "mask"_a = "none", "mask_batch"_a = 1,
-           "mask_heads"_a = 1, "mask_q_len"_a = 1, "mask_k_len"_a = 1, "has_key_lengths"_a = false)
+           "mask_heads"_a = 1, "mask_q_len"_a = 1, "mask_k_len"_a = 1, "has_key_lengths"_a = false, "alibi"_a = "none",
+           "sinks"_a = false)
       .def_static(
           "parse",
           [](const std::string& text) {
@@ -683,6 +694,9 @@ void bind_problem(nb::module_& m) {
       .def_ro("mask_q_len", &Problem::mask_q_len)
       .def_ro("mask_k_len", &Problem::mask_k_len)
       .def_ro("has_key_lengths", &Problem::has_key_lengths)
+      .def_prop_ro("alibi", [](const Problem& p) { return std::string(alibi_slopes_name(p.alibi)); },
+                   "ALiBi slopes: 'none', 'head' ([Hq]) or 'batch-head' ([B, Hq]); problem.h")
+      .def_ro("sinks", &Problem::sinks, "One sink logit per query head, added to the softmax denominator; problem.h")
       .def("effective_scale", &Problem::effective_scale)
       .def("group_size", &Problem::group_size)
       .def("kv_head_of", &Problem::kv_head_of, "h"_a)
@@ -966,8 +980,9 @@ void define_module(nb::module_& m) {
       "spec"_a, "paths"_a);
 
   m.def("reference", &reference, "problem"_a, "q"_a, "k"_a, "v"_a, "mask"_a.none() = nb::none(),
-        "key_lengths"_a.none() = nb::none(),
-        "The double-precision reference (reference_attention): returns (out [B, Hq, Lq, Dv], lse [B, Hq, Lq]).");
+        "key_lengths"_a.none() = nb::none(), "alibi_slopes"_a.none() = nb::none(), "sinks"_a.none() = nb::none(),
+        "The double-precision reference (reference_attention): returns (out [B, Hq, Lq, Dv], lse [B, Hq, Lq]). "
+        "alibi_slopes: [Hq] or [B, Hq] flattened row-major; sinks: [Hq].");
 
   m.def(
       "read_fixture",

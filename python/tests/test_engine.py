@@ -147,6 +147,26 @@ def test_reference_matches_a_hand_derived_toy_case(repo_root):
     assert out[0, 0, :, 0] == pytest.approx(np.array(case["expected"]["out"]).reshape(-1), rel=1e-15)
 
 
+def test_reference_takes_alibi_and_sinks():
+    # One query, two keys of equal raw score (q = 0), V = [1, 0]. ALiBi slope 1 from the top-left
+    # diagonal (key 0) biases them by 0 and -1: out = 1 / (1 + e^-1). A sink of 0 adds e^0 = 1 to
+    # the denominator only: out = 1 / (1 + e^-1 + 1), lse = log(2 + e^-1) (hand-derived, problem.h).
+    q, k, v = np.zeros((1, 1, 1, 1)), np.ones((1, 1, 2, 1)), np.array([1.0, 0.0]).reshape(1, 1, 2, 1)
+    alibi = attncheck.Problem(k_len=2, alibi="head")
+    assert alibi.alibi == "head" and "alibi=head" in alibi.describe()
+    out, lse = attncheck.reference(alibi, q, k, v, alibi_slopes=[1.0])
+    assert out[0, 0, 0, 0] == pytest.approx(1 / (1 + np.exp(-1)), rel=1e-15)
+    both = attncheck.Problem(k_len=2, alibi="head", sinks=True)
+    out, lse = attncheck.reference(both, q, k, v, alibi_slopes=[1.0], sinks=[0.0])
+    assert out[0, 0, 0, 0] == pytest.approx(1 / (2 + np.exp(-1)), rel=1e-15)
+    assert lse[0, 0, 0] == pytest.approx(np.log(2 + np.exp(-1)), rel=1e-15)
+    assert attncheck.Problem.parse(both.describe()) == both
+    with pytest.raises(ValueError, match="sinks: has 0 elements"):
+        attncheck.reference(both, q, k, v, alibi_slopes=[1.0])
+    with pytest.raises(ValueError, match="alibi 'rows'"):
+        attncheck.Problem(alibi="rows")
+
+
 def test_verify_runs_the_toy_cases_in_every_dtype(repo_root):
     results = attncheck.verify(NumpyAttention(), repo_root / "fixtures" / "toy")
     assert results and all(r.status == "passed" for r in results), [r for r in results if r.status != "passed"]

@@ -74,6 +74,16 @@ AttentionParams make_params(const attncheck_problem& p, const attncheck_attentio
   } else if (t.key_lengths != nullptr) {
     impl::invalid("key_lengths: a key_lengths tensor is given, but the problem does not use key lengths");
   }
+  // The sinks stay in device memory: their values (finite or −inf, backend.h) are the caller's
+  // contract; only their shape, dtype and memory are checked here.
+  const DLTensor* sinks = impl::sinks_of(t);
+  if (impl::has_sinks(p)) {
+    const impl::TensorArg arg = impl::check_tensor(sinks, "sinks", {p.q_heads}, {"query heads"}, {impl::kF32}, device);
+    params.sinks = arg.at<float>(0);
+    params.sinks_stride = arg.strides[0];
+  } else if (sinks != nullptr) {
+    impl::invalid("sinks: is given, but problem.has_sinks is 0");
+  }
   return params;
 }
 
@@ -90,6 +100,7 @@ BackwardParams make_backward_params(const attncheck_problem& p, const attncheck_
   forward.v = t.v;
   forward.mask = t.mask;
   forward.key_lengths = t.key_lengths;
+  forward.sinks = impl::sinks_of(t);  // the lse carries the sink; the kernels need no more of it
   // Read only: make_params takes the forward's output slots, which the backward kernels never write.
   forward.out = const_cast<DLTensor*>(t.out);
   forward.lse = const_cast<DLTensor*>(t.lse);

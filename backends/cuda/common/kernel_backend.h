@@ -59,6 +59,9 @@ class KernelBackend : public CudaBackend {
   /// not touch a device); backward checks as forward does, and declines what exceeds the
   /// backward kernels' shared memory.
   bool has_backward() const final { return backward_launch_ != nullptr; }
+  /// Attention sinks (ABI 2.3) in the flash kernels, forward and backward (the backward reads
+  /// them through the lse); the naive kernels implement no option.
+  std::uint32_t options() const final { return config_.kind == KernelKind::Flash ? impl::kOptionSinks : 0u; }
   attncheck_backward_profile backward_profile(const attncheck_problem& problem, DLDataType input) const final;
   void backward(const attncheck_problem& problem, const attncheck_backward_tensors& tensors) final;
 

@@ -113,10 +113,24 @@ __global__ void flash_attention_kernel(AttentionParams p, int tile_rows, int til
     __syncthreads();
   }
 
+  // A sink σ (backend.h) is one last block of one key of value 0: it may raise the row's max,
+  // rescaling acc and l by α = e^{m − m'}, and adds e^{σ − m'} to l (a row with no allowed key:
+  // O = 0, LSE = σ).
+  const float sink = p.sinks != nullptr ? p.sinks[h * p.sinks_stride] : negative_infinity();
+  for (std::int64_t r = tid; r < rows; r += threads) {
+    row_rescale[r] = 1.0f;
+    if (sink == negative_infinity()) continue;
+    const float m_old = row_max[r], m_new = fmaxf(m_old, sink);
+    const float alpha = m_old == negative_infinity() ? 0.0f : expf(m_old - m_new);
+    row_sum[r] = row_sum[r] * alpha + expf(sink - m_new);
+    row_max[r] = m_old != m_old ? m_old : m_new;  // a NaN row stays NaN
+    row_rescale[r] = alpha;
+  }
+  __syncthreads();
   for (std::int64_t e = tid; e < rows * dv; e += threads) {
     const std::int64_t r = e / dv, d = e % dv;
     const float l = row_sum[r];
-    mutable_element<T>(p.out, b, h, row0 + r, d) = from_float<T>(l == 0.0f ? 0.0f : acc[e] / l);
+    mutable_element<T>(p.out, b, h, row0 + r, d) = from_float<T>(l == 0.0f ? 0.0f : acc[e] * row_rescale[r] / l);
   }
   for (std::int64_t r = tid; r < rows; r += threads) write_lse(p, b, h, row0 + r, row_max[r], row_sum[r]);
 }

@@ -121,6 +121,13 @@ enum {
   kAttncheckAlibiPerBatchHead = 2 /*!< \brief alibi_slopes [B, Hq] float32 (FlashAttention's (batch, nheads)). */
 };
 
+/*! \brief Optional problem options a backend implements (ABI 2.3), bits of attncheck_backend's
+ * problem_options. An option the table does not declare is never sent to it. */
+enum {
+  kAttncheckOptionAlibi = 1u << 0, /*!< \brief problem.alibi with alibi_slopes. */
+  kAttncheckOptionSinks = 1u << 1  /*!< \brief problem.has_sinks with sinks. */
+};
+
 /*! \brief What a backend writes for a query row with no allowed key. */
 typedef int32_t attncheck_empty_row;
 enum {
@@ -167,8 +174,8 @@ enum {
  *    space: not scaled, not capped, never masked; -inf = none) added to the softmax denominator
  *    only: Z = sum_k e^{s_k} + e^{sinks[h]}, O = sum_k e^{s_k} v_k / Z, lse = log Z. It is one extra
  *    key of value 0: a row with no allowed key writes O = 0 and lse = sinks[h].
- * A suite never sends these to a backend whose table declares a minor below 3 (it could not know
- * them); a 2.3 backend that does not implement one declines it in supports().
+ * A suite sends an option only to a table whose problem_options declares it (absent or 0: none),
+ * so rebuilding a plug-in against this header never makes it claim an option it ignores.
  */
 typedef struct {
   uint32_t struct_size;    /*!< \brief sizeof(attncheck_problem) as compiled by the suite (ABI 2.0: ATTNCHECK_PROBLEM_SIZE_2_0). */
@@ -495,6 +502,11 @@ struct attncheck_backend {
    */
   attncheck_status (*backward)(attncheck_backend* self, const attncheck_problem* problem,
                                const attncheck_backward_tensors* tensors);
+  /*!
+   * \brief ABI 2.3: the optional problem options (kAttncheckOption* bits) forward, and backward if
+   * set, implement. Absent or 0: none; the suite never sends a problem using an undeclared one.
+   */
+  uint32_t problem_options;
 };
 
 /*! \brief Size of attncheck_backend in ABI 2.0: the smallest table the loader accepts. */

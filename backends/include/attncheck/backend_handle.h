@@ -101,7 +101,8 @@ class Backend {
 
  private:
   NumericsProfile checked_profile(const attncheck_numerics_profile& p, std::string_view call, DType input) const;
-  /// Why `problem` must not reach this table: it uses an option added after the table's ABI minor.
+  /// Why `problem` must not reach this table: it uses an option the table does not declare in
+  /// problem_options (backend.h, ABI 2.3), or one added after the table's ABI minor.
   std::optional<std::string> predating_reason(const Problem& problem) const;
   attncheck_backend* table_;
   std::string origin_;

@@ -231,8 +231,8 @@ inline bool has_sinks(const attncheck_problem& p) {
 /// listed is declined by the table before check_supported runs, so an option added to the ABI
 /// later can never be silently ignored by a backend written before it.
 enum ProblemOption : std::uint32_t {
-  kOptionAlibi = 1u << 0,  ///< ABI 2.3: problem.alibi
-  kOptionSinks = 1u << 1,  ///< ABI 2.3: problem.has_sinks
+  kOptionAlibi = kAttncheckOptionAlibi,  ///< ABI 2.3: problem.alibi
+  kOptionSinks = kAttncheckOptionSinks,  ///< ABI 2.3: problem.has_sinks
 };
 
 /// The options of `p` that are not in `implemented`, as a reason for a decline; empty if none.
@@ -431,6 +431,7 @@ inline attncheck_backend* make_backend_table(std::unique_ptr<BackendImpl> impl, 
     t.description = h->description.c_str();
     t.context = h.get();
     t.device = h->impl->device();
+    t.problem_options = h->impl->options();  // what the suite may send (backend.h)
     t.get_profile = [](const attncheck_backend* self, DLDataType input, attncheck_numerics_profile* out) {
       return detail::guarded(self, [&](detail::TableHolder& holder) {
         if (out == nullptr) invalid("get_profile: profile is NULL");

@@ -38,6 +38,9 @@ struct AttentionParams {
   StridedTensor q, k, v, out;
   float* lse = nullptr;              ///< [B, Hq, Lq] or null
   std::int64_t lse_stride[3] = {0, 0, 0};
+  /// ABI 2.3: one sink logit per query head (backend.h), in the backend's memory, or null.
+  const float* sinks = nullptr;
+  std::int64_t sinks_stride = 1;
 };
 
 /// Everything the backward kernels need (backend.h, attncheck_backward_tensors). `forward` holds
