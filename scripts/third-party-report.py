@@ -199,21 +199,27 @@ def generate(build, attncheck):
             "properties (each a finding below), the worst ratio r = |error| / τ over the judged cases",
             f"({MEASURED}), and the profile the kernel behaves like (`attncheck characterize --only",
             "ladder`, numerics/README.md §2.13).", "",
-            f"| Backend | dtype | passed | failed | skipped | failing properties | worst r ({MEASURED}) | behaves like |",
-            "|---|---|---:|---:|---:|---|---:|---|"]
+            f"| Backend | dtype | passed | failed | varies | skipped | failing properties | worst r ({MEASURED}) | "
+            "behaves like |",
+            "|---|---|---:|---:|---:|---:|---|---:|---|"]
     for library, backend, plugin, report, expectations in rows:
         for dtype in DTYPES:
             units = [u for u in report["units"] if u["dtype"] == dtype]
             if not units:
                 continue
-            count = {s: sum(1 for u in units if u["status"] == s) for s in ("passed", "failed", "skipped")}
-            failing = [u["property"] for u in units if u["status"] == "failed"]
+            # A pass-or-fail unit's outcome depends on the machine (its expectation says so): it is
+            # counted apart, so that this report is the same on every machine.
+            steady = [u for u in units if not varies(expectations, u)]
+            count = {s: sum(1 for u in steady if u["status"] == s) for s in ("passed", "failed", "skipped")}
+            count["varies"] = len(units) - len(steady)
+            failing = [u["property"] for u in steady if u["status"] == "failed"]
             # The report writes a non-finite ratio as a string ("inf", "nan"); float() reads both.
             judged = [float(u["worst_ratio"]) for u in units
                       if u["status"] != "skipped" and u.get("worst_ratio") is not None]
             worst = max(judged) if judged else None
             failing_text = ", ".join(f"[{p}](#{anchor(backend, p)})" for p in failing) or "–"
-            out.append(f"| `{backend}` | {dtype} | {count['passed']} | {count['failed']} | {count['skipped']} | "
+            out.append(f"| `{backend}` | {dtype} | {count['passed']} | {count['failed']} | {count['varies']} | "
+                       f"{count['skipped']} | "
                        f"{failing_text} | {fmt_ratio(worst)} | {describe_ladder(results[(backend, dtype)])} |")
 
     out += ["", "## Findings", "",
@@ -227,7 +233,7 @@ def generate(build, attncheck):
         entries = {(e["property"], e["dtype"]): e for e in expectations.get("units", [])}
         groups = {}
         for unit in report["units"]:
-            if unit["status"] != "failed":
+            if unit["status"] != "failed" or varies(expectations, unit):
                 continue
             entry = entries.get((unit["property"], unit["dtype"])) or entries.get((unit["property"], "*")) or {}
             groups.setdefault(entry.get("reason", "(no reason in the expectation file)"), []).append(unit)
@@ -250,8 +256,31 @@ def generate(build, attncheck):
                 out.append(f"| {unit['property']} | {unit['dtype']} | `{command}`{note} |")
     if not any_finding:
         out += ["", "None: every adapter passes every property it runs."]
+    out += ["", "## Outcomes that vary by machine", "",
+            "Units whose expectation is `pass-or-fail` (tools/README.md): measured to pass on some machines and",
+            "fail on others with the same pinned library. They are not counted above; each expectation says",
+            "what was measured where."]
+    any_varying = False
+    for library, backend, plugin, report, expectations in rows:
+        for entry in expectations.get("units", []):
+            if entry.get("expect") != "pass-or-fail":
+                continue
+            any_varying = True
+            out += ["", f'<a id="{anchor(backend, entry["property"])}"></a>', "",
+                    f"### `{backend}`: {entry['property']} ({entry['dtype']})", "", entry["reason"]]
+    if not any_varying:
+        out += ["", "None."]
     out.append("")
     return "\n".join(out)
+
+
+def varies(expectations, unit):
+    """Whether the unit's expectation is pass-or-fail (the most specific entry decides, as attncheck's)."""
+    entries = {(e["property"], e["dtype"]): e for e in expectations.get("units", [])}
+    for key in ((unit["property"], unit["dtype"]), (unit["property"], "*"), ("*", unit["dtype"]), ("*", "*")):
+        if key in entries:
+            return entries[key].get("expect") == "pass-or-fail"
+    return False
 
 
 def comparable(text):
@@ -260,8 +289,8 @@ def comparable(text):
     for line in text.splitlines():
         if line.startswith("| `"):
             cells = line.split(" | ")
-            if len(cells) == 8:
-                cells[6] = "(measured)"
+            if len(cells) == 9:
+                cells[7] = "(measured)"
             line = " | ".join(cells)
         lines.append(line)
     return lines

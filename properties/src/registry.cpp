@@ -27,10 +27,12 @@ const std::vector<PropertyDef>& all_properties() {
     // as fast as a broken forward), then the whole layer, come first: between them they catch
     // every mutant of backends/mutants within about a second of a quick run, and a broken kernel
     // should fail fast. The metamorphic families follow; they say more about what is wrong.
+    // The inference options (ALiBi, sinks) follow the backward family: only their properties
+    // draw them, so a kernel that gets one of them wrong is caught there first.
     for (auto family : {props::conformance_properties, props::determinism_properties, props::backward_properties,
-                        props::layer_properties, props::toy_properties, props::normalization_properties,
-                        props::independence_properties, props::invariance_properties, props::causality_properties,
-                        props::shapes_properties, props::inference_properties})
+                        props::inference_properties, props::layer_properties, props::toy_properties,
+                        props::normalization_properties, props::independence_properties, props::invariance_properties,
+                        props::causality_properties, props::shapes_properties})
       for (auto& property : family()) all.push_back(std::move(property));
     return all;
   }();

@@ -18,6 +18,7 @@ std::string_view expected_outcome_name(ExpectedOutcome outcome) {
     case ExpectedOutcome::Pass: return "pass";
     case ExpectedOutcome::Fail: return "fail";
     case ExpectedOutcome::Skip: return "skip";
+    case ExpectedOutcome::PassOrFail: return "pass-or-fail";
   }
   return "?";
 }
@@ -25,7 +26,7 @@ std::string_view expected_outcome_name(ExpectedOutcome outcome) {
 namespace {
 
 std::optional<ExpectedOutcome> parse_outcome(std::string_view name) {
-  for (ExpectedOutcome o : {ExpectedOutcome::Pass, ExpectedOutcome::Fail, ExpectedOutcome::Skip})
+  for (ExpectedOutcome o : {ExpectedOutcome::Pass, ExpectedOutcome::Fail, ExpectedOutcome::Skip, ExpectedOutcome::PassOrFail})
     if (expected_outcome_name(o) == name) return o;
   return std::nullopt;
 }
@@ -51,6 +52,7 @@ bool matches(const UnitResult& unit, ExpectedOutcome expected) {
     case ExpectedOutcome::Pass: return unit.status == UnitStatus::Passed;
     case ExpectedOutcome::Fail: return unit.status == UnitStatus::Failed;
     case ExpectedOutcome::Skip: return unit.status == UnitStatus::Skipped;
+    case ExpectedOutcome::PassOrFail: return unit.status == UnitStatus::Passed || unit.status == UnitStatus::Failed;
   }
   return false;
 }
@@ -97,11 +99,11 @@ Expectations read_expectations(std::istream& in, std::string_view source, const 
     if (e.dtype != "*" && e.dtype != "f32" && e.dtype != "f16" && e.dtype != "bf16")
       throw ReportError(fmt::format("{}: dtype '{}' is not f32, f16, bf16 or *", where, e.dtype));
     const auto parsed = parse_outcome(outcome);
-    if (!parsed) throw ReportError(fmt::format("{}: expect '{}' is not pass, fail or skip", where, outcome));
+    if (!parsed) throw ReportError(fmt::format("{}: expect '{}' is not pass, fail, skip or pass-or-fail", where, outcome));
     e.expect = *parsed;
     if (e.expect != ExpectedOutcome::Pass && e.reason.empty())
       throw ReportError(fmt::format("{}: an expected {} needs a 'reason'", where, outcome));
-    if (e.expect == ExpectedOutcome::Fail && e.link.empty())
+    if ((e.expect == ExpectedOutcome::Fail || e.expect == ExpectedOutcome::PassOrFail) && e.link.empty())
       throw ReportError(fmt::format("{}: an expected failure needs a 'link' to where it is written up", where));
     if (!seen.emplace(e.property, e.dtype).second)
       throw ReportError(fmt::format("{}: a second entry for property {} dtype {}", where, e.property, e.dtype));
@@ -154,6 +156,8 @@ std::string describe(const ExpectationMismatch& m) {
       return fmt::format("{}: expected to fail{}, but it was skipped{}", name, why, headline);
     case ExpectedOutcome::Skip:
       return fmt::format("{}: expected to be skipped{}, but it {}{}", name, why, unit_status_name(unit.status), headline);
+    case ExpectedOutcome::PassOrFail:
+      return fmt::format("{}: expected to pass or fail{}, but it was skipped{}", name, why, headline);
   }
   return name;
 }

@@ -18,8 +18,11 @@
 
 namespace attncheck {
 
-enum class ExpectedOutcome : std::uint8_t { Pass, Fail, Skip };
-std::string_view expected_outcome_name(ExpectedOutcome outcome);  ///< "pass", "fail", "skip"
+/// PassOrFail: a unit measured to pass on some machines and fail on others with the same pinned
+/// library (its reason says what differs); it must not be skipped. Needs a reason and a link, as
+/// a failure does.
+enum class ExpectedOutcome : std::uint8_t { Pass, Fail, Skip, PassOrFail };
+std::string_view expected_outcome_name(ExpectedOutcome outcome);  ///< "pass", "fail", "skip", "pass-or-fail"
 
 inline constexpr std::string_view kExpectationsFormat = "attncheck-expectations";
 inline constexpr int kExpectationsVersion = 1;
@@ -30,7 +33,7 @@ struct Expectation {
   std::string dtype;
   ExpectedOutcome expect = ExpectedOutcome::Pass;
   std::string reason;  ///< required for fail and skip: what the kernel does, in one line
-  std::string link;    ///< required for fail: where the finding is written up
+  std::string link;    ///< required for fail and pass-or-fail: where the finding is written up
 };
 
 struct Expectations {
