@@ -97,6 +97,20 @@ std::vector<GridCase> attention_grid(const std::vector<DType>& dtypes) {
     add("TileKeys" + std::to_string(keys), shape(1, 2, 1, keys, keys, 8, 8));
     add("TileKeysCausal" + std::to_string(keys), with_causal(shape(1, 1, 1, keys, keys, 8, 8), Alignment::TopLeft));
   }
+  // Attention sinks (ABI 2.3; the flash kernels only, the naive ones decline): one sink logit per
+  // head, with key lengths of 0 (rows whose only key is the sink: O = 0, LSE = σ), and with GQA
+  // under causal.
+  {
+    Problem p = mha;
+    p.sinks = true;
+    add("Sinks", p);
+    Problem lengths = with_lengths(shape(3, 2, 1, 9, 33, 16, 16));
+    lengths.sinks = true;
+    poisoned_lengths(add("SinksKeyLengths", lengths), {0, 17, 33});
+    Problem grouped = with_causal(shape(2, 6, 2, 17, 33, 16, 16), Alignment::BottomRight);
+    grouped.sinks = true;
+    add("SinksGqaCausal", grouped);
+  }
   return in_dtypes(base, dtypes);
 }
 
