@@ -98,7 +98,7 @@ void use_fixture(const attncheck::Fixture& fixture) {
   // Version 2 may state the mask as attn_mask plus key_padding_mask, which golden generation
   // combines (attncheck::fixtures); the harness runs the reference on a single "mask" only.
   if (p.mask != attncheck::MaskKind::None && !fixture.tensors.count("mask")) return;
-  attncheck::HostTensor q, k, v, mask;
+  attncheck::HostTensor q, k, v, mask, slopes, sinks;
   std::vector<std::int64_t> key_lengths;
   try {
     q = attncheck::to_host_tensor(fixture.tensors.at("q"));
@@ -106,12 +106,16 @@ void use_fixture(const attncheck::Fixture& fixture) {
     v = attncheck::to_host_tensor(fixture.tensors.at("v"));
     if (p.mask != attncheck::MaskKind::None) mask = attncheck::to_host_tensor(fixture.tensors.at("mask"));
     if (p.has_key_lengths) key_lengths = attncheck::to_int64_values(fixture.tensors.at("key_lengths"));
+    if (p.has_alibi()) slopes = attncheck::to_host_tensor(fixture.tensors.at("alibi_slopes"));
+    if (p.sinks) sinks = attncheck::to_host_tensor(fixture.tensors.at("sinks"));
   } catch (const attncheck::FixtureError&) {
     return;  // refused above already; std::out_of_range (a missing tensor) escapes: the reader checked them
   }
   attncheck::AttentionInputs inputs{q.view(), k.view(), v.view(), {}, {}};
   if (p.mask != attncheck::MaskKind::None) inputs.mask = mask.view();
   if (p.has_key_lengths) inputs.key_lengths = key_lengths;
+  inputs.alibi_slopes = slopes.values;  // format version 5; empty without the option
+  inputs.sinks = sinks.values;
   // One thread: starting threads would cost more than these problems.
   attncheck::ReferenceOptions options;
   options.threads = 1;
