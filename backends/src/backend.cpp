@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "attncheck/backend_handle.h"
+#include "attncheck/backend_impl.h"
 
 namespace attncheck {
 
@@ -53,15 +54,11 @@ std::string last_error_of(const attncheck_backend* t) {
                                          status_name(status), last_error_of(t)));
 }
 
-// The options `problem` uses that `declared` (the table's problem_options) lacks, as the decline.
+// The options `problem` uses that `declared` (the table's problem_options) lacks, by name.
 std::string undeclared_options(const Problem& problem, std::uint32_t declared) {
-  std::string missing;
-  auto note = [&](bool used, std::uint32_t option, const char* what) {
-    if (used && (declared & option) == 0) missing += (missing.empty() ? "" : " and ") + std::string(what);
-  };
-  note(problem.has_alibi(), kAttncheckOptionAlibi, "ALiBi");
-  note(problem.sinks, kAttncheckOptionSinks, "attention sinks");
-  return missing;
+  const std::uint32_t used = (problem.has_alibi() ? std::uint32_t{kAttncheckOptionAlibi} : 0u) |
+                             (problem.sinks ? std::uint32_t{kAttncheckOptionSinks} : 0u);
+  return impl::option_names(used, declared);
 }
 
 }  // namespace

@@ -235,14 +235,20 @@ enum ProblemOption : std::uint32_t {
   kOptionSinks = kAttncheckOptionSinks,  ///< ABI 2.3: problem.has_sinks
 };
 
+/// The names of the options `used` (ProblemOption bits) holds that `implemented` lacks, joined by
+/// " and " ("ALiBi and attention sinks"); empty if none. The one list of option names.
+inline std::string option_names(std::uint32_t used, std::uint32_t implemented) {
+  std::string missing;
+  for (const auto& [option, what] : {std::pair{kOptionAlibi, "ALiBi"}, std::pair{kOptionSinks, "attention sinks"}})
+    if ((used & option) != 0 && (implemented & option) == 0) missing += (missing.empty() ? "" : " and ") + std::string(what);
+  return missing;
+}
+
 /// The options of `p` that are not in `implemented`, as a reason for a decline; empty if none.
 inline std::string missing_options(const attncheck_problem& p, std::uint32_t implemented) {
-  std::string missing;
-  auto note = [&](bool used, std::uint32_t option, const char* what) {
-    if (used && (implemented & option) == 0) missing += (missing.empty() ? "" : " and ") + std::string(what);
-  };
-  note(alibi_of(p) != kAttncheckAlibiNone, kOptionAlibi, "ALiBi");
-  note(has_sinks(p), kOptionSinks, "attention sinks");
+  const std::uint32_t used =
+      (alibi_of(p) != kAttncheckAlibiNone ? std::uint32_t{kOptionAlibi} : 0u) | (has_sinks(p) ? std::uint32_t{kOptionSinks} : 0u);
+  const std::string missing = option_names(used, implemented);
   return missing.empty() ? missing : "this backend does not implement " + missing;
 }
 
