@@ -46,6 +46,21 @@ std::string_view alibi_slopes_name(AlibiSlopes slopes) {
   return "?";
 }
 
+std::string_view kv_storage_name(KvStorage storage) {
+  switch (storage) {
+    case KvStorage::Contiguous: return "contiguous";
+    case KvStorage::PagedTokenMajor: return "paged";
+    case KvStorage::PagedHeadMajor: return "paged-head";
+  }
+  return "?";
+}
+
+std::optional<KvStorage> parse_kv_storage(std::string_view name) {
+  for (auto k : {KvStorage::Contiguous, KvStorage::PagedTokenMajor, KvStorage::PagedHeadMajor})
+    if (kv_storage_name(k) == name) return k;
+  return std::nullopt;
+}
+
 std::optional<AlibiSlopes> parse_alibi_slopes(std::string_view name) {
   for (auto a : {AlibiSlopes::None, AlibiSlopes::PerHead, AlibiSlopes::PerBatchHead})
     if (alibi_slopes_name(a) == name) return a;
@@ -130,6 +145,17 @@ void Problem::validate() const {
     if (mask_k_len < 1 || mask_k_len > k_len)
       throw ProblemError(fmt::format("mask: dim 3 (key length) is {}, but must be in [1, Lk = {}]", mask_k_len, k_len));
   }
+  if (!is_paged() && page_size != 0)
+    throw ProblemError(fmt::format("page_size: is {}, but K and V are contiguous (only a paged cache has pages)", page_size));
+  if (is_paged()) {
+    if (page_size < 1)
+      throw ProblemError(fmt::format("page_size: is {}, but a paged cache needs at least 1 key per page", page_size));
+    if (k_len % page_size != 0)
+      throw ProblemError(fmt::format("block_table: Lk = {} is the table's capacity, which must be a whole number of "
+                                     "pages of {} keys", k_len, page_size));
+    if (!has_key_lengths)
+      throw ProblemError("key_lengths: a paged cache needs them (each sequence's length in its pages), but none are given");
+  }
 }
 
 std::string Problem::describe() const {
@@ -146,6 +172,7 @@ std::string Problem::describe() const {
   if (has_key_lengths) out += " keylens=1";
   if (has_alibi()) out += fmt::format(" alibi={}", alibi_slopes_name(alibi));
   if (sinks) out += " sinks=1";
+  if (is_paged()) out += fmt::format(" kv={}:{}", kv_storage_name(kv_storage), page_size);
   return out;
 }
 
@@ -201,6 +228,14 @@ Problem parse_problem(std::string_view text) {
     else if (key == "offset") p.diagonal_offset = parse_int(key, value);
     else if (key == "keylens") p.has_key_lengths = parse_int(key, value) != 0;
     else if (key == "sinks") p.sinks = parse_int(key, value) != 0;
+    else if (key == "kv") {
+      const auto colon = value.find(':');
+      auto storage = parse_kv_storage(value.substr(0, colon));
+      if (!storage || colon == std::string_view::npos)
+        throw ProblemError(fmt::format("problem text: kv={} is not paged:PAGE_SIZE or paged-head:PAGE_SIZE", value));
+      p.kv_storage = *storage;
+      p.page_size = parse_int(key, value.substr(colon + 1));
+    }
     else if (key == "alibi") {
       auto a = parse_alibi_slopes(value);
       if (!a) throw ProblemError(fmt::format("problem text: alibi={} is not none, head or batch-head", value));

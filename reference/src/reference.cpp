@@ -1,4 +1,5 @@
 #include "attncheck/reference.h"
+#include "attncheck/paged.h"
 
 #include <Eigen/Dense>
 #include <algorithm>
@@ -280,8 +281,35 @@ const char* const kMaskNames[4] = {"batch", "heads", "query length", "key length
 
 }  // namespace
 
+namespace {
+
+// A paged problem's K and V views are the gather of its pages (paged.h): at every key a query may
+// reach (below its key length) they must hold exactly what the block table points to, so that
+// the reference computes on the keys the kernel reads.
+void require_gather_of_pages(const Problem& p, const AttentionInputs& in) {
+  validate_paged_kv(p, in.paged, in.key_lengths);
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t g = 0; g < p.kv_heads; ++g)
+      for (std::int64_t j = 0; j < in.key_lengths[static_cast<size_t>(b)]; ++j) {
+        const auto at = paged_key_index(p, in.paged.block_table, b, g, j);
+        const auto same = [](double x, double y) { return x == y || (std::isnan(x) && std::isnan(y)); };
+        for (std::int64_t d = 0; d < p.qk_dim; ++d)
+          if (!same(in.k(b, g, j, d), in.paged.k_pages(at[0], at[1], at[2], d)))
+            throw ProblemError(fmt::format("K: key [{}, {}, {}] differs from the page the block table names for it "
+                                           "(page {}): a paged problem's K must be the gather of its pages", b, g, j, at[0]));
+        for (std::int64_t d = 0; d < p.v_dim; ++d)
+          if (!same(in.v(b, g, j, d), in.paged.v_pages(at[0], at[1], at[2], d)))
+            throw ProblemError(fmt::format("V: value [{}, {}, {}] differs from the page the block table names for it "
+                                           "(page {}): a paged problem's V must be the gather of its pages", b, g, j, at[0]));
+      }
+}
+
+}  // namespace
+
 void validate_inputs(const Problem& p, const AttentionInputs& in) {
   p.validate();
+  if (!p.is_paged() && !in.paged.empty())
+    throw ProblemError("k_pages: pages are given, but the problem's K and V are contiguous");
   detail::check_view("Q", in.q, {p.batch, p.q_heads, p.q_len, p.qk_dim}, kQNames);
   detail::check_view("K", in.k, {p.batch, p.kv_heads, p.k_len, p.qk_dim}, kKNames);
   detail::check_view("V", in.v, {p.batch, p.kv_heads, p.k_len, p.v_dim}, kVNames);
@@ -314,6 +342,7 @@ void validate_inputs(const Problem& p, const AttentionInputs& in) {
     if (std::isnan(in.sinks[h]) || in.sinks[h] == std::numeric_limits<double>::infinity())
       throw ProblemError(fmt::format("sinks: element {} is {}, but a sink logit must be finite or -inf (no sink)", h,
                                      in.sinks[h]));
+  if (p.is_paged()) require_gather_of_pages(p, in);
 }
 
 bool key_allowed(const Problem& p, const AttentionInputs& in, std::int64_t b, std::int64_t h, std::int64_t i,
@@ -328,6 +357,14 @@ bool key_allowed(const Problem& p, const AttentionInputs& in, std::int64_t b, st
 }
 
 AttentionResult reference_attention(const Problem& p, const AttentionInputs& in, const ReferenceOptions& opt) {
+  if (p.is_paged() && in.k.empty() && in.v.empty()) {  // pages only: the gather is the definition (paged.h)
+    p.validate();
+    const GatheredKv kv = gather_paged_kv(p, in.paged, in.key_lengths);
+    AttentionInputs gathered = in;
+    gathered.k = kv.k.view();
+    gathered.v = kv.v.view();
+    return reference_attention(p, gathered, opt);
+  }
   validate_inputs(p, in);
   if (opt.row_block < 1) throw ProblemError(fmt::format("row_block: is {}, but must be at least 1", opt.row_block));
 
@@ -362,9 +399,12 @@ AttentionResult reference_attention(const Problem& p, const AttentionInputs& in,
   };
   const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
   const auto threads = static_cast<std::int64_t>(opt.threads > 0 ? static_cast<unsigned>(opt.threads) : hw);
-  std::vector<std::jthread> pool;
-  for (std::int64_t t = 1; t < std::min(threads, tasks); ++t) pool.emplace_back(worker);
-  worker();
+  {
+    // Joined before `result` is returned: a return that moves it (no NRVO) must not race the workers.
+    std::vector<std::jthread> pool;
+    for (std::int64_t t = 1; t < std::min(threads, tasks); ++t) pool.emplace_back(worker);
+    worker();
+  }
   return result;
 }
 

@@ -30,6 +30,17 @@
 ///     input [Hq], added to the softmax denominator only: Z = Σ_k e^{s_k} + e^{σ_h}; O = Σ_k
 ///     e^{s_k} V_k / Z; LSE = log Z. A sink is one extra key of score σ_h and value 0, which no
 ///     mask excludes: a row with no allowed key gets O = 0 and LSE = σ_h.
+///
+/// Paged KV cache (ABI 2.4; vLLM, FlashAttention's block_table, FlashInfer): K and V live in a pool
+/// of pages instead of [B, Hkv, Lk, D], and a block table [B, Lk / page_size] names the physical
+/// page of each logical slot. Logical key j of batch b is row j mod page_size of page
+/// block_table[b, ⌊j / page_size⌋]:
+///   PagedTokenMajor  K pages [num_pages, page_size, Hkv, Dk] (FlashAttention, vLLM's flash path)
+///   PagedHeadMajor   K pages [num_pages, Hkv, page_size, Dk] (vLLM's paged-attention layout)
+/// Paging is storage, not semantics: the attention is that of the gathered [B, Hkv, Lk, D] keys
+/// (paged.h). Per-sequence lengths are key_lengths (has_key_lengths is required); slots at or past
+/// ⌈key_lengths[b] / page_size⌉ are unused, and neither they nor the last page's tail beyond the
+/// length may change the result. Lk is the table's capacity, a multiple of page_size.
 #pragma once
 
 #include <cstdint>
@@ -50,11 +61,15 @@ enum class AlibiSlopes : std::uint8_t { None, PerHead, PerBatchHead };
 /// What a kernel writes for a row with no allowed key (0/0). The reference writes zeros with
 /// LSE = −inf (ONNX opset 23 errata, PyTorch _safe_softmax); a backend declares its own.
 enum class EmptyRowConvention : std::uint8_t { Zeros, NaN, MeanOfV };
+/// Where K and V are stored (file comment): one [B, Hkv, Lk, D] tensor, or pages with a block table.
+enum class KvStorage : std::uint8_t { Contiguous, PagedTokenMajor, PagedHeadMajor };
 
 std::string_view alignment_name(Alignment alignment);
 std::string_view mask_kind_name(MaskKind kind);
 std::string_view empty_row_name(EmptyRowConvention convention);
 std::string_view alibi_slopes_name(AlibiSlopes slopes);  ///< "none", "head", "batch-head"
+std::string_view kv_storage_name(KvStorage storage);     ///< "contiguous", "paged", "paged-head"
+std::optional<KvStorage> parse_kv_storage(std::string_view name);
 std::optional<Alignment> parse_alignment(std::string_view name);
 std::optional<MaskKind> parse_mask_kind(std::string_view name);
 std::optional<EmptyRowConvention> parse_empty_row(std::string_view name);
@@ -96,6 +111,9 @@ struct Problem {
   AlibiSlopes alibi = AlibiSlopes::None;  ///< ALiBi slopes as an input tensor (file comment)
   bool sinks = false;                     ///< one sink logit per query head as an input tensor [Hq]
 
+  KvStorage kv_storage = KvStorage::Contiguous;  ///< paged K/V with a block table (file comment)
+  std::int64_t page_size = 0;                    ///< keys per page when paged (≥ 1, divides Lk); 0 otherwise
+
   /// A problem with these dimensions and every option at its default (no mask, no causal…).
   static Problem of_shape(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_heads, std::int64_t q_len,
                           std::int64_t k_len, std::int64_t qk_dim, std::int64_t v_dim);
@@ -112,6 +130,11 @@ struct Problem {
   std::int64_t alibi_slope_count() const {
     return alibi == AlibiSlopes::None ? 0 : alibi == AlibiSlopes::PerHead ? q_heads : batch * q_heads;
   }
+  bool is_paged() const { return kv_storage != KvStorage::Contiguous; }
+  /// Slots of one block-table row, Lk / page_size; 0 when not paged.
+  std::int64_t pages_per_sequence() const { return is_paged() ? k_len / page_size : 0; }
+  /// The slots a sequence of `key_length` keys uses, ⌈key_length / page_size⌉.
+  std::int64_t pages_used(std::int64_t key_length) const { return (key_length + page_size - 1) / page_size; }
 
   /// The key on query row i's diagonal, i + offset(b) (the alignments above), for a batch row
   /// whose key length is `key_length` (k_len unless has_key_lengths).

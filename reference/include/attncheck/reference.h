@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "attncheck/paged.h"
 #include "attncheck/problem.h"
 #include "attncheck/tensor.h"
 
@@ -37,6 +38,10 @@ struct AttentionInputs {
   std::span<const std::int64_t> key_lengths;  ///< [B], each in [0, Lk]; empty unless Problem::has_key_lengths
   std::span<const double> alibi_slopes;  ///< [Hq] or [B, Hq] row-major (Problem::alibi), finite; empty without ALiBi
   std::span<const double> sinks;         ///< [Hq] sink logits, finite or −inf (no sink); empty unless Problem::sinks
+  /// A paged problem's pages and block table (paged.h); empty unless Problem::is_paged. k and v
+  /// are then the gather of the pages (validate_inputs checks every key below its length), or
+  /// both empty, and reference_attention gathers them itself.
+  PagedKvView paged;
 };
 
 /// Which build of the reference's inner loops runs. Every one computes the same bits, on every
