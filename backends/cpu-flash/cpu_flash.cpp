@@ -268,7 +268,9 @@ class CpuFlash final : public impl::BackendImpl {
     return p;
   }
 
-  std::uint32_t options() const override { return impl::kOptionAlibi | impl::kOptionSinks; }
+  std::uint32_t options() const override { return impl::kOptionAlibi | impl::kOptionSinks | impl::kOptionPagedKv; }
+  // The backward ABI takes contiguous K and V only (backend.h, ABI 2.4).
+  std::uint32_t backward_options() const override { return impl::kOptionAlibi | impl::kOptionSinks; }
 
   void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
     impl::check_problem(problem);
@@ -283,7 +285,7 @@ class CpuFlash final : public impl::BackendImpl {
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     impl::check_problem(p);
     CallArrays arrays;
-    FlashParams fp = checked_params(p, t.q, t.k, t.v, t.mask, t.key_lengths, arrays);
+    FlashParams fp = checked_params(p, t.q, t.k, t.v, t.mask, t.key_lengths, arrays, impl::block_table_of(t));
     set_inference_options(p, impl::alibi_slopes_of(t), impl::sinks_of(t), fp, arrays);
     const DLDataType dt = t.q->dtype;
     fp.out = strided(impl::check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim},
@@ -367,6 +369,7 @@ class CpuFlash final : public impl::BackendImpl {
   struct CallArrays {
     std::vector<std::int64_t> offset, limit;
     std::vector<float> slopes, sinks;
+    std::vector<std::int32_t> block_table;  ///< a paged call's table, compact [B][Lk / page]
   };
 
   /// ALiBi slopes and sinks, checked, into `fp` (pointing into `arrays`).
@@ -384,14 +387,19 @@ class CpuFlash final : public impl::BackendImpl {
   /// FlashParams of a call's problem, Q, K, V, mask and key lengths, every tensor checked; `out`
   /// and `lse` are the caller's. The pointers of `diagonals` go into the result.
   FlashParams checked_params(const attncheck_problem& p, const DLTensor* tq, const DLTensor* tk, const DLTensor* tv,
-                             const DLTensor* tmask, const DLTensor* key_lengths, CallArrays& diagonals) const {
+                             const DLTensor* tmask, const DLTensor* key_lengths, CallArrays& diagonals,
+                             const DLTensor* block_table = nullptr) const {
     using impl::check_cpu_tensor;
     if (tq == nullptr) impl::invalid("q: is NULL, but the problem requires it");
     const DLDataType dt = tq->dtype;
     if (!is_input_dtype(dt)) impl::invalid("q: dtype is " + impl::dtype_string(dt) + ", expected float32, float16 or bfloat16");
     const auto q = check_cpu_tensor(tq, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {dt});
-    const auto k = check_cpu_tensor(tk, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt});
-    const auto v = check_cpu_tensor(tv, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt});
+    const bool paged = impl::is_paged(p);
+    if (!paged && block_table != nullptr) impl::invalid("block_table: is given, but problem.kv_storage is contiguous");
+    impl::PagedKvArgs pages;
+    if (paged) pages = impl::check_paged_kv(p, tk, tv, block_table, {dt}, kDLCPU);
+    const auto k = paged ? pages.k : check_cpu_tensor(tk, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt});
+    const auto v = paged ? pages.v : check_cpu_tensor(tv, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt});
 
     FlashParams fp;
     fp.batch = p.batch, fp.q_heads = p.q_heads, fp.kv_heads = p.kv_heads, fp.q_len = p.q_len, fp.k_len = p.k_len;
@@ -431,6 +439,21 @@ class CpuFlash final : public impl::BackendImpl {
     }
     fp.offset = diagonals.offset.data();
     fp.key_limit = diagonals.limit.data();
+    if (paged) {
+      impl::check_block_table_entries(p, pages, [&](std::int64_t b) { return *kl.at<std::int64_t>(b); });
+      const std::int64_t slots = p.k_len / p.page_size;
+      diagonals.block_table.resize(static_cast<std::size_t>(p.batch * slots));
+      for (std::int64_t b = 0; b < p.batch; ++b)
+        for (std::int64_t s = 0; s < slots; ++s)
+          diagonals.block_table[static_cast<std::size_t>(b * slots + s)] = *pages.table.at<std::int32_t>(b, s);
+      fp.block_table = diagonals.block_table.data();
+      fp.table_stride = slots;
+      fp.page_size = p.page_size;
+      // FlashParams orders a pool's strides (page, kv head, row in page, dim): token-major pools
+      // [pages, page_size, Hkv, D] swap the middle two.
+      if (impl::kv_storage_of(p) == kAttncheckKvPagedTokenMajor)
+        for (Strided* t : {&fp.k, &fp.v}) std::swap(t->stride[1], t->stride[2]);
+    }
     return fp;
   }
 

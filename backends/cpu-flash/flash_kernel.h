@@ -59,9 +59,23 @@ struct FlashParams {
   std::int64_t alibi_batch_stride = 0;
   const float* sinks = nullptr;         ///< NULL without sinks
 
+  // ABI 2.4, a paged cache: k and v are page pools whose strides are ordered (page, kv head, row
+  // in page, dim) whatever the layout, and key j of batch b is row j mod page_size of page
+  // block_table[b·table_stride + j / page_size]. NULL: k and v are [B, Hkv, Lk, D].
+  const std::int32_t* block_table = nullptr;
+  std::int64_t table_stride = 0, page_size = 1;
+
   float alibi_slope(std::int64_t b, std::int64_t h) const {
     return alibi_slopes != nullptr ? alibi_slopes[b * alibi_batch_stride + h] : 0.0f;
   }
+  /// Element offset of key j of (b, g) in `t` (K or V), through the block table when paged.
+  std::int64_t key_row(const Strided& t, std::int64_t b, std::int64_t g, std::int64_t j) const {
+    if (block_table == nullptr) return b * t.stride[0] + g * t.stride[1] + j * t.stride[2];
+    const std::int64_t page = block_table[b * table_stride + j / page_size];
+    return page * t.stride[0] + g * t.stride[1] + (j % page_size) * t.stride[2];
+  }
+  /// Keys of batch b that pack_kv reads: below its key limit (what no row can see is not read).
+  std::int64_t key_read_limit(std::int64_t b) const { return key_limit != nullptr ? key_limit[b] : k_len; }
 };
 
 /// One backward call: the forward's problem and inputs, the output gradients, the gradients to

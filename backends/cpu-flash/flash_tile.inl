@@ -338,20 +338,28 @@ struct FlashTile {
 /// Packs key tile t of (batch b, kv head g) once per call, for every query tile and every head of
 /// the group: Kᵀ [dk][Bc] and V [Bc][dv_pad] in fp32, zero beyond the last key and Dv, and a flag
 /// saying whether V's tile is all finite (flash_tile.inl's P·V takes a guarded path if not).
+/// Keys at or past the batch's key limit are never read, only zeroed: no row may see them, and in
+/// a paged cache their slots need not name a page (backend.h, ABI 2.4).
 template <class V>
 void pack_kv_tile(const FlashParams& P, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k, float* packed_v,
                   unsigned char* v_finite) {
   constexpr std::int64_t Bc = kBlockKeys;
-  const std::int64_t dk = P.qk_dim, dv = P.v_dim, dv_pad = P.dv_pad, k0 = t * Bc, kc = min64(Bc, P.k_len - k0);
+  const std::int64_t dk = P.qk_dim, dv = P.v_dim, dv_pad = P.dv_pad, k0 = t * Bc;
+  const std::int64_t kc = max64(0, min64(Bc, min64(P.k_len, P.key_read_limit(b)) - k0));
   const std::int64_t tile = (b * P.kv_heads + g) * P.key_tiles + t;
   float* kt = packed_k + tile * dk * Bc;
   float* vt = packed_v + tile * Bc * dv_pad;
-  const int kbytes = elem_bytes(P.k.type);
+  const int kbytes = elem_bytes(P.k.type), vbytes = elem_bytes(P.v.type);
   for (std::int64_t c = 0; c < kc; ++c) {
-    const char* krow = P.k.data + (b * P.k.stride[0] + g * P.k.stride[1] + (k0 + c) * P.k.stride[2]) * kbytes;
+    const char* krow = P.k.data + P.key_row(P.k, b, g, k0 + c) * kbytes;
     for (std::int64_t d = 0; d < dk; ++d) kt[d * Bc + c] = load_elem<V>(krow + d * P.k.stride[3] * kbytes, P.k.type);
     float* vrow = vt + c * dv_pad;
-    load_row<V>(P.v, b, g, k0 + c, dv, vrow);
+    const char* vsrc = P.v.data + P.key_row(P.v, b, g, k0 + c) * vbytes;
+    if (P.v.type == Elem::F32 && P.v.stride[3] == 1) {
+      __builtin_memcpy(vrow, vsrc, static_cast<std::size_t>(dv) * 4);
+    } else {
+      for (std::int64_t d = 0; d < dv; ++d) vrow[d] = load_elem<V>(vsrc + d * P.v.stride[3] * vbytes, P.v.type);
+    }
     for (std::int64_t d = dv; d < dv_pad; ++d) vrow[d] = 0.0f;
   }
   for (std::int64_t d = 0; d < dk; ++d)

@@ -117,6 +117,10 @@ attncheck_problem to_abi(const Problem& p) {
             : p.alibi == AlibiSlopes::PerBatchHead ? kAttncheckAlibiPerBatchHead
                                                    : kAttncheckAlibiNone;
   a.has_sinks = p.sinks ? 1 : 0;
+  a.kv_storage = p.kv_storage == KvStorage::PagedTokenMajor  ? kAttncheckKvPagedTokenMajor
+                 : p.kv_storage == KvStorage::PagedHeadMajor ? kAttncheckKvPagedHeadMajor
+                                                             : kAttncheckKvContiguous;
+  a.page_size = p.page_size;
   return a;
 }
 
@@ -163,15 +167,24 @@ Problem from_abi(const attncheck_problem& a) {
     }
   }
   if (ATTNCHECK_HAS_FIELD(&a, attncheck_problem, has_sinks)) p.sinks = a.has_sinks != 0;
+  if (ATTNCHECK_HAS_FIELD(&a, attncheck_problem, page_size)) {
+    switch (a.kv_storage) {
+      case kAttncheckKvContiguous: p.kv_storage = KvStorage::Contiguous; break;
+      case kAttncheckKvPagedTokenMajor: p.kv_storage = KvStorage::PagedTokenMajor; break;
+      case kAttncheckKvPagedHeadMajor: p.kv_storage = KvStorage::PagedHeadMajor; break;
+      default: bad_field(fmt::format("problem.kv_storage: {} is not an attncheck_kv_storage (0..2)", a.kv_storage));
+    }
+    p.page_size = a.page_size;
+  }
   return p;
 }
 
 attncheck_layer_problem to_abi(const LayerProblem& p) {
   attncheck_layer_problem a{};
   a.struct_size = sizeof(attncheck_layer_problem);
-  if (p.attention.has_alibi() || p.attention.sinks)
-    bad_field("layer problem: ALiBi and sinks are options of the attention core only (the layer embeds the "
-              "ABI 2.0 problem, backend.h)");
+  if (p.attention.has_alibi() || p.attention.sinks || p.attention.is_paged())
+    bad_field("layer problem: ALiBi, sinks and paged caches are options of the attention core only (the layer "
+              "embeds the ABI 2.0 problem, backend.h)");
   const attncheck_problem core = to_abi(p.attention);
   std::memcpy(&a.attention, &core, ATTNCHECK_PROBLEM_SIZE_2_0);
   a.attention.struct_size = static_cast<std::uint32_t>(ATTNCHECK_PROBLEM_SIZE_2_0);

@@ -57,7 +57,8 @@ std::string last_error_of(const attncheck_backend* t) {
 // The options `problem` uses that `declared` (the table's problem_options) lacks, by name.
 std::string undeclared_options(const Problem& problem, std::uint32_t declared) {
   const std::uint32_t used = (problem.has_alibi() ? std::uint32_t{kAttncheckOptionAlibi} : 0u) |
-                             (problem.sinks ? std::uint32_t{kAttncheckOptionSinks} : 0u);
+                             (problem.sinks ? std::uint32_t{kAttncheckOptionSinks} : 0u) |
+                             (problem.is_paged() ? std::uint32_t{kAttncheckOptionPagedKv} : 0u);
   return impl::option_names(used, declared);
 }
 
@@ -71,9 +72,13 @@ std::optional<std::string> Backend::predating_reason(const Problem& problem) con
       ATTNCHECK_HAS_FIELD(table_, attncheck_backend, problem_options) ? table_->problem_options : 0u;
   const std::string missing = undeclared_options(problem, declared);
   if (missing.empty()) return std::nullopt;
-  if (table_->abi_version.minor < 3)
-    return fmt::format("the backend was built for ABI {}.{}, which predates {} (ABI 2.3)", table_->abi_version.major,
-                       table_->abi_version.minor, missing);
+  // The table's build predates an option it lacks when the option came in a later minor: ALiBi and
+  // sinks in 2.3, paged caches in 2.4. The newest of them is named.
+  const bool lacks_paged = problem.is_paged() && (declared & kAttncheckOptionPagedKv) == 0;
+  const std::uint32_t introduced = lacks_paged ? 4 : 3;
+  if (table_->abi_version.minor < introduced)
+    return fmt::format("the backend was built for ABI {}.{}, which predates {} (ABI 2.{})", table_->abi_version.major,
+                       table_->abi_version.minor, missing, introduced);
   return fmt::format("the backend does not declare {} in its table's problem_options", missing);
 }
 

@@ -76,6 +76,8 @@ std::string AttentionCase::describe() const {
   if (poison_masked) text += " poison=1";
   if (!key_lengths.empty()) text += fmt::format(" lengths={}", fmt::join(key_lengths, ","));
   text += fmt::format(" seed={}", seed);
+  if (page_shuffle != 0) text += fmt::format(" pages={}", page_shuffle);
+  if (shared_prefix) text += " prefix=1";
   return text;
 }
 
@@ -108,10 +110,14 @@ AttentionCase parse_case(std::string_view text) {
       c.poison_masked = value == "1";
     } else if (key == "lengths") {
       c.key_lengths = parse_lengths(value);
-    } else if (key == "seed") {
-      const auto [stop, ec] = std::from_chars(value.data(), value.data() + value.size(), c.seed);
+    } else if (key == "seed" || key == "pages") {
+      std::uint64_t& field = key == "seed" ? c.seed : c.page_shuffle;
+      const auto [stop, ec] = std::from_chars(value.data(), value.data() + value.size(), field);
       if (ec != std::errc() || stop != value.data() + value.size() || value.empty())
-        throw ProblemError(fmt::format("case text: seed={} is not an integer in [0, 2^64)", value));
+        throw ProblemError(fmt::format("case text: {}={} is not an integer in [0, 2^64)", key, value));
+    } else if (key == "prefix") {
+      if (value != "0" && value != "1") throw ProblemError(fmt::format("case text: prefix={} is not 0 or 1", value));
+      c.shared_prefix = value == "1";
     } else {
       if (!problem_text.empty()) problem_text += ' ';
       problem_text += token;
@@ -168,10 +174,78 @@ void draw_inference_inputs(const AttentionCase& c, CaseData& d) {
   }
 }
 
+// The seed of a paged case's arrangement stream: the case seed and page_shuffle, tagged ("pages" in
+// ASCII) as the other streams are, so the arrangement changes with page_shuffle and nothing else does.
+std::uint64_t page_stream_seed(std::uint64_t seed, std::uint64_t shuffle) {
+  constexpr std::uint64_t kPagesTag = 0x7061676573ull;  // "pages"
+  return PortableRandom(PortableRandom(seed ^ kPagesTag).next() ^ shuffle).next();
+}
+
+// Lays the logical keys of `d` out in pages (make_case_data's comment) and makes d.k, d.v the
+// gather of what the table reaches.
+void build_pages(const AttentionCase& c, CaseData& d) {
+  const Problem& p = c.problem;
+  PortableRandom rng(page_stream_seed(c.seed, c.page_shuffle));
+  const std::int64_t slots = p.pages_per_sequence(), page = p.page_size;
+  std::vector<std::int64_t> used(static_cast<size_t>(p.batch));
+  std::int64_t shared = slots;  // full pages every sequence has
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    const std::int64_t length = d.key_lengths[static_cast<size_t>(b)];
+    used[static_cast<size_t>(b)] = p.pages_used(length);
+    shared = std::min(shared, length / page);
+  }
+  if (!c.shared_prefix || p.batch < 2) shared = 0;
+  std::int64_t owned = 0;
+  for (std::int64_t b = 0; b < p.batch; ++b) owned += used[static_cast<size_t>(b)] - (b > 0 ? shared : 0);
+  const std::int64_t spare = 1 + owned / 4, pool = owned + spare;
+  if (pool > std::numeric_limits<std::int32_t>::max())
+    throw ProblemError(fmt::format("block_table: the pool needs {} pages, more than an int32 entry names", pool));
+
+  std::vector<std::int32_t> order(static_cast<size_t>(pool));  // Fisher–Yates with the portable stream
+  for (std::int64_t i = 0; i < pool; ++i) order[static_cast<size_t>(i)] = static_cast<std::int32_t>(i);
+  for (std::int64_t i = pool - 1; i > 0; --i) std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(rng.below(i + 1))]);
+  std::vector<std::int32_t>& table = d.pages.block_table;
+  table.assign(static_cast<size_t>(p.batch * slots), 0);
+  std::int64_t next = 0;
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t s = 0; s < slots; ++s) {
+      std::int32_t& entry = table[static_cast<size_t>(b * slots + s)];
+      if (s >= used[static_cast<size_t>(b)]) entry = order[static_cast<size_t>(owned + rng.below(spare))];
+      else if (b > 0 && s < shared) entry = table[static_cast<size_t>(s)];
+      else entry = order[static_cast<size_t>(next++)];
+    }
+
+  // Every element first gets the filler, then the pages in use get their sequence's keys.
+  d.pages.k_pages = HostTensor(page_pool_shape(p, pool, p.qk_dim));
+  d.pages.v_pages = HostTensor(page_pool_shape(p, pool, p.v_dim));
+  const std::array<double, 3> poison = poison_values(c.dtype, false);
+  for (HostTensor* t : {&d.pages.k_pages, &d.pages.v_pages})
+    for (size_t e = 0; e < t->values.size(); ++e)
+      t->values[e] = c.poison_masked ? poison[e % 3] : round_to(c.dtype, rng.normal());
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t s = (b > 0 ? shared : 0); s < used[static_cast<size_t>(b)]; ++s)
+      for (std::int64_t j = s * page; j < (s + 1) * page; ++j)
+        for (std::int64_t g = 0; g < p.kv_heads; ++g) {
+          const auto at = paged_key_index(p, table, b, g, j);
+          for (std::int64_t l = 0; l < p.qk_dim; ++l) d.pages.k_pages(at[0], at[1], at[2], l) = d.k(b, g, j, l);
+          for (std::int64_t l = 0; l < p.v_dim; ++l) d.pages.v_pages(at[0], at[1], at[2], l) = d.v(b, g, j, l);
+        }
+  // The logical keys are what the table reaches: batch 0's prefix in every sequence that shares
+  // it, the unused pages' filler in unused slots.
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t j = 0; j < p.k_len; ++j)
+      for (std::int64_t g = 0; g < p.kv_heads; ++g) {
+        const auto at = paged_key_index(p, table, b, g, j);
+        for (std::int64_t l = 0; l < p.qk_dim; ++l) d.k(b, g, j, l) = d.pages.k_pages(at[0], at[1], at[2], l);
+        for (std::int64_t l = 0; l < p.v_dim; ++l) d.v(b, g, j, l) = d.pages.v_pages(at[0], at[1], at[2], l);
+      }
+}
+
 }  // namespace
 
 AttentionInputs CaseData::inputs(const Problem& problem) const {
-  AttentionInputs in{q.view(), k.view(), v.view(), {}, {}, {}, {}};
+  AttentionInputs in{q.view(), k.view(), v.view(), {}, {}, {}, {}, {}};
+  if (problem.is_paged()) in.paged = pages.view();
   if (problem.mask != MaskKind::None) in.mask = mask.view();
   if (problem.has_key_lengths) in.key_lengths = key_lengths;
   if (problem.has_alibi()) in.alibi_slopes = alibi_slopes;
@@ -280,6 +354,7 @@ CaseData make_case_data(const AttentionCase& c) {
     }
   }
   draw_inference_inputs(c, d);
+  if (p.is_paged()) build_pages(c, d);
   return d;
 }
 
@@ -372,6 +447,12 @@ void make_poison_finite(const Problem& p, CaseData& data, DType dtype, std::opti
         for (std::int64_t l = 0; l < p.v_dim; ++l) data.v(b, g, j, l) = finite(data.v(b, g, j, l));
       }
   }
+  // A pool's unused pages and tails hold the poison; every reachable key is finite and far below
+  // any dtype's largest value (make_case_data draws O(10) at most), so finite() keeps it, and the
+  // logical keys above stay the gather of the pages.
+  if (p.is_paged())
+    for (HostTensor* t : {&data.pages.k_pages, &data.pages.v_pages})
+      for (double& x : t->values) x = finite(x);
 }
 
 void forbid_in_mask(const Problem& p, CaseData& data, const std::function<bool(std::int64_t row)>& row,

@@ -314,6 +314,16 @@ std::unique_ptr<GuardedTensor> make_key_lengths(std::span<const std::int64_t> le
   return t;
 }
 
+std::unique_ptr<GuardedTensor> make_block_table(std::span<const std::int32_t> table, std::int64_t batch, std::int64_t slots,
+                                               std::int64_t guard, const Handover& handover) {
+  auto t = std::make_unique<GuardedTensor>("block_table", DLDataType{kDLInt, 32, 1}, 4, std::vector<std::int64_t>{batch, slots},
+                                           std::vector<std::int64_t>{slots, 1}, guard, false, handover);
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t s = 0; s < slots; ++s) std::memcpy(t->element({b, s}), &table[static_cast<size_t>(b * slots + s)], 4);
+  t->seal_input();
+  return t;
+}
+
 // Reads an output back, reporting elements still holding the pre-fill pattern as unwritten.
 HostTensor read_output(GuardedTensor& t, const Shape4& shape, int rank, DType dtype, std::vector<std::string>& findings) {
   HostTensor result(shape);
@@ -565,7 +575,7 @@ class GuardedCall {
 
 // Slots in the order of attncheck_attention_tensors and attncheck_backward_tensors, which share
 // their first five tensors; the backward's out and lse are inputs where the forward's are outputs.
-enum Slot : size_t { kQ, kK, kV, kMask, kKeyLengths, kOut, kLse, kAlibiSlopes, kSinks, kForwardSlots };
+enum Slot : size_t { kQ, kK, kV, kMask, kKeyLengths, kOut, kLse, kAlibiSlopes, kSinks, kBlockTable, kForwardSlots };
 enum BackwardSlot : size_t { kDOut = kForwardSlots, kDLse, kDQ, kDK, kDV, kDBias, kBackwardSlots };
 
 // The forward's inputs: Q, K and V in the layout the options ask for, the mask and the key
@@ -575,8 +585,19 @@ void put_attention_inputs(GuardedCall& call, const Problem& p, const NumericsPro
   const std::int64_t guard = options.guard_elements;
   const Handover layout = attention_handover(options), compact = compact_handover(options);
   call.put(kQ, make_input("Q", in.q, profile.input, layout, guard));
-  call.put(kK, make_input("K", in.k, profile.input, layout, guard));
-  call.put(kV, make_input("V", in.v, profile.input, layout, guard));
+  if (p.is_paged()) {
+    // ABI 2.4: K and V as page pools in the layout the problem names (never sequence-major: the
+    // layout is the problem's), with the row padding and byte offset of the options, and the
+    // block table int32 [B, Lk / page] compact.
+    validate_paged_kv(p, in.paged, in.key_lengths);
+    const Handover pool{false, options.row_padding, options.byte_offset, options.null_strides};
+    call.put(kK, make_input("K", in.paged.k_pages, profile.input, pool, guard));
+    call.put(kV, make_input("V", in.paged.v_pages, profile.input, pool, guard));
+    call.put(kBlockTable, make_block_table(in.paged.block_table, p.batch, p.pages_per_sequence(), guard, compact));
+  } else {
+    call.put(kK, make_input("K", in.k, profile.input, layout, guard));
+    call.put(kV, make_input("V", in.v, profile.input, layout, guard));
+  }
   if (p.mask != MaskKind::None) call.put(kMask, make_mask(p, in.mask, profile.additive_mask_dtype(), guard, compact));
   if (p.has_key_lengths) call.put(kKeyLengths, make_key_lengths(in.key_lengths, guard, compact));
   // ABI 2.3: slopes [Hq] or [B, Hq] and sinks [Hq], float32 (backend.h). A value float32 would
@@ -613,6 +634,7 @@ Tensors shared_tensors(Placement& placed) {
   tensors.key_lengths = placed.placed(kKeyLengths);
   tensors.alibi_slopes = placed.placed(kAlibiSlopes);
   tensors.sinks = placed.placed(kSinks);
+  if constexpr (requires { tensors.block_table; }) tensors.block_table = placed.placed(kBlockTable);
   return tensors;
 }
 
@@ -690,6 +712,9 @@ BackwardRun run_backend_backward(Backend& backend, const Problem& p, const Numer
                                             "has a gradient)", mask_kind_name(p.mask)));
   if (want_d_bias && !backward_profile.writes_dbias)
     throw std::invalid_argument("dbias: asked for, but the backward profile does not write it (writes_dbias = 0)");
+  if (p.is_paged())
+    throw std::invalid_argument("block_table: the backward ABI takes contiguous K and V only (a paged cache is an "
+                                "inference layout: backend.h, ABI 2.4)");
   if (data.d_lse && !backward_profile.accepts_dlse)
     throw std::invalid_argument("dlse: given, but the backward profile does not take it (accepts_dlse = 0: dlse must be NULL)");
 

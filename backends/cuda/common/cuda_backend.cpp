@@ -1,5 +1,6 @@
 #include "cuda_backend.h"
 
+#include <utility>
 #include <string>
 
 namespace attncheck::cuda {
@@ -42,10 +43,27 @@ AttentionParams make_params(const attncheck_problem& p, const attncheck_attentio
                          .window_left = p.window_left, .window_right = p.window_right, .mask_kind = p.mask_kind};
   params.q = strided(impl::check_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim},
                                         {"batch", "query heads", "query length", "head dim"}, {dtype}, device));
-  params.k = strided(impl::check_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim},
-                                        {"batch", "kv heads", "key length", "head dim"}, {dtype}, device));
-  params.v = strided(impl::check_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim},
-                                        {"batch", "kv heads", "key length", "value dim"}, {dtype}, device));
+  const DLTensor* block_table = impl::block_table_of(t);
+  if (impl::is_paged(p)) {
+    // ABI 2.4: the pools and the table stay in the backend's memory; their entries are the
+    // caller's contract (backend.h), and key_value reads 0 for a used slot that breaks it.
+    const impl::PagedKvArgs pages = impl::check_paged_kv(p, t.k, t.v, block_table, {dtype}, device);
+    params.k = strided(pages.k);
+    params.v = strided(pages.v);
+    if (impl::kv_storage_of(p) == kAttncheckKvPagedTokenMajor)  // (page, row, head, d) → (page, head, row, d)
+      for (StridedTensor* pool : {&params.k, &params.v}) std::swap(pool->stride[1], pool->stride[2]);
+    params.block_table = pages.table.at<std::int32_t>(0);
+    params.block_table_stride[0] = pages.table.strides[0];
+    params.block_table_stride[1] = pages.table.strides[1];
+    params.page_size = p.page_size;
+    params.num_pages = pages.num_pages;
+  } else {
+    if (block_table != nullptr) impl::invalid("block_table: is given, but problem.kv_storage is contiguous");
+    params.k = strided(impl::check_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim},
+                                          {"batch", "kv heads", "key length", "head dim"}, {dtype}, device));
+    params.v = strided(impl::check_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim},
+                                          {"batch", "kv heads", "key length", "value dim"}, {dtype}, device));
+  }
   params.out = strided(impl::check_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim},
                                           {"batch", "query heads", "query length", "value dim"}, {dtype}, device));
   if (t.lse != nullptr) {

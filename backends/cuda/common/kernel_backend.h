@@ -61,7 +61,11 @@ class KernelBackend : public CudaBackend {
   bool has_backward() const final { return backward_launch_ != nullptr; }
   /// Attention sinks (ABI 2.3) in the flash kernels, forward and backward (the backward reads
   /// them through the lse); the naive kernels implement no option.
-  std::uint32_t options() const final { return config_.kind == KernelKind::Flash ? impl::kOptionSinks : 0u; }
+  /// Paged caches (ABI 2.4) in the flash forward; the backward ABI takes contiguous K and V only.
+  std::uint32_t options() const final {
+    return config_.kind == KernelKind::Flash ? impl::kOptionSinks | impl::kOptionPagedKv : 0u;
+  }
+  std::uint32_t backward_options() const final { return config_.kind == KernelKind::Flash ? impl::kOptionSinks : 0u; }
   attncheck_backward_profile backward_profile(const attncheck_problem& problem, DLDataType input) const final;
   void backward(const attncheck_problem& problem, const attncheck_backward_tensors& tensors) final;
 

@@ -94,16 +94,26 @@ __device__ __forceinline__ KeyRange query_tile_key_span(const AttentionParams& p
   return span;
 }
 
+/// Element d of key j of (batch b, kv head kv) in K or V (`t`), through the block table when the
+/// cache is paged. A used slot whose entry names no page of the pool (the caller broke backend.h's
+/// contract, which the device cannot check cheaply) reads 0 instead of memory outside the pool.
+template <class T>
+__device__ __forceinline__ float key_value(const AttentionParams& p, const StridedTensor& t, std::int64_t b,
+                                           std::int64_t kv, std::int64_t j, std::int64_t d) {
+  if (p.block_table == nullptr) return to_float(element<T>(t, b, kv, j, d));
+  const std::int64_t page = p.block_table[b * p.block_table_stride[0] + (j / p.page_size) * p.block_table_stride[1]];
+  if (page < 0 || page >= p.num_pages) return 0.0f;
+  return to_float(element<T>(t, page, kv, j % p.page_size, d));
+}
+
 /// Stages keys [key0, key0 + keys) of K and V of kv head kv.
 template <class T>
 __device__ __forceinline__ void load_key_tile(const AttentionParams& p, std::int64_t b, std::int64_t kv,
                                               std::int64_t key0, std::int64_t keys, float* k_tile, float* v_tile) {
   const std::int64_t dk = p.qk_dim, dv = p.v_dim;
   const int tid = static_cast<int>(threadIdx.x), threads = static_cast<int>(blockDim.x);
-  for (std::int64_t e = tid; e < keys * dk; e += threads)
-    k_tile[e] = to_float(element<T>(p.k, b, kv, key0 + e / dk, e % dk));
-  for (std::int64_t e = tid; e < keys * dv; e += threads)
-    v_tile[e] = to_float(element<T>(p.v, b, kv, key0 + e / dv, e % dv));
+  for (std::int64_t e = tid; e < keys * dk; e += threads) k_tile[e] = key_value<T>(p, p.k, b, kv, key0 + e / dk, e % dk);
+  for (std::int64_t e = tid; e < keys * dv; e += threads) v_tile[e] = key_value<T>(p, p.v, b, kv, key0 + e / dv, e % dv);
 }
 
 /// The final score of key j for query row i (j inside the row's KeyRange), from the fp32 dot

@@ -55,7 +55,7 @@
 #include <stdint.h>
 
 #define ATTNCHECK_ABI_VERSION_MAJOR 2
-#define ATTNCHECK_ABI_VERSION_MINOR 3
+#define ATTNCHECK_ABI_VERSION_MINOR 4
 
 /*! \brief Nonzero when the struct at ptr (of type type, whose first field is struct_size) was written
  * by code that knew field: the only safe way to read a field added in a later minor version. */
@@ -125,7 +125,16 @@ enum {
  * problem_options. An option the table does not declare is never sent to it. */
 enum {
   kAttncheckOptionAlibi = 1u << 0, /*!< \brief problem.alibi with alibi_slopes. */
-  kAttncheckOptionSinks = 1u << 1  /*!< \brief problem.has_sinks with sinks. */
+  kAttncheckOptionSinks = 1u << 1, /*!< \brief problem.has_sinks with sinks. */
+  kAttncheckOptionPagedKv = 1u << 2 /*!< \brief ABI 2.4: problem.kv_storage paged, with block_table. */
+};
+
+/*! \brief How K and V are stored (ABI 2.4); see attncheck_problem. */
+typedef int32_t attncheck_kv_storage;
+enum {
+  kAttncheckKvContiguous = 0,      /*!< \brief k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv]. The default. */
+  kAttncheckKvPagedTokenMajor = 1, /*!< \brief k [num_pages, page_size, Hkv, Dk] (FlashAttention's k_cache, vLLM). */
+  kAttncheckKvPagedHeadMajor = 2   /*!< \brief k [num_pages, Hkv, page_size, Dk]. */
 };
 
 /*! \brief What a backend writes for a query row with no allowed key. */
@@ -174,6 +183,18 @@ enum {
  *    space: not scaled, not capped, never masked; -inf = none) added to the softmax denominator
  *    only: Z = sum_k e^{s_k} + e^{sinks[h]}, O = sum_k e^{s_k} v_k / Z, lse = log Z. It is one extra
  *    key of value 0: a row with no allowed key writes O = 0 and lse = sinks[h].
+ *
+ * ABI 2.4, a paged KV cache (kv_storage != kAttncheckKvContiguous; vLLM, FlashAttention's
+ * block_table): k and v are pools of pages, [num_pages, page_size, Hkv, D] (token-major) or
+ * [num_pages, Hkv, page_size, D] (head-major), num_pages their dim 0 (any value >= 1), and
+ * block_table [B, Lk / page_size] int32 names the page of each slot: key j of batch b is row
+ * j mod page_size of page block_table[b, j / page_size]. Lk is the table's capacity (a multiple of
+ * page_size); has_key_lengths is set and key_lengths[b] is the sequence's length. Only slots
+ * s < ceil(key_lengths[b] / page_size) are used: an unused slot's entry may name any page, or
+ * none, and must not be followed; keys past the length in the last used page are its tail,
+ * masked as every key past the length is. Pages may be shared between sequences (a common
+ * prefix). The backward pass takes contiguous K and V only.
+ *
  * A suite sends an option only to a table whose problem_options declares it (absent or 0: none),
  * so rebuilding a plug-in against this header never makes it claim an option it ignores.
  */
@@ -199,12 +220,17 @@ typedef struct {
   /* ABI 2.3 */
   attncheck_alibi alibi;   /*!< \brief ALiBi slopes given in alibi_slopes; absent = kAttncheckAlibiNone. */
   int32_t has_sinks;       /*!< \brief Nonzero: sinks [Hq] is given; absent = 0. */
+  /* ABI 2.4 */
+  attncheck_kv_storage kv_storage; /*!< \brief Layout of k and v; absent = kAttncheckKvContiguous. */
+  int64_t page_size;       /*!< \brief Keys per page (>= 1) when paged; 0 otherwise; absent = 0. */
 } attncheck_problem;
 
 /*! \brief Size of attncheck_problem in ABI 2.0: the smallest a backend of this major accepts. */
 #define ATTNCHECK_PROBLEM_SIZE_2_0 (offsetof(attncheck_problem, mask_shape) + 4 * sizeof(int64_t))
 /*! \brief Size of attncheck_problem in ABI 2.3 (alibi, has_sinks). */
 #define ATTNCHECK_PROBLEM_SIZE_2_3 (offsetof(attncheck_problem, has_sinks) + sizeof(int32_t))
+/*! \brief Size of attncheck_problem in ABI 2.4 (kv_storage, page_size). */
+#define ATTNCHECK_PROBLEM_SIZE_2_4 (offsetof(attncheck_problem, page_size) + sizeof(int64_t))
 
 /*!
  * \brief attncheck_problem as ABI 2.0 laid it out, frozen: the copy attncheck_layer_problem embeds.
@@ -300,8 +326,8 @@ typedef struct {
   uint32_t struct_size;        /*!< \brief sizeof(attncheck_attention_tensors) as compiled by the suite. */
   void* stream;                /*!< \brief Where the call's device work is ordered (see "Memory" above); NULL on the CPU. */
   const DLTensor* q;           /*!< \brief [B, Hq, Lq, Dk]. */
-  const DLTensor* k;           /*!< \brief [B, Hkv, Lk, Dk]. */
-  const DLTensor* v;           /*!< \brief [B, Hkv, Lk, Dv]. */
+  const DLTensor* k;           /*!< \brief [B, Hkv, Lk, Dk]; a paged problem's page pool (attncheck_problem, ABI 2.4). */
+  const DLTensor* v;           /*!< \brief [B, Hkv, Lk, Dv]; likewise. */
   const DLTensor* mask;        /*!< \brief mask_shape; uint8 (boolean) or input dtype (additive); NULL when mask_kind is none. */
   const DLTensor* key_lengths; /*!< \brief [B] int64; NULL unless has_key_lengths. */
   DLTensor* out;               /*!< \brief [B, Hq, Lq, Dv] in output_dtype; written entirely. */
@@ -309,6 +335,8 @@ typedef struct {
   /* ABI 2.3 */
   const DLTensor* alibi_slopes; /*!< \brief [Hq] or [B, Hq] float32 (problem.alibi); NULL without ALiBi. */
   const DLTensor* sinks;        /*!< \brief [Hq] float32 (problem.has_sinks); NULL without sinks. */
+  /* ABI 2.4 */
+  const DLTensor* block_table;  /*!< \brief [B, Lk / page_size] int32 (a paged problem); NULL for contiguous K and V. */
 } attncheck_attention_tensors;
 
 #define ATTNCHECK_ATTENTION_TENSORS_SIZE_2_0 (offsetof(attncheck_attention_tensors, lse) + sizeof(DLTensor*))

@@ -56,6 +56,7 @@ inline constexpr DLDataType kBF16{kDLBfloat, 16, 1};
 inline constexpr DLDataType kF64{kDLFloat, 64, 1};
 inline constexpr DLDataType kU8{kDLUInt, 8, 1};
 inline constexpr DLDataType kI64{kDLInt, 64, 1};
+inline constexpr DLDataType kI32{kDLInt, 32, 1};
 
 inline bool same_dtype(DLDataType a, DLDataType b) { return a.code == b.code && a.bits == b.bits && a.lanes == b.lanes; }
 
@@ -109,6 +110,9 @@ inline std::string device_string(DLDeviceType device) {
   }
 }
 
+/// An expected extent of check_tensor that accepts any extent of at least 1 (a page pool's page count).
+inline constexpr std::int64_t kAnyExtent = -1;
+
 /// Checks `tensor` (named `name`, e.g. "k") against its expected logical shape, one of the
 /// accepted dtypes and the memory the backend declared (`device`); throws
 /// AbiError(kAttncheckInvalidProblem) with a message such as "k: dim 2 (key length) is 5,
@@ -139,7 +143,10 @@ inline TensorArg check_tensor(const DLTensor* tensor, std::string_view name, std
   std::int64_t elements = 1;
   for (std::int64_t expected : shape) {
     const std::int64_t got = tensor->shape[d];
-    if (got != expected)
+    if (expected == kAnyExtent && got < 1)
+      invalid(n + ": dim " + std::to_string(d) + " (" + std::string(dim_name != dims.end() ? *dim_name : "?") +
+              ") is " + std::to_string(got) + ", expected at least 1");
+    if (expected != kAnyExtent && got != expected)
       invalid(n + ": dim " + std::to_string(d) + " (" + std::string(dim_name != dims.end() ? *dim_name : "?") +
               ") is " + std::to_string(got) + ", expected " + std::to_string(expected));
     arg.shape[d] = got;
@@ -214,6 +221,18 @@ inline void check_problem(const attncheck_problem& p) {
   if (ATTNCHECK_HAS_FIELD(&p, attncheck_problem, alibi) &&
       (p.alibi < kAttncheckAlibiNone || p.alibi > kAttncheckAlibiPerBatchHead))
     invalid("problem.alibi is " + std::to_string(p.alibi) + ", not a known attncheck_alibi");
+  if (ATTNCHECK_HAS_FIELD(&p, attncheck_problem, page_size)) {
+    if (p.kv_storage < kAttncheckKvContiguous || p.kv_storage > kAttncheckKvPagedHeadMajor)
+      invalid("problem.kv_storage is " + std::to_string(p.kv_storage) + ", not a known attncheck_kv_storage");
+    if (p.kv_storage == kAttncheckKvContiguous && p.page_size != 0)
+      invalid("problem.page_size is " + std::to_string(p.page_size) + ", but K and V are contiguous (expected 0)");
+    if (p.kv_storage != kAttncheckKvContiguous) {
+      if (p.page_size < 1) invalid("problem.page_size is " + std::to_string(p.page_size) + ", expected >= 1 for a paged cache");
+      if (p.k_len % p.page_size != 0)
+        invalid("problem.k_len is " + std::to_string(p.k_len) + ", expected a multiple of page_size = " + std::to_string(p.page_size));
+      if (!p.has_key_lengths) invalid("problem.kv_storage is paged, but has_key_lengths is 0 (a paged cache needs them)");
+    }
+  }
 }
 
 // --- ABI 2.3 options ---------------------------------------------------------------------------------
@@ -233,13 +252,21 @@ inline bool has_sinks(const attncheck_problem& p) {
 enum ProblemOption : std::uint32_t {
   kOptionAlibi = kAttncheckOptionAlibi,  ///< ABI 2.3: problem.alibi
   kOptionSinks = kAttncheckOptionSinks,  ///< ABI 2.3: problem.has_sinks
+  kOptionPagedKv = kAttncheckOptionPagedKv,  ///< ABI 2.4: problem.kv_storage paged
 };
+
+/// The problem's K/V storage; contiguous where the caller's struct predates 2.4.
+inline attncheck_kv_storage kv_storage_of(const attncheck_problem& p) {
+  return ATTNCHECK_HAS_FIELD(&p, attncheck_problem, page_size) ? p.kv_storage : kAttncheckKvContiguous;
+}
+inline bool is_paged(const attncheck_problem& p) { return kv_storage_of(p) != kAttncheckKvContiguous; }
 
 /// The names of the options `used` (ProblemOption bits) holds that `implemented` lacks, joined by
 /// " and " ("ALiBi and attention sinks"); empty if none. The one list of option names.
 inline std::string option_names(std::uint32_t used, std::uint32_t implemented) {
   std::string missing;
-  for (const auto& [option, what] : {std::pair{kOptionAlibi, "ALiBi"}, std::pair{kOptionSinks, "attention sinks"}})
+  for (const auto& [option, what] : {std::pair{kOptionAlibi, "ALiBi"}, std::pair{kOptionSinks, "attention sinks"},
+                                     std::pair{kOptionPagedKv, "paged KV caches"}})
     if ((used & option) != 0 && (implemented & option) == 0) missing += (missing.empty() ? "" : " and ") + std::string(what);
   return missing;
 }
@@ -247,7 +274,8 @@ inline std::string option_names(std::uint32_t used, std::uint32_t implemented) {
 /// The options of `p` that are not in `implemented`, as a reason for a decline; empty if none.
 inline std::string missing_options(const attncheck_problem& p, std::uint32_t implemented) {
   const std::uint32_t used =
-      (alibi_of(p) != kAttncheckAlibiNone ? std::uint32_t{kOptionAlibi} : 0u) | (has_sinks(p) ? std::uint32_t{kOptionSinks} : 0u);
+      (alibi_of(p) != kAttncheckAlibiNone ? std::uint32_t{kOptionAlibi} : 0u) | (has_sinks(p) ? std::uint32_t{kOptionSinks} : 0u) |
+      (is_paged(p) ? std::uint32_t{kOptionPagedKv} : 0u);
   const std::string missing = option_names(used, implemented);
   return missing.empty() ? missing : "this backend does not implement " + missing;
 }
@@ -307,6 +335,54 @@ const DLTensor* alibi_slopes_of(const Tensors& t) {
 template <class Tensors>
 const DLTensor* sinks_of(const Tensors& t) {
   return ATTNCHECK_HAS_FIELD(&t, Tensors, sinks) ? t.sinks : nullptr;
+}
+
+/// The 2.4 block table of a forward call, NULL where the caller's struct predates it.
+inline const DLTensor* block_table_of(const attncheck_attention_tensors& t) {
+  return ATTNCHECK_HAS_FIELD(&t, attncheck_attention_tensors, block_table) ? t.block_table : nullptr;
+}
+
+// --- ABI 2.4: paged KV caches ----------------------------------------------------------------------
+
+/// A paged call's K and V pools and block table, checked (backend.h, attncheck_problem): the pools
+/// of the problem's layout with the same page count, the table [B, Lk / page_size] int32. Data
+/// pointers are only dereferenceable where `device` memory is.
+struct PagedKvArgs {
+  TensorArg k, v, table;
+  std::int64_t num_pages = 0;
+};
+
+inline PagedKvArgs check_paged_kv(const attncheck_problem& p, const DLTensor* k, const DLTensor* v, const DLTensor* table,
+                                  std::initializer_list<DLDataType> dtypes, DLDeviceType device) {
+  PagedKvArgs a;
+  const bool head_major = kv_storage_of(p) == kAttncheckKvPagedHeadMajor;
+  const auto pool = [&](const DLTensor* t, const char* name, std::int64_t dim, const char* dim_name) {
+    return head_major ? check_tensor(t, name, {kAnyExtent, p.kv_heads, p.page_size, dim}, {"pages", "kv heads", "page size", dim_name}, dtypes, device)
+                      : check_tensor(t, name, {kAnyExtent, p.page_size, p.kv_heads, dim}, {"pages", "page size", "kv heads", dim_name}, dtypes, device);
+  };
+  a.k = pool(k, "k", p.qk_dim, "head dim");
+  a.num_pages = a.k.shape[0];
+  a.v = pool(v, "v", p.v_dim, "value dim");
+  if (a.v.shape[0] != a.num_pages)
+    invalid("v: dim 0 (pages) is " + std::to_string(a.v.shape[0]) + ", expected k's page count " + std::to_string(a.num_pages));
+  a.table = check_tensor(table, "block_table", {p.batch, p.k_len / p.page_size}, {"batch", "pages per sequence"}, {kI32}, device);
+  return a;
+}
+
+/// Host memory: every used slot's entry (s < ceil(key_length[b] / page_size), backend.h) names a
+/// page of the pool. `key_length(b)` gives batch b's length.
+template <class KeyLength>
+void check_block_table_entries(const attncheck_problem& p, const PagedKvArgs& a, KeyLength&& key_length) {
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    const std::int64_t used = (key_length(b) + p.page_size - 1) / p.page_size;
+    for (std::int64_t s = 0; s < used; ++s) {
+      const std::int32_t page = *a.table.at<std::int32_t>(b, s);
+      if (page < 0 || page >= a.num_pages)
+        invalid("block_table[" + std::to_string(b) + ", " + std::to_string(s) + "] is " + std::to_string(page) +
+                ", but the slot is used (key length " + std::to_string(key_length(b)) + ") and the pool has pages 0.." +
+                std::to_string(a.num_pages - 1));
+    }
+  }
 }
 
 /// The diagonal offset of batch b (problem.h): row i's diagonal is p = i + offset.

@@ -51,6 +51,12 @@ struct AttentionCase {
   /// one). Empty: drawn. The draw still runs, so every other value is the same either way.
   std::vector<std::int64_t> key_lengths;
   std::uint64_t seed = 0;
+  /// A paged problem's physical arrangement (make_case_data): which page of the pool each slot
+  /// gets is drawn from a stream seeded by `seed` and this, so changing it permutes the pages and
+  /// rewrites the table while every key keeps its value.
+  std::uint64_t page_shuffle = 0;
+  /// A paged problem with B ≥ 2: every sequence's first full pages are batch 0's (prefix sharing).
+  bool shared_prefix = false;
 
   /// Problem::describe() plus " dtype=f16 values=ties layout=blhd poison=1 lengths=5,0,9 seed=42":
   /// one line, parseable by parse_case, enough to rebuild the exact inputs.
@@ -63,10 +69,12 @@ AttentionCase parse_case(std::string_view text);
 /// The inputs of a case, already rounded to its dtype (numerics/README.md §1: the reference sees
 /// exactly the values the kernel receives), stored as doubles in logical order.
 struct CaseData {
+  /// k and v are the logical [B, Hkv, Lk, D] keys; for a paged problem, the gather of `pages`.
   HostTensor q, k, v, mask;
   std::vector<std::int64_t> key_lengths;
   std::vector<double> alibi_slopes;  ///< [Hq] or [B, Hq] row-major, float32 values (Problem::alibi)
   std::vector<double> sinks;         ///< [Hq] sink logits, float32 values (Problem::sinks)
+  PagedKv pages;                     ///< a paged problem's pool and block table (paged.h); empty otherwise
 
   AttentionInputs inputs(const Problem& problem) const;
 };
@@ -83,6 +91,15 @@ struct CaseData {
 ///    with AlibiSlopes::PerBatchHead; rounded to float32;
 ///  - sink_h ~ 3·N(0, 1) rounded to float32 (the logit scale of gpt-oss's learned sinks), −inf
 ///    (no sink) for one head in eight.
+///
+/// A paged problem's keys are drawn as a contiguous one's (the same seed gives the same K and V),
+/// then laid out in pages, last (case.cpp, build_pages): the pool has the pages the sequences use
+/// (⌈length / page⌉ each; with shared_prefix, the full pages every sequence has are batch 0's,
+/// shared) and a quarter more, at least one, that no sequence uses; their order in the pool is a
+/// permutation drawn from page_shuffle's stream. Unused slots of the table name unused pages.
+/// Unused pages, and with poison_masked the last page's tail too, hold the poison values (NaN,
+/// ±max) when poison_masked, and otherwise values drawn like K and V: a kernel that reads them
+/// attends to keys that are not the sequence's. k and v become the gather of the pages.
 CaseData make_case_data(const AttentionCase& c);
 
 /// The additive bias as a kernel whose mask dtype is `mask_dtype` reads it

@@ -41,6 +41,12 @@ struct AttentionParams {
   /// ABI 2.3: one sink logit per query head (backend.h), in the backend's memory, or null.
   const float* sinks = nullptr;
   std::int64_t sinks_stride = 1;
+  /// ABI 2.4, a paged cache: k and v are page pools with strides ordered (page, kv head, row in
+  /// page, dim) whatever their layout, and key j of batch b is row j mod page_size of page
+  /// block_table[b, j / page_size] (in the backend's memory). Null: k and v are [B, Hkv, Lk, D].
+  const std::int32_t* block_table = nullptr;
+  std::int64_t block_table_stride[2] = {0, 0};
+  std::int64_t page_size = 1, num_pages = 0;
 };
 
 /// Everything the backward kernels need (backend.h, attncheck_backward_tensors). `forward` holds
