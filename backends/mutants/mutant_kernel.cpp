@@ -46,8 +46,10 @@ class MutantBackend final : public impl::BackendImpl {
   }
 
   std::uint32_t options() const override {
-    return is_inference_mutation(mutation_) ? impl::kOptionAlibi | impl::kOptionSinks : 0u;
+    return (is_inference_mutation(mutation_) ? impl::kOptionAlibi | impl::kOptionSinks : 0u) |
+           (is_paged_mutation(mutation_) ? impl::kOptionPagedKv : 0u);
   }
+  std::uint32_t backward_options() const override { return 0u; }
 
   void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
     impl::check_problem(problem);
@@ -58,8 +60,11 @@ class MutantBackend final : public impl::BackendImpl {
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     impl::check_problem(p);
     const TensorArg q = check(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
-    const TensorArg k = check(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
-    const TensorArg v = check(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+    TensorArg k, v;
+    if (!impl::is_paged(p)) {
+      k = check(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+      v = check(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
+    }
     const TensorArg o = check(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
     TensorArg mask, lengths;
     if (p.mask_kind != kAttncheckMaskNone)
@@ -80,6 +85,7 @@ class MutantBackend final : public impl::BackendImpl {
       faulted_ = true;
       record_fault(t.stream, "an illegal memory access was encountered (simulated: K read past its allocation)");
     }
+    if (impl::is_paged(p)) gather_pages(p, t, k, v, lengths);
     compute(p, q, k, v, mask, lengths, o);
   }
 
@@ -423,6 +429,55 @@ class MutantBackend final : public impl::BackendImpl {
     std::int64_t b, kb, h, g, i;
   };
 
+  // A paged call's K and V gathered into compact [B, Hkv, Lk, D] buffers through the block table
+  // (backend.h, ABI 2.4), each paged mutation's bug applied on the way; `lengths` then points at
+  // the lengths the gather used.
+  void gather_pages(const attncheck_problem& p, const attncheck_attention_tensors& t, TensorArg& k, TensorArg& v,
+                    TensorArg& lengths) {
+    const impl::PagedKvArgs pages = impl::check_paged_kv(p, t.k, t.v, impl::block_table_of(t), {impl::kF32}, memory());
+    const auto length_of = [&](std::int64_t b) { return *lengths.at<std::int64_t>(b); };
+    impl::check_block_table_entries(p, pages, length_of);
+    const bool head_major = impl::kv_storage_of(p) == kAttncheckKvPagedHeadMajor;
+    gathered_lengths_.assign(static_cast<size_t>(p.batch), 0);
+    const auto gather = [&](const TensorArg& pool, std::int64_t dim, std::vector<float>& out) {
+      out.assign(static_cast<size_t>(p.batch * p.kv_heads * p.k_len * dim), 0.0f);
+      for (std::int64_t b = 0; b < p.batch; ++b) {
+        const std::int64_t used_keys = (length_of(b) + p.page_size - 1) / p.page_size * p.page_size;
+        // The bug of PagedReadsPastLength: the whole last page counts as the sequence's.
+        gathered_lengths_[static_cast<size_t>(b)] = mutation_ == Mutation::PagedReadsPastLength ? used_keys : length_of(b);
+        // The bug of PagedTableBatchZero: batch 0's row of the table for every sequence.
+        const std::int64_t row = mutation_ == Mutation::PagedTableBatchZero ? 0 : b;
+        for (std::int64_t j = 0; j < used_keys; ++j) {
+          std::int64_t page = *pages.table.at<std::int32_t>(row, j / p.page_size);
+          // The bug of PagedPageOffByOne: the next page of the pool.
+          if (mutation_ == Mutation::PagedPageOffByOne) page = (page + 1) % pages.num_pages;
+          if (page < 0 || page >= pages.num_pages) continue;  // batch 0's row may end before this sequence
+          for (std::int64_t g = 0; g < p.kv_heads; ++g)
+            for (std::int64_t d = 0; d < dim; ++d) {
+              const std::int64_t r = j % p.page_size;
+              out[static_cast<size_t>(((b * p.kv_heads + g) * p.k_len + j) * dim + d)] =
+                  head_major ? *pool.at<float>(page, g, r, d) : *pool.at<float>(page, r, g, d);
+            }
+        }
+      }
+    };
+    gather(pages.k, p.qk_dim, gathered_k_);
+    gather(pages.v, p.v_dim, gathered_v_);
+    const auto compact = [&](std::vector<float>& data, std::int64_t dim) {
+      TensorArg a;
+      a.data = reinterpret_cast<const char*>(data.data());
+      a.dtype = impl::kF32;
+      a.ndim = 4;
+      a.shape = {p.batch, p.kv_heads, p.k_len, dim};
+      a.strides = {p.kv_heads * p.k_len * dim, p.k_len * dim, dim, 1};
+      return a;
+    };
+    k = compact(gathered_k_, p.qk_dim);
+    v = compact(gathered_v_, p.v_dim);
+    lengths.data = reinterpret_cast<const char*>(gathered_lengths_.data());
+    lengths.strides = {1, 0, 0, 0};
+  }
+
   // The scores of one query row against every key: s[j] the final score (softcap, then bias),
   // −inf where key j is not allowed (allowed[j] = 0), and raw[j] = σ q·k_j before the softcap,
   // whose derivative the backward pass needs. Returns the largest allowed score (−inf: none).
@@ -507,6 +562,8 @@ class MutantBackend final : public impl::BackendImpl {
   Mutation mutation_;
   bool faulted_ = false;
   std::vector<float> slopes_, sinks_;  // this call's ALiBi slopes and sinks (ABI 2.3)
+  std::vector<float> gathered_k_, gathered_v_;    // a paged call's K and V, gathered (ABI 2.4)
+  std::vector<std::int64_t> gathered_lengths_;   // and the key lengths the gather used
   TensorArg lse_;
   // DeferredWrite: the rows computed but not yet written when forward returned, as a kernel
   // enqueued on a stream the caller never synchronizes holds them. They are dropped at the next
@@ -668,5 +725,17 @@ attncheck_backend* attncheck_mutant_alibi_reversed_heads_entry(void) {
 attncheck_backend* attncheck_mutant_sink_in_numerator_entry(void) {
   return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::SinkInNumerator, "mutant-sink-in-numerator",
                                          "the sink added to the numerator as well as the denominator");
+}
+attncheck_backend* attncheck_mutant_paged_page_off_by_one_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::PagedPageOffByOne, "mutant-paged-page-off-by-one",
+                                         "paged cache: the page after the one the block table names is read");
+}
+attncheck_backend* attncheck_mutant_paged_table_batch_zero_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::PagedTableBatchZero, "mutant-paged-table-batch-zero",
+                                         "paged cache: every sequence reads batch 0's row of the block table");
+}
+attncheck_backend* attncheck_mutant_paged_reads_past_length_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::PagedReadsPastLength, "mutant-paged-reads-past-length",
+                                         "paged cache: the last page read whole, past the sequence's length");
 }
 }

@@ -52,6 +52,10 @@ enum class Mutation {
   // Inference-option bugs (ABI 2.3): only these mutants implement ALiBi and sinks.
   AlibiReversedHeads,     ///< query head h gets the ALiBi slope of head Hq − 1 − h
   SinkInNumerator,        ///< the sink is added to every output's numerator too, as if its value were 1
+  // Paged-cache bugs (ABI 2.4): only these mutants take paged K and V.
+  PagedPageOffByOne,      ///< the page after the one the block table names is read (page + 1, wrapping)
+  PagedTableBatchZero,    ///< every sequence's slots are read from batch 0's row of the block table
+  PagedReadsPastLength,   ///< the last page is read whole: keys past the sequence's length are attended
 };
 
 /// The backward pass sums dQ's keys in tiles of this many, one partial sum per tile, added into
@@ -67,6 +71,9 @@ constexpr bool is_backward_mutation(Mutation mutation) {
 
 /// Whether `mutation` is one of the ABI 2.3 options' (the mutants that implement ALiBi and sinks).
 constexpr bool is_inference_mutation(Mutation mutation) { return mutation >= Mutation::AlibiReversedHeads; }
+
+/// Whether `mutation` is one of the paged cache's (the mutants that take paged K and V).
+constexpr bool is_paged_mutation(Mutation mutation) { return mutation >= Mutation::PagedPageOffByOne; }
 
 attncheck_backend* make_mutant(Mutation mutation, const char* name, const char* description);
 

@@ -96,6 +96,20 @@ const std::vector<Axis>& size_axes() {
       {"sinks",
        {{"sinks=off", [](const AttentionCase& c) { return !c.problem.sinks; }},
         {"sinks=on", [](const AttentionCase& c) { return c.problem.sinks; }}}},
+      {"KV cache",
+       {{"kv=contiguous", [](const AttentionCase& c) { return !c.problem.is_paged(); }},
+        {"kv=paged", [](const AttentionCase& c) { return c.problem.kv_storage == KvStorage::PagedTokenMajor; }},
+        {"kv=paged-head", [](const AttentionCase& c) { return c.problem.kv_storage == KvStorage::PagedHeadMajor; }}}},
+      {"page size",  // the sizes users' bug reports name: 1, 16, 64, 256 and one that is no power of two
+       {{"page=none", [](const AttentionCase& c) { return !c.problem.is_paged(); }},
+        {"page=1", [](const AttentionCase& c) { return c.problem.is_paged() && c.problem.page_size == 1; }},
+        {"page=16", [](const AttentionCase& c) { return c.problem.is_paged() && c.problem.page_size == 16; }},
+        {"page=64", [](const AttentionCase& c) { return c.problem.is_paged() && c.problem.page_size == 64; }},
+        {"page=256", [](const AttentionCase& c) { return c.problem.is_paged() && c.problem.page_size == 256; }},
+        {"page=other", [](const AttentionCase& c) {
+           const std::int64_t n = c.problem.page_size;
+           return c.problem.is_paged() && n != 1 && n != 16 && n != 64 && n != 256;
+         }}}},
       {"size",
        {{"size=small", [](const AttentionCase& c) { return size_class_of(c.problem) == SizeClass::Small; }},
         {"size=medium", [](const AttentionCase& c) { return size_class_of(c.problem) == SizeClass::Medium; }},

@@ -66,6 +66,7 @@ std::optional<std::string> outside_space(const AttentionCase& c, DType dtype, co
   if (!space.custom_scale && p.scale) return without("a custom scale");
   if (!space.alibi && p.has_alibi()) return without("ALiBi");
   if (!space.sinks && p.sinks) return without("sinks");
+  if (!space.paged && p.is_paged()) return without("a paged KV cache");
   return std::nullopt;
 }
 
@@ -73,7 +74,7 @@ std::optional<std::string> outside_space(const AttentionCase& c, DType dtype, co
 
 bool SearchExclusions::empty() const {
   return !lse && !gqa && !causal && !window && !softcap && !mask && !key_lengths && !layouts && !poison &&
-         !custom_scale && !alibi && !sinks && values.empty();
+         !custom_scale && !alibi && !sinks && !paged && values.empty();
 }
 
 std::string SearchExclusions::describe() const {
@@ -84,7 +85,7 @@ std::string SearchExclusions::describe() const {
                                                   {mask, "no mask"},          {key_lengths, "no key lengths"},
                                                   {layouts, "no [B, L, H, D] layout"}, {poison, "no poisoned keys"},
                                                   {custom_scale, "the default scale only"}, {alibi, "no ALiBi"},
-                                                  {sinks, "no sinks"}};
+                                                  {sinks, "no sinks"}, {paged, "no paged KV cache"}};
   for (const auto& [on, text] : options)
     if (on) parts.emplace_back(text);
   for (ValueKind kind : values) parts.push_back(fmt::format("no values={}", value_kind_name(kind)));
@@ -98,6 +99,7 @@ ProblemSpace SearchExclusions::apply(ProblemSpace space) const {
   space.softcap = space.softcap && !softcap;
   space.alibi = space.alibi && !alibi;
   space.sinks = space.sinks && !sinks;
+  space.paged = space.paged && !paged;
   space.mask = space.mask && !mask;
   space.key_lengths = space.key_lengths && !key_lengths;
   space.layouts = space.layouts && !layouts;

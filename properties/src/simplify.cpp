@@ -64,6 +64,13 @@ std::vector<SimplificationStep> simplification_steps(const AttentionCase& c) {
       add("", "alibi batch-head → head", [](AttentionCase& n) { n.problem.alibi = AlibiSlopes::PerHead; });
   }
   if (p.sinks) add("sinks", "sinks → off", [](AttentionCase& n) { n.problem.sinks = false; });
+  if (p.is_paged()) {  // the cache stays paged (the paged properties' statement needs it), simpler
+    if (c.shared_prefix) add("", "shared prefix → none", [](AttentionCase& n) { n.shared_prefix = false; });
+    if (c.page_shuffle != 0) add("", "page shuffle → 0", [](AttentionCase& n) { n.page_shuffle = 0; });
+    if (p.kv_storage == KvStorage::PagedHeadMajor)
+      add("", "kv paged-head → paged", [](AttentionCase& n) { n.problem.kv_storage = KvStorage::PagedTokenMajor; });
+    if (p.page_size > 1) add("", fmt::format("page size {} → 1", p.page_size), [](AttentionCase& n) { n.problem.page_size = 1; });
+  }
   if (p.has_window()) {
     add("window", fmt::format("window={},{} → off", p.window_left, p.window_right), [](AttentionCase& n) {
       n.problem.window_left = n.problem.window_right = -1;

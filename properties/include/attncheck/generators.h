@@ -54,6 +54,9 @@ struct ProblemSpace {
   /// only the properties whose statement holds with them draw them.
   bool alibi = false;         ///< ALiBi slopes per head or per batch row and head
   bool sinks = false;         ///< one sink logit per query head
+  /// ABI 2.4: a paged KV cache. Off unless a property opts in (properties/families/paged.cpp lays
+  /// a drawn case out in pages; the generator itself never does).
+  bool paged = false;
 
   static ProblemSpace plain() {
     return {false, false, false, false, false, false, false, false, true, true, 64, 4};
