@@ -280,12 +280,15 @@ def verify(backend: Any, paths: Union[str, _os.PathLike, Sequence[Union[str, _os
     return [VerifyResult(r) for r in rows]
 
 
-def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slopes=None, sinks=None):
+def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slopes=None, sinks=None, block_table=None):
     """The suite's double-precision reference (reference/include/attncheck/reference.h).
 
     q [B, Hq, Lq, Dk], k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv], mask [Bm, Hm, Lqm, Lkm] (boolean:
     nonzero attends; additive: the bias), key_lengths [B], alibi_slopes [Hq] or [B, Hq] (the
     problem's alibi), sinks [Hq] (problem.sinks); anything numpy.asarray accepts, any strides.
+    A paged problem (kv_storage 'paged' or 'paged-head') takes k and v as its page pools,
+    [pages, page_size, Hkv, D] or [pages, Hkv, page_size, D], and block_table [B, Lk / page_size]:
+    the reference is that of the keys the table reaches (reference/include/attncheck/paged.h).
     Returns (out [B, Hq, Lq, Dv], lse [B, Hq, Lq]) as float64 NumPy arrays.
     """
     import numpy as np
@@ -297,8 +300,9 @@ def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slop
         return None if x is None else [float(e) for e in np.asarray(x, dtype=np.float64).reshape(-1)]
 
     lengths = None if key_lengths is None else [int(n) for n in np.asarray(key_lengths).reshape(-1)]
+    table = None if block_table is None else [int(n) for n in np.asarray(block_table).reshape(-1)]
     return _engine.reference(problem, f64(q), f64(k), f64(v), None if mask is None else f64(mask), lengths,
-                             flat(alibi_slopes), flat(sinks))
+                             flat(alibi_slopes), flat(sinks), table)
 
 
 class _Bits:

@@ -531,11 +531,20 @@ nb::ndarray<nb::numpy, double> to_numpy(HostTensor tensor, int ndim_from) {
 
 nb::tuple reference(const Problem& problem, const DoubleArray& q, const DoubleArray& k, const DoubleArray& v,
                     std::optional<DoubleArray> mask, std::optional<std::vector<std::int64_t>> key_lengths,
-                    std::optional<std::vector<double>> alibi_slopes, std::optional<std::vector<double>> sinks) {
+                    std::optional<std::vector<double>> alibi_slopes, std::optional<std::vector<double>> sinks,
+                    std::optional<std::vector<std::int32_t>> block_table) {
   AttentionInputs inputs;
   inputs.q = view_of(q, "q");
-  inputs.k = view_of(k, "k");
-  inputs.v = view_of(v, "v");
+  const std::vector<std::int32_t> table = block_table.value_or(std::vector<std::int32_t>{});
+  if (problem.is_paged()) {
+    // k and v are the page pools (problem.h); the reference gathers them through the table.
+    if (!block_table) throw nb::value_error("block_table: the problem is paged, but no block table is given");
+    inputs.paged = {view_of(k, "k"), view_of(v, "v"), table};
+  } else {
+    if (block_table) throw nb::value_error("block_table: given, but the problem's K and V are contiguous");
+    inputs.k = view_of(k, "k");
+    inputs.v = view_of(v, "v");
+  }
   if (mask) inputs.mask = view_of(*mask, "mask");
   std::vector<std::int64_t> lengths = key_lengths.value_or(std::vector<std::int64_t>{});
   inputs.key_lengths = lengths;
@@ -616,7 +625,7 @@ Problem make_problem(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_h
                      const std::string& alignment, std::int64_t diagonal_offset, std::int64_t window_left,
                      std::int64_t window_right, const std::string& mask, std::int64_t mask_batch, std::int64_t mask_heads,
                      std::int64_t mask_q_len, std::int64_t mask_k_len, bool has_key_lengths, const std::string& alibi,
-                     bool sinks) {
+                     bool sinks, const std::string& kv_storage, std::int64_t page_size) {
   Problem p = Problem::of_shape(batch, q_heads, kv_heads, q_len, k_len, qk_dim, v_dim);
   p.scale = scale;
   p.softcap = softcap;
@@ -639,6 +648,10 @@ Problem make_problem(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_h
   if (!slopes) throw nb::value_error(fmt::format("alibi '{}': use none, head or batch-head", alibi).c_str());
   p.alibi = *slopes;
   p.sinks = sinks;
+  const auto storage = parse_kv_storage(kv_storage);
+  if (!storage) throw nb::value_error(fmt::format("kv_storage '{}': use contiguous, paged or paged-head", kv_storage).c_str());
+  p.kv_storage = *storage;
+  p.page_size = page_size;
   try {
     p.validate();
   } catch (const ProblemError& e) {
@@ -654,16 +667,16 @@ void bind_problem(nb::module_& m) {
                        const std::string& alignment, std::int64_t diagonal_offset, std::int64_t window_left,
                        std::int64_t window_right, const std::string& mask, std::int64_t mask_batch, std::int64_t mask_heads,
                        std::int64_t mask_q_len, std::int64_t mask_k_len, bool has_key_lengths, const std::string& alibi,
-                       bool sinks) {
+                       bool sinks, const std::string& kv_storage, std::int64_t page_size) {
              return make_problem(batch, q_heads, kv_heads, q_len, k_len, qk_dim, v_dim, scale, softcap, causal, alignment,
                                  diagonal_offset, window_left, window_right, mask, mask_batch, mask_heads, mask_q_len,
-                                 mask_k_len, has_key_lengths, alibi, sinks);
+                                 mask_k_len, has_key_lengths, alibi, sinks, kv_storage, page_size);
            }),
            nb::kw_only(), "batch"_a = 1, "q_heads"_a = 1, "kv_heads"_a = 1, "q_len"_a = 1, "k_len"_a = 1, "qk_dim"_a = 1,
            "v_dim"_a = 1, "scale"_a = nb::none(), "softcap"_a = 0.0, "causal"_a = false, "alignment"_a = "top-left",
            "diagonal_offset"_a = 0, "window_left"_a = -1, "window_right"_a = -1, "mask"_a = "none", "mask_batch"_a = 1,
            "mask_heads"_a = 1, "mask_q_len"_a = 1, "mask_k_len"_a = 1, "has_key_lengths"_a = false, "alibi"_a = "none",
-           "sinks"_a = false)
+           "sinks"_a = false, "kv_storage"_a = "contiguous", "page_size"_a = 0)
       .def_static(
           "parse",
           [](const std::string& text) {
@@ -697,6 +710,9 @@ void bind_problem(nb::module_& m) {
       .def_prop_ro("alibi", [](const Problem& p) { return std::string(alibi_slopes_name(p.alibi)); },
                    "ALiBi slopes: 'none', 'head' ([Hq]) or 'batch-head' ([B, Hq]); problem.h")
       .def_ro("sinks", &Problem::sinks, "One sink logit per query head, added to the softmax denominator; problem.h")
+      .def_prop_ro("kv_storage", [](const Problem& p) { return std::string(kv_storage_name(p.kv_storage)); },
+                   "K and V storage: 'contiguous', 'paged' ([pages, page, Hkv, D]) or 'paged-head' ([pages, Hkv, page, D])")
+      .def_ro("page_size", &Problem::page_size, "Keys per page of a paged cache (0 when contiguous)")
       .def("effective_scale", &Problem::effective_scale)
       .def("group_size", &Problem::group_size)
       .def("kv_head_of", &Problem::kv_head_of, "h"_a)
@@ -981,8 +997,10 @@ void define_module(nb::module_& m) {
 
   m.def("reference", &reference, "problem"_a, "q"_a, "k"_a, "v"_a, "mask"_a.none() = nb::none(),
         "key_lengths"_a.none() = nb::none(), "alibi_slopes"_a.none() = nb::none(), "sinks"_a.none() = nb::none(),
+        "block_table"_a.none() = nb::none(),
         "The double-precision reference (reference_attention): returns (out [B, Hq, Lq, Dv], lse [B, Hq, Lq]). "
-        "alibi_slopes: [Hq] or [B, Hq] flattened row-major; sinks: [Hq].");
+        "alibi_slopes: [Hq] or [B, Hq] flattened row-major; sinks: [Hq]; a paged problem's k and v are its page "
+        "pools and block_table [B, Lk / page] is flattened row-major.");
 
   m.def(
       "read_fixture",

@@ -167,6 +167,27 @@ def test_reference_takes_alibi_and_sinks():
         attncheck.Problem(alibi="rows")
 
 
+def test_reference_takes_a_paged_cache():
+    # Two pages of one key (page size 1) stored in reverse, table [1, 0]: logical key 0 has K = 0,
+    # V = 1, key 1 has K = 1, V = 0; with q = log 3 and scale 1 the scores are 0 and log 3, so
+    # out = 1 / (1 + 3) = 1/4 and lse = log 4 (hand-derived). Read in storage order it would be 3/4.
+    problem = attncheck.Problem(k_len=2, scale=1.0, has_key_lengths=True, kv_storage="paged", page_size=1)
+    assert problem.kv_storage == "paged" and "kv=paged:1" in problem.describe()
+    assert attncheck.Problem.parse(problem.describe()) == problem
+    q = np.full((1, 1, 1, 1), np.log(3.0))
+    k_pages = np.array([1.0, 0.0]).reshape(2, 1, 1, 1)
+    v_pages = np.array([0.0, 1.0]).reshape(2, 1, 1, 1)
+    out, lse = attncheck.reference(problem, q, k_pages, v_pages, key_lengths=[2], block_table=[[1, 0]])
+    assert out[0, 0, 0, 0] == pytest.approx(0.25, rel=1e-15)
+    assert lse[0, 0, 0] == pytest.approx(np.log(4.0), rel=1e-15)
+    with pytest.raises(ValueError, match="no block table"):
+        attncheck.reference(problem, q, k_pages, v_pages, key_lengths=[2])
+    with pytest.raises(ValueError, match=r"block_table\[0, 1\]: is 7"):
+        attncheck.reference(problem, q, k_pages, v_pages, key_lengths=[2], block_table=[[1, 7]])
+    with pytest.raises(ValueError, match="key_lengths: a paged cache needs them"):
+        attncheck.Problem(k_len=2, kv_storage="paged", page_size=1)
+
+
 def test_verify_runs_the_toy_cases_in_every_dtype(repo_root):
     results = attncheck.verify(NumpyAttention(), repo_root / "fixtures" / "toy")
     assert results and all(r.status == "passed" for r in results), [r for r in results if r.status != "passed"]
