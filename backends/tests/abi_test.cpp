@@ -147,6 +147,39 @@ TEST(Conversions, InferenceOptionsRoundTripAndStayOutOfTheLayer) {
   EXPECT_THROW(to_abi(layer), BackendError);
 }
 
+// ABI 2.4: the paged fields round-trip, a 2.3 writer's problem is contiguous, a table that
+// predates them is told so, and one that does not declare them never gets one.
+TEST(Conversions, PagedCachesRoundTripAndNeverReachAnOlderTable) {
+  Problem p = Problem::of_shape(2, 4, 2, 1, 32, 8, 8);
+  p.has_key_lengths = true;
+  p.kv_storage = KvStorage::PagedHeadMajor;
+  p.page_size = 16;
+  const attncheck_problem a = to_abi(p);
+  EXPECT_EQ(a.kv_storage, kAttncheckKvPagedHeadMajor);
+  EXPECT_EQ(a.page_size, 16);
+  Problem back = from_abi(a);
+  back.scale.reset();
+  EXPECT_EQ(back, p);
+  attncheck_problem older = a;
+  older.struct_size = static_cast<std::uint32_t>(ATTNCHECK_PROBLEM_SIZE_2_3);
+  EXPECT_FALSE(from_abi(older).is_paged());
+  EXPECT_FALSE(impl::is_paged(older));
+  attncheck_problem bad = a;
+  bad.page_size = 5;  // Lk = 32 is not whole pages of 5
+  EXPECT_THROW(impl::check_problem(bad), impl::AbiError);
+
+  Backend old_plugin(attncheck_c_mock_2_0_entry(), "c-mock-2.0");
+  EXPECT_EQ(old_plugin.unsupported_reason(p, DType::F32),
+            "the backend was built for ABI 2.0, which predates paged KV caches (ABI 2.4)");
+  Backend no_options(impl::make_backend_table<NoOptions>("no-options", "implements no option"), "test");
+  EXPECT_EQ(no_options.unsupported_reason(p, DType::F32),
+            "the backend does not declare paged KV caches in its table's problem_options");
+  LayerProblem layer;
+  layer.attention = p;
+  layer.model_dim = 8;
+  EXPECT_THROW(to_abi(layer), BackendError);
+}
+
 // c_abi_mock.c builds its table as C; here the same header is read as C++.
 TEST(CAbi, TableBuiltInCDrivesThroughTheHandle) {
   static_assert(offsetof(attncheck_backend, abi_version) == 0, "abi_version is the frozen first field");

@@ -2,6 +2,7 @@
 // grid case.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -263,6 +264,89 @@ TEST(InDtypes, NamesEveryCaseWithItsDtypeDtypeMajor) {
   EXPECT_EQ(grid[1].name, "MqaF32");
   EXPECT_EQ(grid[2].name, "MhaBf16");
   EXPECT_EQ(grid[3].c.dtype, DType::BF16);
+}
+
+}  // namespace
+}  // namespace attncheck
+
+namespace attncheck {
+namespace {
+
+AttentionCase paged_case(KvStorage storage, std::int64_t page, std::vector<std::int64_t> lengths, bool share) {
+  AttentionCase c;
+  c.problem = Problem::of_shape(static_cast<std::int64_t>(lengths.size()), 4, 2, 3, 4 * page, 8, 8);
+  c.problem.has_key_lengths = true;
+  c.problem.kv_storage = storage;
+  c.problem.page_size = page;
+  c.key_lengths = std::move(lengths);
+  c.shared_prefix = share;
+  c.seed = 11;
+  return c;
+}
+
+// make_case_data's arrangement (case.h): ⌈length / page⌉ pages per sequence, batch 0's full
+// pages shared with prefix=1, a quarter more unused pages (at least one) that unused slots name,
+// and K and V the gather of what the table reaches.
+TEST(PagedCase, ThePoolHoldsTheUsedPagesAndSpareOnesAndKIsItsGather) {
+  const AttentionCase c = paged_case(KvStorage::PagedTokenMajor, 4, {10, 0, 16}, true);
+  const CaseData d = make_case_data(c);
+  // Used pages: 3, 0, 4; batch 0 has 2 full pages and batch 1 none, so nothing is shared
+  // (min over sequences of their full pages is 0): 7 owned, 1 + 7 / 4 = 2 spare.
+  EXPECT_EQ(d.pages.k_pages.shape, (Shape4{9, 4, 2, 8}));
+  const auto& t = d.pages.block_table;
+  ASSERT_EQ(t.size(), 12u);
+  std::vector<std::int32_t> used{t[0], t[1], t[2], t[8], t[9], t[10], t[11]};
+  std::sort(used.begin(), used.end());
+  EXPECT_EQ(std::adjacent_find(used.begin(), used.end()), used.end()) << "two used slots share a page";
+  for (std::int32_t unused : {t[3], t[4], t[5], t[6], t[7]})
+    EXPECT_FALSE(std::binary_search(used.begin(), used.end(), unused)) << "an unused slot names a page in use";
+  const GatheredKv kv = gather_paged_kv(c.problem, d.pages.view(), d.key_lengths);
+  for (std::int64_t j = 0; j < 10; ++j) EXPECT_EQ(kv.k(0, 1, j, 3), d.k(0, 1, j, 3));
+  validate_inputs(c.problem, d.inputs(c.problem));  // the reference's own check of the gather
+
+  // Another shuffle permutes the pool: the reachable keys keep their values.
+  AttentionCase other = c;
+  other.page_shuffle = 5;
+  const CaseData e = make_case_data(other);
+  EXPECT_NE(e.pages.block_table, d.pages.block_table);
+  for (std::int64_t j = 0; j < 16; ++j) EXPECT_EQ(e.k(2, 0, j, 5), d.k(2, 0, j, 5));
+  EXPECT_EQ(parse_case(other.describe()).page_shuffle, 5u);
+}
+
+TEST(PagedCase, APrefixOfFullPagesIsSharedWithBatchZero) {
+  const AttentionCase c = paged_case(KvStorage::PagedHeadMajor, 4, {12, 9, 16}, true);
+  const CaseData d = make_case_data(c);
+  const auto& t = d.pages.block_table;  // full pages: 3, 2, 4 → the first 2 are batch 0's
+  EXPECT_EQ(t[4], t[0]);
+  EXPECT_EQ(t[5], t[1]);
+  EXPECT_EQ(t[8], t[0]);
+  EXPECT_NE(t[6], t[2]);
+  for (std::int64_t j = 0; j < 8; ++j) EXPECT_EQ(d.k(1, 1, j, 2), d.k(0, 1, j, 2));
+  EXPECT_TRUE(parse_case(c.describe()).shared_prefix);
+}
+
+// A kernel must not follow an unused slot (backend.h, ABI 2.4): with every unused entry −1, as
+// vLLM pads its tables, cpu-flash still passes every probe, in both layouts, with padded rows.
+TEST(PagedCase, UnusedSlotsNamingNoPageAreNeverFollowed) {
+  Backend backend = open_backend("cpu-flash");
+  for (const KvStorage storage : {KvStorage::PagedTokenMajor, KvStorage::PagedHeadMajor}) {
+    AttentionCase c = paged_case(storage, 16, {20, 0, 64, 33}, false);
+    c.poison_masked = true;
+    CaseData d = make_case_data(c);
+    for (std::int64_t b = 0; b < c.problem.batch; ++b)
+      for (std::int64_t s = c.problem.pages_used(d.key_lengths[static_cast<size_t>(b)]); s < 4; ++s)
+        d.pages.block_table[static_cast<size_t>(b * 4 + s)] = -1;
+    RunOptions options;
+    options.row_padding = 3;
+    options.byte_offset = 64;
+    const CaseCheck check = check_case(backend, c, d, options);
+    EXPECT_TRUE(check.passed()) << kv_storage_name(storage) << ": " << check.report();
+  }
+  // A used slot naming no page is the caller's error, refused with the tensor named.
+  AttentionCase c = paged_case(KvStorage::PagedTokenMajor, 16, {20}, false);
+  CaseData d = make_case_data(c);
+  d.pages.block_table[1] = 99;
+  EXPECT_THROW(check_case(backend, c, d), ProblemError);
 }
 
 }  // namespace
