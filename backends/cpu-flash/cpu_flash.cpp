@@ -91,7 +91,7 @@ BackwardWorkspace carve_backward_workspace(float* base, std::int64_t qk_dim, std
 namespace {
 
 using TileFn = void (*)(const FlashParams&, std::int64_t, std::int64_t, std::int64_t, const Workspace&);
-using PackFn = void (*)(const FlashParams&, std::int64_t, std::int64_t, std::int64_t, float*, float*, unsigned char*);
+using PackFn = void (*)(const FlashParams&, std::int64_t, std::int64_t, std::int64_t, std::int64_t, float*, float*, unsigned char*);
 
 using BackwardRowsFn = void (*)(const BackwardParams&, std::int64_t, std::int64_t);
 using BackwardKeysFn = void (*)(const BackwardParams&, std::int64_t, std::int64_t, const BackwardWorkspace&);
@@ -321,10 +321,20 @@ class CpuFlash final : public impl::BackendImpl {
     grow(v_finite_, kv_tiles);
     fp.packed_k = packed_k_.data(), fp.packed_v = packed_v_.data(), fp.v_finite = v_finite_.data();
     const PackFn pack = kernels_.pack;
-    pool_.run(kv_tiles, [&](int, std::int64_t item) {
-      const std::int64_t key_tile = item % fp.key_tiles, bg = item / fp.key_tiles;
-      pack(fp, bg / p.kv_heads, bg % p.kv_heads, key_tile, packed_k_.data(), packed_v_.data(), v_finite_.data());
-    });
+    // Heads adjacent in memory (a token-major page [page, Hkv, D], the [B, L, H, D] layout): one
+    // task packs every head of a key tile, key by key, reading K and V in order; otherwise one
+    // task per (batch, kv head, key tile).
+    const bool heads_adjacent = fp.k.stride[1] < fp.k.stride[2];
+    if (heads_adjacent) {
+      pool_.run(p.batch * fp.key_tiles, [&](int, std::int64_t item) {
+        pack(fp, item / fp.key_tiles, 0, p.kv_heads, item % fp.key_tiles, packed_k_.data(), packed_v_.data(), v_finite_.data());
+      });
+    } else {
+      pool_.run(kv_tiles, [&](int, std::int64_t item) {
+        const std::int64_t key_tile = item % fp.key_tiles, bg = item / fp.key_tiles;
+        pack(fp, bg / p.kv_heads, bg % p.kv_heads, 1, key_tile, packed_k_.data(), packed_v_.data(), v_finite_.data());
+      });
+    }
 
     // Phase 2: every (batch, head, query tile), dynamically scheduled (causal tiles differ in cost).
     const std::int64_t tiles = (p.q_len + kBlockRows - 1) / kBlockRows;

@@ -68,12 +68,6 @@ struct FlashParams {
   float alibi_slope(std::int64_t b, std::int64_t h) const {
     return alibi_slopes != nullptr ? alibi_slopes[b * alibi_batch_stride + h] : 0.0f;
   }
-  /// Element offset of key j of (b, g) in `t` (K or V), through the block table when paged.
-  std::int64_t key_row(const Strided& t, std::int64_t b, std::int64_t g, std::int64_t j) const {
-    if (block_table == nullptr) return b * t.stride[0] + g * t.stride[1] + j * t.stride[2];
-    const std::int64_t page = block_table[b * table_stride + j / page_size];
-    return page * t.stride[0] + g * t.stride[1] + (j % page_size) * t.stride[2];
-  }
   /// Keys of batch b that pack_kv reads: below its key limit (what no row can see is not read).
   std::int64_t key_read_limit(std::int64_t b) const { return key_limit != nullptr ? key_limit[b] : k_len; }
 };
@@ -145,12 +139,12 @@ bool cpu_flash_isa_available(const char* isa);
 float half_to_float_exact(std::uint16_t h);
 std::uint16_t float_to_half_rn(float x);
 
-/// Packs key tile t of (batch b, kv head g) into the buffers FlashParams::packed_* point to.
-void pack_kv_avx512(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
+/// Packs key tile t of (batch b, kv heads [g, g + heads)) into the buffers FlashParams::packed_* point to.
+void pack_kv_avx512(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t heads, std::int64_t t, float* packed_k,
                     float* packed_v, unsigned char* v_finite);
-void pack_kv_avx2(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
+void pack_kv_avx2(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t heads, std::int64_t t, float* packed_k,
                   float* packed_v, unsigned char* v_finite);
-void pack_kv_generic(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
+void pack_kv_generic(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t heads, std::int64_t t, float* packed_k,
                      float* packed_v, unsigned char* v_finite);
 
 /// Backward phase 1, for (batch b, query head h): its rows of q_rows, dout_rows, row_lse,

@@ -335,40 +335,65 @@ struct FlashTile {
   }
 };
 
-/// Packs key tile t of (batch b, kv head g) once per call, for every query tile and every head of
-/// the group: Kᵀ [dk][Bc] and V [Bc][dv_pad] in fp32, zero beyond the last key and Dv, and a flag
-/// saying whether V's tile is all finite (flash_tile.inl's P·V takes a guarded path if not).
-/// Keys at or past the batch's key limit are never read, only zeroed: no row may see them, and in
-/// a paged cache their slots need not name a page (backend.h, ABI 2.4).
+/// Packs key tile t of (batch b) for kv heads [g0, g0 + heads) once per call, for every query tile
+/// and every head of each group: Kᵀ [dk][Bc] and V [Bc][dv_pad] in fp32, zero beyond the last key
+/// and Dv, and a flag saying whether V's tile is all finite (flash_tile.inl's P·V takes a guarded
+/// path if not). Key by key, every head of the range is read before the next key: in a layout
+/// whose heads are adjacent ([B, L, H, D], a token-major page [page, Hkv, D]) that reads memory in
+/// order. Keys at or past the batch's key limit are never read, only zeroed: no row may see them,
+/// and in a paged cache their slots need not name a page (backend.h, ABI 2.4).
 template <class V>
-void pack_kv_tile(const FlashParams& P, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k, float* packed_v,
-                  unsigned char* v_finite) {
+void pack_kv_tile(const FlashParams& P, std::int64_t b, std::int64_t g0, std::int64_t heads, std::int64_t t,
+                  float* packed_k, float* packed_v, unsigned char* v_finite) {
   constexpr std::int64_t Bc = kBlockKeys;
   const std::int64_t dk = P.qk_dim, dv = P.v_dim, dv_pad = P.dv_pad, k0 = t * Bc;
   const std::int64_t kc = max64(0, min64(Bc, min64(P.k_len, P.key_read_limit(b)) - k0));
-  const std::int64_t tile = (b * P.kv_heads + g) * P.key_tiles + t;
-  float* kt = packed_k + tile * dk * Bc;
-  float* vt = packed_v + tile * Bc * dv_pad;
   const int kbytes = elem_bytes(P.k.type), vbytes = elem_bytes(P.v.type);
-  for (std::int64_t c = 0; c < kc; ++c) {
-    const char* krow = P.k.data + P.key_row(P.k, b, g, k0 + c) * kbytes;
-    for (std::int64_t d = 0; d < dk; ++d) kt[d * Bc + c] = load_elem<V>(krow + d * P.k.stride[3] * kbytes, P.k.type);
-    float* vrow = vt + c * dv_pad;
-    const char* vsrc = P.v.data + P.key_row(P.v, b, g, k0 + c) * vbytes;
-    if (P.v.type == Elem::F32 && P.v.stride[3] == 1) {
-      __builtin_memcpy(vrow, vsrc, static_cast<std::size_t>(dv) * 4);
-    } else {
-      for (std::int64_t d = 0; d < dv; ++d) vrow[d] = load_elem<V>(vsrc + d * P.v.stride[3] * vbytes, P.v.type);
+  // Each key's row offset in K and V, kv head 0: a stride apart when contiguous; through the block
+  // table, one lookup per page the tile crosses (no division per key), when paged.
+  std::int64_t k_rows[Bc], v_rows[Bc];
+  if (P.block_table == nullptr) {
+    for (std::int64_t c = 0; c < kc; ++c) {
+      k_rows[c] = b * P.k.stride[0] + (k0 + c) * P.k.stride[2];
+      v_rows[c] = b * P.v.stride[0] + (k0 + c) * P.v.stride[2];
     }
-    for (std::int64_t d = dv; d < dv_pad; ++d) vrow[d] = 0.0f;
+  } else {
+    std::int64_t slot = k0 / P.page_size, row = k0 % P.page_size;
+    for (std::int64_t c = 0; c < kc;) {
+      const std::int64_t page = P.block_table[b * P.table_stride + slot];
+      for (; row < P.page_size && c < kc; ++row, ++c) {
+        k_rows[c] = page * P.k.stride[0] + row * P.k.stride[2];
+        v_rows[c] = page * P.v.stride[0] + row * P.v.stride[2];
+      }
+      ++slot, row = 0;
+    }
   }
-  for (std::int64_t d = 0; d < dk; ++d)
-    for (std::int64_t c = kc; c < Bc; ++c) kt[d * Bc + c] = 0.0f;
-  for (std::int64_t i = kc * dv_pad; i < Bc * dv_pad; ++i) vt[i] = 0.0f;
-  // x·0 is NaN exactly when x is NaN or ±inf; the sum of those products is 0 iff all are finite.
-  typename V::reg z = V::zero();
-  for (std::int64_t i = 0; i < kc * dv_pad; i += V::W) z = V::add(z, V::mul(V::load(vt + i), V::zero()));
-  v_finite[tile] = V::hsum(z) == 0.0f ? 1 : 0;
+  const auto tile_of = [&](std::int64_t g) { return (b * P.kv_heads + g) * P.key_tiles + t; };
+  for (std::int64_t c = 0; c < kc; ++c)
+    for (std::int64_t g = g0; g < g0 + heads; ++g) {
+      float* kt = packed_k + tile_of(g) * dk * Bc;
+      const char* krow = P.k.data + (k_rows[c] + g * P.k.stride[1]) * kbytes;
+      for (std::int64_t d = 0; d < dk; ++d) kt[d * Bc + c] = load_elem<V>(krow + d * P.k.stride[3] * kbytes, P.k.type);
+      float* vrow = packed_v + tile_of(g) * Bc * dv_pad + c * dv_pad;
+      const char* vsrc = P.v.data + (v_rows[c] + g * P.v.stride[1]) * vbytes;
+      if (P.v.type == Elem::F32 && P.v.stride[3] == 1) {
+        __builtin_memcpy(vrow, vsrc, static_cast<std::size_t>(dv) * 4);
+      } else {
+        for (std::int64_t d = 0; d < dv; ++d) vrow[d] = load_elem<V>(vsrc + d * P.v.stride[3] * vbytes, P.v.type);
+      }
+      for (std::int64_t d = dv; d < dv_pad; ++d) vrow[d] = 0.0f;
+    }
+  for (std::int64_t g = g0; g < g0 + heads; ++g) {
+    float* kt = packed_k + tile_of(g) * dk * Bc;
+    float* vt = packed_v + tile_of(g) * Bc * dv_pad;
+    for (std::int64_t d = 0; d < dk; ++d)
+      for (std::int64_t c = kc; c < Bc; ++c) kt[d * Bc + c] = 0.0f;
+    for (std::int64_t i = kc * dv_pad; i < Bc * dv_pad; ++i) vt[i] = 0.0f;
+    // x·0 is NaN exactly when x is NaN or ±inf; the sum of those products is 0 iff all are finite.
+    typename V::reg z = V::zero();
+    for (std::int64_t i = 0; i < kc * dv_pad; i += V::W) z = V::add(z, V::mul(V::load(vt + i), V::zero()));
+    v_finite[tile_of(g)] = V::hsum(z) == 0.0f ? 1 : 0;
+  }
 }
 
 template <class V>

@@ -89,9 +89,9 @@ void flash_tile_avx2(const FlashParams& params, std::int64_t b, std::int64_t h, 
   FlashTile<Avx2>::run(params, b, h, q0, ws);
 }
 
-void pack_kv_avx2(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
+void pack_kv_avx2(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t heads, std::int64_t t, float* packed_k,
                   float* packed_v, unsigned char* v_finite) {
-  pack_kv_tile<Avx2>(params, b, g, t, packed_k, packed_v, v_finite);
+  pack_kv_tile<Avx2>(params, b, g, heads, t, packed_k, packed_v, v_finite);
 }
 
 void exp_avx2(const float* x, float* y, std::int64_t n) { exp_array<Avx2>(x, y, n); }

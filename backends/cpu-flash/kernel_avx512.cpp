@@ -84,9 +84,9 @@ void flash_tile_avx512(const FlashParams& params, std::int64_t b, std::int64_t h
   FlashTile<Avx512>::run(params, b, h, q0, ws);
 }
 
-void pack_kv_avx512(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
+void pack_kv_avx512(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t heads, std::int64_t t, float* packed_k,
                   float* packed_v, unsigned char* v_finite) {
-  pack_kv_tile<Avx512>(params, b, g, t, packed_k, packed_v, v_finite);
+  pack_kv_tile<Avx512>(params, b, g, heads, t, packed_k, packed_v, v_finite);
 }
 
 void exp_avx512(const float* x, float* y, std::int64_t n) { exp_array<Avx512>(x, y, n); }

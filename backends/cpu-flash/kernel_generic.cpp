@@ -80,9 +80,9 @@ void flash_tile_generic(const FlashParams& params, std::int64_t b, std::int64_t 
   FlashTile<Generic>::run(params, b, h, q0, ws);
 }
 
-void pack_kv_generic(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t t, float* packed_k,
+void pack_kv_generic(const FlashParams& params, std::int64_t b, std::int64_t g, std::int64_t heads, std::int64_t t, float* packed_k,
                   float* packed_v, unsigned char* v_finite) {
-  pack_kv_tile<Generic>(params, b, g, t, packed_k, packed_v, v_finite);
+  pack_kv_tile<Generic>(params, b, g, heads, t, packed_k, packed_v, v_finite);
 }
 
 void exp_generic(const float* x, float* y, std::int64_t n) { exp_array<Generic>(x, y, n); }
