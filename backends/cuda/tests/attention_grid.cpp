@@ -111,6 +111,29 @@ std::vector<GridCase> attention_grid(const std::vector<DType>& dtypes) {
     grouped.sinks = true;
     add("SinksGqaCausal", grouped);
   }
+  // Paged KV caches (ABI 2.4; cuda-flash only): token-major pages of 16 keys across the device's
+  // 32-key tiles, with a shared prefix and a sequence ending inside a page; head-major pages of 5
+  // (no power of two) under causal from the key lengths, with NaN and ±max in every unused page,
+  // unused slot and tail; a decode query against pages of 1.
+  {
+    const auto paged = [](Problem p, KvStorage storage, std::int64_t page) {
+      p.has_key_lengths = true;
+      p.kv_storage = storage;
+      p.page_size = page;
+      return p;
+    };
+    GridCase& shared = add("PagedSharedPrefix", paged(shape(3, 4, 2, 9, 64, 16, 16), KvStorage::PagedTokenMajor, 16));
+    shared.c.key_lengths = {40, 64, 33};
+    shared.c.shared_prefix = true;
+    shared.c.page_shuffle = 3;
+    GridCase& head = add("PagedHeadMajorCausal", paged(with_causal(shape(2, 6, 2, 7, 35, 16, 16), Alignment::KeyLengths),
+                                                       KvStorage::PagedHeadMajor, 5));
+    poisoned_lengths(head, {0, 23});
+    head.c.page_shuffle = 4;
+    GridCase& decode = add("PagedDecodePageOfOne", paged(with_causal(shape(2, 4, 1, 1, 40, 16, 16), Alignment::KeyLengths),
+                                                         KvStorage::PagedTokenMajor, 1));
+    poisoned_lengths(decode, {40, 17});
+  }
   return in_dtypes(base, dtypes);
 }
 
