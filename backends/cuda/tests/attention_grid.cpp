@@ -137,6 +137,12 @@ std::vector<GridCase> attention_grid(const std::vector<DType>& dtypes) {
   return in_dtypes(base, dtypes);
 }
 
+std::vector<GridCase> backward_attention_grid(const std::vector<DType>& dtypes) {
+  std::vector<GridCase> grid = attention_grid(dtypes);
+  std::erase_if(grid, [](const GridCase& g) { return g.c.problem.is_paged(); });
+  return grid;
+}
+
 std::string case_name(const ::testing::TestParamInfo<GridCase>& info) { return info.param.name; }
 
 void expect_conforms(const std::string& backend, const GridCase& g) {

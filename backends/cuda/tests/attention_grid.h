@@ -20,6 +20,9 @@ namespace attncheck::cuda::testing {
 /// for 16- and 32-key tiles, fully masked rows and large logits — each in every dtype of
 /// `dtypes`, named with the dtype appended.
 std::vector<GridCase> attention_grid(const std::vector<DType>& dtypes);
+/// attention_grid without its paged cases: the backward ABI takes contiguous K and V only
+/// (backend.h, ABI 2.4), so a paged cache has no backward call to check.
+std::vector<GridCase> backward_attention_grid(const std::vector<DType>& dtypes);
 
 /// gtest parameter name: the case's name.
 std::string case_name(const ::testing::TestParamInfo<GridCase>& info);

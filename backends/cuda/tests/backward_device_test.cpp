@@ -30,8 +30,8 @@ TEST_P(FlashDeviceBackward, MatchesReference) { expect_gradients_conform("cuda-f
 TEST_P(FlashDeviceBackwardWithDLse, MatchesReference) { expect_gradients_conform("cuda-flash", GetParam(), true); }
 
 INSTANTIATE_TEST_SUITE_P(CudaFlash, FlashDeviceBackward,
-                         ::testing::ValuesIn(attention_grid({DType::F32, DType::F16, DType::BF16})), case_name);
-INSTANTIATE_TEST_SUITE_P(CudaFlash, FlashDeviceBackwardWithDLse, ::testing::ValuesIn(attention_grid({DType::F32})),
+                         ::testing::ValuesIn(backward_attention_grid({DType::F32, DType::F16, DType::BF16})), case_name);
+INSTANTIATE_TEST_SUITE_P(CudaFlash, FlashDeviceBackwardWithDLse, ::testing::ValuesIn(backward_attention_grid({DType::F32})),
                          case_name);
 
 // Without a device, backward declines with CUDA's reason (a skip).

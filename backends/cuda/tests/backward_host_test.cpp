@@ -20,8 +20,8 @@ TEST_P(FlashHostBackward, MatchesReference) { expect_gradients_conform("cuda-fla
 TEST_P(FlashHostBackwardWithDLse, MatchesReference) { expect_gradients_conform("cuda-flash@host", GetParam(), true); }
 
 INSTANTIATE_TEST_SUITE_P(CudaFlashHost, FlashHostBackward,
-                         ::testing::ValuesIn(attention_grid({DType::F32, DType::F16, DType::BF16})), case_name);
-INSTANTIATE_TEST_SUITE_P(CudaFlashHost, FlashHostBackwardWithDLse, ::testing::ValuesIn(attention_grid({DType::F32})),
+                         ::testing::ValuesIn(backward_attention_grid({DType::F32, DType::F16, DType::BF16})), case_name);
+INSTANTIATE_TEST_SUITE_P(CudaFlashHost, FlashHostBackwardWithDLse, ::testing::ValuesIn(backward_attention_grid({DType::F32})),
                          case_name);
 
 // The profile states the kernels of flash_attention_backward.cuh: fp32 throughout, P from the
