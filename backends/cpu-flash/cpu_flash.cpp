@@ -268,8 +268,10 @@ class CpuFlash final : public impl::BackendImpl {
     return p;
   }
 
-  std::uint32_t options() const override { return impl::kOptionAlibi | impl::kOptionSinks | impl::kOptionPagedKv; }
-  // The backward ABI takes contiguous K and V only (backend.h, ABI 2.4).
+  std::uint32_t options() const override {
+    return impl::kOptionAlibi | impl::kOptionSinks | impl::kOptionPagedKv | impl::kOptionVarlen;
+  }
+  // The backward ABI takes contiguous K and V and padded batches only (backend.h, ABI 2.4, 2.5).
   std::uint32_t backward_options() const override { return impl::kOptionAlibi | impl::kOptionSinks; }
 
   void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
@@ -284,6 +286,7 @@ class CpuFlash final : public impl::BackendImpl {
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     impl::check_problem(p);
+    if (impl::is_varlen(p)) return forward_packed(p, t);
     CallArrays arrays;
     FlashParams fp = checked_params(p, t.q, t.k, t.v, t.mask, t.key_lengths, arrays, impl::block_table_of(t));
     set_inference_options(p, impl::alibi_slopes_of(t), impl::sinks_of(t), fp, arrays);
@@ -295,7 +298,70 @@ class CpuFlash final : public impl::BackendImpl {
       fp.lse = reinterpret_cast<float*>(const_cast<char*>(lse.data));
       for (int d = 0; d < 3; ++d) fp.lse_stride[d] = lse.strides[d];
     }
+    run(fp);
+  }
 
+  /// ABI 2.5, a packed batch (backend.h): each sequence is its own problem of one batch row, run
+  /// as one with pointers at its first token. A sequence of 0 keys runs with one masked key slot
+  /// (key limit 0), which reads nothing and writes empty rows; one of 0 queries writes nothing.
+  void forward_packed(const attncheck_problem& p, const attncheck_attention_tensors& t) {
+    using impl::check_cpu_tensor;
+    if (t.mask != nullptr) impl::invalid("mask: given, but a packed batch takes none (problem.mask_kind is none)");
+    if (t.key_lengths != nullptr) impl::invalid("key_lengths: given, but a packed batch's key counts are cu_seqlens_k's");
+    if (impl::block_table_of(t) != nullptr) impl::invalid("block_table: given, but a packed batch's K and V are contiguous");
+    const impl::VarlenArgs va = impl::check_varlen(p, t, kDLCPU);
+    const DLDataType dt = t.q->dtype;
+    if (!is_input_dtype(dt)) impl::invalid("q: dtype is " + impl::dtype_string(dt) + ", expected float32, float16 or bfloat16");
+    const auto q = check_cpu_tensor(t.q, "q", {va.total_q, p.q_heads, p.qk_dim}, {"query tokens", "query heads", "head dim"}, {dt});
+    const auto k = check_cpu_tensor(t.k, "k", {va.total_k, p.kv_heads, p.qk_dim}, {"key tokens", "kv heads", "head dim"}, {dt});
+    const auto v = check_cpu_tensor(t.v, "v", {va.total_k, p.kv_heads, p.v_dim}, {"key tokens", "kv heads", "value dim"}, {dt});
+    const auto out = check_cpu_tensor(t.out, "out", {va.total_q, p.q_heads, p.v_dim}, {"query tokens", "query heads", "value dim"}, {dt});
+    impl::TensorArg lse;
+    if (t.lse != nullptr) lse = check_cpu_tensor(t.lse, "lse", {p.q_heads, va.total_q}, {"query heads", "query tokens"}, {impl::kF32});
+    const std::vector<std::int64_t> cu_q = impl::checked_cu_seqlens(p, va.cu_q, "cu_seqlens_q", p.q_len, va.total_q);
+    const std::vector<std::int64_t> cu_k = impl::checked_cu_seqlens(p, va.cu_k, "cu_seqlens_k", p.k_len, va.total_k);
+
+    CallArrays arrays;
+    FlashParams base;
+    base.batch = 1, base.q_heads = p.q_heads, base.kv_heads = p.kv_heads;
+    base.qk_dim = p.qk_dim, base.v_dim = p.v_dim, base.group = p.q_heads / p.kv_heads;
+    base.dv_pad = (p.v_dim + kPad - 1) / kPad * kPad;
+    base.scale = static_cast<float>(p.scale);
+    base.softcap = static_cast<float>(p.softcap);
+    base.causal = p.causal != 0;
+    base.window_left = p.window_left, base.window_right = p.window_right;
+    set_inference_options(p, impl::alibi_slopes_of(t), impl::sinks_of(t), base, arrays);
+    // Token t of a packed [T, H, D] tensor as row t of batch 0: strides (batch, head, row, dim).
+    const auto sequence = [](const impl::TensorArg& x, std::int64_t first_token) {
+      Strided s = strided(x);
+      s.stride[0] = 0, s.stride[1] = x.strides[1], s.stride[2] = x.strides[0], s.stride[3] = x.strides[2];
+      s.data = x.data + first_token * x.strides[0] * (x.dtype.bits / 8);
+      return s;
+    };
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      const std::int64_t q0 = cu_q[static_cast<size_t>(b)], k0 = cu_k[static_cast<size_t>(b)];
+      const std::int64_t queries = cu_q[static_cast<size_t>(b + 1)] - q0, keys = cu_k[static_cast<size_t>(b + 1)] - k0;
+      if (queries == 0) continue;
+      FlashParams fp = base;
+      fp.q_len = queries;
+      fp.k_len = std::max<std::int64_t>(keys, 1);
+      const std::int64_t offset = impl::varlen_diagonal_offset(p, queries, keys);
+      fp.offset = &offset;
+      fp.key_limit = &keys;
+      if (fp.alibi_slopes != nullptr) fp.alibi_slopes += b * fp.alibi_batch_stride;
+      fp.alibi_batch_stride = 0;
+      fp.q = sequence(q, q0), fp.k = sequence(k, k0), fp.v = sequence(v, k0), fp.out = sequence(out, q0);
+      if (lse.present()) {
+        fp.lse = reinterpret_cast<float*>(const_cast<char*>(lse.data)) + q0 * lse.strides[1];
+        fp.lse_stride[0] = 0, fp.lse_stride[1] = lse.strides[0], fp.lse_stride[2] = lse.strides[1];
+      }
+      run(fp);
+    }
+  }
+
+  /// Runs a call whose FlashParams are complete but for the packed K and V: packs them, then every
+  /// (batch, head, query tile).
+  void run(FlashParams& fp) {
     // One workspace per thread, reused across calls while the dims allow.
     const std::int64_t floats = workspace_floats(fp.qk_dim, fp.dv_pad);
     if (floats > workspace_floats_) {
@@ -311,8 +377,8 @@ class CpuFlash final : public impl::BackendImpl {
     for (auto& s : scratch_) ws.push_back(carve_workspace(s.get(), fp.qk_dim, fp.dv_pad));
 
     // Phase 1: K and V in fp32, packed once for every query tile and every head of a group.
-    fp.key_tiles = (p.k_len + kBlockKeys - 1) / kBlockKeys;
-    const std::int64_t kv_tiles = p.batch * p.kv_heads * fp.key_tiles;
+    fp.key_tiles = (fp.k_len + kBlockKeys - 1) / kBlockKeys;
+    const std::int64_t kv_tiles = fp.batch * fp.kv_heads * fp.key_tiles;
     const auto grow = [](auto& buffer, std::int64_t n) {
       if (static_cast<std::int64_t>(buffer.size()) < n) buffer.resize(static_cast<std::size_t>(n));
     };
@@ -321,27 +387,27 @@ class CpuFlash final : public impl::BackendImpl {
     grow(v_finite_, kv_tiles);
     fp.packed_k = packed_k_.data(), fp.packed_v = packed_v_.data(), fp.v_finite = v_finite_.data();
     const PackFn pack = kernels_.pack;
-    // Heads adjacent in memory (a token-major page [page, Hkv, D], the [B, L, H, D] layout): one
-    // task packs every head of a key tile, key by key, reading K and V in order; otherwise one
-    // task per (batch, kv head, key tile).
+    // Heads adjacent in memory (a token-major page [page, Hkv, D], the [B, L, H, D] layout, a
+    // packed batch): one task packs every head of a key tile, key by key, reading K and V in
+    // order; otherwise one task per (batch, kv head, key tile).
     const bool heads_adjacent = fp.k.stride[1] < fp.k.stride[2];
     if (heads_adjacent) {
-      pool_.run(p.batch * fp.key_tiles, [&](int, std::int64_t item) {
-        pack(fp, item / fp.key_tiles, 0, p.kv_heads, item % fp.key_tiles, packed_k_.data(), packed_v_.data(), v_finite_.data());
+      pool_.run(fp.batch * fp.key_tiles, [&](int, std::int64_t item) {
+        pack(fp, item / fp.key_tiles, 0, fp.kv_heads, item % fp.key_tiles, packed_k_.data(), packed_v_.data(), v_finite_.data());
       });
     } else {
       pool_.run(kv_tiles, [&](int, std::int64_t item) {
         const std::int64_t key_tile = item % fp.key_tiles, bg = item / fp.key_tiles;
-        pack(fp, bg / p.kv_heads, bg % p.kv_heads, 1, key_tile, packed_k_.data(), packed_v_.data(), v_finite_.data());
+        pack(fp, bg / fp.kv_heads, bg % fp.kv_heads, 1, key_tile, packed_k_.data(), packed_v_.data(), v_finite_.data());
       });
     }
 
     // Phase 2: every (batch, head, query tile), dynamically scheduled (causal tiles differ in cost).
-    const std::int64_t tiles = (p.q_len + kBlockRows - 1) / kBlockRows;
+    const std::int64_t tiles = (fp.q_len + kBlockRows - 1) / kBlockRows;
     const TileFn kernel = kernels_.tile;
-    pool_.run(p.batch * p.q_heads * tiles, [&](int worker, std::int64_t item) {
+    pool_.run(fp.batch * fp.q_heads * tiles, [&](int worker, std::int64_t item) {
       const std::int64_t tile = item % tiles, bh = item / tiles;
-      kernel(fp, bh / p.q_heads, bh % p.q_heads, tile * kBlockRows, ws[static_cast<std::size_t>(worker)]);
+      kernel(fp, bh / fp.q_heads, bh % fp.q_heads, tile * kBlockRows, ws[static_cast<std::size_t>(worker)]);
     });
   }
 

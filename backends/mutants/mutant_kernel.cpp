@@ -47,7 +47,8 @@ class MutantBackend final : public impl::BackendImpl {
 
   std::uint32_t options() const override {
     return (is_inference_mutation(mutation_) ? impl::kOptionAlibi | impl::kOptionSinks : 0u) |
-           (is_paged_mutation(mutation_) ? impl::kOptionPagedKv : 0u);
+           (is_paged_mutation(mutation_) ? impl::kOptionPagedKv : 0u) |
+           (is_varlen_mutation(mutation_) ? impl::kOptionVarlen : 0u);
   }
   std::uint32_t backward_options() const override { return 0u; }
 
@@ -59,6 +60,7 @@ class MutantBackend final : public impl::BackendImpl {
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     impl::check_problem(p);
+    if (impl::is_varlen(p)) return forward_packed(p, t);
     const TensorArg q = check(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
     TensorArg k, v;
     if (!impl::is_paged(p)) {
@@ -478,6 +480,86 @@ class MutantBackend final : public impl::BackendImpl {
     lengths.strides = {1, 0, 0, 0};
   }
 
+  // A packed call (backend.h, ABI 2.5) unpacked into the padded problem problem.h defines it by
+  // (sequence b's queries on the last rows under bottom-right alignment, with the key-lengths
+  // diagonal), computed as a padded call, and its rows packed back. VarlenOffsetsAsLengths's bug
+  // is in the unpacking: sequence b's key count is read as cu_seqlens_k[b + 1], an offset (clamped
+  // to the tokens there are), so every sequence after the first attends to its successors' keys.
+  void forward_packed(const attncheck_problem& p, const attncheck_attention_tensors& t) {
+    const impl::VarlenArgs va = impl::check_varlen(p, t, memory());
+    const TensorArg q = check(t.q, "q", {va.total_q, p.q_heads, p.qk_dim}, {"tokens", "heads", "dim"}, {impl::kF32});
+    const TensorArg k = check(t.k, "k", {va.total_k, p.kv_heads, p.qk_dim}, {"tokens", "heads", "dim"}, {impl::kF32});
+    const TensorArg v = check(t.v, "v", {va.total_k, p.kv_heads, p.v_dim}, {"tokens", "heads", "dim"}, {impl::kF32});
+    const TensorArg o = check(t.out, "out", {va.total_q, p.q_heads, p.v_dim}, {"tokens", "heads", "dim"}, {impl::kF32});
+    TensorArg packed_lse;
+    if (t.lse != nullptr && writes_lse()) packed_lse = check(t.lse, "lse", {p.q_heads, va.total_q}, {"heads", "tokens"}, {impl::kF32});
+    const std::vector<std::int64_t> cu_q = impl::checked_cu_seqlens(p, va.cu_q, "cu_seqlens_q", p.q_len, va.total_q);
+    const std::vector<std::int64_t> cu_k = impl::checked_cu_seqlens(p, va.cu_k, "cu_seqlens_k", p.k_len, va.total_k);
+    slopes_ = impl::checked_alibi_slopes(p, impl::alibi_slopes_of(t), memory());
+    sinks_ = impl::checked_sinks(p, impl::sinks_of(t), memory());
+    pending_rows_.clear();
+
+    attncheck_problem padded = p;
+    padded.varlen = 0;
+    padded.has_key_lengths = 1;
+    if (p.alignment == kAttncheckAlignBottomRight) padded.alignment = kAttncheckAlignKeyLengths;
+    const auto buffer = [](std::vector<float>& data, std::int64_t b, std::int64_t h, std::int64_t l, std::int64_t d) {
+      data.assign(static_cast<size_t>(b * h * l * d), 0.0f);
+      TensorArg a;
+      a.data = reinterpret_cast<const char*>(data.data());
+      a.dtype = impl::kF32;
+      a.ndim = 4;
+      a.shape = {b, h, l, d};
+      a.strides = {h * l * d, l * d, d, 1};
+      return a;
+    };
+    const TensorArg pq = buffer(unpacked_q_, p.batch, p.q_heads, p.q_len, p.qk_dim);
+    const TensorArg pk = buffer(gathered_k_, p.batch, p.kv_heads, p.k_len, p.qk_dim);
+    const TensorArg pv = buffer(gathered_v_, p.batch, p.kv_heads, p.k_len, p.v_dim);
+    const TensorArg po = buffer(unpacked_out_, p.batch, p.q_heads, p.q_len, p.v_dim);
+    const TensorArg pl = buffer(unpacked_lse_, 1, p.batch, p.q_heads, p.q_len);
+    gathered_lengths_.assign(static_cast<size_t>(p.batch), 0);
+    std::vector<std::int64_t> first_row(static_cast<size_t>(p.batch));
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      const std::int64_t q0 = cu_q[static_cast<size_t>(b)], k0 = cu_k[static_cast<size_t>(b)];
+      const std::int64_t queries = cu_q[static_cast<size_t>(b + 1)] - q0;
+      std::int64_t keys = cu_k[static_cast<size_t>(b + 1)] - k0;
+      if (mutation_ == Mutation::VarlenOffsetsAsLengths)
+        keys = std::min({cu_k[static_cast<size_t>(b + 1)], p.k_len, va.total_k - k0});
+      gathered_lengths_[static_cast<size_t>(b)] = keys;
+      const std::int64_t first = p.alignment == kAttncheckAlignBottomRight ? p.q_len - queries : 0;
+      first_row[static_cast<size_t>(b)] = first;
+      for (std::int64_t h = 0; h < p.q_heads; ++h)
+        for (std::int64_t r = 0; r < queries; ++r)
+          for (std::int64_t d = 0; d < p.qk_dim; ++d) *pq.mut<float>(b, h, first + r, d) = *q.at<float>(q0 + r, h, d);
+      for (std::int64_t g = 0; g < p.kv_heads; ++g)
+        for (std::int64_t j = 0; j < keys; ++j) {
+          for (std::int64_t d = 0; d < p.qk_dim; ++d) *pk.mut<float>(b, g, j, d) = *k.at<float>(k0 + j, g, d);
+          for (std::int64_t d = 0; d < p.v_dim; ++d) *pv.mut<float>(b, g, j, d) = *v.at<float>(k0 + j, g, d);
+        }
+    }
+    TensorArg lengths;
+    lengths.data = reinterpret_cast<const char*>(gathered_lengths_.data());
+    lengths.dtype = impl::kI64;
+    lengths.ndim = 1;
+    lengths.shape = {p.batch, 0, 0, 0};
+    lengths.strides = {1, 0, 0, 0};
+    TensorArg padded_lse = pl;
+    padded_lse.ndim = 3;
+    padded_lse.shape = {p.batch, p.q_heads, p.q_len, 0};
+    padded_lse.strides = {p.q_heads * p.q_len, p.q_len, 1, 0};
+    lse_ = packed_lse.present() ? padded_lse : TensorArg{};
+    compute(padded, pq, pk, pv, TensorArg{}, lengths, po);
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      const std::int64_t q0 = cu_q[static_cast<size_t>(b)], first = first_row[static_cast<size_t>(b)];
+      for (std::int64_t r = 0; r < cu_q[static_cast<size_t>(b + 1)] - q0; ++r)
+        for (std::int64_t h = 0; h < p.q_heads; ++h) {
+          for (std::int64_t d = 0; d < p.v_dim; ++d) *o.mut<float>(q0 + r, h, d) = *po.at<float>(b, h, first + r, d);
+          if (packed_lse.present()) *packed_lse.mut<float>(h, q0 + r) = *padded_lse.at<float>(b, h, first + r);
+        }
+    }
+  }
+
   // The scores of one query row against every key: s[j] the final score (softcap, then bias),
   // −inf where key j is not allowed (allowed[j] = 0), and raw[j] = σ q·k_j before the softcap,
   // whose derivative the backward pass needs. Returns the largest allowed score (−inf: none).
@@ -564,6 +646,7 @@ class MutantBackend final : public impl::BackendImpl {
   std::vector<float> slopes_, sinks_;  // this call's ALiBi slopes and sinks (ABI 2.3)
   std::vector<float> gathered_k_, gathered_v_;    // a paged call's K and V, gathered (ABI 2.4)
   std::vector<std::int64_t> gathered_lengths_;   // and the key lengths the gather used
+  std::vector<float> unpacked_q_, unpacked_out_, unpacked_lse_;  // a packed call's, padded (ABI 2.5)
   TensorArg lse_;
   // DeferredWrite: the rows computed but not yet written when forward returned, as a kernel
   // enqueued on a stream the caller never synchronizes holds them. They are dropped at the next
@@ -737,5 +820,10 @@ attncheck_backend* attncheck_mutant_paged_table_batch_zero_entry(void) {
 attncheck_backend* attncheck_mutant_paged_reads_past_length_entry(void) {
   return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::PagedReadsPastLength, "mutant-paged-reads-past-length",
                                          "paged cache: the last page read whole, past the sequence's length");
+}
+attncheck_backend* attncheck_mutant_varlen_offsets_as_lengths_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::VarlenOffsetsAsLengths,
+                                         "mutant-varlen-offsets-as-lengths",
+                                         "packed batch: cu_seqlens_k[b + 1], an offset, read as sequence b's key count");
 }
 }

@@ -56,6 +56,8 @@ enum class Mutation {
   PagedPageOffByOne,      ///< the page after the one the block table names is read (page + 1, wrapping)
   PagedTableBatchZero,    ///< every sequence's slots are read from batch 0's row of the block table
   PagedReadsPastLength,   ///< the last page is read whole: keys past the sequence's length are attended
+  // Packed-batch bugs (ABI 2.5): only these mutants take packed batches.
+  VarlenOffsetsAsLengths,  ///< cu_seqlens_k[b + 1], an offset, read as sequence b's key count
 };
 
 /// The backward pass sums dQ's keys in tiles of this many, one partial sum per tile, added into
@@ -73,7 +75,12 @@ constexpr bool is_backward_mutation(Mutation mutation) {
 constexpr bool is_inference_mutation(Mutation mutation) { return mutation >= Mutation::AlibiReversedHeads; }
 
 /// Whether `mutation` is one of the paged cache's (the mutants that take paged K and V).
-constexpr bool is_paged_mutation(Mutation mutation) { return mutation >= Mutation::PagedPageOffByOne; }
+constexpr bool is_paged_mutation(Mutation mutation) {
+  return mutation >= Mutation::PagedPageOffByOne && mutation <= Mutation::PagedReadsPastLength;
+}
+
+/// Whether `mutation` is one of the packed batch's (the mutants that take cu_seqlens).
+constexpr bool is_varlen_mutation(Mutation mutation) { return mutation >= Mutation::VarlenOffsetsAsLengths; }
 
 attncheck_backend* make_mutant(Mutation mutation, const char* name, const char* description);
 

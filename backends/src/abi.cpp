@@ -108,7 +108,8 @@ attncheck_problem to_abi(const Problem& p) {
   a.window_left = p.window_left;
   a.window_right = p.window_right;
   a.mask_kind = mask_to_abi(p.mask);
-  a.has_key_lengths = p.has_key_lengths ? 1 : 0;
+  // A packed batch's key counts travel as cu_seqlens_k, not as key_lengths (backend.h, ABI 2.5).
+  a.has_key_lengths = p.has_key_lengths && !p.varlen ? 1 : 0;
   a.mask_shape[0] = p.mask_batch;
   a.mask_shape[1] = p.mask_heads;
   a.mask_shape[2] = p.mask_q_len;
@@ -121,6 +122,7 @@ attncheck_problem to_abi(const Problem& p) {
                  : p.kv_storage == KvStorage::PagedHeadMajor ? kAttncheckKvPagedHeadMajor
                                                              : kAttncheckKvContiguous;
   a.page_size = p.page_size;
+  a.varlen = p.varlen ? 1 : 0;
   return a;
 }
 
@@ -175,6 +177,10 @@ Problem from_abi(const attncheck_problem& a) {
       default: bad_field(fmt::format("problem.kv_storage: {} is not an attncheck_kv_storage (0..2)", a.kv_storage));
     }
     p.page_size = a.page_size;
+  }
+  if (ATTNCHECK_HAS_FIELD(&a, attncheck_problem, varlen) && a.varlen != 0) {
+    p.varlen = true;
+    p.has_key_lengths = true;  // the Problem's key lengths are the sequences' key counts (problem.h)
   }
   return p;
 }

@@ -75,6 +75,7 @@ std::string AttentionCase::describe() const {
   if (sequence_major) text += " layout=blhd";
   if (poison_masked) text += " poison=1";
   if (!key_lengths.empty()) text += fmt::format(" lengths={}", fmt::join(key_lengths, ","));
+  if (!query_lengths.empty()) text += fmt::format(" qlengths={}", fmt::join(query_lengths, ","));
   text += fmt::format(" seed={}", seed);
   if (page_shuffle != 0) text += fmt::format(" pages={}", page_shuffle);
   if (shared_prefix) text += " prefix=1";
@@ -110,6 +111,8 @@ AttentionCase parse_case(std::string_view text) {
       c.poison_masked = value == "1";
     } else if (key == "lengths") {
       c.key_lengths = parse_lengths(value);
+    } else if (key == "qlengths") {
+      c.query_lengths = parse_lengths(value);
     } else if (key == "seed" || key == "pages") {
       std::uint64_t& field = key == "seed" ? c.seed : c.page_shuffle;
       const auto [stop, ec] = std::from_chars(value.data(), value.data() + value.size(), field);
@@ -172,6 +175,40 @@ void draw_inference_inputs(const AttentionCase& c, CaseData& d) {
     const double logit = round_to(DType::F32, 3.0 * rng.normal());
     d.sinks.push_back(rng.below(8) == 0 ? -std::numeric_limits<double>::infinity() : logit);
   }
+}
+
+// The seed of a packed batch's query-count stream ("varlen" in ASCII), so that every other value of
+// the case is the same with or without packing.
+std::uint64_t varlen_stream_seed(std::uint64_t seed) {
+  constexpr std::uint64_t kVarlenTag = 0x7661726c656eull;  // "varlen"
+  return PortableRandom(seed ^ kVarlenTag).next();
+}
+
+// Query counts of a packed batch: 0, Lq and 1 are the edges (an empty sequence, a full one, a
+// single token as in decoding); fixed ones replace the draw.
+std::vector<std::int64_t> query_lengths_of(const AttentionCase& c) {
+  const Problem& p = c.problem;
+  if (!p.varlen) {
+    if (!c.query_lengths.empty())
+      throw ProblemError("query_lengths: fixed query counts are given, but the problem is not a packed batch (varlen)");
+    return {};
+  }
+  if (!c.query_lengths.empty()) {
+    if (static_cast<std::int64_t>(c.query_lengths.size()) != p.batch)
+      throw ProblemError(fmt::format("query_lengths: {} fixed count(s) given, but B = {}", c.query_lengths.size(), p.batch));
+    for (size_t b = 0; b < c.query_lengths.size(); ++b)
+      if (c.query_lengths[b] < 0 || c.query_lengths[b] > p.q_len)
+        throw ProblemError(fmt::format("query_lengths: sequence {} has {} queries, outside [0, Lq = {}]", b,
+                                       c.query_lengths[b], p.q_len));
+    return c.query_lengths;
+  }
+  PortableRandom rng(varlen_stream_seed(c.seed));
+  std::vector<std::int64_t> lengths(static_cast<size_t>(p.batch));
+  for (auto& len : lengths) {
+    const std::int64_t pick = rng.below(5);
+    len = pick == 0 ? 0 : pick == 1 ? p.q_len : pick == 2 ? std::min<std::int64_t>(1, p.q_len) : rng.below(p.q_len + 1);
+  }
+  return lengths;
 }
 
 // The seed of a paged case's arrangement stream: the case seed and page_shuffle, tagged ("pages" in
@@ -250,6 +287,7 @@ AttentionInputs CaseData::inputs(const Problem& problem) const {
   if (problem.has_key_lengths) in.key_lengths = key_lengths;
   if (problem.has_alibi()) in.alibi_slopes = alibi_slopes;
   if (problem.sinks) in.sinks = sinks;
+  if (problem.varlen) in.query_lengths = query_lengths;
   return in;
 }
 
@@ -355,6 +393,7 @@ CaseData make_case_data(const AttentionCase& c) {
   }
   draw_inference_inputs(c, d);
   if (p.is_paged()) build_pages(c, d);
+  d.query_lengths = query_lengths_of(c);
   return d;
 }
 

@@ -1,4 +1,5 @@
 #include "attncheck/execute.h"
+#include "attncheck/varlen.h"
 
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -314,6 +315,37 @@ std::unique_ptr<GuardedTensor> make_key_lengths(std::span<const std::int64_t> le
   return t;
 }
 
+// A packed batch's offsets (ABI 2.5): int32 [B + 1].
+std::unique_ptr<GuardedTensor> make_cu_seqlens(const char* name, const std::vector<std::int32_t>& offsets,
+                                               std::int64_t guard, const Handover& handover) {
+  const auto count = static_cast<std::int64_t>(offsets.size());
+  auto t = std::make_unique<GuardedTensor>(name, DLDataType{kDLInt, 32, 1}, 4, std::vector<std::int64_t>{count},
+                                           std::vector<std::int64_t>{1}, guard, false, handover);
+  for (std::int64_t b = 0; b < count; ++b) std::memcpy(t->element({b}), &offsets[static_cast<size_t>(b)], 4);
+  t->seal_input();
+  return t;
+}
+
+// Strides of a packed [T, H, D] tensor, token-major, each row of D followed by `row_padding` unused elements.
+std::vector<std::int64_t> packed_strides(const Shape4& packed, std::int64_t row_padding) {
+  const std::int64_t row = packed[3] + row_padding;
+  return {packed[2] * row, row, 1};
+}
+
+// A packed [1, T, H, D] HostTensor (pack_sequences) handed as [T, H, D], with the options' row
+// padding and byte offset (a packed layout is token-major by definition: never sequence-major).
+std::unique_ptr<GuardedTensor> make_packed_input(const std::string& name, const HostTensor& packed, DType dtype,
+                                                 const Handover& handover, std::int64_t guard) {
+  const Shape4& s = packed.shape;
+  auto t = std::make_unique<GuardedTensor>(name, to_dlpack(dtype), dtype_bytes(dtype), std::vector<std::int64_t>{s[1], s[2], s[3]},
+                                           packed_strides(s, handover.row_padding), guard, false, handover);
+  for (std::int64_t a = 0; a < s[1]; ++a)
+    for (std::int64_t b = 0; b < s[2]; ++b)
+      for (std::int64_t c = 0; c < s[3]; ++c) encode_value(dtype, packed(0, a, b, c), t->element({a, b, c}));
+  t->seal_input();
+  return t;
+}
+
 std::unique_ptr<GuardedTensor> make_block_table(std::span<const std::int32_t> table, std::int64_t batch, std::int64_t slots,
                                                std::int64_t guard, const Handover& handover) {
   auto t = std::make_unique<GuardedTensor>("block_table", DLDataType{kDLInt, 32, 1}, 4, std::vector<std::int64_t>{batch, slots},
@@ -575,7 +607,9 @@ class GuardedCall {
 
 // Slots in the order of attncheck_attention_tensors and attncheck_backward_tensors, which share
 // their first five tensors; the backward's out and lse are inputs where the forward's are outputs.
-enum Slot : size_t { kQ, kK, kV, kMask, kKeyLengths, kOut, kLse, kAlibiSlopes, kSinks, kBlockTable, kForwardSlots };
+enum Slot : size_t {
+  kQ, kK, kV, kMask, kKeyLengths, kOut, kLse, kAlibiSlopes, kSinks, kBlockTable, kCuSeqlensQ, kCuSeqlensK, kForwardSlots
+};
 enum BackwardSlot : size_t { kDOut = kForwardSlots, kDLse, kDQ, kDK, kDV, kDBias, kBackwardSlots };
 
 // The forward's inputs: Q, K and V in the layout the options ask for, the mask and the key
@@ -584,8 +618,18 @@ void put_attention_inputs(GuardedCall& call, const Problem& p, const NumericsPro
                           const RunOptions& options) {
   const std::int64_t guard = options.guard_elements;
   const Handover layout = attention_handover(options), compact = compact_handover(options);
-  call.put(kQ, make_input("Q", in.q, profile.input, layout, guard));
-  if (p.is_paged()) {
+  if (p.varlen) {
+    // ABI 2.5: Q, K and V packed token-major ([T, H, D], varlen.h) with the options' row padding
+    // and byte offset, the offsets int32 [B + 1] compact; the key counts travel as cu_seqlens_k.
+    const Handover packed{false, options.row_padding, options.byte_offset, options.null_strides};
+    call.put(kQ, make_packed_input("Q", pack_sequences(p, in.q, in.query_lengths, PackedRows::Queries), profile.input,
+                                   packed, guard));
+    call.put(kK, make_packed_input("K", pack_sequences(p, in.k, in.key_lengths, PackedRows::Keys), profile.input, packed, guard));
+    call.put(kV, make_packed_input("V", pack_sequences(p, in.v, in.key_lengths, PackedRows::Keys), profile.input, packed, guard));
+    call.put(kCuSeqlensQ, make_cu_seqlens("cu_seqlens_q", cumulative_lengths(in.query_lengths, "cu_seqlens_q"), guard, compact));
+    call.put(kCuSeqlensK, make_cu_seqlens("cu_seqlens_k", cumulative_lengths(in.key_lengths, "cu_seqlens_k"), guard, compact));
+  } else if (p.is_paged()) {
+    call.put(kQ, make_input("Q", in.q, profile.input, layout, guard));
     // ABI 2.4: K and V as page pools in the layout the problem names (never sequence-major: the
     // layout is the problem's), with the row padding and byte offset of the options, and the
     // block table int32 [B, Lk / page] compact.
@@ -595,11 +639,12 @@ void put_attention_inputs(GuardedCall& call, const Problem& p, const NumericsPro
     call.put(kV, make_input("V", in.paged.v_pages, profile.input, pool, guard));
     call.put(kBlockTable, make_block_table(in.paged.block_table, p.batch, p.pages_per_sequence(), guard, compact));
   } else {
+    call.put(kQ, make_input("Q", in.q, profile.input, layout, guard));
     call.put(kK, make_input("K", in.k, profile.input, layout, guard));
     call.put(kV, make_input("V", in.v, profile.input, layout, guard));
   }
   if (p.mask != MaskKind::None) call.put(kMask, make_mask(p, in.mask, profile.additive_mask_dtype(), guard, compact));
-  if (p.has_key_lengths) call.put(kKeyLengths, make_key_lengths(in.key_lengths, guard, compact));
+  if (p.has_key_lengths && !p.varlen) call.put(kKeyLengths, make_key_lengths(in.key_lengths, guard, compact));
   // ABI 2.3: slopes [Hq] or [B, Hq] and sinks [Hq], float32 (backend.h). A value float32 would
   // round is refused: make_case_data draws them in float32.
   const char* const in_float32 = "round it to float32 before the reference sees it (make_case_data does)";
@@ -635,6 +680,10 @@ Tensors shared_tensors(Placement& placed) {
   tensors.alibi_slopes = placed.placed(kAlibiSlopes);
   tensors.sinks = placed.placed(kSinks);
   if constexpr (requires { tensors.block_table; }) tensors.block_table = placed.placed(kBlockTable);
+  if constexpr (requires { tensors.cu_seqlens_q; }) {
+    tensors.cu_seqlens_q = placed.placed(kCuSeqlensQ);
+    tensors.cu_seqlens_k = placed.placed(kCuSeqlensK);
+  }
   return tensors;
 }
 
@@ -644,6 +693,7 @@ struct PreparedCall::Buffers {
   Problem problem;
   NumericsProfile profile;
   GuardedCall call{kForwardSlots};
+  std::vector<std::int64_t> query_lengths, key_lengths;  // a packed batch's, to unpack its outputs
 };
 
 PreparedCall::PreparedCall(const Problem& p, const NumericsProfile& profile, const AttentionInputs& in,
@@ -653,6 +703,20 @@ PreparedCall::PreparedCall(const Problem& p, const NumericsProfile& profile, con
   b.problem = p;
   b.profile = profile;
   put_attention_inputs(b.call, p, profile, in, options);
+  if (p.varlen) {
+    // ABI 2.5: out [Tq, Hq, Dv] token-major with the options' row padding, lse [Hq, Tq] compact.
+    b.query_lengths.assign(in.query_lengths.begin(), in.query_lengths.end());
+    b.key_lengths.assign(in.key_lengths.begin(), in.key_lengths.end());
+    const std::int64_t tokens = cumulative_lengths(in.query_lengths, "cu_seqlens_q").back();
+    const Shape4 packed{1, tokens, p.q_heads, p.v_dim};
+    b.call.put(kOut, make_output("out", {tokens, p.q_heads, p.v_dim}, packed_strides(packed, options.row_padding),
+                                 profile.output, options.guard_elements,
+                                 {false, options.row_padding, options.byte_offset, options.null_strides}));
+    if (options.want_lse && profile.writes_lse)
+      b.call.put(kLse, make_output("lse", {p.q_heads, tokens}, {tokens, 1}, DType::F32, options.guard_elements,
+                                   compact_handover(options)));
+    return;
+  }
   b.call.put(kOut, make_attention_output("out", {p.batch, p.q_heads, p.q_len, p.v_dim}, profile.output, options));
   if (options.want_lse && profile.writes_lse)
     b.call.put(kLse, make_output("lse", {p.batch, p.q_heads, p.q_len}, {p.q_heads * p.q_len, p.q_len, 1}, DType::F32,
@@ -676,6 +740,25 @@ BackendRun PreparedCall::finish() {
   const Problem& p = b.problem;
   BackendRun run;
   run.memory_findings = b.call.probe();
+  if (p.varlen) {
+    // Back to the logical padded problem (varlen.h): rows that do not exist hold O = 0 and
+    // LSE = −inf, as the reference's do, and no comparison reads them.
+    const std::int64_t tokens = cumulative_lengths(b.query_lengths, "cu_seqlens_q").back();
+    const HostTensor out = b.call.read(kOut, {1, tokens, p.q_heads, p.v_dim}, 3, b.profile.output, run.memory_findings);
+    run.out = unpack_sequences(p, out.view(), b.query_lengths, PackedRows::Queries, p.q_len, 0.0);
+    if (b.call.has(kLse)) {
+      const HostTensor lse = b.call.read(kLse, {1, 1, p.q_heads, tokens}, 2, DType::F32, run.memory_findings);
+      // [Hq, Tq] as [1, Tq, Hq, 1] for unpack_sequences, then [B, Hq, Lq, 1] as [1, B, Hq, Lq].
+      HostTensor transposed({1, tokens, p.q_heads, 1});
+      for (std::int64_t t = 0; t < tokens; ++t)
+        for (std::int64_t h = 0; h < p.q_heads; ++h) transposed(0, t, h, 0) = lse(0, 0, h, t);
+      HostTensor logical = unpack_sequences(p, transposed.view(), b.query_lengths, PackedRows::Queries, p.q_len,
+                                            -std::numeric_limits<double>::infinity());
+      logical.shape = {1, p.batch, p.q_heads, p.q_len};
+      run.lse = std::move(logical);
+    }
+    return run;
+  }
   run.out = b.call.read(kOut, {p.batch, p.q_heads, p.q_len, p.v_dim}, 4, b.profile.output, run.memory_findings);
   if (b.call.has(kLse)) run.lse = b.call.read(kLse, {1, p.batch, p.q_heads, p.q_len}, 3, DType::F32, run.memory_findings);
   return run;
@@ -712,6 +795,9 @@ BackwardRun run_backend_backward(Backend& backend, const Problem& p, const Numer
                                             "has a gradient)", mask_kind_name(p.mask)));
   if (want_d_bias && !backward_profile.writes_dbias)
     throw std::invalid_argument("dbias: asked for, but the backward profile does not write it (writes_dbias = 0)");
+  if (p.varlen)
+    throw std::invalid_argument("cu_seqlens_q: the backward ABI takes padded batches only (a packed batch is a "
+                                "forward layout: backend.h, ABI 2.5)");
   if (p.is_paged())
     throw std::invalid_argument("block_table: the backward ABI takes contiguous K and V only (a paged cache is an "
                                 "inference layout: backend.h, ABI 2.4)");

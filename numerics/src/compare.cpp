@@ -1,6 +1,7 @@
 // The comparator: the verdict of numerics/README.md §4, the empty-row conventions of §6.1 and the
 // exact modes of §7. Every tolerance comes from ToleranceModel; this file only applies it.
 #include "attncheck/compare.h"
+#include "attncheck/varlen.h"
 
 #include <algorithm>
 #include <cmath>
@@ -147,6 +148,8 @@ Verdict compare_attention(const Problem& problem, const NumericsProfile& profile
   for (std::int64_t b = 0; b < problem.batch; ++b)
     for (std::int64_t h = 0; h < problem.q_heads; ++h)
       for (std::int64_t i = 0; i < problem.q_len; ++i) {
+        // A packed batch's padding rows are no one's output (problem.h): not compared, not counted.
+        if (!query_row_exists(problem, inputs.query_lengths, b, i)) continue;
         const double ref_lse = reference.lse(0, b, h, i);
         const bool empty = reference.stats->allowed_keys(0, b, h, i) == 0;
         if (empty) {

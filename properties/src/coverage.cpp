@@ -110,6 +110,9 @@ const std::vector<Axis>& size_axes() {
            const std::int64_t n = c.problem.page_size;
            return c.problem.is_paged() && n != 1 && n != 16 && n != 64 && n != 256;
          }}}},
+      {"batch packing",
+       {{"packing=padded", [](const AttentionCase& c) { return !c.problem.varlen; }},
+        {"packing=varlen", [](const AttentionCase& c) { return c.problem.varlen; }}}},
       {"size",
        {{"size=small", [](const AttentionCase& c) { return size_class_of(c.problem) == SizeClass::Small; }},
         {"size=medium", [](const AttentionCase& c) { return size_class_of(c.problem) == SizeClass::Medium; }},

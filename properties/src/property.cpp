@@ -67,6 +67,7 @@ std::optional<std::string> outside_space(const AttentionCase& c, DType dtype, co
   if (!space.alibi && p.has_alibi()) return without("ALiBi");
   if (!space.sinks && p.sinks) return without("sinks");
   if (!space.paged && p.is_paged()) return without("a paged KV cache");
+  if (!space.varlen && p.varlen) return without("a packed variable-length batch");
   return std::nullopt;
 }
 
@@ -74,7 +75,7 @@ std::optional<std::string> outside_space(const AttentionCase& c, DType dtype, co
 
 bool SearchExclusions::empty() const {
   return !lse && !gqa && !causal && !window && !softcap && !mask && !key_lengths && !layouts && !poison &&
-         !custom_scale && !alibi && !sinks && !paged && values.empty();
+         !custom_scale && !alibi && !sinks && !paged && !varlen && values.empty();
 }
 
 std::string SearchExclusions::describe() const {
@@ -85,7 +86,8 @@ std::string SearchExclusions::describe() const {
                                                   {mask, "no mask"},          {key_lengths, "no key lengths"},
                                                   {layouts, "no [B, L, H, D] layout"}, {poison, "no poisoned keys"},
                                                   {custom_scale, "the default scale only"}, {alibi, "no ALiBi"},
-                                                  {sinks, "no sinks"}, {paged, "no paged KV cache"}};
+                                                  {sinks, "no sinks"}, {paged, "no paged KV cache"},
+                                                  {varlen, "no packed batch"}};
   for (const auto& [on, text] : options)
     if (on) parts.emplace_back(text);
   for (ValueKind kind : values) parts.push_back(fmt::format("no values={}", value_kind_name(kind)));
@@ -100,6 +102,7 @@ ProblemSpace SearchExclusions::apply(ProblemSpace space) const {
   space.alibi = space.alibi && !alibi;
   space.sinks = space.sinks && !sinks;
   space.paged = space.paged && !paged;
+  space.varlen = space.varlen && !varlen;
   space.mask = space.mask && !mask;
   space.key_lengths = space.key_lengths && !key_lengths;
   space.layouts = space.layouts && !layouts;

@@ -16,6 +16,7 @@ std::vector<PropertyDef> toy_properties();
 std::vector<PropertyDef> layer_properties();
 std::vector<PropertyDef> inference_properties();
 std::vector<PropertyDef> paged_properties();
+std::vector<PropertyDef> varlen_properties();
 }  // namespace props
 
 const std::vector<PropertyDef>& all_properties() {
@@ -29,9 +30,10 @@ const std::vector<PropertyDef>& all_properties() {
     // every mutant of backends/mutants within about a second of a quick run, and a broken kernel
     // should fail fast. The metamorphic families follow; they say more about what is wrong.
     // The inference options (ALiBi, sinks) follow the backward family: only their properties
-    // draw them, so a kernel that gets one of them wrong is caught there first; so do paged caches.
+    // draw them, so a kernel that gets one of them wrong is caught there first; so do paged caches and packed batches.
     for (auto family : {props::conformance_properties, props::determinism_properties, props::backward_properties,
-                        props::inference_properties, props::paged_properties, props::layer_properties, props::toy_properties,
+                        props::inference_properties, props::paged_properties,
+                        props::varlen_properties, props::layer_properties, props::toy_properties,
                         props::normalization_properties, props::independence_properties, props::invariance_properties,
                         props::causality_properties, props::shapes_properties})
       for (auto& property : family()) all.push_back(std::move(property));

@@ -21,6 +21,8 @@ void fit_to_sizes(AttentionCase& c, const Problem& before) {
   }
   if (static_cast<std::int64_t>(c.key_lengths.size()) > p.batch) c.key_lengths.resize(static_cast<std::size_t>(p.batch));
   for (auto& length : c.key_lengths) length = std::min(length, p.k_len);
+  if (static_cast<std::int64_t>(c.query_lengths.size()) > p.batch) c.query_lengths.resize(static_cast<std::size_t>(p.batch));
+  for (auto& length : c.query_lengths) length = std::min(length, p.q_len);
   if (p.alignment == Alignment::Offset) p.diagonal_offset = std::min(p.diagonal_offset, p.k_len);
   if (p.window_left > p.k_len) p.window_left = p.k_len;
   if (p.window_right > p.k_len) p.window_right = p.k_len;
@@ -30,6 +32,7 @@ bool valid(const AttentionCase& c) {
   try {
     c.problem.validate();
     if (!c.key_lengths.empty() && static_cast<std::int64_t>(c.key_lengths.size()) != c.problem.batch) return false;
+    if (!c.query_lengths.empty() && static_cast<std::int64_t>(c.query_lengths.size()) != c.problem.batch) return false;
     return true;
   } catch (const std::exception&) {
     return false;
@@ -71,6 +74,8 @@ std::vector<SimplificationStep> simplification_steps(const AttentionCase& c) {
       add("", "kv paged-head → paged", [](AttentionCase& n) { n.problem.kv_storage = KvStorage::PagedTokenMajor; });
     if (p.page_size > 1) add("", fmt::format("page size {} → 1", p.page_size), [](AttentionCase& n) { n.problem.page_size = 1; });
   }
+  if (p.varlen && p.alignment == Alignment::BottomRight && p.causal)  // the batch stays packed (its properties need it)
+    add("", "varlen align bottom-right → top-left", [](AttentionCase& n) { n.problem.alignment = Alignment::TopLeft; });
   if (p.has_window()) {
     add("window", fmt::format("window={},{} → off", p.window_left, p.window_right), [](AttentionCase& n) {
       n.problem.window_left = n.problem.window_right = -1;
@@ -103,6 +108,8 @@ std::vector<SimplificationStep> simplification_steps(const AttentionCase& c) {
       if (n.problem.alignment == Alignment::KeyLengths) n.problem.alignment = Alignment::TopLeft;
     });
   if (!c.key_lengths.empty()) add("", "fixed key lengths → drawn", [](AttentionCase& n) { n.key_lengths.clear(); });
+  if (!c.query_lengths.empty())
+    add("", "fixed query counts → drawn", [](AttentionCase& n) { n.query_lengths.clear(); });
   if (c.poison_masked) add("poison", "poison → off", [](AttentionCase& n) { n.poison_masked = false; });
   if (c.sequence_major) add("layout", "layout blhd → bhld", [](AttentionCase& n) { n.sequence_major = false; });
   if (p.causal) add("causal", "causal → off", [](AttentionCase& n) { n.problem.causal = false; });

@@ -42,18 +42,19 @@ TEST(CoverageCells, NameEachAxisValueOfACase) {
   EXPECT_EQ(coverage_cells_of(c),
             (std::vector<std::string>{"gqa bf16 mask=bool causal=bottom-right", "batch>=3", "Hq/Hkv>=3", "Lq=tile-1",
                                       "Lk=tile+1", "Dk=odd", "Dv>=256", "Lq<Lk", "layout=blhd", "ALiBi=off", "sinks=off",
-                                      "kv=contiguous", "page=none", "size=small"}));
+                                      "kv=contiguous", "page=none", "packing=padded", "size=small"}));
 
   // 1 is its own class, 16·k exactly is "tile", 2..14 "between"; 64 and 128 are their own head dims.
   const AttentionCase plain = case_with(1, 2, 2, 1, 1, 64, 128);
   EXPECT_EQ(coverage_cells_of(plain),
             (std::vector<std::string>{"mha f32 mask=none causal=none", "batch=1", "Hq/Hkv=1", "Lq=1", "Lk=1", "Dk=64",
                                       "Dv=128", "Lq=Lk", "layout=bhld", "ALiBi=off", "sinks=off", "kv=contiguous", "page=none",
-                                      "size=small"}));
+                                      "packing=padded", "size=small"}));
   const auto cells = coverage_cells_of(case_with(2, 2, 1, 32, 7, 1, 32));
   EXPECT_EQ(std::vector<std::string>(cells.begin() + 1, cells.end()),
             (std::vector<std::string>{"batch=2", "Hq/Hkv=2", "Lq=tile", "Lk=between", "Dk=1", "Dv=other", "Lq>Lk",
-                                      "layout=bhld", "ALiBi=off", "sinks=off", "kv=contiguous", "page=none", "size=small"}));
+                                      "layout=bhld", "ALiBi=off", "sinks=off", "kv=contiguous", "page=none", "packing=padded",
+                                      "size=small"}));
   EXPECT_EQ(cells.front(), "mqa f32 mask=none causal=none");
   // A paged cache falls in its layout and page size; 5 is none of the sizes named on the axis.
   AttentionCase paged = case_with(2, 2, 1, 1, 20, 8, 8);
@@ -61,8 +62,13 @@ TEST(CoverageCells, NameEachAxisValueOfACase) {
   paged.problem.kv_storage = KvStorage::PagedHeadMajor;
   paged.problem.page_size = 5;
   const auto paged_cells = coverage_cells_of(paged);
-  EXPECT_EQ(std::vector<std::string>(paged_cells.end() - 3, paged_cells.end()),
-            (std::vector<std::string>{"kv=paged-head", "page=other", "size=small"}));
+  EXPECT_EQ(std::vector<std::string>(paged_cells.end() - 4, paged_cells.end()),
+            (std::vector<std::string>{"kv=paged-head", "page=other", "packing=padded", "size=small"}));
+  // A packed batch falls in packing=varlen.
+  AttentionCase packed = case_with(3, 2, 2, 9, 9, 8, 8);
+  packed.problem.has_key_lengths = true;
+  packed.problem.varlen = true;
+  EXPECT_EQ(coverage_cells_of(packed).end()[-2], "packing=varlen");
   // 129 = 8·16 + 1 is one past every tile it fills, and more than 96 keys make it medium.
   EXPECT_EQ(coverage_cells_of(case_with(1, 1, 1, 129, 129, 4, 4))[3], "Lq=tile+1");
   EXPECT_EQ(coverage_cells_of(case_with(1, 1, 1, 129, 129, 4, 4)).back(), "size=medium");
@@ -76,8 +82,8 @@ TEST(CoverageCells, EveryCellACaseFallsInIsListedOnceAndOnEachAxisOnce) {
     EXPECT_TRUE(axis_of.emplace(cell.name, cell.axis).second) << cell.name << " is listed twice";
     EXPECT_TRUE(cell.unreachable.empty()) << cell.name << ": " << cell.unreachable;
   }
-  // 3 variants × 3 masks × 5 causal classes per dtype, and 3+3+5+5+6+6+3+2+3+2+3+6+3 axis values.
-  EXPECT_EQ(cells.size(), 3u * 45u + 50u);
+  // 3 variants × 3 masks × 5 causal classes per dtype, and 3+3+5+5+6+6+3+2+3+2+3+6+2+3 axis values.
+  EXPECT_EQ(cells.size(), 3u * 45u + 52u);
   for (const AttentionCase& c : {case_with(4, 12, 3, 15, 33, 111, 512), case_with(1, 1, 1, 1, 8192, 64, 64),
                                  case_with(3, 6, 2, 64, 63, 3, 59)}) {
     std::set<std::string> axes;
@@ -85,7 +91,7 @@ TEST(CoverageCells, EveryCellACaseFallsInIsListedOnceAndOnEachAxisOnce) {
       ASSERT_TRUE(axis_of.count(name)) << name << " (of " << c.describe() << ") is not a listed cell";
       EXPECT_TRUE(axes.insert(axis_of[name]).second) << c.describe() << " falls twice on axis " << axis_of[name];
     }
-    EXPECT_EQ(axes.size(), 14u) << c.describe() << " misses an axis";
+    EXPECT_EQ(axes.size(), 15u) << c.describe() << " misses an axis";
   }
 }
 
@@ -108,7 +114,7 @@ TEST(CoverageCells, UnreachableCellsSayWhy) {
   EXPECT_EQ(unreachable, 45 + 2);
   // The summary counts only reachable cells and says why the others cannot be reached.
   const std::string summary = coverage_summary(cells, {{"mha f32 mask=none causal=none", 5}, {"batch=1", 5}});
-  EXPECT_NE(summary.find("coverage: 2 of 93 reachable cells reached by 5 cases"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("coverage: 2 of 95 reachable cells reached by 5 cases"), std::string::npos) << summary;
   EXPECT_NE(summary.find("batch: 2, >=3"), std::string::npos) << summary;
   EXPECT_NE(summary.find("unreachable: 45 (the backend declines bf16 inputs)"), std::string::npos) << summary;
 }

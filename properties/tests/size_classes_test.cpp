@@ -27,8 +27,10 @@ class Recorder final : public impl::BackendImpl {
     impl::unsupported("recording only");
   }
   void forward(const attncheck_problem&, const attncheck_attention_tensors&) override { impl::unsupported("recording only"); }
-  // Every option, so that the table hands ALiBi, sink and paged problems to check_supported too.
-  std::uint32_t options() const override { return impl::kOptionAlibi | impl::kOptionSinks | impl::kOptionPagedKv; }
+  // Every option, so that the table hands ALiBi, sink, paged and packed problems to check_supported too.
+  std::uint32_t options() const override {
+    return impl::kOptionAlibi | impl::kOptionSinks | impl::kOptionPagedKv | impl::kOptionVarlen;
+  }
   // A backward pass, so that the backward properties draw too: PropertyContext::backward_profile
   // asks check_supported first, which records the problem and declines it.
   bool has_backward() const override { return true; }

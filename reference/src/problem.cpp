@@ -156,6 +156,19 @@ void Problem::validate() const {
     if (!has_key_lengths)
       throw ProblemError("key_lengths: a paged cache needs them (each sequence's length in its pages), but none are given");
   }
+  if (varlen) {
+    if (!has_key_lengths)
+      throw ProblemError("key_lengths: a packed batch needs them (each sequence's key count), but none are given");
+    if (is_paged())
+      throw ProblemError(fmt::format("kv: is {}, but a packed batch takes its keys packed, not in pages",
+                                     kv_storage_name(kv_storage)));
+    if (mask != MaskKind::None)
+      throw ProblemError(fmt::format("mask: is {}, but a packed batch takes no mask (its sequences have no common shape)",
+                                     mask_kind_name(mask)));
+    if (alignment != Alignment::TopLeft && alignment != Alignment::BottomRight)
+      throw ProblemError(fmt::format("alignment: is {}, but a packed batch aligns each sequence top-left or bottom-right",
+                                     alignment_name(alignment)));
+  }
 }
 
 std::string Problem::describe() const {
@@ -173,6 +186,7 @@ std::string Problem::describe() const {
   if (has_alibi()) out += fmt::format(" alibi={}", alibi_slopes_name(alibi));
   if (sinks) out += " sinks=1";
   if (is_paged()) out += fmt::format(" kv={}:{}", kv_storage_name(kv_storage), page_size);
+  if (varlen) out += " varlen=1";
   return out;
 }
 
@@ -228,6 +242,7 @@ Problem parse_problem(std::string_view text) {
     else if (key == "offset") p.diagonal_offset = parse_int(key, value);
     else if (key == "keylens") p.has_key_lengths = parse_int(key, value) != 0;
     else if (key == "sinks") p.sinks = parse_int(key, value) != 0;
+    else if (key == "varlen") p.varlen = parse_int(key, value) != 0;
     else if (key == "kv") {
       const auto colon = value.find(':');
       auto storage = parse_kv_storage(value.substr(0, colon));
@@ -271,7 +286,9 @@ Problem parse_problem(std::string_view text) {
 std::int64_t Problem::diagonal_key(std::int64_t i, std::int64_t key_length) const {
   switch (alignment) {
     case Alignment::TopLeft: return i;
-    case Alignment::BottomRight: return i + k_len - q_len;
+    // A packed sequence's last query sits on row Lq − 1 (first_query_row): its own key length
+    // takes Lk's place, as FlashAttention's varlen diagonal is key_lengths[b] − query_lengths[b].
+    case Alignment::BottomRight: return i + (varlen ? key_length : k_len) - q_len;
     case Alignment::Offset: return i + diagonal_offset;
     case Alignment::KeyLengths: return i + key_length - q_len;
   }

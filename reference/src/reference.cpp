@@ -1,5 +1,6 @@
 #include "attncheck/reference.h"
 #include "attncheck/paged.h"
+#include "attncheck/varlen.h"
 
 #include <Eigen/Dense>
 #include <algorithm>
@@ -343,10 +344,53 @@ void validate_inputs(const Problem& p, const AttentionInputs& in) {
       throw ProblemError(fmt::format("sinks: element {} is {}, but a sink logit must be finite or -inf (no sink)", h,
                                      in.sinks[h]));
   if (p.is_paged()) require_gather_of_pages(p, in);
+  if (p.varlen) {
+    if (static_cast<std::int64_t>(in.query_lengths.size()) != p.batch)
+      throw ProblemError(fmt::format("query_lengths: dim 0 (batch) is {}, but the packed problem expects B = {}",
+                                     in.query_lengths.size(), p.batch));
+    for (size_t b = 0; b < in.query_lengths.size(); ++b)
+      if (in.query_lengths[b] < 0 || in.query_lengths[b] > p.q_len)
+        throw ProblemError(fmt::format("query_lengths: element {} is {}, but must be in [0, Lq = {}]", b,
+                                       in.query_lengths[b], p.q_len));
+  } else if (!in.query_lengths.empty()) {
+    throw ProblemError("query_lengths: given, but the problem is not a packed batch (varlen)");
+  }
 }
+
+namespace {
+
+// A packed batch's padding rows do not exist (problem.h): whatever the blocked kernels computed
+// for them from the logical Q is replaced by what an empty row holds, so that nothing downstream
+// can read a value there as a result.
+void clear_absent_rows(const Problem& p, std::span<const std::int64_t> query_lengths, AttentionResult& result) {
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t i = 0; i < p.q_len; ++i) {
+      if (query_row_exists(p, query_lengths, b, i)) continue;
+      for (std::int64_t h = 0; h < p.q_heads; ++h) {
+        result.lse(0, b, h, i) = kNegInf;
+        for (std::int64_t j = 0; j < p.v_dim; ++j) result.out(b, h, i, j) = 0;
+        if (result.probabilities)
+          for (std::int64_t k = 0; k < p.k_len; ++k) (*result.probabilities)(b, h, i, k) = 0;
+        if (result.scores)
+          for (HostTensor* stage : {&result.scores->raw, &result.scores->capped, &result.scores->biased})
+            for (std::int64_t k = 0; k < p.k_len; ++k) (*stage)(b, h, i, k) = kNegInf;
+        if (RowStatistics* st = result.stats ? &*result.stats : nullptr) {
+          for (HostTensor* row : {&st->allowed_keys, &st->max_abs_score, &st->max_dot_abs, &st->max_abs_alibi})
+            (*row)(0, b, h, i) = 0;
+          st->max_score(0, b, h, i) = kNegInf;
+          for (HostTensor* element : {&st->row_scale, &st->spread, &st->centered, &st->centered_dot, &st->centered_score,
+                                      &st->fp16_tail, &st->reachable_max_abs_value})
+            for (std::int64_t j = 0; j < p.v_dim; ++j) (*element)(b, h, i, j) = 0;
+        }
+      }
+    }
+}
+
+}  // namespace
 
 bool key_allowed(const Problem& p, const AttentionInputs& in, std::int64_t b, std::int64_t h, std::int64_t i,
                  std::int64_t j) {
+  if (!query_row_exists(p, in.query_lengths, b, i)) return false;
   const std::int64_t key_length = p.has_key_lengths ? in.key_lengths[static_cast<size_t>(b)] : p.k_len;
   const KeyRange range = p.structural_key_range(i, key_length);
   if (j < range.first || j >= range.last) return false;
@@ -405,6 +449,7 @@ AttentionResult reference_attention(const Problem& p, const AttentionInputs& in,
     for (std::int64_t t = 1; t < std::min(threads, tasks); ++t) pool.emplace_back(worker);
     worker();
   }
+  if (p.varlen) clear_absent_rows(p, in.query_lengths, result);
   return result;
 }
 

@@ -55,7 +55,7 @@
 #include <stdint.h>
 
 #define ATTNCHECK_ABI_VERSION_MAJOR 2
-#define ATTNCHECK_ABI_VERSION_MINOR 4
+#define ATTNCHECK_ABI_VERSION_MINOR 5
 
 /*! \brief Nonzero when the struct at ptr (of type type, whose first field is struct_size) was written
  * by code that knew field: the only safe way to read a field added in a later minor version. */
@@ -126,7 +126,8 @@ enum {
 enum {
   kAttncheckOptionAlibi = 1u << 0, /*!< \brief problem.alibi with alibi_slopes. */
   kAttncheckOptionSinks = 1u << 1, /*!< \brief problem.has_sinks with sinks. */
-  kAttncheckOptionPagedKv = 1u << 2 /*!< \brief ABI 2.4: problem.kv_storage paged, with block_table. */
+  kAttncheckOptionPagedKv = 1u << 2, /*!< \brief ABI 2.4: problem.kv_storage paged, with block_table. */
+  kAttncheckOptionVarlen = 1u << 3   /*!< \brief ABI 2.5: problem.varlen, packed sequences with cu_seqlens_q/k. */
 };
 
 /*! \brief How K and V are stored (ABI 2.4); see attncheck_problem. */
@@ -195,6 +196,19 @@ enum {
  * masked as every key past the length is. Pages may be shared between sequences (a common
  * prefix). The backward pass takes contiguous K and V only.
  *
+ * ABI 2.5, a packed variable-length batch (varlen != 0; FlashAttention's flash_attn_varlen):
+ * sequence b has q_b = cu_seqlens_q[b + 1] - cu_seqlens_q[b] queries and k_b =
+ * cu_seqlens_k[b + 1] - cu_seqlens_k[b] keys (int32 [B + 1] offsets from 0, non-decreasing, with
+ * 0 <= q_b <= q_len and 0 <= k_b <= k_len: q_len and k_len are the longest a sequence may be, max_seqlen_q
+ * and max_seqlen_k). q is [Tq, Hq, Dk] with Tq = cu_seqlens_q[B], k [Tk, Hkv, Dk], v [Tk, Hkv, Dv]
+ * with Tk = cu_seqlens_k[B], out [Tq, Hq, Dv] and lse [Hq, Tq] (FlashAttention's varlen lse):
+ * sequence b's query r is row cu_seqlens_q[b] + r, its key j row cu_seqlens_k[b] + j. Each
+ * sequence is its own attention problem: causal, the window and ALiBi use its diagonal
+ * p = r (kAttncheckAlignTopLeft) or p = r + k_b - q_b (kAttncheckAlignBottomRight, the only other
+ * alignment allowed). A sequence of 0 queries writes nothing; one of 0 keys has only empty rows.
+ * has_key_lengths is 0 and key_lengths NULL (the counts are the offsets'), mask_kind is none and
+ * kv_storage contiguous. The backward pass takes padded batches only.
+ *
  * A suite sends an option only to a table whose problem_options declares it (absent or 0: none),
  * so rebuilding a plug-in against this header never makes it claim an option it ignores.
  */
@@ -223,6 +237,8 @@ typedef struct {
   /* ABI 2.4 */
   attncheck_kv_storage kv_storage; /*!< \brief Layout of k and v; absent = kAttncheckKvContiguous. */
   int64_t page_size;       /*!< \brief Keys per page (>= 1) when paged; 0 otherwise; absent = 0. */
+  /* ABI 2.5 */
+  int32_t varlen;          /*!< \brief Nonzero: a packed batch addressed by cu_seqlens_q and cu_seqlens_k; absent = 0. */
 } attncheck_problem;
 
 /*! \brief Size of attncheck_problem in ABI 2.0: the smallest a backend of this major accepts. */
@@ -231,6 +247,8 @@ typedef struct {
 #define ATTNCHECK_PROBLEM_SIZE_2_3 (offsetof(attncheck_problem, has_sinks) + sizeof(int32_t))
 /*! \brief Size of attncheck_problem in ABI 2.4 (kv_storage, page_size). */
 #define ATTNCHECK_PROBLEM_SIZE_2_4 (offsetof(attncheck_problem, page_size) + sizeof(int64_t))
+/*! \brief Size of attncheck_problem in ABI 2.5 (varlen). */
+#define ATTNCHECK_PROBLEM_SIZE_2_5 (offsetof(attncheck_problem, varlen) + sizeof(int32_t))
 
 /*!
  * \brief attncheck_problem as ABI 2.0 laid it out, frozen: the copy attncheck_layer_problem embeds.
@@ -337,6 +355,9 @@ typedef struct {
   const DLTensor* sinks;        /*!< \brief [Hq] float32 (problem.has_sinks); NULL without sinks. */
   /* ABI 2.4 */
   const DLTensor* block_table;  /*!< \brief [B, Lk / page_size] int32 (a paged problem); NULL for contiguous K and V. */
+  /* ABI 2.5: a packed batch (problem.varlen), whose q, k, v, out and lse are packed (attncheck_problem). */
+  const DLTensor* cu_seqlens_q; /*!< \brief [B + 1] int32 query offsets; NULL unless varlen. */
+  const DLTensor* cu_seqlens_k; /*!< \brief [B + 1] int32 key offsets; NULL unless varlen. */
 } attncheck_attention_tensors;
 
 #define ATTNCHECK_ATTENTION_TENSORS_SIZE_2_0 (offsetof(attncheck_attention_tensors, lse) + sizeof(DLTensor*))

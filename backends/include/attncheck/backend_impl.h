@@ -183,6 +183,9 @@ inline void check_struct_size(std::uint32_t struct_size, std::size_t minimum, co
 
 /// The structural checks every backend needs before it indexes anything; throws
 /// AbiError(kAttncheckInvalidProblem) naming the field.
+/// Whether the problem is a packed batch; false where the caller's struct predates 2.5.
+inline bool is_varlen(const attncheck_problem& p) { return ATTNCHECK_HAS_FIELD(&p, attncheck_problem, varlen) && p.varlen != 0; }
+
 inline void check_problem(const attncheck_problem& p) {
   check_struct_size(p.struct_size, ATTNCHECK_PROBLEM_SIZE_2_0, "problem");
   auto positive = [](std::int64_t v, const char* field) {
@@ -233,6 +236,14 @@ inline void check_problem(const attncheck_problem& p) {
       if (!p.has_key_lengths) invalid("problem.kv_storage is paged, but has_key_lengths is 0 (a paged cache needs them)");
     }
   }
+  if (is_varlen(p)) {
+    if (p.has_key_lengths) invalid("problem.varlen is set, but has_key_lengths is 1 (a packed batch's key counts are cu_seqlens_k's)");
+    if (p.mask_kind != kAttncheckMaskNone) invalid("problem.varlen is set, but mask_kind is not none (a packed batch takes no mask)");
+    if (p.kv_storage != kAttncheckKvContiguous) invalid("problem.varlen is set, but kv_storage is paged");
+    if (p.alignment != kAttncheckAlignTopLeft && p.alignment != kAttncheckAlignBottomRight)
+      invalid("problem.varlen is set, but alignment is " + std::to_string(p.alignment) +
+              " (a packed batch aligns each sequence top-left or bottom-right)");
+  }
 }
 
 // --- ABI 2.3 options ---------------------------------------------------------------------------------
@@ -253,6 +264,7 @@ enum ProblemOption : std::uint32_t {
   kOptionAlibi = kAttncheckOptionAlibi,  ///< ABI 2.3: problem.alibi
   kOptionSinks = kAttncheckOptionSinks,  ///< ABI 2.3: problem.has_sinks
   kOptionPagedKv = kAttncheckOptionPagedKv,  ///< ABI 2.4: problem.kv_storage paged
+  kOptionVarlen = kAttncheckOptionVarlen,    ///< ABI 2.5: problem.varlen
 };
 
 /// The problem's K/V storage; contiguous where the caller's struct predates 2.4.
@@ -266,7 +278,8 @@ inline bool is_paged(const attncheck_problem& p) { return kv_storage_of(p) != kA
 inline std::string option_names(std::uint32_t used, std::uint32_t implemented) {
   std::string missing;
   for (const auto& [option, what] : {std::pair{kOptionAlibi, "ALiBi"}, std::pair{kOptionSinks, "attention sinks"},
-                                     std::pair{kOptionPagedKv, "paged KV caches"}})
+                                     std::pair{kOptionPagedKv, "paged KV caches"},
+                                     std::pair{kOptionVarlen, "packed variable-length batches"}})
     if ((used & option) != 0 && (implemented & option) == 0) missing += (missing.empty() ? "" : " and ") + std::string(what);
   return missing;
 }
@@ -275,7 +288,7 @@ inline std::string option_names(std::uint32_t used, std::uint32_t implemented) {
 inline std::string missing_options(const attncheck_problem& p, std::uint32_t implemented) {
   const std::uint32_t used =
       (alibi_of(p) != kAttncheckAlibiNone ? std::uint32_t{kOptionAlibi} : 0u) | (has_sinks(p) ? std::uint32_t{kOptionSinks} : 0u) |
-      (is_paged(p) ? std::uint32_t{kOptionPagedKv} : 0u);
+      (is_paged(p) ? std::uint32_t{kOptionPagedKv} : 0u) | (is_varlen(p) ? std::uint32_t{kOptionVarlen} : 0u);
   const std::string missing = option_names(used, implemented);
   return missing.empty() ? missing : "this backend does not implement " + missing;
 }
@@ -383,6 +396,66 @@ void check_block_table_entries(const attncheck_problem& p, const PagedKvArgs& a,
                 std::to_string(a.num_pages - 1));
     }
   }
+}
+
+// --- ABI 2.5: packed variable-length batches -------------------------------------------------------
+
+/// The 2.5 offsets of a forward call, NULL where the caller's struct predates them.
+inline const DLTensor* cu_seqlens_q_of(const attncheck_attention_tensors& t) {
+  return ATTNCHECK_HAS_FIELD(&t, attncheck_attention_tensors, cu_seqlens_q) ? t.cu_seqlens_q : nullptr;
+}
+inline const DLTensor* cu_seqlens_k_of(const attncheck_attention_tensors& t) {
+  return ATTNCHECK_HAS_FIELD(&t, attncheck_attention_tensors, cu_seqlens_k) ? t.cu_seqlens_k : nullptr;
+}
+
+/// A packed call's offsets, checked as tensors ([B + 1] int32 in `device` memory), and the token
+/// counts Tq and Tk its q and k say they hold (dim 0; q, k, v, out and lse are then checked with
+/// check_tensor against them). The offsets' values are only readable where `device` memory is:
+/// checked_cu_seqlens checks them there.
+struct VarlenArgs {
+  TensorArg cu_q, cu_k;
+  std::int64_t total_q = 0, total_k = 0;
+};
+
+inline VarlenArgs check_varlen(const attncheck_problem& p, const attncheck_attention_tensors& t, DLDeviceType device) {
+  VarlenArgs a;
+  a.cu_q = check_tensor(cu_seqlens_q_of(t), "cu_seqlens_q", {p.batch + 1}, {"batch + 1"}, {kI32}, device);
+  a.cu_k = check_tensor(cu_seqlens_k_of(t), "cu_seqlens_k", {p.batch + 1}, {"batch + 1"}, {kI32}, device);
+  const auto tokens = [](const DLTensor* x, const char* name) -> std::int64_t {
+    if (x == nullptr) invalid(std::string(name) + ": is NULL, but the problem requires it");
+    if (x->ndim != 3) invalid(std::string(name) + ": has " + std::to_string(x->ndim) + " dimensions, expected 3 (packed [T, H, D])");
+    if (x->shape[0] < 0) invalid(std::string(name) + ": dim 0 (tokens) is " + std::to_string(x->shape[0]) + ", expected >= 0");
+    return x->shape[0];
+  };
+  a.total_q = tokens(t.q, "q");
+  a.total_k = tokens(t.k, "k");
+  return a;
+}
+
+/// Host memory: the offsets of one side ("cu_seqlens_q" with the queries' `capacity` q_len and
+/// `total` Tq, or the keys'), checked: cu[0] = 0, each sequence's count in [0, capacity], and
+/// cu[B] = total. Returns the B + 1 offsets.
+inline std::vector<std::int64_t> checked_cu_seqlens(const attncheck_problem& p, const TensorArg& cu, const char* name,
+                                                    std::int64_t capacity, std::int64_t total) {
+  std::vector<std::int64_t> offsets(static_cast<size_t>(p.batch + 1));
+  for (std::int64_t b = 0; b <= p.batch; ++b) offsets[static_cast<size_t>(b)] = *cu.at<std::int32_t>(b);
+  if (offsets[0] != 0) invalid(std::string(name) + "[0] is " + std::to_string(offsets[0]) + ", expected 0");
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    const std::int64_t count = offsets[static_cast<size_t>(b + 1)] - offsets[static_cast<size_t>(b)];
+    if (count < 0 || count > capacity)
+      invalid(std::string(name) + ": sequence " + std::to_string(b) + " has " + std::to_string(count) +
+              " tokens, expected 0.." + std::to_string(capacity));
+  }
+  if (offsets.back() != total)
+    invalid(std::string(name) + "[B] is " + std::to_string(offsets.back()) + ", but the packed tensor holds " +
+            std::to_string(total) + " tokens");
+  return offsets;
+}
+
+/// The diagonal offset of a packed sequence of `q_count` queries and `k_count` keys (backend.h,
+/// ABI 2.5): its query r's diagonal is p = r + offset.
+inline std::int64_t varlen_diagonal_offset(const attncheck_problem& p, std::int64_t q_count, std::int64_t k_count) {
+  return p.alignment == kAttncheckAlignBottomRight ? k_count - q_count : 0;
 }
 
 /// The diagonal offset of batch b (problem.h): row i's diagonal is p = i + offset.

@@ -57,8 +57,11 @@ struct AttentionCase {
   std::uint64_t page_shuffle = 0;
   /// A paged problem with B ≥ 2: every sequence's first full pages are batch 0's (prefix sharing).
   bool shared_prefix = false;
+  /// With problem.varlen: these query counts (one per sequence, each in [0, Lq]) instead of drawn
+  /// ones, as key_lengths fixes the key counts. Empty: drawn.
+  std::vector<std::int64_t> query_lengths;
 
-  /// Problem::describe() plus " dtype=f16 values=ties layout=blhd poison=1 lengths=5,0,9 seed=42":
+  /// Problem::describe() plus " dtype=f16 values=ties layout=blhd poison=1 lengths=5,0,9 qlengths=1,0,3 seed=42":
   /// one line, parseable by parse_case, enough to rebuild the exact inputs.
   std::string describe() const;
 };
@@ -75,6 +78,7 @@ struct CaseData {
   std::vector<double> alibi_slopes;  ///< [Hq] or [B, Hq] row-major, float32 values (Problem::alibi)
   std::vector<double> sinks;         ///< [Hq] sink logits, float32 values (Problem::sinks)
   PagedKv pages;                     ///< a paged problem's pool and block table (paged.h); empty otherwise
+  std::vector<std::int64_t> query_lengths;  ///< a packed batch's query counts [B] (Problem::varlen)
 
   AttentionInputs inputs(const Problem& problem) const;
 };
@@ -100,6 +104,11 @@ struct CaseData {
 /// Unused pages, and with poison_masked the last page's tail too, hold the poison values (NaN,
 /// ±max) when poison_masked, and otherwise values drawn like K and V: a kernel that reads them
 /// attends to keys that are not the sequence's. k and v become the gather of the pages.
+///
+/// A packed batch's query counts come from a stream of their own (case.cpp, varlen_stream_seed),
+/// drawn as key lengths are (0, Lq and 1 often: an empty sequence, a full one, a single token),
+/// so its Q, K and V are those of the same case padded; its logical Q holds drawn values in the
+/// rows that do not exist, which are never handed to a kernel.
 CaseData make_case_data(const AttentionCase& c);
 
 /// The additive bias as a kernel whose mask dtype is `mask_dtype` reads it

@@ -57,6 +57,9 @@ struct ProblemSpace {
   /// ABI 2.4: a paged KV cache. Off unless a property opts in (properties/families/paged.cpp lays
   /// a drawn case out in pages; the generator itself never does).
   bool paged = false;
+  /// ABI 2.5: a packed variable-length batch. Off unless a property opts in
+  /// (properties/families/varlen.cpp packs a drawn case; the generator itself never does).
+  bool varlen = false;
 
   static ProblemSpace plain() {
     return {false, false, false, false, false, false, false, false, true, true, 64, 4};

@@ -35,7 +35,8 @@ namespace attncheck {
 struct SearchExclusions {
   bool lse = false;  ///< the LSE is not judged
   bool gqa = false, causal = false, window = false, softcap = false, mask = false, key_lengths = false,
-       layouts = false, poison = false, custom_scale = false, alibi = false, sinks = false, paged = false;
+       layouts = false, poison = false, custom_scale = false, alibi = false, sinks = false, paged = false,
+       varlen = false;
   std::vector<ValueKind> values;  ///< value kinds not drawn (a property's first kind stays)
   bool empty() const;
   /// "the LSE not judged; no window; no softcap": what the search left out.

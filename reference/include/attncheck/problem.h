@@ -41,6 +41,20 @@
 /// (paged.h). Per-sequence lengths are key_lengths (has_key_lengths is required); slots at or past
 /// ⌈key_lengths[b] / page_size⌉ are unused, and neither they nor the last page's tail beyond the
 /// length may change the result. Lk is the table's capacity, a multiple of page_size.
+///
+/// Packed variable-length batches (ABI 2.5; FlashAttention's varlen API): sequence b has
+/// query_lengths[b] ∈ [0, Lq] queries and key_lengths[b] ∈ [0, Lk] keys (has_key_lengths is
+/// required), and a kernel receives them packed, Q as [Σ_b query_lengths[b], Hq, Dk] and K, V as
+/// [Σ_b key_lengths[b], Hkv, D], with offsets cu_seqlens (varlen.h). Each sequence is its own
+/// attention problem, and causal, the window and ALiBi are measured per sequence: TopLeft p = r,
+/// BottomRight p = r + key_lengths[b] − query_lengths[b] for its query r. Packing is storage, not
+/// semantics: the logical problem is the padded [B, Hq, Lq, Dk] one in which sequence b's queries
+/// are the rows [first_query_row(b), first_query_row(b) + query_lengths[b]) — the first rows under
+/// TopLeft, the last under BottomRight, so that diagonal_key's KeyLengths rule
+/// p = i + key_lengths[b] − Lq gives the per-sequence diagonal — and its keys are keys
+/// [0, key_lengths[b]). The other rows do not exist: the reference writes O = 0 and LSE = −inf
+/// there and nothing compares them. A mask, a paged cache and the Offset and KeyLengths
+/// alignments are not combined with packing (FlashAttention's varlen takes none of them).
 #pragma once
 
 #include <cstdint>
@@ -114,6 +128,8 @@ struct Problem {
   KvStorage kv_storage = KvStorage::Contiguous;  ///< paged K/V with a block table (file comment)
   std::int64_t page_size = 0;                    ///< keys per page when paged (≥ 1, divides Lk); 0 otherwise
 
+  bool varlen = false;  ///< packed variable-length sequences with query_lengths (file comment)
+
   /// A problem with these dimensions and every option at its default (no mask, no causal…).
   static Problem of_shape(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_heads, std::int64_t q_len,
                           std::int64_t k_len, std::int64_t qk_dim, std::int64_t v_dim);
@@ -135,6 +151,12 @@ struct Problem {
   std::int64_t pages_per_sequence() const { return is_paged() ? k_len / page_size : 0; }
   /// The slots a sequence of `key_length` keys uses, ⌈key_length / page_size⌉.
   std::int64_t pages_used(std::int64_t key_length) const { return (key_length + page_size - 1) / page_size; }
+
+  /// The logical row of a packed sequence's first query (file comment): Lq − query_length under
+  /// BottomRight, 0 otherwise (and for every problem that is not varlen, whose rows all exist).
+  std::int64_t first_query_row(std::int64_t query_length) const {
+    return varlen && alignment == Alignment::BottomRight ? q_len - query_length : 0;
+  }
 
   /// The key on query row i's diagonal, i + offset(b) (the alignments above), for a batch row
   /// whose key length is `key_length` (k_len unless has_key_lengths).

@@ -42,6 +42,9 @@ struct AttentionInputs {
   /// are then the gather of the pages (validate_inputs checks every key below its length), or
   /// both empty, and reference_attention gathers them itself.
   PagedKvView paged;
+  /// [B], each in [0, Lq]: a packed batch's query counts (problem.h, varlen.h); empty unless
+  /// Problem::varlen. Logical rows outside each sequence's queries do not exist.
+  std::span<const std::int64_t> query_lengths;
 };
 
 /// Which build of the reference's inner loops runs. Every one computes the same bits, on every
@@ -110,11 +113,14 @@ void validate_inputs(const Problem& problem, const AttentionInputs& inputs);
 /// Whether query row i of (b, h) may attend key j: inside its structural key range
 /// (Problem::structural_key_range at batch b's key length) and not excluded by the mask (a
 /// boolean zero, an additive −inf, broadcast as problem.h says). The element-wise form of what
-/// the reference's blocked kernels compute, for code outside them (the gradient bound).
+/// the reference's blocked kernels compute, for code outside them (the gradient bound). False in
+/// a row that does not exist (varlen.h, query_row_exists).
 bool key_allowed(const Problem& problem, const AttentionInputs& inputs, std::int64_t b, std::int64_t h,
                  std::int64_t i, std::int64_t j);
 
-/// Scaled dot-product attention for every Problem option. Validates first.
+/// Scaled dot-product attention for every Problem option. Validates first. Rows that do not exist
+/// (a packed batch's padding, problem.h) get O = 0, LSE = −inf, zero statistics, zero
+/// probabilities and −inf score stages: as an empty row, but no comparison reads them.
 AttentionResult reference_attention(const Problem& problem, const AttentionInputs& inputs,
                                     const ReferenceOptions& options = {});
 
