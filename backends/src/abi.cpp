@@ -188,8 +188,8 @@ Problem from_abi(const attncheck_problem& a) {
 attncheck_layer_problem to_abi(const LayerProblem& p) {
   attncheck_layer_problem a{};
   a.struct_size = sizeof(attncheck_layer_problem);
-  if (p.attention.has_alibi() || p.attention.sinks || p.attention.is_paged())
-    bad_field("layer problem: ALiBi, sinks and paged caches are options of the attention core only (the layer "
+  if (p.attention.has_alibi() || p.attention.sinks || p.attention.is_paged() || p.attention.varlen)
+    bad_field("layer problem: ALiBi, sinks, paged caches and packed batches are options of the attention core only (the layer "
               "embeds the ABI 2.0 problem, backend.h)");
   const attncheck_problem core = to_abi(p.attention);
   std::memcpy(&a.attention, &core, ATTNCHECK_PROBLEM_SIZE_2_0);

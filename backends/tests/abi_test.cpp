@@ -180,6 +180,76 @@ TEST(Conversions, PagedCachesRoundTripAndNeverReachAnOlderTable) {
   EXPECT_THROW(to_abi(layer), BackendError);
 }
 
+// ABI 2.5: a packed batch's key counts travel as cu_seqlens_k (has_key_lengths 0 in the ABI, set
+// again on the way back), a 2.4 writer's problem is padded, a table that predates the field is
+// told so, and a packed problem that names key lengths or a mask is refused.
+TEST(Conversions, PackedBatchesRoundTripAndNeverReachAnOlderTable) {
+  Problem p = Problem::of_shape(3, 4, 2, 9, 17, 8, 8);
+  p.has_key_lengths = true;
+  p.causal = true;
+  p.alignment = Alignment::BottomRight;
+  p.varlen = true;
+  const attncheck_problem a = to_abi(p);
+  EXPECT_EQ(a.varlen, 1);
+  EXPECT_EQ(a.has_key_lengths, 0);
+  EXPECT_NO_THROW(impl::check_problem(a));
+  Problem back = from_abi(a);
+  back.scale.reset();
+  EXPECT_EQ(back, p);
+  attncheck_problem older = a;
+  older.struct_size = static_cast<std::uint32_t>(ATTNCHECK_PROBLEM_SIZE_2_4);
+  EXPECT_FALSE(from_abi(older).varlen);
+  EXPECT_FALSE(impl::is_varlen(older));
+  attncheck_problem named_lengths = a;
+  named_lengths.has_key_lengths = 1;
+  EXPECT_THROW(impl::check_problem(named_lengths), impl::AbiError);
+  attncheck_problem masked = a;
+  masked.mask_kind = kAttncheckMaskBoolean;
+  EXPECT_THROW(impl::check_problem(masked), impl::AbiError);
+  attncheck_problem offset = a;
+  offset.alignment = kAttncheckAlignOffset;
+  EXPECT_THROW(impl::check_problem(offset), impl::AbiError);
+  EXPECT_EQ(impl::varlen_diagonal_offset(a, 2, 7), 5);
+  EXPECT_EQ(impl::varlen_diagonal_offset(older, 2, 7), 5) << "bottom-right either way; only a packed call asks";
+
+  Backend old_plugin(attncheck_c_mock_2_0_entry(), "c-mock-2.0");
+  EXPECT_EQ(old_plugin.unsupported_reason(p, DType::F32),
+            "the backend was built for ABI 2.0, which predates packed variable-length batches (ABI 2.5)");
+  Backend no_options(impl::make_backend_table<NoOptions>("no-options", "implements no option"), "test");
+  EXPECT_EQ(no_options.unsupported_reason(p, DType::F32),
+            "the backend does not declare packed variable-length batches in its table's problem_options");
+  LayerProblem layer;
+  layer.attention = p;
+  layer.model_dim = 8;
+  EXPECT_THROW(to_abi(layer), BackendError);
+}
+
+// The offsets of a packed call are checked on the host: from 0, each count within its capacity,
+// the last one the packed tensor's token count.
+TEST(Conversions, CuSeqlensAreCheckedAsOffsets) {
+  attncheck_problem p = to_abi([] {
+    Problem q = Problem::of_shape(2, 1, 1, 4, 4, 1, 1);
+    q.has_key_lengths = true;
+    q.varlen = true;
+    return q;
+  }());
+  const auto offsets = [](std::vector<std::int32_t>& values) {
+    impl::TensorArg t;
+    t.data = reinterpret_cast<const char*>(values.data());
+    t.dtype = impl::kI32;
+    t.ndim = 1;
+    t.shape = {static_cast<std::int64_t>(values.size()), 0, 0, 0};
+    t.strides = {1, 0, 0, 0};
+    return t;
+  };
+  std::vector<std::int32_t> good{0, 3, 7}, not_from_zero{1, 3, 7}, too_long{0, 5, 7}, shrinking{0, 3, 2};
+  EXPECT_EQ(impl::checked_cu_seqlens(p, offsets(good), "cu_seqlens_q", 4, 7), (std::vector<std::int64_t>{0, 3, 7}));
+  EXPECT_THROW(impl::checked_cu_seqlens(p, offsets(good), "cu_seqlens_q", 4, 8), impl::AbiError) << "a total of 8 tokens";
+  EXPECT_THROW(impl::checked_cu_seqlens(p, offsets(not_from_zero), "cu_seqlens_q", 4, 7), impl::AbiError);
+  EXPECT_THROW(impl::checked_cu_seqlens(p, offsets(too_long), "cu_seqlens_q", 4, 7), impl::AbiError) << "5 > Lq = 4";
+  EXPECT_THROW(impl::checked_cu_seqlens(p, offsets(shrinking), "cu_seqlens_q", 4, 2), impl::AbiError);
+}
+
 // c_abi_mock.c builds its table as C; here the same header is read as C++.
 TEST(CAbi, TableBuiltInCDrivesThroughTheHandle) {
   static_assert(offsetof(attncheck_backend, abi_version) == 0, "abi_version is the frozen first field");

@@ -349,5 +349,68 @@ TEST(PagedCase, UnusedSlotsNamingNoPageAreNeverFollowed) {
   EXPECT_THROW(check_case(backend, c, d), ProblemError);
 }
 
+// A packed batch (problem.h, ABI 2.5): query counts come from their own stream, so Q, K and V
+// are the padded case's; fixed counts replace the draw and round-trip through the case text.
+TEST(VarlenCase, QueryCountsAreDrawnApartAndFixedOnesRoundTrip) {
+  AttentionCase c;
+  c.problem = Problem::of_shape(6, 2, 1, 9, 11, 4, 4);
+  c.problem.has_key_lengths = true;
+  c.problem.causal = true;
+  c.problem.alignment = Alignment::BottomRight;
+  c.seed = 41;
+  AttentionCase padded = c;
+  c.problem.varlen = true;
+  const CaseData d = make_case_data(c), e = make_case_data(padded);
+  ASSERT_EQ(d.query_lengths.size(), 6u);
+  for (std::int64_t n : d.query_lengths) EXPECT_TRUE(n >= 0 && n <= 9) << n;
+  EXPECT_EQ(d.q.values, e.q.values);
+  EXPECT_EQ(d.k.values, e.k.values);
+  EXPECT_EQ(d.key_lengths, e.key_lengths);
+  EXPECT_TRUE(e.query_lengths.empty());
+  validate_inputs(c.problem, d.inputs(c.problem));
+
+  c.query_lengths = {0, 1, 9, 4, 2, 3};
+  const AttentionCase back = parse_case(c.describe());
+  EXPECT_EQ(back.query_lengths, c.query_lengths);
+  EXPECT_TRUE(back.problem.varlen);
+  EXPECT_EQ(make_case_data(back).query_lengths, c.query_lengths);
+  c.query_lengths = {10, 0, 0, 0, 0, 0};
+  EXPECT_THROW(make_case_data(c), ProblemError) << "10 queries past Lq = 9";
+  padded.query_lengths = {1, 1, 1, 1, 1, 1};
+  EXPECT_THROW(make_case_data(padded), ProblemError) << "query counts on a padded problem";
+}
+
+// cpu-flash on packed batches through every probe of the harness: sequences of 0 and 1 tokens,
+// both alignments, row padding and a byte offset on the packed tensors; and cpu-naive, which does
+// not declare the option, declines them.
+TEST(VarlenCase, CpuFlashPassesPackedBatchesThroughEveryProbe) {
+  Backend flash = open_backend("cpu-flash");
+  for (const Alignment alignment : {Alignment::TopLeft, Alignment::BottomRight}) {
+    AttentionCase c;
+    c.problem = Problem::of_shape(5, 4, 2, 70, 130, 16, 8);
+    c.problem.has_key_lengths = true;
+    c.problem.causal = true;
+    c.problem.alignment = alignment;
+    c.problem.sinks = true;
+    c.problem.varlen = true;
+    c.key_lengths = {130, 0, 1, 64, 77};
+    c.query_lengths = {70, 3, 0, 1, 65};
+    c.seed = 9;
+    RunOptions options;
+    options.row_padding = 3;
+    options.byte_offset = 64;
+    const CaseCheck check = check_case(flash, c, make_case_data(c), options);
+    EXPECT_TRUE(check.passed()) << alignment_name(alignment) << ": " << check.report();
+  }
+  AttentionCase c;
+  c.problem = Problem::of_shape(2, 1, 1, 3, 3, 2, 2);
+  c.problem.has_key_lengths = true;
+  c.problem.varlen = true;
+  Backend naive = open_backend("cpu-naive");
+  const auto reason = naive.unsupported_reason(c.problem, DType::F32);
+  ASSERT_TRUE(reason.has_value());
+  EXPECT_NE(reason->find("packed variable-length batches"), std::string::npos) << *reason;
+}
+
 }  // namespace
 }  // namespace attncheck

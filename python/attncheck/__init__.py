@@ -280,7 +280,8 @@ def verify(backend: Any, paths: Union[str, _os.PathLike, Sequence[Union[str, _os
     return [VerifyResult(r) for r in rows]
 
 
-def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slopes=None, sinks=None, block_table=None):
+def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slopes=None, sinks=None, block_table=None,
+              cu_seqlens_q=None, cu_seqlens_k=None):
     """The suite's double-precision reference (reference/include/attncheck/reference.h).
 
     q [B, Hq, Lq, Dk], k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv], mask [Bm, Hm, Lqm, Lkm] (boolean:
@@ -290,6 +291,10 @@ def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slop
     [pages, page_size, Hkv, D] or [pages, Hkv, page_size, D], and block_table [B, Lk / page_size]:
     the reference is that of the keys the table reaches (reference/include/attncheck/paged.h).
     Returns (out [B, Hq, Lq, Dv], lse [B, Hq, Lq]) as float64 NumPy arrays.
+    A packed batch (Problem(varlen=True), FlashAttention's varlen layout) takes q [Tq, Hq, Dk],
+    k and v [Tk, Hkv, D] with cu_seqlens_q and cu_seqlens_k ([B + 1] offsets from 0) instead of
+    key_lengths, each sequence aligned on its own diagonal (problem.h), and returns
+    (out [Tq, Hq, Dv], lse [Hq, Tq]).
     """
     import numpy as np
 
@@ -301,8 +306,12 @@ def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slop
 
     lengths = None if key_lengths is None else [int(n) for n in np.asarray(key_lengths).reshape(-1)]
     table = None if block_table is None else [int(n) for n in np.asarray(block_table).reshape(-1)]
+
+    def offsets(x):
+        return None if x is None else [int(n) for n in np.asarray(x).reshape(-1)]
+
     return _engine.reference(problem, f64(q), f64(k), f64(v), None if mask is None else f64(mask), lengths,
-                             flat(alibi_slopes), flat(sinks), table)
+                             flat(alibi_slopes), flat(sinks), table, offsets(cu_seqlens_q), offsets(cu_seqlens_k))
 
 
 class _Bits:

@@ -30,6 +30,7 @@
 #include "attncheck/fixture.h"
 #include "attncheck/golden.h"
 #include "attncheck/reference.h"
+#include "attncheck/varlen.h"
 #include "attncheck/report.h"
 #include "attncheck/shard.h"
 #include "attncheck/toy_case.h"
@@ -521,6 +522,39 @@ View4<const double> view_of(const DoubleArray& array, const char* name) {
   return view;
 }
 
+// A packed [T, H, D] array as a [1, T, H, D] view (varlen.h's packed form).
+View4<const double> packed_view_of(const DoubleArray& array, const char* name) {
+  if (array.ndim() != 3)
+    throw nb::value_error(fmt::format("{}: a packed batch's tensor is [tokens, heads, dim], 3 dimensions, got {}", name,
+                                      array.ndim()).c_str());
+  View4<const double> view;
+  view.data = array.data();
+  view.shape = {1, static_cast<std::int64_t>(array.shape(0)), static_cast<std::int64_t>(array.shape(1)),
+                static_cast<std::int64_t>(array.shape(2))};
+  view.strides = {0, static_cast<std::int64_t>(array.stride(0)), static_cast<std::int64_t>(array.stride(1)),
+                  static_cast<std::int64_t>(array.stride(2))};
+  return view;
+}
+
+// The counts of cu_seqlens offsets ([B + 1], from 0, non-decreasing), checked against the problem.
+std::vector<std::int64_t> counts_of(const Problem& problem, const std::optional<std::vector<std::int64_t>>& offsets,
+                                    const char* name, std::int64_t tokens) {
+  if (!offsets) throw nb::value_error(fmt::format("{}: the problem is a packed batch (varlen), but none is given", name).c_str());
+  const std::vector<std::int64_t>& cu = *offsets;
+  if (static_cast<std::int64_t>(cu.size()) != problem.batch + 1 || cu.front() != 0)
+    throw nb::value_error(fmt::format("{}: expected B + 1 = {} offsets starting at 0, got {}", name, problem.batch + 1,
+                                      cu.size()).c_str());
+  std::vector<std::int64_t> counts;
+  for (size_t b = 0; b + 1 < cu.size(); ++b) {
+    if (cu[b + 1] < cu[b]) throw nb::value_error(fmt::format("{}: offset {} is below offset {}", name, b + 1, b).c_str());
+    counts.push_back(cu[b + 1] - cu[b]);
+  }
+  if (cu.back() != tokens)
+    throw nb::value_error(fmt::format("{}: the last offset is {}, but the packed tensor holds {} tokens", name, cu.back(),
+                                      tokens).c_str());
+  return counts;
+}
+
 nb::ndarray<nb::numpy, double> to_numpy(HostTensor tensor, int ndim_from) {
   auto* owned = new std::vector<double>(std::move(tensor.values));
   nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<std::vector<double>*>(p); });
@@ -532,7 +566,42 @@ nb::ndarray<nb::numpy, double> to_numpy(HostTensor tensor, int ndim_from) {
 nb::tuple reference(const Problem& problem, const DoubleArray& q, const DoubleArray& k, const DoubleArray& v,
                     std::optional<DoubleArray> mask, std::optional<std::vector<std::int64_t>> key_lengths,
                     std::optional<std::vector<double>> alibi_slopes, std::optional<std::vector<double>> sinks,
-                    std::optional<std::vector<std::int32_t>> block_table) {
+                    std::optional<std::vector<std::int32_t>> block_table,
+                    std::optional<std::vector<std::int64_t>> cu_seqlens_q, std::optional<std::vector<std::int64_t>> cu_seqlens_k) {
+  if (problem.varlen) {
+    // Packed q [Tq, Hq, Dk], k and v [Tk, Hkv, D] with their offsets (backend.h, ABI 2.5): unpacked
+    // into the logical padded problem (varlen.h), and its outputs packed back, out [Tq, Hq, Dv] and
+    // lse [Hq, Tq] as FlashAttention's varlen returns them.
+    if (key_lengths) throw nb::value_error("key_lengths: a packed batch's key counts are cu_seqlens_k's; pass that instead");
+    if (block_table || mask) throw nb::value_error("a packed batch takes no mask and no block table");
+    const View4<const double> pq = packed_view_of(q, "q"), pk = packed_view_of(k, "k"), pv = packed_view_of(v, "v");
+    if (pk.shape[1] != pv.shape[1]) throw nb::value_error("v: holds another token count than k");
+    const std::vector<std::int64_t> queries = counts_of(problem, cu_seqlens_q, "cu_seqlens_q", pq.shape[1]);
+    const std::vector<std::int64_t> keys = counts_of(problem, cu_seqlens_k, "cu_seqlens_k", pk.shape[1]);
+    const std::vector<double> slopes = alibi_slopes.value_or(std::vector<double>{}), sink_logits = sinks.value_or(std::vector<double>{});
+    AttentionResult result;
+    HostTensor out, lse;
+    try {
+      nb::gil_scoped_release release;
+      problem.validate();
+      const HostTensor lq = unpack_sequences(problem, pq, queries, PackedRows::Queries, problem.q_len, 0.0);
+      const HostTensor lk = unpack_sequences(problem, pk, keys, PackedRows::Keys, problem.k_len, 0.0);
+      const HostTensor lv = unpack_sequences(problem, pv, keys, PackedRows::Keys, problem.k_len, 0.0);
+      AttentionInputs inputs{lq.view(), lk.view(), lv.view(), {}, keys, slopes, sink_logits, {}, queries};
+      result = reference_attention(problem, inputs);
+      out = pack_sequences(problem, result.out.view(), queries, PackedRows::Queries);
+      HostTensor rows = std::move(result.lse);  // [1, B, Hq, Lq] read as [B, Hq, Lq, 1]
+      rows.shape = {problem.batch, problem.q_heads, problem.q_len, 1};
+      const HostTensor packed = pack_sequences(problem, rows.view(), queries, PackedRows::Queries);  // [1, Tq, Hq, 1]
+      lse = HostTensor({1, 1, problem.q_heads, packed.shape[1]});
+      for (std::int64_t t = 0; t < packed.shape[1]; ++t)
+        for (std::int64_t h = 0; h < problem.q_heads; ++h) lse(0, 0, h, t) = packed(0, t, h, 0);
+    } catch (const ProblemError& e) {
+      throw nb::value_error(e.what());
+    }
+    return nb::make_tuple(to_numpy(std::move(out), 1), to_numpy(std::move(lse), 2));
+  }
+  if (cu_seqlens_q || cu_seqlens_k) throw nb::value_error("cu_seqlens: given, but the problem is not a packed batch (varlen)");
   AttentionInputs inputs;
   inputs.q = view_of(q, "q");
   const std::vector<std::int32_t> table = block_table.value_or(std::vector<std::int32_t>{});
@@ -625,7 +694,7 @@ Problem make_problem(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_h
                      const std::string& alignment, std::int64_t diagonal_offset, std::int64_t window_left,
                      std::int64_t window_right, const std::string& mask, std::int64_t mask_batch, std::int64_t mask_heads,
                      std::int64_t mask_q_len, std::int64_t mask_k_len, bool has_key_lengths, const std::string& alibi,
-                     bool sinks, const std::string& kv_storage, std::int64_t page_size) {
+                     bool sinks, const std::string& kv_storage, std::int64_t page_size, bool varlen) {
   Problem p = Problem::of_shape(batch, q_heads, kv_heads, q_len, k_len, qk_dim, v_dim);
   p.scale = scale;
   p.softcap = softcap;
@@ -652,6 +721,7 @@ Problem make_problem(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_h
   if (!storage) throw nb::value_error(fmt::format("kv_storage '{}': use contiguous, paged or paged-head", kv_storage).c_str());
   p.kv_storage = *storage;
   p.page_size = page_size;
+  p.varlen = varlen;
   try {
     p.validate();
   } catch (const ProblemError& e) {
@@ -667,16 +737,16 @@ void bind_problem(nb::module_& m) {
                        const std::string& alignment, std::int64_t diagonal_offset, std::int64_t window_left,
                        std::int64_t window_right, const std::string& mask, std::int64_t mask_batch, std::int64_t mask_heads,
                        std::int64_t mask_q_len, std::int64_t mask_k_len, bool has_key_lengths, const std::string& alibi,
-                       bool sinks, const std::string& kv_storage, std::int64_t page_size) {
+                       bool sinks, const std::string& kv_storage, std::int64_t page_size, bool varlen) {
              return make_problem(batch, q_heads, kv_heads, q_len, k_len, qk_dim, v_dim, scale, softcap, causal, alignment,
                                  diagonal_offset, window_left, window_right, mask, mask_batch, mask_heads, mask_q_len,
-                                 mask_k_len, has_key_lengths, alibi, sinks, kv_storage, page_size);
+                                 mask_k_len, has_key_lengths, alibi, sinks, kv_storage, page_size, varlen);
            }),
            nb::kw_only(), "batch"_a = 1, "q_heads"_a = 1, "kv_heads"_a = 1, "q_len"_a = 1, "k_len"_a = 1, "qk_dim"_a = 1,
            "v_dim"_a = 1, "scale"_a = nb::none(), "softcap"_a = 0.0, "causal"_a = false, "alignment"_a = "top-left",
            "diagonal_offset"_a = 0, "window_left"_a = -1, "window_right"_a = -1, "mask"_a = "none", "mask_batch"_a = 1,
            "mask_heads"_a = 1, "mask_q_len"_a = 1, "mask_k_len"_a = 1, "has_key_lengths"_a = false, "alibi"_a = "none",
-           "sinks"_a = false, "kv_storage"_a = "contiguous", "page_size"_a = 0)
+           "sinks"_a = false, "kv_storage"_a = "contiguous", "page_size"_a = 0, "varlen"_a = false)
       .def_static(
           "parse",
           [](const std::string& text) {
@@ -713,6 +783,8 @@ void bind_problem(nb::module_& m) {
       .def_prop_ro("kv_storage", [](const Problem& p) { return std::string(kv_storage_name(p.kv_storage)); },
                    "K and V storage: 'contiguous', 'paged' ([pages, page, Hkv, D]) or 'paged-head' ([pages, Hkv, page, D])")
       .def_ro("page_size", &Problem::page_size, "Keys per page of a paged cache (0 when contiguous)")
+      .def_ro("varlen", &Problem::varlen,
+              "A packed variable-length batch: q_len and k_len are the longest sequence's, has_key_lengths is set; problem.h")
       .def("effective_scale", &Problem::effective_scale)
       .def("group_size", &Problem::group_size)
       .def("kv_head_of", &Problem::kv_head_of, "h"_a)
@@ -997,10 +1069,12 @@ void define_module(nb::module_& m) {
 
   m.def("reference", &reference, "problem"_a, "q"_a, "k"_a, "v"_a, "mask"_a.none() = nb::none(),
         "key_lengths"_a.none() = nb::none(), "alibi_slopes"_a.none() = nb::none(), "sinks"_a.none() = nb::none(),
-        "block_table"_a.none() = nb::none(),
+        "block_table"_a.none() = nb::none(), "cu_seqlens_q"_a.none() = nb::none(), "cu_seqlens_k"_a.none() = nb::none(),
         "The double-precision reference (reference_attention): returns (out [B, Hq, Lq, Dv], lse [B, Hq, Lq]). "
         "alibi_slopes: [Hq] or [B, Hq] flattened row-major; sinks: [Hq]; a paged problem's k and v are its page "
-        "pools and block_table [B, Lk / page] is flattened row-major.");
+        "pools and block_table [B, Lk / page] is flattened row-major. A packed batch (varlen) takes q [Tq, Hq, Dk], "
+        "k and v [Tk, Hkv, D] with cu_seqlens_q and cu_seqlens_k ([B + 1] offsets), and returns out [Tq, Hq, Dv] "
+        "and lse [Hq, Tq].");
 
   m.def(
       "read_fixture",

@@ -188,6 +188,33 @@ def test_reference_takes_a_paged_cache():
         attncheck.Problem(k_len=2, kv_storage="paged", page_size=1)
 
 
+def test_reference_takes_a_packed_batch():
+    # Two sequences packed (FlashAttention's varlen layout), bottom-right causal, scale 1, D = 1.
+    # Sequence 0: one query q = 1, keys k = (0, log 3), v = (2, 6): its query sits on diagonal
+    # 0 + 2 - 1 = 1 and sees both keys, weights (1/4, 3/4): out = 2/4 + 18/4 = 5, lse = log 4.
+    # Sequence 1: two queries, one key k = 0, v = 4: query 0 is on diagonal 0 + 1 - 2 = -1 and
+    # sees nothing (out 0, lse -inf); query 1 sees the key alone: out = 4, lse = 0 (hand-derived).
+    problem = attncheck.Problem(batch=2, q_len=2, k_len=2, scale=1.0, causal=True, alignment="bottom-right",
+                                has_key_lengths=True, varlen=True)
+    assert problem.varlen and "varlen=1" in problem.describe()
+    assert attncheck.Problem.parse(problem.describe()) == problem
+    q = np.ones((3, 1, 1))
+    k = np.array([0.0, np.log(3.0), 0.0]).reshape(3, 1, 1)
+    v = np.array([2.0, 6.0, 4.0]).reshape(3, 1, 1)
+    out, lse = attncheck.reference(problem, q, k, v, cu_seqlens_q=[0, 1, 3], cu_seqlens_k=[0, 2, 3])
+    assert out.shape == (3, 1, 1) and lse.shape == (1, 3)
+    assert out[0, 0, 0] == pytest.approx(5.0, rel=1e-15)
+    assert lse[0, 0] == pytest.approx(np.log(4.0), rel=1e-15)
+    assert out[1, 0, 0] == 0.0 and lse[0, 1] == -np.inf
+    assert out[2, 0, 0] == pytest.approx(4.0, rel=1e-15) and lse[0, 2] == 0.0
+    with pytest.raises(ValueError, match="cu_seqlens_k: the last offset is 2"):
+        attncheck.reference(problem, q, k, v, cu_seqlens_q=[0, 1, 3], cu_seqlens_k=[0, 1, 2])
+    with pytest.raises(ValueError, match="key_lengths: a packed batch's key counts"):
+        attncheck.reference(problem, q, k, v, key_lengths=[2, 1], cu_seqlens_q=[0, 1, 3], cu_seqlens_k=[0, 2, 3])
+    with pytest.raises(ValueError, match="key_lengths: a packed batch needs them"):
+        attncheck.Problem(batch=2, varlen=True)
+
+
 def test_verify_runs_the_toy_cases_in_every_dtype(repo_root):
     results = attncheck.verify(NumpyAttention(), repo_root / "fixtures" / "toy")
     assert results and all(r.status == "passed" for r in results), [r for r in results if r.status != "passed"]
