@@ -14,6 +14,14 @@ StridedTensor strided(const impl::TensorArg& arg) {
   return t;
 }
 
+// A packed [T, H, D] tensor as the kernels address it, (0, head, token, dim) (attention_params.h).
+StridedTensor packed(const impl::TensorArg& arg) {
+  StridedTensor t;
+  t.data = const_cast<char*>(arg.data);
+  t.stride[0] = 0, t.stride[1] = arg.strides[1], t.stride[2] = arg.strides[0], t.stride[3] = arg.strides[2];
+  return t;
+}
+
 }  // namespace
 
 std::optional<ElementType> element_type_of(DLDataType dtype) {
@@ -41,8 +49,33 @@ AttentionParams make_params(const attncheck_problem& p, const attncheck_attentio
                          .causal = p.causal != 0, .alignment = p.alignment,
                          .diagonal_offset = p.alignment == kAttncheckAlignOffset ? p.diagonal_offset : 0,
                          .window_left = p.window_left, .window_right = p.window_right, .mask_kind = p.mask_kind};
-  params.q = strided(impl::check_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim},
-                                        {"batch", "query heads", "query length", "head dim"}, {dtype}, device));
+  if (impl::is_varlen(p)) {
+    // ABI 2.5: the packed tensors and their offsets stay in the backend's memory; the offsets are
+    // the caller's contract (backend.h), and packed_span reads a sequence that breaks it as empty.
+    if (t.mask != nullptr || t.key_lengths != nullptr || impl::block_table_of(t) != nullptr)
+      impl::invalid("a packed batch takes no mask, no key_lengths (cu_seqlens_k holds its key counts) and no block_table");
+    const impl::VarlenArgs va = impl::check_varlen(p, t, device);
+    params.q = packed(impl::check_tensor(t.q, "q", {va.total_q, p.q_heads, p.qk_dim}, {"query tokens", "query heads", "head dim"},
+                                         {dtype}, device));
+    params.k = packed(impl::check_tensor(t.k, "k", {va.total_k, p.kv_heads, p.qk_dim}, {"key tokens", "kv heads", "head dim"},
+                                         {dtype}, device));
+    params.v = packed(impl::check_tensor(t.v, "v", {va.total_k, p.kv_heads, p.v_dim}, {"key tokens", "kv heads", "value dim"},
+                                         {dtype}, device));
+    params.out = packed(impl::check_tensor(t.out, "out", {va.total_q, p.q_heads, p.v_dim},
+                                           {"query tokens", "query heads", "value dim"}, {dtype}, device));
+    if (t.lse != nullptr) {
+      const impl::TensorArg lse =
+          impl::check_tensor(t.lse, "lse", {p.q_heads, va.total_q}, {"query heads", "query tokens"}, {impl::kF32}, device);
+      params.lse = const_cast<float*>(lse.at<float>(0));
+      params.lse_stride[0] = 0, params.lse_stride[1] = lse.strides[0], params.lse_stride[2] = lse.strides[1];
+    }
+    params.cu_seqlens_q = va.cu_q.at<std::int32_t>(0);
+    params.cu_seqlens_k = va.cu_k.at<std::int32_t>(0);
+    params.total_q = va.total_q, params.total_k = va.total_k;
+  } else {
+    params.q = strided(impl::check_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim},
+                                          {"batch", "query heads", "query length", "head dim"}, {dtype}, device));
+  }
   const DLTensor* block_table = impl::block_table_of(t);
   if (impl::is_paged(p)) {
     // ABI 2.4: the pools and the table stay in the backend's memory; their entries are the
@@ -57,16 +90,18 @@ AttentionParams make_params(const attncheck_problem& p, const attncheck_attentio
     params.block_table_stride[1] = pages.table.strides[1];
     params.page_size = p.page_size;
     params.num_pages = pages.num_pages;
-  } else {
+  } else if (!impl::is_varlen(p)) {
     if (block_table != nullptr) impl::invalid("block_table: is given, but problem.kv_storage is contiguous");
     params.k = strided(impl::check_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim},
                                           {"batch", "kv heads", "key length", "head dim"}, {dtype}, device));
     params.v = strided(impl::check_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim},
                                           {"batch", "kv heads", "key length", "value dim"}, {dtype}, device));
   }
-  params.out = strided(impl::check_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim},
-                                          {"batch", "query heads", "query length", "value dim"}, {dtype}, device));
-  if (t.lse != nullptr) {
+  if (!impl::is_varlen(p)) {
+    params.out = strided(impl::check_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim},
+                                            {"batch", "query heads", "query length", "value dim"}, {dtype}, device));
+  }
+  if (t.lse != nullptr && !impl::is_varlen(p)) {
     const impl::TensorArg lse = impl::check_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len},
                                                    {"batch", "query heads", "query length"}, {impl::kF32}, device);
     params.lse = const_cast<float*>(lse.at<float>(0));

@@ -63,7 +63,7 @@ class KernelBackend : public CudaBackend {
   /// them through the lse); the naive kernels implement no option.
   /// Paged caches (ABI 2.4) in the flash forward; the backward ABI takes contiguous K and V only.
   std::uint32_t options() const final {
-    return config_.kind == KernelKind::Flash ? impl::kOptionSinks | impl::kOptionPagedKv : 0u;
+    return config_.kind == KernelKind::Flash ? impl::kOptionSinks | impl::kOptionPagedKv | impl::kOptionVarlen : 0u;
   }
   std::uint32_t backward_options() const final { return config_.kind == KernelKind::Flash ? impl::kOptionSinks : 0u; }
   attncheck_backward_profile backward_profile(const attncheck_problem& problem, DLDataType input) const final;

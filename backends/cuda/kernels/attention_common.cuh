@@ -38,9 +38,43 @@ __device__ __forceinline__ T& mutable_element(const StridedTensor& t, std::int64
   return static_cast<T*>(t.data)[i0 * t.stride[0] + i1 * t.stride[1] + i2 * t.stride[2] + i3 * t.stride[3]];
 }
 
-/// Keys of batch b that exist: key_lengths[b] (padding / varlen), else Lk.
+/// Tokens [first, first + count) of packed sequence b in offsets `cu` (a packed batch, ABI 2.5).
+/// Offsets that break backend.h's contract (which the device cannot check cheaply) give an empty
+/// sequence, which reads and writes nothing, instead of memory outside the tensor.
+struct PackedSpan {
+  std::int64_t first, count;
+};
+
+__device__ __forceinline__ PackedSpan packed_span(const std::int32_t* cu, std::int64_t b, std::int64_t capacity,
+                                                  std::int64_t total) {
+  const std::int64_t first = cu[b], count = static_cast<std::int64_t>(cu[b + 1]) - first;
+  if (first < 0 || count < 0 || count > capacity || first + count > total) return {0, 0};
+  return {first, count};
+}
+
+/// Keys of batch b that exist: a packed sequence's count, key_lengths[b] (padding), else Lk.
 __device__ __forceinline__ std::int64_t key_length_of(const AttentionParams& p, std::int64_t b) {
+  if (p.cu_seqlens_k != nullptr) return packed_span(p.cu_seqlens_k, b, p.k_len, p.total_k).count;
   return p.key_lengths != nullptr ? p.key_lengths[b * p.key_lengths_stride] : p.k_len;
+}
+
+/// A packed sequence's logical rows (problem.h): [first, first + count), its queries placed on
+/// the last rows under bottom-right alignment so that the key-lengths diagonal is its own.
+struct QueryRows {
+  std::int64_t first, count;
+};
+
+__device__ __forceinline__ QueryRows query_rows_of(const AttentionParams& p, std::int64_t b) {
+  if (p.cu_seqlens_q == nullptr) return {0, p.q_len};
+  const std::int64_t count = packed_span(p.cu_seqlens_q, b, p.q_len, p.total_q).count;
+  return {p.alignment == kAlignBottomRight ? p.q_len - count : 0, count};
+}
+
+/// What is added to a logical row of batch b to address q, out and lse: the sequence's first token
+/// minus its first logical row for a packed batch, 0 otherwise.
+__device__ __forceinline__ std::int64_t query_address_shift(const AttentionParams& p, std::int64_t b) {
+  if (p.cu_seqlens_q == nullptr) return 0;
+  return packed_span(p.cu_seqlens_q, b, p.q_len, p.total_q).first - query_rows_of(p, b).first;
 }
 
 /// Half-open range [first, last) of keys that key length, a short mask, causal and window leave
@@ -52,7 +86,8 @@ struct KeyRange {
 
 __device__ __forceinline__ KeyRange row_key_range(const AttentionParams& p, std::int64_t i, std::int64_t key_length) {
   std::int64_t offset = 0;
-  if (p.alignment == kAlignBottomRight) offset = p.k_len - p.q_len;
+  // A packed sequence's rows end on row Lq − 1 (query_rows_of): its own key count takes Lk's place.
+  if (p.alignment == kAlignBottomRight) offset = (p.cu_seqlens_q != nullptr ? key_length : p.k_len) - p.q_len;
   else if (p.alignment == kAlignOffset) offset = p.diagonal_offset;
   else if (p.alignment == kAlignKeyLengths) offset = key_length - p.q_len;
   const std::int64_t diagonal = i + offset;
@@ -66,16 +101,20 @@ __device__ __forceinline__ KeyRange row_key_range(const AttentionParams& p, std:
 }
 
 /// What a block of a grid (⌈Lq / tile_rows⌉, Hq, B) owns: query rows [row0, row0 + rows) of head
-/// h in batch b (the last tile may be short), the kv head its group reads and batch b's key length.
+/// h in batch b (the last tile may be short; for a packed batch, clipped to the sequence's rows,
+/// possibly to none), the kv head its group reads and batch b's key length.
 struct QueryTileOfBlock {
   std::int64_t h, b, row0, rows, kv, key_length;
 };
 
 __device__ __forceinline__ QueryTileOfBlock query_tile_of_block(const AttentionParams& p, int tile_rows) {
   const std::int64_t h = blockIdx.y, b = blockIdx.z;
-  const std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows;
-  const std::int64_t rows = p.q_len - row0 < tile_rows ? p.q_len - row0 : tile_rows;
-  return {h, b, row0, rows, h / p.group, key_length_of(p, b)};
+  std::int64_t row0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows;
+  std::int64_t end = p.q_len - row0 < tile_rows ? p.q_len : row0 + tile_rows;
+  const QueryRows existing = query_rows_of(p, b);
+  if (existing.first > row0) row0 = existing.first;
+  if (existing.first + existing.count < end) end = existing.first + existing.count;
+  return {h, b, row0, end > row0 ? end - row0 : 0, h / p.group, key_length_of(p, b)};
 }
 
 /// The keys some row of query tile [row0, row0 + rows) may see: the hull [first, last) of the
@@ -100,6 +139,7 @@ __device__ __forceinline__ KeyRange query_tile_key_span(const AttentionParams& p
 template <class T>
 __device__ __forceinline__ float key_value(const AttentionParams& p, const StridedTensor& t, std::int64_t b,
                                            std::int64_t kv, std::int64_t j, std::int64_t d) {
+  if (p.cu_seqlens_k != nullptr) return to_float(element<T>(t, 0, kv, p.cu_seqlens_k[b] + j, d));
   if (p.block_table == nullptr) return to_float(element<T>(t, b, kv, j, d));
   const std::int64_t page = p.block_table[b * p.block_table_stride[0] + (j / p.page_size) * p.block_table_stride[1]];
   if (page < 0 || page >= p.num_pages) return 0.0f;

@@ -32,6 +32,7 @@ template <class T>
 __global__ void flash_attention_kernel(AttentionParams p, int tile_rows, int tile_keys) {
   const auto [h, b, row0, rows, kv, key_length] = query_tile_of_block(p, tile_rows);
   const std::int64_t dk = p.qk_dim, dv = p.v_dim;
+  const std::int64_t shift = query_address_shift(p, b);  // logical row → the row q, out and lse hold it in
   const int tid = static_cast<int>(threadIdx.x), threads = static_cast<int>(blockDim.x);
 
   ATTNCHECK_DYNAMIC_SHARED(float, shared);
@@ -49,7 +50,7 @@ __global__ void flash_attention_kernel(AttentionParams p, int tile_rows, int til
   const KeyRange span = query_tile_key_span(p, row0, rows, key_length);
 
   for (std::int64_t e = tid; e < rows * dk; e += threads)
-    q_tile[e] = to_float(element<T>(p.q, b, h, row0 + e / dk, e % dk));
+    q_tile[e] = to_float(element<T>(p.q, b, h, shift + row0 + e / dk, e % dk));
   for (std::int64_t e = tid; e < rows * dv; e += threads) acc[e] = 0.0f;
   for (std::int64_t r = tid; r < rows; r += threads) {
     row_max[r] = negative_infinity();
@@ -130,9 +131,9 @@ __global__ void flash_attention_kernel(AttentionParams p, int tile_rows, int til
   for (std::int64_t e = tid; e < rows * dv; e += threads) {
     const std::int64_t r = e / dv, d = e % dv;
     const float l = row_sum[r];
-    mutable_element<T>(p.out, b, h, row0 + r, d) = from_float<T>(l == 0.0f ? 0.0f : acc[e] * row_rescale[r] / l);
+    mutable_element<T>(p.out, b, h, shift + row0 + r, d) = from_float<T>(l == 0.0f ? 0.0f : acc[e] * row_rescale[r] / l);
   }
-  for (std::int64_t r = tid; r < rows; r += threads) write_lse(p, b, h, row0 + r, row_max[r], row_sum[r]);
+  for (std::int64_t r = tid; r < rows; r += threads) write_lse(p, b, h, shift + row0 + r, row_max[r], row_sum[r]);
 }
 
 ATTNCHECK_KERNEL_NAMESPACE_END

@@ -134,12 +134,34 @@ std::vector<GridCase> attention_grid(const std::vector<DType>& dtypes) {
                                                          KvStorage::PagedTokenMajor, 1));
     poisoned_lengths(decode, {40, 17});
   }
+  // Packed batches (ABI 2.5; cuda-flash only): sequences of 0, 1 and many tokens across the
+  // device's 32-key tiles under bottom-right causal with GQA; top-left with sinks and a sequence
+  // of no keys (its rows hold the sink alone); packed rows with padding and a byte offset.
+  {
+    const auto packed = [&](std::string name, Problem p, std::vector<std::int64_t> queries,
+                            std::vector<std::int64_t> keys) -> GridCase& {
+      p.has_key_lengths = true;
+      p.varlen = true;
+      GridCase& g = add(std::move(name), p);
+      g.c.query_lengths = std::move(queries);
+      g.c.key_lengths = std::move(keys);
+      return g;
+    };
+    packed("VarlenCausalGqa", with_causal(shape(4, 6, 2, 33, 70, 16, 16), Alignment::BottomRight), {33, 0, 1, 17},
+           {70, 5, 33, 0});
+    Problem sinks = with_causal(shape(3, 4, 4, 9, 20, 16, 16), Alignment::TopLeft);
+    sinks.sinks = true;
+    packed("VarlenTopLeftSinks", sinks, {9, 4, 1}, {0, 20, 3});
+    GridCase& g = packed("VarlenPaddedRowsByteOffset", shape(2, 4, 2, 17, 33, 16, 16), {17, 5}, {12, 33});
+    g.options.row_padding = 3;
+    g.options.byte_offset = 64;
+  }
   return in_dtypes(base, dtypes);
 }
 
 std::vector<GridCase> backward_attention_grid(const std::vector<DType>& dtypes) {
   std::vector<GridCase> grid = attention_grid(dtypes);
-  std::erase_if(grid, [](const GridCase& g) { return g.c.problem.is_paged(); });
+  std::erase_if(grid, [](const GridCase& g) { return g.c.problem.is_paged() || g.c.problem.varlen; });
   return grid;
 }
 

@@ -47,6 +47,14 @@ struct AttentionParams {
   const std::int32_t* block_table = nullptr;
   std::int64_t block_table_stride[2] = {0, 0};
   std::int64_t page_size = 1, num_pages = 0;
+  /// ABI 2.5, a packed batch: sequence b's queries are tokens [cu_seqlens_q[b], cu_seqlens_q[b + 1])
+  /// of q, out and lse, its keys tokens [cu_seqlens_k[b], cu_seqlens_k[b + 1]) of k and v (in the
+  /// backend's memory), whose strides are then (0, head, token, dim). The kernels work on the
+  /// logical padded rows of problem.h: the sequence's queries are rows [first, first + count)
+  /// with first = Lq − count under bottom-right alignment, 0 otherwise. Null: a padded batch.
+  const std::int32_t* cu_seqlens_q = nullptr;
+  const std::int32_t* cu_seqlens_k = nullptr;
+  std::int64_t total_q = 0, total_k = 0;  ///< tokens of q and of k, which no offset may pass
 };
 
 /// Everything the backward kernels need (backend.h, attncheck_backward_tensors). `forward` holds
