@@ -26,6 +26,9 @@ int generate_command(const GenerateOptions& options, std::ostream& out, std::ost
   } catch (const std::invalid_argument& e) {  // an unknown suite, or (ProblemError) an ISA this CPU lacks
     err << "attncheck generate: " << e.what() << "\n";
     return kExitUsage;
+  }  catch (const FixtureError& e) {  // a suite's fixture its own reader would refuse: a bug here, reported, not a crash
+    err << "attncheck generate: suite '" << options.suite << "' built a fixture it cannot write: " << e.what() << "\n";
+    return kExitFailed;
   }
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
