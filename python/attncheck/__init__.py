@@ -317,7 +317,7 @@ def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slop
 class _Bits:
     """__array_interface__ of a call tensor, for as_numpy."""
 
-    _TYPESTR = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "uint8": "|u1", "int64": "<i8"}
+    _TYPESTR = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "uint8": "|u1", "int32": "<i4", "int64": "<i8"}
 
     def __init__(self, tensor: Tensor):
         if tensor.dtype not in self._TYPESTR:

@@ -1,15 +1,22 @@
-"""A NumPy attention kernel as an attncheck backend: every Problem option, in float32.
+"""A NumPy attention kernel as an attncheck backend: every Problem option, in float32, and packed
+variable-length batches (the `options` it declares: FlashAttention's varlen layout).
 
 `NumpyAttention()` is correct; `NumpyAttention(planted_bug="causal-off-by-one")` lets each query
-see one key past its causal diagonal, a bug attncheck's reference-agreement property catches.
+see one key past its causal diagonal, a bug attncheck's reference-agreement property catches;
+`NumpyAttention(planted_bug="cu-seqlens-as-lengths")` reads cu_seqlens_k[b + 1], an offset, as
+sequence b's key count, which varlen-equals-per-sequence catches.
 Run from the command line:  python -m attncheck.cli run python/examples/numpy_kernel.py:NumpyAttention
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 import attncheck
+
+_PLANTED_BUGS = (None, "causal-off-by-one", "cu-seqlens-as-lengths")
 
 
 def _bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
@@ -36,9 +43,12 @@ class NumpyAttention:
 
     name = "numpy-attention"
     description = "NumPy float32 attention (python/examples/numpy_kernel.py)"
+    # The optional problem options forward implements (python/README.md): the suite hands this
+    # backend packed batches, and declines every other option for it.
+    options = ("varlen",)
 
     def __init__(self, planted_bug: str | None = None):
-        if planted_bug not in (None, "causal-off-by-one"):
+        if planted_bug not in _PLANTED_BUGS:
             raise ValueError(f"unknown planted bug {planted_bug!r}")
         self.planted_bug = planted_bug
         if planted_bug:
@@ -64,7 +74,51 @@ class NumpyAttention:
             self._forward(problem, t)
 
     def _forward(self, problem, t):
+        if problem.varlen:
+            return self._forward_packed(problem, t)
         q, k, v = _read(t.q), _read(t.k), _read(t.v)
+        mask = None
+        if problem.mask != "none":
+            mask = _read(t.mask) if problem.mask == "bias" else attncheck.as_numpy(t.mask)
+        lengths = attncheck.as_numpy(t.key_lengths).astype(np.int64) if problem.has_key_lengths else None
+        o, lse = self._attend(problem, q, k, v, mask, lengths)
+        self._store(t.out, attncheck.as_numpy(t.out), o)
+        if t.lse is not None:
+            attncheck.as_numpy(t.lse)[...] = lse
+
+    @staticmethod
+    def _store(tensor, out, o):
+        out[...] = _f32_to_bf16_bits(o) if tensor.dtype == "bfloat16" else o.astype(out.dtype)
+
+    def _forward_packed(self, problem, t):
+        """Each packed sequence alone: q [Tq, Hq, Dk], k and v [Tk, Hkv, D], out [Tq, Hq, Dv], lse [Hq, Tq]."""
+        q, k, v = _read(t.q), _read(t.k), _read(t.v)
+        cu_q = attncheck.as_numpy(t.cu_seqlens_q).astype(np.int64)
+        cu_k = attncheck.as_numpy(t.cu_seqlens_k).astype(np.int64)
+        out = attncheck.as_numpy(t.out)
+        for b in range(problem.batch):
+            q0, q1, k0, k1 = cu_q[b], cu_q[b + 1], cu_k[b], cu_k[b + 1]
+            if self.planted_bug == "cu-seqlens-as-lengths":
+                k1 = min(k0 + cu_k[b + 1], k.shape[0], k0 + problem.k_len)
+            if q1 == q0:
+                continue
+            # One sequence as a padded batch of one; no key at all: one masked slot.
+            keys = k1 - k0
+            qs = np.swapaxes(q[q0:q1], 0, 1)[None]
+            ks = np.swapaxes(k[k0:k1], 0, 1)[None] if keys else np.zeros((1, problem.kv_heads, 1, problem.qk_dim), np.float32)
+            vs = np.swapaxes(v[k0:k1], 0, 1)[None] if keys else np.zeros((1, problem.kv_heads, 1, problem.v_dim), np.float32)
+            alone = SimpleNamespace(batch=1, q_heads=problem.q_heads, q_len=int(q1 - q0), k_len=max(int(keys), 1),
+                                    scale=problem.scale, softcap=problem.softcap, mask="none", mask_k_len=1,
+                                    causal=problem.causal, alignment=problem.alignment, diagonal_offset=0,
+                                    window_left=problem.window_left, window_right=problem.window_right,
+                                    group_size=problem.group_size, has_window=problem.has_window)
+            o, lse = self._attend(alone, qs, ks, vs, None, np.array([keys]))
+            self._store(t.out, out[q0:q1], np.swapaxes(o[0], 0, 1))
+            if t.lse is not None:
+                attncheck.as_numpy(t.lse)[:, q0:q1] = lse[0]
+
+    def _attend(self, problem, q, k, v, mask, lengths):
+        """O [B, Hq, Lq, Dv] and LSE [B, Hq, Lq] in float32 of padded q, k, v."""
         B, Hq, Lq, Lk = problem.batch, problem.q_heads, problem.q_len, problem.k_len
         group = problem.group_size()
         # GQA: query head h reads kv head h // (Hq / Hkv).
@@ -75,8 +129,7 @@ class NumpyAttention:
             c = problem.softcap
             s = (c * np.tanh(s.astype(np.float64) / c)).astype(np.float32)
         allowed = np.ones((B, Hq, Lq, Lk), dtype=bool)
-        if problem.mask != "none":
-            mask = _read(t.mask) if problem.mask == "bias" else attncheck.as_numpy(t.mask)
+        if mask is not None:
             padded = np.zeros(mask.shape[:3] + (Lk,), dtype=mask.dtype)
             padded[..., : problem.mask_k_len] = mask
             in_mask = np.arange(Lk) < problem.mask_k_len
@@ -85,7 +138,7 @@ class NumpyAttention:
             else:
                 s = s + padded.astype(np.float32)
                 allowed &= in_mask & (padded != -np.inf)
-        lengths = attncheck.as_numpy(t.key_lengths).astype(np.int64) if problem.has_key_lengths else np.full(B, Lk)
+        lengths = np.full(B, Lk) if lengths is None else lengths
         allowed &= np.arange(Lk)[None, None, None, :] < lengths[:, None, None, None]
         if problem.causal or problem.has_window():
             if problem.alignment == "bottom-right":
@@ -116,8 +169,5 @@ class NumpyAttention:
         safe = np.where(empty, np.float32(1), total)
         o = np.matmul(e / safe, v)
         o = np.where(empty, np.float32(0), o)
-        out = attncheck.as_numpy(t.out)
-        out[...] = _f32_to_bf16_bits(o) if t.out.dtype == "bfloat16" else o.astype(out.dtype)
-        if t.lse is not None:
-            lse = np.where(empty[..., 0], np.float32(-np.inf), m[..., 0] + np.log(safe[..., 0]))
-            attncheck.as_numpy(t.lse)[...] = lse
+        lse = np.where(empty[..., 0], np.float32(-np.inf), m[..., 0] + np.log(safe[..., 0]))
+        return o, lse

@@ -923,7 +923,12 @@ void bind_tensors(nb::module_& m) {
       .def_ro("mask", &AttentionTensorSet::mask)
       .def_ro("key_lengths", &AttentionTensorSet::key_lengths)
       .def_ro("out", &AttentionTensorSet::out)
-      .def_ro("lse", &AttentionTensorSet::lse);
+      .def_ro("lse", &AttentionTensorSet::lse)
+      .def_ro("alibi_slopes", &AttentionTensorSet::alibi_slopes, "[Hq] or [B, Hq] float32 (options 'alibi')")
+      .def_ro("sinks", &AttentionTensorSet::sinks, "[Hq] float32 (options 'sinks')")
+      .def_ro("block_table", &AttentionTensorSet::block_table, "[B, Lk / page] int32 (options 'paged')")
+      .def_ro("cu_seqlens_q", &AttentionTensorSet::cu_seqlens_q, "[B + 1] int32 query offsets (options 'varlen')")
+      .def_ro("cu_seqlens_k", &AttentionTensorSet::cu_seqlens_k, "[B + 1] int32 key offsets (options 'varlen')");
   nb::class_<LayerTensorSet>(m, "LayerTensors", "The tensors of one forward_layer call; None where the problem has none.")
       .def_ro("x", &LayerTensorSet::x)
       .def_ro("x_kv", &LayerTensorSet::x_kv)

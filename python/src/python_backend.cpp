@@ -87,16 +87,55 @@ class CallTensors {
   std::vector<nb::object> made_;
 };
 
+// The option names a Python backend may declare in its `options` (python/README.md), as the
+// table's problem_options bits.
+std::uint32_t declared_options(const nb::object& backend) {
+  if (!nb::hasattr(backend, "options")) return 0;
+  std::uint32_t bits = 0;
+  for (nb::handle item : backend.attr("options")) {
+    const std::string name = nb::cast<std::string>(nb::str(item));
+    if (name == "alibi") bits |= impl::kOptionAlibi;
+    else if (name == "sinks") bits |= impl::kOptionSinks;
+    else if (name == "paged") bits |= impl::kOptionPagedKv;
+    else if (name == "varlen") bits |= impl::kOptionVarlen;
+    else
+      throw nb::value_error(
+          fmt::format("options: '{}' is not one of alibi, sinks, paged, varlen (the ABI's optional problem options)", name)
+              .c_str());
+  }
+  return bits;
+}
+
 void check_attention_tensors(const attncheck_problem& p, const attncheck_attention_tensors& t) {
   using impl::check_cpu_tensor;
   using impl::kBF16;
   using impl::kF16;
   using impl::kF32;
   impl::check_problem(p);
+  // The inference options' tensors, checked as the C++ backends check them (backend_impl.h).
+  (void)impl::checked_alibi_slopes(p, impl::alibi_slopes_of(t), kDLCPU);
+  (void)impl::checked_sinks(p, impl::sinks_of(t), kDLCPU);
+  if (impl::is_varlen(p)) {
+    const impl::VarlenArgs va = impl::check_varlen(p, t, kDLCPU);
+    const impl::TensorArg q = check_cpu_tensor(t.q, "q", {va.total_q, p.q_heads, p.qk_dim},
+                                               {"query tokens", "query heads", "head dim"}, {kF32, kF16, kBF16});
+    check_cpu_tensor(t.k, "k", {va.total_k, p.kv_heads, p.qk_dim}, {"key tokens", "kv heads", "head dim"}, {q.dtype});
+    check_cpu_tensor(t.v, "v", {va.total_k, p.kv_heads, p.v_dim}, {"key tokens", "kv heads", "value dim"}, {q.dtype});
+    check_cpu_tensor(t.out, "out", {va.total_q, p.q_heads, p.v_dim}, {"query tokens", "query heads", "value dim"},
+                     {kF32, kF16, kBF16});
+    if (t.lse != nullptr) check_cpu_tensor(t.lse, "lse", {p.q_heads, va.total_q}, {"query heads", "query tokens"}, {kF32});
+    (void)impl::checked_cu_seqlens(p, va.cu_q, "cu_seqlens_q", p.q_len, va.total_q);
+    (void)impl::checked_cu_seqlens(p, va.cu_k, "cu_seqlens_k", p.k_len, va.total_k);
+    return;
+  }
   const impl::TensorArg q = check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim},
                                              {"batch", "query heads", "query length", "head dim"}, {kF32, kF16, kBF16});
-  check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {q.dtype});
-  check_cpu_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {q.dtype});
+  if (impl::is_paged(p)) {
+    impl::check_paged_kv(p, t.k, t.v, impl::block_table_of(t), {q.dtype}, kDLCPU);
+  } else {
+    check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {q.dtype});
+    check_cpu_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {q.dtype});
+  }
   check_cpu_tensor(t.out, "out", {p.batch, p.q_heads, p.q_len, p.v_dim}, {"batch", "query heads", "query length", "value dim"},
                    {kF32, kF16, kBF16});
   if (t.lse != nullptr)
@@ -114,10 +153,14 @@ void check_attention_tensors(const attncheck_problem& p, const attncheck_attenti
 
 class PythonBackend final : public impl::BackendImpl {
  public:
-  explicit PythonBackend(nb::object backend) : backend_(std::move(backend)) {
+  PythonBackend(nb::object backend, std::uint32_t options) : backend_(std::move(backend)), options_(options) {
     has_layer_ = nb::hasattr(backend_, "forward_layer");
     has_problem_profiles_ = nb::hasattr(backend_, "problem_profile");
   }
+
+  // What the backend's `options` declares; the table declines every other option before
+  // supports() runs (backend_impl.h), so a backend written before an option never sees it.
+  std::uint32_t options() const override { return options_; }
   ~PythonBackend() override {
     nb::gil_scoped_acquire gil;
     backend_.reset();
@@ -165,6 +208,11 @@ class PythonBackend final : public impl::BackendImpl {
     set.key_lengths = made.add("key_lengths", tensors.key_lengths, false);
     set.out = made.add("out", tensors.out, true);
     set.lse = made.add("lse", tensors.lse, true);
+    set.alibi_slopes = made.add("alibi_slopes", impl::alibi_slopes_of(tensors), false);
+    set.sinks = made.add("sinks", impl::sinks_of(tensors), false);
+    set.block_table = made.add("block_table", impl::block_table_of(tensors), false);
+    set.cu_seqlens_q = made.add("cu_seqlens_q", impl::cu_seqlens_q_of(tensors), false);
+    set.cu_seqlens_k = made.add("cu_seqlens_k", impl::cu_seqlens_k_of(tensors), false);
     set.abi_problem = problem;
     set.abi_tensors = &tensors;
     nb::object set_object = nb::cast(std::move(set), nb::rv_policy::move);
@@ -233,12 +281,16 @@ class PythonBackend final : public impl::BackendImpl {
   nb::object backend_;
   bool has_layer_ = false;
   bool has_problem_profiles_ = false;
+  std::uint32_t options_ = 0;
 };
 
 }  // namespace
 
 attncheck_backend* make_python_backend_table(nb::object backend, const std::string& name, const std::string& description) {
-  return impl::make_backend_table<PythonBackend>(name.c_str(), description.c_str(), std::move(backend));
+  // Read here, where a ValueError for an unknown option name reaches the caller (the table's
+  // constructor swallows exceptions: it returns NULL across the C ABI).
+  const std::uint32_t options = declared_options(backend);
+  return impl::make_backend_table<PythonBackend>(name.c_str(), description.c_str(), std::move(backend), options);
 }
 
 }  // namespace attncheck::python
