@@ -333,6 +333,10 @@ CaseData make_case_data(const AttentionCase& c) {
   const Problem& p = c.problem;
   p.validate();
   require_key_lengths_used(p, c.key_lengths);
+  if (p.varlen && (c.sequence_major || c.poison_masked))
+    throw ProblemError(fmt::format("case: {} has no meaning for a packed batch (varlen=1), whose tensors are packed "
+                                   "token-major and hold no key past a sequence's length",
+                                   c.sequence_major ? "layout=blhd" : "poison=1"));
   PortableRandom rng(c.seed);
   CaseData d;
   d.q = HostTensor({p.batch, p.q_heads, p.q_len, p.qk_dim});

@@ -378,6 +378,12 @@ TEST(VarlenCase, QueryCountsAreDrawnApartAndFixedOnesRoundTrip) {
   EXPECT_THROW(make_case_data(c), ProblemError) << "10 queries past Lq = 9";
   padded.query_lengths = {1, 1, 1, 1, 1, 1};
   EXPECT_THROW(make_case_data(padded), ProblemError) << "query counts on a padded problem";
+  AttentionCase blhd = back;
+  blhd.sequence_major = true;
+  EXPECT_THROW(make_case_data(blhd), ProblemError) << "a packed batch has one layout";
+  AttentionCase poisoned = back;
+  poisoned.poison_masked = true;
+  EXPECT_THROW(make_case_data(poisoned), ProblemError) << "no key past a packed sequence is handed over";
 }
 
 // cpu-flash on packed batches through every probe of the harness: sequences of 0 and 1 tokens,
