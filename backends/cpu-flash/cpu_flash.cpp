@@ -322,14 +322,8 @@ class CpuFlash final : public impl::BackendImpl {
     const std::vector<std::int64_t> cu_k = impl::checked_cu_seqlens(p, va.cu_k, "cu_seqlens_k", p.k_len, va.total_k);
 
     CallArrays arrays;
-    FlashParams base;
-    base.batch = 1, base.q_heads = p.q_heads, base.kv_heads = p.kv_heads;
-    base.qk_dim = p.qk_dim, base.v_dim = p.v_dim, base.group = p.q_heads / p.kv_heads;
-    base.dv_pad = (p.v_dim + kPad - 1) / kPad * kPad;
-    base.scale = static_cast<float>(p.scale);
-    base.softcap = static_cast<float>(p.softcap);
-    base.causal = p.causal != 0;
-    base.window_left = p.window_left, base.window_right = p.window_right;
+    FlashParams base = problem_params(p);
+    base.batch = 1;
     set_inference_options(p, impl::alibi_slopes_of(t), impl::sinks_of(t), base, arrays);
     // Token t of a packed [T, H, D] tensor as row t of batch 0: strides (batch, head, row, dim).
     const auto sequence = [](const impl::TensorArg& x, std::int64_t first_token) {
@@ -448,6 +442,19 @@ class CpuFlash final : public impl::BackendImpl {
     std::vector<std::int32_t> block_table;  ///< a paged call's table, compact [B][Lk / page]
   };
 
+  /// The problem's dims and score options as FlashParams; tensors, diagonals and key limits unset.
+  static FlashParams problem_params(const attncheck_problem& p) {
+    FlashParams fp;
+    fp.batch = p.batch, fp.q_heads = p.q_heads, fp.kv_heads = p.kv_heads, fp.q_len = p.q_len, fp.k_len = p.k_len;
+    fp.qk_dim = p.qk_dim, fp.v_dim = p.v_dim, fp.group = p.q_heads / p.kv_heads;
+    fp.dv_pad = (p.v_dim + kPad - 1) / kPad * kPad;
+    fp.scale = static_cast<float>(p.scale);
+    fp.softcap = static_cast<float>(p.softcap);
+    fp.causal = p.causal != 0;
+    fp.window_left = p.window_left, fp.window_right = p.window_right;
+    return fp;
+  }
+
   /// ALiBi slopes and sinks, checked, into `fp` (pointing into `arrays`).
   static void set_inference_options(const attncheck_problem& p, const DLTensor* slopes, const DLTensor* sinks,
                                     FlashParams& fp, CallArrays& arrays) {
@@ -477,14 +484,7 @@ class CpuFlash final : public impl::BackendImpl {
     const auto k = paged ? pages.k : check_cpu_tensor(tk, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt});
     const auto v = paged ? pages.v : check_cpu_tensor(tv, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt});
 
-    FlashParams fp;
-    fp.batch = p.batch, fp.q_heads = p.q_heads, fp.kv_heads = p.kv_heads, fp.q_len = p.q_len, fp.k_len = p.k_len;
-    fp.qk_dim = p.qk_dim, fp.v_dim = p.v_dim, fp.group = p.q_heads / p.kv_heads;
-    fp.dv_pad = (p.v_dim + kPad - 1) / kPad * kPad;
-    fp.scale = static_cast<float>(p.scale);
-    fp.softcap = static_cast<float>(p.softcap);
-    fp.causal = p.causal != 0;
-    fp.window_left = p.window_left, fp.window_right = p.window_right;
+    FlashParams fp = problem_params(p);
     fp.q = strided(q), fp.k = strided(k), fp.v = strided(v);
     fp.mask_kind = p.mask_kind;
     if (p.mask_kind != kAttncheckMaskNone) {

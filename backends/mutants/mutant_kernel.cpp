@@ -25,6 +25,18 @@ float round_to_half(float x) {
   return std::nearbyint(x / quantum) * quantum;
 }
 
+// A compact float32 [a, b, c, d] view of `data` (the mutants' own buffers: a layer's projections,
+// a gathered cache, an unpacked batch).
+TensorArg compact_f32(const std::vector<float>& data, std::int64_t a, std::int64_t b, std::int64_t c, std::int64_t d) {
+  TensorArg arg;
+  arg.data = reinterpret_cast<const char*>(data.data());
+  arg.dtype = impl::kF32;
+  arg.ndim = 4;
+  arg.shape = {a, b, c, d};
+  arg.strides = {b * c * d, c * d, d, 1};
+  return arg;
+}
+
 class MutantBackend final : public impl::BackendImpl {
  public:
   explicit MutantBackend(Mutation mutation) : mutation_(mutation) {}
@@ -179,17 +191,8 @@ class MutantBackend final : public impl::BackendImpl {
     };
     std::vector<float> qs = project(x, lq, wq, bq, p.q_heads, dk), ks = project(xkv, lk, wk, bk, p.kv_heads, dk),
                        vs = project(xkv, lk, wv, bv, p.kv_heads, dv), heads(static_cast<size_t>(p.batch * p.q_heads * lq * dv));
-    auto compact = [](std::vector<float>& data, std::int64_t a, std::int64_t b, std::int64_t c, std::int64_t d) {
-      TensorArg arg;
-      arg.data = reinterpret_cast<const char*>(data.data());
-      arg.dtype = impl::kF32;
-      arg.ndim = 4;
-      arg.shape = {a, b, c, d};
-      arg.strides = {b * c * d, c * d, d, 1};
-      return arg;
-    };
-    compute(p, compact(qs, p.batch, p.q_heads, lq, dk), compact(ks, p.batch, p.kv_heads, lk, dk),
-            compact(vs, p.batch, p.kv_heads, lk, dv), mask, lengths, compact(heads, p.batch, p.q_heads, lq, dv));
+    compute(p, compact_f32(qs, p.batch, p.q_heads, lq, dk), compact_f32(ks, p.batch, p.kv_heads, lk, dk),
+            compact_f32(vs, p.batch, p.kv_heads, lk, dv), mask, lengths, compact_f32(heads, p.batch, p.q_heads, lq, dv));
     for (std::int64_t b = 0; b < p.batch; ++b)
       for (std::int64_t i = 0; i < lq; ++i)
         for (std::int64_t m = 0; m < dm; ++m) {
@@ -465,17 +468,8 @@ class MutantBackend final : public impl::BackendImpl {
     };
     gather(pages.k, p.qk_dim, gathered_k_);
     gather(pages.v, p.v_dim, gathered_v_);
-    const auto compact = [&](std::vector<float>& data, std::int64_t dim) {
-      TensorArg a;
-      a.data = reinterpret_cast<const char*>(data.data());
-      a.dtype = impl::kF32;
-      a.ndim = 4;
-      a.shape = {p.batch, p.kv_heads, p.k_len, dim};
-      a.strides = {p.kv_heads * p.k_len * dim, p.k_len * dim, dim, 1};
-      return a;
-    };
-    k = compact(gathered_k_, p.qk_dim);
-    v = compact(gathered_v_, p.v_dim);
+    k = compact_f32(gathered_k_, p.batch, p.kv_heads, p.k_len, p.qk_dim);
+    v = compact_f32(gathered_v_, p.batch, p.kv_heads, p.k_len, p.v_dim);
     lengths.data = reinterpret_cast<const char*>(gathered_lengths_.data());
     lengths.strides = {1, 0, 0, 0};
   }
@@ -505,13 +499,7 @@ class MutantBackend final : public impl::BackendImpl {
     if (p.alignment == kAttncheckAlignBottomRight) padded.alignment = kAttncheckAlignKeyLengths;
     const auto buffer = [](std::vector<float>& data, std::int64_t b, std::int64_t h, std::int64_t l, std::int64_t d) {
       data.assign(static_cast<size_t>(b * h * l * d), 0.0f);
-      TensorArg a;
-      a.data = reinterpret_cast<const char*>(data.data());
-      a.dtype = impl::kF32;
-      a.ndim = 4;
-      a.shape = {b, h, l, d};
-      a.strides = {h * l * d, l * d, d, 1};
-      return a;
+      return compact_f32(data, b, h, l, d);
     };
     const TensorArg pq = buffer(unpacked_q_, p.batch, p.q_heads, p.q_len, p.qk_dim);
     const TensorArg pk = buffer(gathered_k_, p.batch, p.kv_heads, p.k_len, p.qk_dim);
