@@ -179,6 +179,8 @@ Problem from_abi(const attncheck_problem& a) {
     p.page_size = a.page_size;
   }
   if (ATTNCHECK_HAS_FIELD(&a, attncheck_problem, varlen) && a.varlen != 0) {
+    if (a.has_key_lengths != 0)
+      bad_field("problem.varlen: is set with has_key_lengths = 1, but a packed batch's key counts are cu_seqlens_k's");
     p.varlen = true;
     p.has_key_lengths = true;  // the Problem's key lengths are the sequences' key counts (problem.h)
   }

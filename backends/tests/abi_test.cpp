@@ -203,6 +203,7 @@ TEST(Conversions, PackedBatchesRoundTripAndNeverReachAnOlderTable) {
   attncheck_problem named_lengths = a;
   named_lengths.has_key_lengths = 1;
   EXPECT_THROW(impl::check_problem(named_lengths), impl::AbiError);
+  EXPECT_THROW(from_abi(named_lengths), BackendError) << "from_abi refuses what check_problem refuses";
   attncheck_problem masked = a;
   masked.mask_kind = kAttncheckMaskBoolean;
   EXPECT_THROW(impl::check_problem(masked), impl::AbiError);

@@ -49,6 +49,9 @@ bool has_output(const FailureEvidence& e) {
 bool can_recompute(const FailureEvidence& e) {
   const Problem& p = e.attention_case.problem;
   if (!has_output(e)) return false;
+  // The alternatives alter a padded problem; a packed batch's rows move with its alignment
+  // (problem.h, first_query_row) and its padding rows are no one's output, so none is defined yet.
+  if (p.varlen) return false;
   const double work = static_cast<double>(p.batch) * static_cast<double>(p.q_heads) * static_cast<double>(p.q_len) *
                       static_cast<double>(p.k_len) * static_cast<double>(std::max(p.qk_dim, p.v_dim));
   return work <= kMaxAlternativeWork;
@@ -73,7 +76,7 @@ Prediction truth_prediction(const FailureEvidence& e) {
 }
 
 bool explains(const FailureEvidence& e, const Prediction& prediction) {
-  if (prediction.out.shape != e.run_out.shape) return false;
+  if (prediction.out.shape != e.run_out.shape || e.attention_case.problem.varlen) return false;  // can_recompute's reason
   const Prediction truth = truth_prediction(e);
   bool distinguishable = false;
   for (size_t n = 0; n < e.run_out.values.size(); ++n) {

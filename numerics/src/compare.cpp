@@ -169,19 +169,27 @@ Verdict compare_attention(const Problem& problem, const NumericsProfile& profile
                 if (!std::isnan(x)) note_nonfinite(at, fmt::format("empty row: declared NaN, got {}", x));
                 break;
               case EmptyRowConvention::MeanOfV: {
+                // The keys the kernel holds: all Lk of a padded batch, a packed sequence's own.
+                Problem held = problem;
+                if (problem.varlen) held.k_len = inputs.key_lengths[static_cast<size_t>(b)];
+                if (held.k_len == 0) {  // no key at all to average: nothing but 0 or NaN is a fill
+                  if (x != 0.0 && !std::isnan(x))
+                    note_nonfinite(at, fmt::format("empty row of a sequence with no key: declared mean of V, got {}", x));
+                  break;
+                }
                 double sum = 0, sum_abs = 0;
-                for (std::int64_t k = 0; k < problem.k_len; ++k) {
+                for (std::int64_t k = 0; k < held.k_len; ++k) {
                   sum += inputs.v(b, kvh, k, j);
                   sum_abs += std::fabs(inputs.v(b, kvh, k, j));
                 }
-                const double n = static_cast<double>(problem.k_len);
+                const double n = static_cast<double>(held.k_len);
                 const double mean = sum / n;
                 if (!std::isfinite(mean)) {
                   if (!same_nonfinite(mean, x))
                     note_nonfinite(at, fmt::format("empty row: declared mean of V, which is {}, got {}", mean, x));
                   break;
                 }
-                const double bound = mean_of_v_bound(problem, profile, sum_abs / n, mean);
+                const double bound = mean_of_v_bound(held, profile, sum_abs / n, mean);
                 if (!std::isfinite(x) || std::fabs(x - mean) > bound)
                   note_nonfinite(at, fmt::format("empty row: declared mean of V = {:.9g} (bound {:.3g}), got {:.9g}",
                                                  mean, bound, x));

@@ -3,6 +3,7 @@
 // the reference's, must equal each sequence run alone as a padded batch of one, and must not move
 // when the sequences are packed in another order. The pairs are judged within τ + τ′: a kernel
 // may tile a packed batch differently from a padded one, so bitwise equality is not its contract.
+#include <algorithm>
 #include <fmt/format.h>
 
 #include "common.h"
@@ -22,6 +23,7 @@ const std::vector<ValueKind> kAllValueKinds = {
 AttentionCase draw_varlen_case(PropertyContext& ctx, std::int64_t min_batch = 1) {
   ProblemSpace space = ctx.space();
   space.varlen = true;
+  space.alibi = space.sinks = true;  // per-sequence diagonals and per-batch slopes are what packing can break
   AttentionCase c = ctx.draw_case(space, kAllValueKinds);
   if (c.problem.varlen) return c;
   Problem& p = c.problem;
@@ -86,6 +88,8 @@ void varlen_equals_per_sequence(PropertyContext& ctx) {
   ctx.classify(c);
   ctx.require_supported(c.problem);
   const JudgedRun packed = run_and_bound(ctx, c);
+  if (std::all_of(packed.data.query_lengths.begin(), packed.data.query_lengths.end(), [](std::int64_t n) { return n == 0; }))
+    ctx.decline("every sequence has 0 queries: there is no output to judge");
   ctx.expect(judge(ctx, c, packed.data, packed.run), c, "a packed batch against the reference of its sequences");
   for (std::int64_t b = 0; b < c.problem.batch; ++b) {
     const std::int64_t queries = packed.data.query_lengths[static_cast<size_t>(b)];
@@ -111,6 +115,8 @@ void varlen_packing_order(PropertyContext& ctx) {
   const JudgedRun forward = run_and_bound(ctx, c);
   const Problem& p = c.problem;
   const CaseData& d = forward.data;
+  if (std::all_of(d.query_lengths.begin(), d.query_lengths.end(), [](std::int64_t n) { return n == 0; }))
+    ctx.decline("every sequence has 0 queries: there is no output to compare");
   const auto reversed_batches = [&](const HostTensor& t) {
     HostTensor out(t.shape);
     const std::int64_t per_batch = t.shape[1] * t.shape[2] * t.shape[3];

@@ -22,6 +22,9 @@ std::vector<std::int32_t> cumulative_lengths(std::span<const std::int64_t> lengt
 
 bool query_row_exists(const Problem& p, std::span<const std::int64_t> query_lengths, std::int64_t b, std::int64_t i) {
   if (!p.varlen) return true;
+  if (static_cast<std::int64_t>(query_lengths.size()) != p.batch)
+    throw ProblemError(fmt::format("query_lengths: dim 0 (batch) is {}, but the packed problem expects B = {}",
+                                   query_lengths.size(), p.batch));
   const std::int64_t length = query_lengths[static_cast<size_t>(b)];
   const std::int64_t first = p.first_query_row(length);
   return i >= first && i < first + length;

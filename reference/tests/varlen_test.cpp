@@ -179,6 +179,8 @@ TEST(Varlen, PackingRoundTripsTheRowsThatExist) {
       for (std::int64_t i = 0; i < 4; ++i)
         for (std::int64_t d = 0; d < 3; ++d)
           EXPECT_EQ(back(b, h, i, d), query_row_exists(p, lengths, b, i) ? q(b, h, i, d) : -7.0);
+  const std::vector<std::int64_t> one_count{1};
+  EXPECT_THROW(query_row_exists(p, one_count, 1, 0), ProblemError) << "counts of another batch size";
   const std::vector<std::int64_t> too_long{5, 0};
   EXPECT_THROW(pack_sequences(p, q.view(), too_long, PackedRows::Queries), ProblemError);
 }
