@@ -10,7 +10,9 @@
 //   * for an attention fixture, whose shapes the reader promises to have checked against its
 //     problem, runs the double reference on those tensors: it must accept them (a ProblemError
 //     would mean the reader let through a fixture its own problem contradicts), except for key
-//     lengths out of [0, Lk], which the format leaves to the reference to refuse.
+//     lengths out of [0, Lk], which the format leaves to the reference to refuse. Packed batches
+//     (format version 7) are unpacked from their cu_seqlens and paged caches (version 6) handed
+//     over with their block table, as attncheck::fixtures reads them.
 //
 // The harness links attncheck::fixture_format alone. Completing decode and layer fixtures with
 // the reference (with_reference_outputs) belongs to attncheck::fixtures and its tests.
@@ -30,7 +32,9 @@
 #include <vector>
 
 #include "attncheck/fixture.h"
+#include "attncheck/paged.h"
 #include "attncheck/reference.h"
+#include "attncheck/varlen.h"
 #include "attncheck/sha256.h"
 #include "fuzz_support.h"
 
@@ -79,6 +83,13 @@ void check_canonical_form(const attncheck::Fixture& fixture) {
 // reader never sees, while every check of the reader has already run on that input.
 constexpr double kMaxReferenceWork = 1 << 18;
 
+// cu_seqlens [B + 1] offsets as the B sequence lengths (varlen.h takes lengths).
+std::vector<std::int64_t> counts_of_offsets(const std::vector<std::int64_t>& offsets) {
+  std::vector<std::int64_t> counts;
+  for (std::size_t b = 0; b + 1 < offsets.size(); ++b) counts.push_back(offsets[b + 1] - offsets[b]);
+  return counts;
+}
+
 void use_fixture(const attncheck::Fixture& fixture) {
   for (const auto& [name, tensor] : fixture.tensors) {
     try {
@@ -99,23 +110,49 @@ void use_fixture(const attncheck::Fixture& fixture) {
   // combines (attncheck::fixtures); the harness runs the reference on a single "mask" only.
   if (p.mask != attncheck::MaskKind::None && !fixture.tensors.count("mask")) return;
   attncheck::HostTensor q, k, v, mask, slopes, sinks;
-  std::vector<std::int64_t> key_lengths;
+  std::vector<std::int64_t> key_lengths, query_lengths;
+  std::vector<std::int32_t> block_table;
   try {
     q = attncheck::to_host_tensor(fixture.tensors.at("q"));
     k = attncheck::to_host_tensor(fixture.tensors.at("k"));
     v = attncheck::to_host_tensor(fixture.tensors.at("v"));
     if (p.mask != attncheck::MaskKind::None) mask = attncheck::to_host_tensor(fixture.tensors.at("mask"));
-    if (p.has_key_lengths) key_lengths = attncheck::to_int64_values(fixture.tensors.at("key_lengths"));
+    // A packed batch (format version 7) states its lengths as cu_seqlens offsets, not key_lengths.
+    if (p.varlen) {
+      query_lengths = counts_of_offsets(attncheck::to_int64_values(fixture.tensors.at("cu_seqlens_q")));
+      key_lengths = counts_of_offsets(attncheck::to_int64_values(fixture.tensors.at("cu_seqlens_k")));
+    } else if (p.has_key_lengths) {
+      key_lengths = attncheck::to_int64_values(fixture.tensors.at("key_lengths"));
+    }
+    if (p.is_paged())  // format version 6; the reader checked that every entry is an int32
+      for (const std::int64_t entry : attncheck::to_int64_values(fixture.tensors.at("block_table")))
+        block_table.push_back(static_cast<std::int32_t>(entry));
     if (p.has_alibi()) slopes = attncheck::to_host_tensor(fixture.tensors.at("alibi_slopes"));
     if (p.sinks) sinks = attncheck::to_host_tensor(fixture.tensors.at("sinks"));
   } catch (const attncheck::FixtureError&) {
     return;  // refused above already; std::out_of_range (a missing tensor) escapes: the reader checked them
   }
-  attncheck::AttentionInputs inputs{q.view(), k.view(), v.view(), {}, {}};
+  attncheck::AttentionInputs inputs;
   if (p.mask != attncheck::MaskKind::None) inputs.mask = mask.view();
   if (p.has_key_lengths) inputs.key_lengths = key_lengths;
   inputs.alibi_slopes = slopes.values;  // format version 5; empty without the option
   inputs.sinks = sinks.values;
+  inputs.q = q.view();
+  if (p.varlen) {
+    // The reader checked the offsets against the packed shapes and the capacities Lq, Lk, so
+    // unpacking must succeed; the reference then sees the logical [B, H, L, D] tensors.
+    q = attncheck::unpack_sequences(p, q.view(), query_lengths, attncheck::PackedRows::Queries, p.q_len, 0.0);
+    k = attncheck::unpack_sequences(p, k.view(), key_lengths, attncheck::PackedRows::Keys, p.k_len, 0.0);
+    v = attncheck::unpack_sequences(p, v.view(), key_lengths, attncheck::PackedRows::Keys, p.k_len, 0.0);
+    inputs.q = q.view();
+    inputs.query_lengths = query_lengths;
+  }
+  if (p.is_paged()) {
+    inputs.paged = {k.view(), v.view(), block_table};  // the reference gathers K and V itself
+  } else {
+    inputs.k = k.view();
+    inputs.v = v.view();
+  }
   // One thread: starting threads would cost more than these problems.
   attncheck::ReferenceOptions options;
   options.threads = 1;
