@@ -68,9 +68,12 @@ std::string undeclared_options(const Problem& problem, std::uint32_t declared) {
 // A backend computes an option only if its table declares it (backend.h, problem_options): a
 // table of an older minor has no such field, and a plug-in rebuilt against a newer header without
 // implementing an option leaves it 0. Either would compute the problem as if the option were absent.
+std::uint32_t Backend::declared_options() const {
+  return ATTNCHECK_HAS_FIELD(table_, attncheck_backend, problem_options) ? table_->problem_options : 0u;
+}
+
 std::optional<std::string> Backend::predating_reason(const Problem& problem) const {
-  const std::uint32_t declared =
-      ATTNCHECK_HAS_FIELD(table_, attncheck_backend, problem_options) ? table_->problem_options : 0u;
+  const std::uint32_t declared = declared_options();
   const std::string missing = undeclared_options(problem, declared);
   if (missing.empty()) return std::nullopt;
   // The table's build predates an option it lacks when the option came in a later minor: ALiBi and

@@ -166,9 +166,23 @@ void draw_inference_inputs(const AttentionCase& c, CaseData& d) {
   if (!p.has_alibi() && !p.sinks) return;
   PortableRandom rng(inference_stream_seed(c.seed));
   const std::int64_t rows = p.alibi == AlibiSlopes::PerBatchHead ? p.batch : 1;
+  // Per-head slopes are, one case in two, ALiBi's own closed form (Press et al. 2022, §3, with the
+  // BLOOM extension to head counts that are not powers of two): for n = 2^⌊log2 Hq⌋, head h < n
+  // gets 2^(−8(h+1)/n) and head n + k every other slope of 2n heads, 2^(−4(2k+1)/n). Those are the
+  // slopes ALiBi models ship with and the ones ggml derives from max_bias = 8. Otherwise, and for
+  // per-batch slopes, a geometric sequence jittered per element, so that a kernel reading the
+  // slope of the wrong head or batch row is seen.
+  const bool closed_form = p.alibi == AlibiSlopes::PerHead && rng.below(2) == 0;
+  const double n = std::exp2(std::floor(std::log2(static_cast<double>(std::max<std::int64_t>(p.q_heads, 1)))));
   for (std::int64_t b = 0; b < rows && p.has_alibi(); ++b)
     for (std::int64_t h = 0; h < p.q_heads; ++h) {
-      const double geometric = std::exp2(-8.0 * static_cast<double>(h + 1) / static_cast<double>(p.q_heads));
+      const auto head = static_cast<double>(h);
+      if (closed_form) {
+        const double exponent = head < n ? -8.0 * (head + 1.0) / n : -4.0 * (2.0 * (head - n) + 1.0) / n;
+        d.alibi_slopes.push_back(round_to(DType::F32, std::exp2(exponent)));
+        continue;
+      }
+      const double geometric = std::exp2(-8.0 * (head + 1.0) / static_cast<double>(p.q_heads));
       d.alibi_slopes.push_back(round_to(DType::F32, geometric * (0.5 + rng.uniform())));
     }
   for (std::int64_t h = 0; h < p.q_heads && p.sinks; ++h) {

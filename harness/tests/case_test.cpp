@@ -82,6 +82,50 @@ TEST(FixedKeyLengths, ReachALayerCase) {
   EXPECT_NE(c.describe().find(" lengths=0,5 "), std::string::npos) << c.describe();
 }
 
+// ALiBi's closed-form slopes (Press et al. 2022, §3; the BLOOM extension beyond a power of two),
+// hand-derived for Hq = 6: n = 4, heads 0-3 get 2^(−8(h+1)/4) = 2^-2, 2^-4, 2^-6, 2^-8, heads 4
+// and 5 every other slope of 8 heads, 2^(−4(2k+1)/4) = 2^-1, 2^-3. Drawn for one case in two.
+TEST(AlibiSlopes, HalfThePerHeadCasesTakeTheClosedFormAndTheOthersAreJittered) {
+  const std::vector<double> closed_form{0x1p-2, 0x1p-4, 0x1p-6, 0x1p-8, 0x1p-1, 0x1p-3};
+  int closed = 0, jittered = 0;
+  for (std::uint64_t seed = 0; seed < 40; ++seed) {
+    AttentionCase c;
+    c.problem = Problem::of_shape(1, 6, 6, 2, 3, 4, 4);
+    c.problem.alibi = AlibiSlopes::PerHead;
+    c.seed = seed;
+    const CaseData d = make_case_data(c);
+    ASSERT_EQ(d.alibi_slopes.size(), 6u);
+    if (d.alibi_slopes == closed_form) {
+      ++closed;
+      continue;
+    }
+    ++jittered;
+    // Jittered: 2^(−8(h+1)/Hq)·(1/2 + U), so within [1/2, 3/2) of the geometric slope.
+    for (std::size_t h = 0; h < 6; ++h) {
+      const double geometric = std::exp2(-8.0 * static_cast<double>(h + 1) / 6.0);
+      EXPECT_GE(d.alibi_slopes[h], 0.5 * geometric * (1 - 0x1p-23));
+      EXPECT_LT(d.alibi_slopes[h], 1.5 * geometric * (1 + 0x1p-23));
+    }
+  }
+  EXPECT_GT(closed, 8);
+  EXPECT_GT(jittered, 8);
+}
+
+TEST(AlibiSlopes, PerBatchSlopesAreAlwaysJittered) {
+  for (std::uint64_t seed = 0; seed < 20; ++seed) {
+    AttentionCase c;
+    c.problem = Problem::of_shape(2, 4, 4, 2, 3, 4, 4);
+    c.problem.alibi = AlibiSlopes::PerBatchHead;
+    c.seed = seed;
+    const CaseData d = make_case_data(c);
+    ASSERT_EQ(d.alibi_slopes.size(), 8u);
+    // Rows of the closed form would repeat; jittered rows differ (a kernel reading batch 0's row
+    // for every batch must be seen).
+    EXPECT_NE(std::vector<double>(d.alibi_slopes.begin(), d.alibi_slopes.begin() + 4),
+              std::vector<double>(d.alibi_slopes.begin() + 4, d.alibi_slopes.end()));
+  }
+}
+
 TEST(ForbidInMask, EmptiesRowsOfABooleanMaskAndRangesOfAnAdditiveOne) {
   AttentionCase c;
   c.problem = with_mask(Problem::of_shape(1, 2, 2, 6, 8, 4, 4), MaskKind::Boolean, 1, 2, 6, 8);

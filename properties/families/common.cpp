@@ -6,6 +6,8 @@
 
 namespace attncheck::props {
 
+bool declares(PropertyContext& ctx, std::uint32_t option) { return (ctx.backend().declared_options() & option) != 0; }
+
 AttentionResult reference_for(const Problem& problem, const CaseData& data) {
   ReferenceOptions options;
   options.row_statistics = true;

@@ -20,6 +20,11 @@ namespace attncheck::props {
 /// The reference with the row statistics the tolerance model needs.
 AttentionResult reference_for(const Problem& problem, const CaseData& data);
 
+/// Whether the backend declares `option` (an attncheck_problem_option bit) in its problem_options:
+/// a property draws an option beside the one it tests only where the backend has it, so that a
+/// backend with ALiBi but no sinks is tested on ALiBi instead of declining every draw.
+bool declares(PropertyContext& ctx, std::uint32_t option);
+
 /// compare_attention of a run against the reference of the same case.
 Verdict judge(PropertyContext& ctx, const AttentionCase& c, const CaseData& data, const BackendRun& run);
 

@@ -86,7 +86,7 @@ void alibi_equals_bias(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
   space.mask = false;  // the explicit form needs the mask slot
   space.alibi = true;  // drawn per head or per batch row; forced on when the draw left it off
-  space.sinks = true;
+  space.sinks = declares(ctx, kAttncheckOptionSinks);  // beside ALiBi where the backend has them
   AttentionCase c = ctx.draw_case(space, kAllValueKinds);
   if (!c.problem.has_alibi()) c.problem.alibi = AlibiSlopes::PerHead;
   ctx.classify(c);
@@ -153,9 +153,13 @@ void sink_equals_extra_key(PropertyContext& ctx) {
 // gradients within gradient_tolerance's τ (numerics/README.md §6.6, §6.7, §10).
 void inference_options_backward(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
-  space.alibi = space.sinks = true;
+  space.alibi = declares(ctx, kAttncheckOptionAlibi);
+  space.sinks = declares(ctx, kAttncheckOptionSinks);
   AttentionCase c = ctx.draw_case(space, kAllValueKinds);
-  if (!c.problem.has_alibi() && !c.problem.sinks) c.problem.sinks = true;
+  if (!c.problem.has_alibi() && !c.problem.sinks) {
+    if (space.sinks) c.problem.sinks = true;
+    else c.problem.alibi = AlibiSlopes::PerHead;
+  }
   ctx.classify(c);
   ctx.require_supported(c.problem);
   const BackwardProfile backward = ctx.backward_profile(c.problem);

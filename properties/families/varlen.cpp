@@ -23,7 +23,10 @@ const std::vector<ValueKind> kAllValueKinds = {
 AttentionCase draw_varlen_case(PropertyContext& ctx, std::int64_t min_batch = 1) {
   ProblemSpace space = ctx.space();
   space.varlen = true;
-  space.alibi = space.sinks = true;  // per-sequence diagonals and per-batch slopes are what packing can break
+  // Per-sequence diagonals and per-batch slopes are what packing can break: ALiBi and sinks are
+  // drawn where the backend declares them.
+  space.alibi = declares(ctx, kAttncheckOptionAlibi);
+  space.sinks = declares(ctx, kAttncheckOptionSinks);
   AttentionCase c = ctx.draw_case(space, kAllValueKinds);
   if (c.problem.varlen) return c;
   Problem& p = c.problem;

@@ -98,6 +98,9 @@ class Backend {
   void backward(const Problem& problem, const attncheck_backward_tensors& tensors);
 
   attncheck_backend* table() const { return table_; }
+  /// The problem options (attncheck_problem_option bits) the table declares; 0 where it predates
+  /// problem_options (ABI 2.3). A property draws an option only where it is declared.
+  std::uint32_t declared_options() const;
 
  private:
   NumericsProfile checked_profile(const attncheck_numerics_profile& p, std::string_view call, DType input) const;

@@ -90,9 +90,11 @@ struct CaseData {
 /// ALiBi slopes and sinks come from a stream of their own (case.cpp, inference_stream_seed), so
 /// every other value is the same with or without them, and the pair of a property (ALiBi vs the
 /// same bias as a mask, a sink vs an extra key) sees the same Q, K and V:
-///  - slope_h = 2^(−8(h+1)/Hq)·(1/2 + U[0, 1)), the geometric slopes of Press et al. (max bias 8)
-///    jittered so that no two heads share a slope and head order shows; per batch row as well
-///    with AlibiSlopes::PerBatchHead; rounded to float32;
+///  - per-head slopes, one case in two: ALiBi's closed form (Press et al., max bias 8), 2^(−8(h+1)/n)
+///    for h < n = 2^⌊log2 Hq⌋ and 2^(−4(2(h−n)+1)/n) beyond (the slopes models ship with, and
+///    ggml's max_bias = 8); otherwise, and always per batch row with AlibiSlopes::PerBatchHead,
+///    slope_h = 2^(−8(h+1)/Hq)·(1/2 + U[0, 1)), jittered so that no two heads share a slope and
+///    head order shows; rounded to float32;
 ///  - sink_h ~ 3·N(0, 1) rounded to float32 (the logit scale of gpt-oss's learned sinks), −inf
 ///    (no sink) for one head in eight.
 ///
