@@ -10,13 +10,17 @@
 /// Each call copies the suite's tensors into a ggml context of its own (so any strides are
 /// accepted: the strided-layout properties test this copy), builds every masking option of the
 /// problem into ggml's one F16 additive mask, computes the one-node graph on kThreads threads and
-/// copies ggml's permuted F32 result back. Sources cited as ops.cpp are
+/// copies ggml's permuted F32 result back. ALiBi goes through ggml's own `max_bias` (ggml derives
+/// the slopes and multiplies the mask by them, so the mask then holds −|j − p|), sinks through
+/// ggml_flash_attn_ext_add_sinks. Sources cited as ops.cpp are
 /// ggml/src/ggml-cpu/ops.cpp of the ggml tree scripts/third-party.sh fetches (README.md here).
 #include <ggml-cpu.h>
 #include <ggml.h>
 
 #include <climits>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -41,6 +45,8 @@ constexpr int kThreads = 2;
 constexpr std::int64_t kSplitMinKeys = 512;
 constexpr std::int64_t kTileQueries = 64;
 constexpr std::int32_t kTileKeys = 64;
+/// The largest ALiBi distance |j − p| ggml's F16 mask holds exactly: every integer up to 2^11.
+constexpr std::int64_t kExactF16Distance = 2048;
 
 /// The K/V tensor type of one backend.
 enum class KvType { F32, F16, BF16 };
@@ -122,7 +128,16 @@ class GgmlFlashAttn final : public impl::BackendImpl {
     // dimension of its dot products with int too.
     if (p.batch * p.q_heads * p.q_len > INT_MAX || p.qk_dim > INT_MAX || p.v_dim > INT_MAX || p.k_len > INT_MAX)
       impl::unsupported("ggml_flash_attn_ext counts query rows and head dimensions in int; this problem exceeds INT_MAX");
+    // ggml's ALiBi (ops.cpp:8418-8438, 8472): one slope per query head, derived from max_bias,
+    // times the mask entry. So the slopes cannot vary by batch row, and the mask must hold the
+    // distances, not a bias of the problem's own.
+    if (impl::alibi_of(p) == kAttncheckAlibiPerBatchHead)
+      impl::unsupported("ggml derives one ALiBi slope per head from max_bias; slopes per batch row have no ggml counterpart");
+    if (impl::alibi_of(p) != kAttncheckAlibiNone && p.mask_kind == kAttncheckMaskAdditive)
+      impl::unsupported("ggml multiplies its one mask by the ALiBi slope, so an additive mask cannot be given with ALiBi");
   }
+
+  std::uint32_t options() const override { return impl::kOptionAlibi | impl::kOptionSinks; }
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override;
 
@@ -231,6 +246,8 @@ attncheck_numerics_profile GgmlFlashAttn::profile_for(const attncheck_problem* p
 struct Call {
   TensorArg q, k, v, mask, out;
   std::vector<std::int64_t> key_lengths;  // empty unless has_key_lengths
+  std::vector<float> alibi_slopes;        // [Hq]; empty without ALiBi
+  std::vector<float> sinks;               // [Hq]; empty without sinks
 };
 
 Call check_call(const attncheck_problem& p, const attncheck_attention_tensors& t, DLDataType input) {
@@ -250,7 +267,46 @@ Call check_call(const attncheck_problem& p, const attncheck_attention_tensors& t
     impl::invalid("mask: given, but problem.mask_kind is none");
   }
   c.key_lengths = impl::checked_key_lengths(p, t.key_lengths);
+  c.alibi_slopes = impl::checked_alibi_slopes(p, impl::alibi_slopes_of(t), kDLCPU);
+  c.sinks = impl::checked_sinks(p, impl::sinks_of(t), kDLCPU);
   return c;
+}
+
+/// A float with the 9 significant digits that tell any two floats apart.
+std::string exact(float x) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.9g", static_cast<double>(x));
+  return text;
+}
+
+/// ggml's slope of query head h for max_bias, computed as ops.cpp:8415-8438 computes it (float
+/// powf; n_head_log2 the largest power of two not above Hq).
+float ggml_alibi_slope(float max_bias, std::int64_t q_heads, std::int64_t h) {
+  const auto n_head = static_cast<std::uint32_t>(q_heads);
+  const std::uint32_t n_head_log2 = 1u << static_cast<std::uint32_t>(std::floor(std::log2(n_head)));
+  const float m0 = std::pow(2.0f, -(max_bias) / static_cast<float>(n_head_log2));
+  const float m1 = std::pow(2.0f, -(max_bias / 2.0f) / static_cast<float>(n_head_log2));
+  const auto head = static_cast<std::uint32_t>(h);
+  return head < n_head_log2 ? std::pow(m0, static_cast<float>(head + 1))
+                            : std::pow(m1, static_cast<float>(2 * (head - n_head_log2) + 1));
+}
+
+/// The max_bias whose ggml slopes are exactly the problem's, or a decline: ggml takes the one
+/// number and derives every head's slope from it, so only slopes of that closed form (Press et
+/// al.'s, for max_bias 8) can be handed over. max_bias follows from head 0 (slope 2^(−max_bias/n));
+/// every head is then compared bit for bit with what ggml will compute.
+float max_bias_for(const attncheck_problem& p, const std::vector<float>& slopes) {
+  const auto n_head_log2 = static_cast<double>(1u << static_cast<std::uint32_t>(std::floor(std::log2(p.q_heads))));
+  const float max_bias = static_cast<float>(-std::log2(static_cast<double>(slopes[0])) * n_head_log2);
+  if (!(max_bias > 0.0f))
+    impl::unsupported("ALiBi slope " + exact(slopes[0]) + " of head 0 is not below 1: no positive max_bias gives it");
+  for (std::int64_t h = 0; h < p.q_heads; ++h) {
+    const float ggml = ggml_alibi_slope(max_bias, p.q_heads, h);
+    if (ggml != slopes[static_cast<size_t>(h)])
+      impl::unsupported("the ALiBi slopes are not ggml's max_bias family: head " + std::to_string(h) + " has " +
+                        exact(slopes[static_cast<size_t>(h)]) + ", max_bias " + exact(max_bias) + " gives " + exact(ggml));
+  }
+  return max_bias;
 }
 
 /// An element of a suite tensor of dtype `d` as a float (f16 and bf16 widen exactly).
@@ -301,16 +357,21 @@ void copy_in(const TensorArg& src, DLDataType src_dtype, ggml_tensor* dst) {
 /// Whether the problem needs a mask tensor at all: ggml has no causal, window or key-length
 /// option of its own, so each of them is written into the one additive mask.
 bool needs_mask(const attncheck_problem& p) {
-  return p.mask_kind != kAttncheckMaskNone || p.causal || p.window_left >= 0 || p.window_right >= 0 || p.has_key_lengths;
+  return p.mask_kind != kAttncheckMaskNone || p.causal || p.window_left >= 0 || p.window_right >= 0 || p.has_key_lengths ||
+         impl::alibi_of(p) != kAttncheckAlibiNone;
 }
 
 /// Fills ggml's F16 mask [Lk, Lq, Hm, Bm] (ne0 = key fastest; broadcast over heads by
 /// iq2 % ne2 and over batches by iq3 % ne3, ops.cpp:8454): 0 or the additive bias for an allowed
-/// key, -inf for a masked one, clause by clause from backend.h's attncheck_problem.
+/// key, -inf for a masked one, clause by clause from backend.h's attncheck_problem. With ALiBi an
+/// allowed key holds −|j − p| instead, which ggml multiplies by the head's slope (ops.cpp:8472,
+/// 8737), as llama.cpp fills its mask for ALiBi models; distances above 2048 would round in F16
+/// and are declined.
 void fill_mask(const attncheck_problem& p, const Call& c, ggml_tensor* mask) {
   const std::int64_t Lk = p.k_len, Lq = p.q_len, Hm = mask->ne[2], Bm = mask->ne[3];
   const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f);
   const ggml_fp16_t neg_inf = ggml_fp32_to_fp16(-std::numeric_limits<float>::infinity());
+  const bool alibi = impl::alibi_of(p) != kAttncheckAlibiNone;
   for (std::int64_t b = 0; b < Bm; ++b) {
     const std::int64_t key_length = p.has_key_lengths ? c.key_lengths[static_cast<size_t>(b)] : Lk;
     const std::int64_t offset = impl::diagonal_offset(p, key_length);
@@ -328,6 +389,13 @@ void fill_mask(const attncheck_problem& p, const Call& c, ggml_tensor* mask) {
           allowed = allowed && !(p.window_left >= 0 && j < diagonal - p.window_left);
           allowed = allowed && !(p.window_right >= 0 && j > diagonal + p.window_right);
           ggml_fp16_t value = zero;
+          if (allowed && alibi) {
+            const std::int64_t distance = std::abs(j - diagonal);
+            if (distance > kExactF16Distance)
+              impl::unsupported("ALiBi distance " + std::to_string(distance) + " (key " + std::to_string(j) +
+                                ", diagonal " + std::to_string(diagonal) + ") is not exact in ggml's F16 mask");
+            value = ggml_fp32_to_fp16(-static_cast<float>(distance));
+          }
           if (allowed && p.mask_kind != kAttncheckMaskNone) {
             if (j >= p.mask_shape[3]) {
               allowed = false;  // a short mask masks the keys it does not reach
@@ -384,8 +452,8 @@ void GgmlFlashAttn::forward(const attncheck_problem& p, const attncheck_attentio
   const size_t data_bytes = static_cast<size_t>(B * Hq * Lq * Dk) * sizeof(float) +
                             static_cast<size_t>(B * Hkv * Lk * (Dk + Dv)) * kv_size +
                             (masked ? static_cast<size_t>(Lk * Lq * mask_heads * mask_batches) * sizeof(ggml_fp16_t) : 0) +
-                            static_cast<size_t>(B * Hq * Lq * Dv) * sizeof(float);
-  Context ctx(data_bytes + 5 * (ggml_tensor_overhead() + GGML_MEM_ALIGN) + ggml_graph_overhead() + GGML_MEM_ALIGN);
+                            static_cast<size_t>(B * Hq * Lq * Dv) * sizeof(float) + static_cast<size_t>(Hq) * sizeof(float);
+  Context ctx(data_bytes + 6 * (ggml_tensor_overhead() + GGML_MEM_ALIGN) + ggml_graph_overhead() + GGML_MEM_ALIGN);
 
   // ggml_flash_attn_ext's layouts (ggml.h): q [Dk, Lq, Hq, B], k [Dk, Lk, Hkv, B],
   // v [Dv, Lk, Hkv, B] (not transposed), mask [Lk, Lq, Hm, Bm].
@@ -396,12 +464,20 @@ void GgmlFlashAttn::forward(const attncheck_problem& p, const attncheck_attentio
   copy_in(c.q, input, q);
   copy_in(c.k, input, k);
   copy_in(c.v, input, v);
+  // max_bias 0 is ggml's "no ALiBi" (every slope 1, ops.cpp:8438).
+  const float max_bias = c.alibi_slopes.empty() ? 0.0f : max_bias_for(p, c.alibi_slopes);
   if (mask != nullptr) fill_mask(p, c, mask);
 
-  // scale and softcap as floats, as ggml keeps its op parameters; max_bias 0: no ALiBi slope.
-  ggml_tensor* out = ggml_flash_attn_ext(ctx.get(), q, k, v, mask, static_cast<float>(p.scale), 0.0f,
+  // scale and softcap as floats, as ggml keeps its op parameters.
+  ggml_tensor* out = ggml_flash_attn_ext(ctx.get(), q, k, v, mask, static_cast<float>(p.scale), max_bias,
                                          static_cast<float>(p.softcap));
   if (request_f32_) ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32);
+  if (!c.sinks.empty()) {
+    // F32 [Hq], one logit per query head (ggml.c ggml_flash_attn_ext_add_sinks asserts both).
+    ggml_tensor* sinks = ggml_new_tensor_1d(ctx.get(), GGML_TYPE_F32, Hq);
+    std::memcpy(sinks->data, c.sinks.data(), c.sinks.size() * sizeof(float));
+    ggml_flash_attn_ext_add_sinks(out, sinks);
+  }
   ggml_cgraph* graph = ggml_new_graph(ctx.get());
   ggml_build_forward_expand(graph, out);
 
