@@ -116,12 +116,15 @@ bool causal_is_top_left(const attncheck_problem& p) {
 /// of its own shape that requires grad, from which the handed-on mask is built, so that autograd
 /// gives the mask's gradient summed over the axes it broadcasts along (expand's backward).
 Masking build_masking(const attncheck_problem& p, const DLTensor* mask, const DLTensor* key_lengths_tensor,
-                      at::ScalarType type, bool additive_only, bool causal_with_mask, at::Tensor* bias_leaf = nullptr) {
+                      const DLTensor* alibi_slopes, at::ScalarType type, bool additive_only, bool causal_with_mask,
+                      at::Tensor* bias_leaf = nullptr) {
   const bool windowed = p.window_left >= 0 || p.window_right >= 0;
   const bool top_left = causal_is_top_left(p);
   const bool has_mask = p.mask_kind != kAttncheckMaskNone;
   const bool short_mask = has_mask && p.mask_shape[3] < p.k_len;
-  const bool structural = p.has_key_lengths || windowed || (p.causal && !top_left);
+  const std::vector<float> slopes = impl::checked_alibi_slopes(p, alibi_slopes, kDLCPU);
+  const bool alibi = !slopes.empty();
+  const bool structural = p.has_key_lengths || windowed || (p.causal && !top_left) || alibi;
   Masking m;
   // Native is_causal where torch can express the diagonal and nothing else must be combined with it.
   const bool native_causal = p.causal && top_left && (causal_with_mask || (!has_mask && !structural));
@@ -130,8 +133,11 @@ Masking build_masking(const attncheck_problem& p, const DLTensor* mask, const DL
   if (!has_mask && !structural && !causal_in_mask) return m;
 
   // allowed[b, h, i, j]: the keys the problem's structure leaves, then the problem's own mask.
-  const std::int64_t mb = (p.has_key_lengths || (has_mask && p.mask_shape[0] == p.batch)) ? p.batch : 1;
-  const std::int64_t mh = has_mask ? p.mask_shape[1] : 1;
+  const std::int64_t mb = (p.has_key_lengths || (has_mask && p.mask_shape[0] == p.batch) ||
+                           impl::alibi_of(p) == kAttncheckAlibiPerBatchHead)
+                              ? p.batch
+                              : 1;
+  const std::int64_t mh = alibi ? p.q_heads : has_mask ? p.mask_shape[1] : 1;
   const auto bool_options = at::TensorOptions().dtype(at::kBool);
   at::Tensor allowed = at::ones({mb, mh, p.q_len, p.k_len}, bool_options);
   const std::vector<std::int64_t> key_lengths = impl::checked_key_lengths(p, key_lengths_tensor);
@@ -182,6 +188,21 @@ Masking build_masking(const attncheck_problem& p, const DLTensor* mask, const DL
     return m;
   }
   at::Tensor additive = bias ? *bias : at::zeros({mb, mh, p.q_len, p.k_len}, at::TensorOptions().dtype(type));
+  if (alibi) {
+    // ALiBi as torch users write it, into the additive mask: −slope·|j − p(b, i)| (backend.h), in
+    // double and added to the problem's bias before the one rounding to the input dtype (float32
+    // only: check_supported), so the bias torch adds is the exact one rounded once.
+    const auto doubles = at::TensorOptions().dtype(at::kDouble);
+    at::Tensor distances = at::empty({mb, 1, p.q_len, p.k_len}, doubles);
+    for (std::int64_t b = 0; b < mb; ++b) {
+      const std::int64_t length = p.has_key_lengths ? key_lengths[b] : p.k_len;
+      distances[b][0] = (keys - (rows + impl::diagonal_offset(p, length))).abs().to(at::kDouble);
+    }
+    at::Tensor slope = at::empty({mb, p.q_heads, 1, 1}, doubles);
+    for (std::int64_t b = 0; b < mb; ++b)
+      for (std::int64_t h = 0; h < p.q_heads; ++h) slope[b][h] = static_cast<double>(impl::alibi_slope_at(p, slopes, b, h));
+    additive = (additive.to(at::kDouble) - slope * distances).to(type);
+  }
   additive.masked_fill_(allowed.logical_not(), -std::numeric_limits<double>::infinity());
   m.mask = additive.contiguous();
   return m;
@@ -382,7 +403,15 @@ class TorchAdapter final : public impl::BackendImpl {
       impl::unsupported("torch's scaled_dot_product_attention has no softcap option, and a cap cannot be expressed as a mask");
     if (entry_ == Entry::FlashCpu && p.qk_dim != p.v_dim)
       impl::unsupported("the flash CPU kernel needs Dk = Dv (attention.cpp: \"Q/K/V should have the same head size\")");
+    // No ALiBi option: the bias goes into the mask, which torch takes in the input dtype only
+    // (float or bool); in f16 or bf16 the bias would be rounded by the adapter, not by torch.
+    if (impl::alibi_of(p) != kAttncheckAlibiNone && !impl::same_dtype(input, impl::kF32))
+      impl::unsupported("torch has no ALiBi option and takes a float mask in the input dtype only: the adapter would round "
+                        "the ALiBi bias to " + impl::dtype_string(input));
   }
+
+  /// ALiBi through the additive mask (build_masking); sinks have no torch counterpart (declined).
+  std::uint32_t options() const override { return impl::kOptionAlibi; }
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     const at::ScalarType type = checked_inputs(p, t.q, t.k, t.v);
@@ -391,7 +420,7 @@ class TorchAdapter final : public impl::BackendImpl {
     if (t.lse != nullptr)
       impl::check_cpu_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "query heads", "query length"}, {impl::kF32});
     try {
-      const ForwardOutputs f = run(p, wrap(*t.q, type), wrap(*t.k, type), wrap(*t.v, type), t.mask, t.key_lengths, type);
+      const ForwardOutputs f = run(p, wrap(*t.q, type), wrap(*t.k, type), wrap(*t.v, type), t.mask, t.key_lengths, impl::alibi_slopes_of(t), type);
       write_into(*t.out, type, f.out);
       if (t.lse != nullptr && f.lse) write_into(*t.lse, at::kFloat, *f.lse);
     } catch (const c10::Error& e) {
@@ -440,7 +469,7 @@ class TorchAdapter final : public impl::BackendImpl {
       at::Tensor k = wrap(*t.k, type).detach().requires_grad_(true);
       at::Tensor v = wrap(*t.v, type).detach().requires_grad_(true);
       at::Tensor bias;
-      const ForwardOutputs f = run(p, q, k, v, t.mask, t.key_lengths, type, want_bias ? &bias : nullptr);
+      const ForwardOutputs f = run(p, q, k, v, t.mask, t.key_lengths, impl::alibi_slopes_of(t), type, want_bias ? &bias : nullptr);
       std::vector<at::Tensor> leaves{q, k, v};
       if (want_bias) leaves.push_back(bias);
       // allow_unused: with every key of every row masked the mask's leaf takes no part in O.
@@ -484,7 +513,8 @@ class TorchAdapter final : public impl::BackendImpl {
 
   /// The entry point's forward on q, k, v (which may require grad). `bias_leaf`: see build_masking.
   ForwardOutputs run(const attncheck_problem& p, at::Tensor q, at::Tensor k, at::Tensor v, const DLTensor* mask,
-                     const DLTensor* key_lengths, at::ScalarType type, at::Tensor* bias_leaf = nullptr) const {
+                     const DLTensor* key_lengths, const DLTensor* alibi_slopes, at::ScalarType type,
+                     at::Tensor* bias_leaf = nullptr) const {
     const bool gqa = p.q_heads != p.kv_heads;
     ForwardOutputs f;
     switch (entry_) {
@@ -494,14 +524,14 @@ class TorchAdapter final : public impl::BackendImpl {
         // the problem's alone.
         for (at::Tensor* x : {&q, &k, &v})
           if (x->stride(3) != 1) *x = x->contiguous();
-        const Masking m = build_masking(p, mask, key_lengths, type, /*additive_only=*/false, /*causal_with_mask=*/false, bias_leaf);
+        const Masking m = build_masking(p, mask, key_lengths, alibi_slopes, type, /*additive_only=*/false, /*causal_with_mask=*/false, bias_leaf);
         f.out = at::scaled_dot_product_attention(q, k, v, m.mask, 0.0, m.is_causal, p.scale, gqa);
         break;
       }
       case Entry::FlashCpu: {
         // GQA: the kernel reads kv head h / (Hq / Hkv) itself (num_head / num_head_kv in
         // FlashAttentionKernel.cpp; measured correct by the suite's GQA properties).
-        const Masking m = build_masking(p, mask, key_lengths, type, /*additive_only=*/true, /*causal_with_mask=*/true, bias_leaf);
+        const Masking m = build_masking(p, mask, key_lengths, alibi_slopes, type, /*additive_only=*/true, /*causal_with_mask=*/true, bias_leaf);
         auto [o, l] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, m.is_causal, m.mask, p.scale);
         f.out = std::move(o);
         f.lse = std::move(l);  // [B, H, Lq], natural log, float (accum_t), transposed view of [B, Lq, H]
@@ -512,7 +542,7 @@ class TorchAdapter final : public impl::BackendImpl {
         // dispatches here (convert_boolean_attn_mask in attention.cpp), so that is this private
         // entry's contract. Handed a boolean mask it adds it to the scores as 1 / 0 (measured):
         // a misuse of the entry by its caller, not a finding about the library.
-        const Masking m = build_masking(p, mask, key_lengths, type, /*additive_only=*/true, /*causal_with_mask=*/false, bias_leaf);
+        const Masking m = build_masking(p, mask, key_lengths, alibi_slopes, type, /*additive_only=*/true, /*causal_with_mask=*/false, bias_leaf);
         f.out = std::get<0>(at::_scaled_dot_product_attention_math(q, k, v, m.mask, 0.0, m.is_causal, std::nullopt,
                                                                      p.scale, gqa));
         break;
