@@ -85,15 +85,19 @@ TEST(FixedKeyLengths, ReachALayerCase) {
 // ALiBi's closed-form slopes (Press et al. 2022, §3; the BLOOM extension beyond a power of two),
 // hand-derived for Hq = 6: n = 4, heads 0-3 get 2^(−8(h+1)/4) = 2^-2, 2^-4, 2^-6, 2^-8, heads 4
 // and 5 every other slope of 8 heads, 2^(−4(2k+1)/4) = 2^-1, 2^-3. Drawn for one case in two.
+CaseData alibi_case_data(Problem problem, AlibiSlopes slopes, std::uint64_t seed) {
+  AttentionCase c;
+  c.problem = problem;
+  c.problem.alibi = slopes;
+  c.seed = seed;
+  return make_case_data(c);
+}
+
 TEST(AlibiSlopes, HalfThePerHeadCasesTakeTheClosedFormAndTheOthersAreJittered) {
   const std::vector<double> closed_form{0x1p-2, 0x1p-4, 0x1p-6, 0x1p-8, 0x1p-1, 0x1p-3};
   int closed = 0, jittered = 0;
   for (std::uint64_t seed = 0; seed < 40; ++seed) {
-    AttentionCase c;
-    c.problem = Problem::of_shape(1, 6, 6, 2, 3, 4, 4);
-    c.problem.alibi = AlibiSlopes::PerHead;
-    c.seed = seed;
-    const CaseData d = make_case_data(c);
+    const CaseData d = alibi_case_data(Problem::of_shape(1, 6, 6, 2, 3, 4, 4), AlibiSlopes::PerHead, seed);
     ASSERT_EQ(d.alibi_slopes.size(), 6u);
     if (d.alibi_slopes == closed_form) {
       ++closed;
@@ -113,11 +117,7 @@ TEST(AlibiSlopes, HalfThePerHeadCasesTakeTheClosedFormAndTheOthersAreJittered) {
 
 TEST(AlibiSlopes, PerBatchSlopesAreAlwaysJittered) {
   for (std::uint64_t seed = 0; seed < 20; ++seed) {
-    AttentionCase c;
-    c.problem = Problem::of_shape(2, 4, 4, 2, 3, 4, 4);
-    c.problem.alibi = AlibiSlopes::PerBatchHead;
-    c.seed = seed;
-    const CaseData d = make_case_data(c);
+    const CaseData d = alibi_case_data(Problem::of_shape(2, 4, 4, 2, 3, 4, 4), AlibiSlopes::PerBatchHead, seed);
     ASSERT_EQ(d.alibi_slopes.size(), 8u);
     // Rows of the closed form would repeat; jittered rows differ (a kernel reading batch 0's row
     // for every batch must be seen).
