@@ -245,14 +245,16 @@ class CpuFlash final : public impl::BackendImpl {
   CpuFlash(int threads, std::string_view isa) : pool_(threads), kernels_(pick_kernels(isa)) {}
 
   attncheck_numerics_profile profile(DLDataType input) const override {
-    if (!is_input_dtype(input))
-      impl::unsupported("cpu-flash takes float32, float16 or bfloat16 inputs, not " + impl::dtype_string(input));
+    if (!is_input_dtype(input) && !impl::is_fp8(input))
+      impl::unsupported("cpu-flash takes float32, float16, bfloat16 or fp8 inputs, not " + impl::dtype_string(input));
     attncheck_numerics_profile p{};
     p.input_dtype = input;
     p.score_dtype = impl::kF32;        // Q·Kᵀ accumulated in fp32 (f16/bf16 products are exact there)
     p.probability_dtype = impl::kF32;  // P stays fp32 for P·V
     p.accumulator_dtype = impl::kF32;
-    p.output_dtype = input;            // O rounded once, to nearest, into the input dtype
+    // O rounded once, to nearest, into the input dtype; fp8 inputs are dequantized into float32
+    // (code · descale, one rounding each) and run as float32, O written in float32.
+    p.output_dtype = impl::is_fp8(input) ? impl::kF32 : input;
     p.accumulation_rounding = kAttncheckRoundNearest;
     p.products_per_rounding = 1;       // FMA chains: every product is added with one rounding
     p.softmax_block = static_cast<std::int32_t>(kBlockKeys);
@@ -269,15 +271,17 @@ class CpuFlash final : public impl::BackendImpl {
   }
 
   std::uint32_t options() const override {
-    return impl::kOptionAlibi | impl::kOptionSinks | impl::kOptionPagedKv | impl::kOptionVarlen;
+    return impl::kOptionAlibi | impl::kOptionSinks | impl::kOptionPagedKv | impl::kOptionVarlen | impl::kOptionFp8;
   }
   // The backward ABI takes contiguous K and V and padded batches only (backend.h, ABI 2.4, 2.5).
   std::uint32_t backward_options() const override { return impl::kOptionAlibi | impl::kOptionSinks; }
 
   void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
     impl::check_problem(problem);
-    if (!is_input_dtype(input))
-      impl::unsupported("cpu-flash takes float32, float16 or bfloat16 inputs, not " + impl::dtype_string(input));
+    if (!is_input_dtype(input) && !impl::is_fp8(input))
+      impl::unsupported("cpu-flash takes float32, float16, bfloat16 or fp8 inputs, not " + impl::dtype_string(input));
+    if (impl::is_fp8(input) && (problem.mask_kind == kAttncheckMaskAdditive || impl::is_paged(problem) || impl::is_varlen(problem)))
+      impl::unsupported("cpu-flash takes fp8 inputs contiguous and padded, without an additive mask (backend.h, ABI 2.6)");
     if (device != kDLCPU) impl::unsupported("cpu-flash reads host memory only (device type " + std::to_string(device) + ")");
     // The query-tile loop keeps per-row state on the stack and offsets in int: far beyond any test.
     if (problem.k_len > (std::int64_t{1} << 30) || problem.q_len > (std::int64_t{1} << 40))
@@ -286,6 +290,12 @@ class CpuFlash final : public impl::BackendImpl {
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     impl::check_problem(p);
+    if (t.q != nullptr && impl::is_fp8(t.q->dtype)) {
+      // ABI 2.6: dequantized once into float32, then the float32 kernel (whose profile is this one's).
+      const impl::DequantizedF32 dequantized(p, t, kDLCPU);
+      return forward(impl::without_descales(p), impl::without_descales(t, dequantized));
+    }
+    if (impl::descale_of(p) != kAttncheckDescaleNone) impl::invalid("problem.descale is set, but q is not fp8 (e4m3fn or e5m2)");
     if (impl::is_varlen(p)) return forward_packed(p, t);
     CallArrays arrays;
     FlashParams fp = checked_params(p, t.q, t.k, t.v, t.mask, t.key_lengths, arrays, impl::block_table_of(t));
@@ -412,6 +422,7 @@ class CpuFlash final : public impl::BackendImpl {
 
   attncheck_backward_profile backward_profile(const attncheck_problem& problem, DLDataType input) const override {
     check_supported(problem, input, kDLCPU);
+    if (impl::is_fp8(input)) impl::unsupported("cpu-flash has no fp8 backward pass (fp8 inputs are forward-only, as FlashAttention 3's)");
     attncheck_backward_profile pr{};
     pr.gradient_dtype = input;          // dQ, dK, dV (and dbias) rounded once, to nearest, from fp32
     pr.probability_dtype = impl::kF32;  // P = exp(s − lse) in fp32, never re-rounded

@@ -58,6 +58,8 @@ DLDataType dl(DType d) {
     case DType::F16: return impl::kF16;
     case DType::BF16: return impl::kBF16;
     case DType::F64: return impl::kF64;
+    case DType::E4M3: return impl::kE4M3;
+    case DType::E5M2: return impl::kE5M2;
     case DType::F32: break;
   }
   return impl::kF32;

@@ -41,12 +41,20 @@ class MutantBackend final : public impl::BackendImpl {
  public:
   explicit MutantBackend(Mutation mutation) : mutation_(mutation) {}
 
+  /// float32, and for the fp8 mutants e4m3fn and e5m2 too.
+  void check_input_dtype(DLDataType input) const {
+    if (impl::same_dtype(input, impl::kF32)) return;
+    if (is_fp8_mutation(mutation_) && impl::is_fp8(input)) return;
+    impl::unsupported("mutants compute in float32 only");
+  }
+
   DLDevice device() const override { return {memory(), 0}; }
 
   attncheck_numerics_profile profile(DLDataType input) const override {
-    if (!impl::same_dtype(input, impl::kF32)) impl::unsupported("mutants compute in float32 only");
+    check_input_dtype(input);
     attncheck_numerics_profile p{};
     p.input_dtype = p.score_dtype = p.probability_dtype = p.accumulator_dtype = p.output_dtype = impl::kF32;
+    p.input_dtype = input;  // fp8 mutants: dequantized into float32, then as float32
     p.accumulation_rounding = kAttncheckRoundNearest;
     p.products_per_rounding = 1;
     p.softmax_block = 0;
@@ -60,18 +68,25 @@ class MutantBackend final : public impl::BackendImpl {
   std::uint32_t options() const override {
     return (is_inference_mutation(mutation_) ? impl::kOptionAlibi | impl::kOptionSinks : 0u) |
            (is_paged_mutation(mutation_) ? impl::kOptionPagedKv : 0u) |
-           (is_varlen_mutation(mutation_) ? impl::kOptionVarlen : 0u);
+           (is_varlen_mutation(mutation_) ? impl::kOptionVarlen : 0u) | (is_fp8_mutation(mutation_) ? impl::kOptionFp8 : 0u);
   }
   std::uint32_t backward_options() const override { return 0u; }
 
   void check_supported(const attncheck_problem& problem, DLDataType input, DLDeviceType device) const override {
     impl::check_problem(problem);
-    if (!impl::same_dtype(input, impl::kF32)) impl::unsupported("mutants compute in float32 only");
+    check_input_dtype(input);
+    if (impl::is_fp8(input) && (problem.mask_kind == kAttncheckMaskAdditive || impl::is_paged(problem) || impl::is_varlen(problem)))
+      impl::unsupported("fp8 inputs come contiguous and padded, without an additive mask");
     if (device != memory()) impl::unsupported("this mutant reads " + impl::device_string(memory()) + " memory only");
   }
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     impl::check_problem(p);
+    if (t.q != nullptr && impl::is_fp8(t.q->dtype)) {
+      // The bug of Fp8DescaleTwice: v's factor applied twice while dequantizing.
+      const impl::DequantizedF32 dequantized(p, t, memory(), 2);
+      return forward(impl::without_descales(p), impl::without_descales(t, dequantized));
+    }
     if (impl::is_varlen(p)) return forward_packed(p, t);
     const TensorArg q = check(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "heads", "length", "dim"}, {impl::kF32});
     TensorArg k, v;
@@ -813,5 +828,9 @@ attncheck_backend* attncheck_mutant_varlen_offsets_as_lengths_entry(void) {
   return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::VarlenOffsetsAsLengths,
                                          "mutant-varlen-offsets-as-lengths",
                                          "packed batch: cu_seqlens_k[b + 1], an offset, read as sequence b's key count");
+}
+attncheck_backend* attncheck_mutant_fp8_descale_twice_entry(void) {
+  return attncheck::mutants::make_mutant(attncheck::mutants::Mutation::Fp8DescaleTwice, "mutant-fp8-descale-twice",
+                                         "fp8 inputs: v's descale applied twice (V = v · dv²)");
 }
 }

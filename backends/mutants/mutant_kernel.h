@@ -58,6 +58,8 @@ enum class Mutation {
   PagedReadsPastLength,   ///< the last page is read whole: keys past the sequence's length are attended
   // Packed-batch bugs (ABI 2.5): only these mutants take packed batches.
   VarlenOffsetsAsLengths,  ///< cu_seqlens_k[b + 1], an offset, read as sequence b's key count
+  // fp8 bugs (ABI 2.6): only these mutants take fp8 inputs with descales.
+  Fp8DescaleTwice,         ///< v's descale applied twice: V = v · dv²
 };
 
 /// The backward pass sums dQ's keys in tiles of this many, one partial sum per tile, added into
@@ -74,13 +76,16 @@ constexpr bool is_backward_mutation(Mutation mutation) {
 /// Whether `mutation` is one of the ABI 2.3 options' (the mutants that implement ALiBi and sinks).
 constexpr bool is_inference_mutation(Mutation mutation) { return mutation >= Mutation::AlibiReversedHeads; }
 
+/// Whether `mutation` is one of fp8's (the mutants that take fp8 inputs with descales).
+constexpr bool is_fp8_mutation(Mutation mutation) { return mutation == Mutation::Fp8DescaleTwice; }
+
 /// Whether `mutation` is one of the paged cache's (the mutants that take paged K and V).
 constexpr bool is_paged_mutation(Mutation mutation) {
   return mutation >= Mutation::PagedPageOffByOne && mutation <= Mutation::PagedReadsPastLength;
 }
 
 /// Whether `mutation` is one of the packed batch's (the mutants that take cu_seqlens).
-constexpr bool is_varlen_mutation(Mutation mutation) { return mutation >= Mutation::VarlenOffsetsAsLengths; }
+constexpr bool is_varlen_mutation(Mutation mutation) { return mutation == Mutation::VarlenOffsetsAsLengths; }
 
 attncheck_backend* make_mutant(Mutation mutation, const char* name, const char* description);
 

@@ -76,6 +76,8 @@ DLDataType to_dlpack(DType dtype) {
     case DType::F16: return {kDLFloat, 16, 1};
     case DType::BF16: return {kDLBfloat, 16, 1};
     case DType::F64: return {kDLFloat, 64, 1};
+    case DType::E4M3: return {kAttncheckDLFloat8E4M3FN, 8, 1};
+    case DType::E5M2: return {kAttncheckDLFloat8E5M2, 8, 1};
   }
   return {kDLFloat, 32, 1};
 }
@@ -86,6 +88,8 @@ std::optional<DType> from_dlpack(DLDataType d) {
   if (d.code == kDLFloat && d.bits == 16) return DType::F16;
   if (d.code == kDLBfloat && d.bits == 16) return DType::BF16;
   if (d.code == kDLFloat && d.bits == 64) return DType::F64;
+  if (d.code == kAttncheckDLFloat8E4M3FN && d.bits == 8) return DType::E4M3;
+  if (d.code == kAttncheckDLFloat8E5M2 && d.bits == 8) return DType::E5M2;
   return std::nullopt;
 }
 
@@ -123,6 +127,9 @@ attncheck_problem to_abi(const Problem& p) {
                                                              : kAttncheckKvContiguous;
   a.page_size = p.page_size;
   a.varlen = p.varlen ? 1 : 0;
+  a.descale = p.descale == Descale::PerTensor ? kAttncheckDescalePerTensor
+              : p.descale == Descale::PerHead ? kAttncheckDescalePerHead
+                                              : kAttncheckDescaleNone;
   return a;
 }
 
@@ -184,14 +191,23 @@ Problem from_abi(const attncheck_problem& a) {
     p.varlen = true;
     p.has_key_lengths = true;  // the Problem's key lengths are the sequences' key counts (problem.h)
   }
+  if (ATTNCHECK_HAS_FIELD(&a, attncheck_problem, descale)) {
+    switch (a.descale) {
+      case kAttncheckDescaleNone: p.descale = Descale::None; break;
+      case kAttncheckDescalePerTensor: p.descale = Descale::PerTensor; break;
+      case kAttncheckDescalePerHead: p.descale = Descale::PerHead; break;
+      default: bad_field(fmt::format("problem.descale: {} is not an attncheck_descale (0..2)", a.descale));
+    }
+  }
   return p;
 }
 
 attncheck_layer_problem to_abi(const LayerProblem& p) {
   attncheck_layer_problem a{};
   a.struct_size = sizeof(attncheck_layer_problem);
-  if (p.attention.has_alibi() || p.attention.sinks || p.attention.is_paged() || p.attention.varlen)
-    bad_field("layer problem: ALiBi, sinks, paged caches and packed batches are options of the attention core only (the layer "
+  if (p.attention.has_alibi() || p.attention.sinks || p.attention.is_paged() || p.attention.varlen ||
+      p.attention.has_descales())
+    bad_field("layer problem: ALiBi, sinks, paged caches, packed batches and descales are options of the attention core only (the layer "
               "embeds the ABI 2.0 problem, backend.h)");
   const attncheck_problem core = to_abi(p.attention);
   std::memcpy(&a.attention, &core, ATTNCHECK_PROBLEM_SIZE_2_0);

@@ -59,7 +59,8 @@ std::string undeclared_options(const Problem& problem, std::uint32_t declared) {
   const std::uint32_t used = (problem.has_alibi() ? std::uint32_t{kAttncheckOptionAlibi} : 0u) |
                              (problem.sinks ? std::uint32_t{kAttncheckOptionSinks} : 0u) |
                              (problem.is_paged() ? std::uint32_t{kAttncheckOptionPagedKv} : 0u) |
-                             (problem.varlen ? std::uint32_t{kAttncheckOptionVarlen} : 0u);
+                             (problem.varlen ? std::uint32_t{kAttncheckOptionVarlen} : 0u) |
+                             (problem.has_descales() ? std::uint32_t{kAttncheckOptionFp8} : 0u);
   return impl::option_names(used, declared);
 }
 
@@ -77,10 +78,11 @@ std::optional<std::string> Backend::predating_reason(const Problem& problem) con
   const std::string missing = undeclared_options(problem, declared);
   if (missing.empty()) return std::nullopt;
   // The table's build predates an option it lacks when the option came in a later minor: ALiBi and
-  // sinks in 2.3, paged caches in 2.4, packed batches in 2.5. The newest of them is named.
+  // sinks in 2.3, paged caches in 2.4, packed batches in 2.5, descales in 2.6. The newest of them is named.
+  const bool lacks_fp8 = problem.has_descales() && (declared & kAttncheckOptionFp8) == 0;
   const bool lacks_varlen = problem.varlen && (declared & kAttncheckOptionVarlen) == 0;
   const bool lacks_paged = problem.is_paged() && (declared & kAttncheckOptionPagedKv) == 0;
-  const std::uint32_t introduced = lacks_varlen ? 5 : lacks_paged ? 4 : 3;
+  const std::uint32_t introduced = lacks_fp8 ? 6 : lacks_varlen ? 5 : lacks_paged ? 4 : 3;
   if (table_->abi_version.minor < introduced)
     return fmt::format("the backend was built for ABI {}.{}, which predates {} (ABI 2.{})", table_->abi_version.major,
                        table_->abi_version.minor, missing, introduced);

@@ -295,7 +295,12 @@ void build_pages(const AttentionCase& c, CaseData& d) {
 }  // namespace
 
 AttentionInputs CaseData::inputs(const Problem& problem) const {
-  AttentionInputs in{q.view(), k.view(), v.view(), {}, {}, {}, {}, {}};
+  AttentionInputs in{q.view(), k.view(), v.view(), {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  if (problem.has_descales()) {
+    in.q_descale = q_descale;
+    in.k_descale = k_descale;
+    in.v_descale = v_descale;
+  }
   if (problem.is_paged()) in.paged = pages.view();
   if (problem.mask != MaskKind::None) in.mask = mask.view();
   if (problem.has_key_lengths) in.key_lengths = key_lengths;
@@ -334,6 +339,50 @@ std::vector<std::int64_t> key_lengths_of(const Problem& p, const std::vector<std
       throw ProblemError(fmt::format("key_lengths: batch {} has length {}, outside [0, Lk = {}]", b, fixed[b], p.k_len));
   return fixed;
 }
+
+// The seed of the descales' jitter, a stream of its own (as inference_stream_seed's).
+std::uint64_t descale_stream_seed(std::uint64_t seed) {
+  constexpr std::uint64_t kDescaleTag = 0x64657363616c6573ull;  // "descales"
+  return PortableRandom(seed ^ kDescaleTag).next();
+}
+
+// Descaled storage (problem.h): one factor per tensor or per (b, kv head) group, the group's
+// largest |x| over the format's largest finite value times 1 + U[0, 1/2), rounded up to float32
+// (FlashAttention 3's amax / max recipe, jittered so that no two groups share a factor and a
+// kernel reading the wrong one is seen); the stored values are x / factor rounded to `dtype`,
+// never past its range. `head_of(row)` maps a tensor's head index to its factor's kv head.
+std::vector<double> descale_and_store(const Problem& p, HostTensor& t, DType dtype, PortableRandom& rng,
+                                      std::int64_t (*head_of)(const Problem&, std::int64_t)) {
+  const std::int64_t groups = p.descale_count();
+  std::vector<double> amax(static_cast<size_t>(groups), 0.0);
+  const auto group = [&](std::int64_t b, std::int64_t h) {
+    return p.descale == Descale::PerTensor ? 0 : b * p.kv_heads + head_of(p, h);
+  };
+  const Shape4 shape = t.shape;
+  for (std::int64_t b = 0; b < shape[0]; ++b)
+    for (std::int64_t h = 0; h < shape[1]; ++h)
+      for (std::int64_t i = 0; i < shape[2]; ++i)
+        for (std::int64_t l = 0; l < shape[3]; ++l) {
+          double& m = amax[static_cast<size_t>(group(b, h))];
+          m = std::max(m, std::fabs(t(b, h, i, l)));
+        }
+  std::vector<double> factors;
+  for (const double m : amax) {
+    const double target = m > 0 ? m / largest_finite(dtype) * (1.0 + 0.5 * rng.uniform()) : 1.0;
+    float f = static_cast<float>(target);
+    if (static_cast<double>(f) < target) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+    factors.push_back(f);
+  }
+  for (std::int64_t b = 0; b < shape[0]; ++b)
+    for (std::int64_t h = 0; h < shape[1]; ++h)
+      for (std::int64_t i = 0; i < shape[2]; ++i)
+        for (std::int64_t l = 0; l < shape[3]; ++l)
+          t(b, h, i, l) = round_to(dtype, t(b, h, i, l) / factors[static_cast<size_t>(group(b, h))]);
+  return factors;
+}
+
+std::int64_t query_kv_head(const Problem& p, std::int64_t h) { return p.kv_head_of(h); }
+std::int64_t same_kv_head(const Problem&, std::int64_t g) { return g; }
 
 // Fixed lengths on a problem without key lengths would be silently ignored: refuse them.
 void require_key_lengths_used(const Problem& p, const std::vector<std::int64_t>& fixed) {
@@ -378,9 +427,16 @@ CaseData make_case_data(const AttentionCase& c) {
         if (c.values == ValueKind::OneHotV)
           for (std::int64_t l = 0; l < p.v_dim; ++l) d.v(b, g, j, l) = l == (j * 7 + 3) % p.v_dim ? 1.0 : 0.0;
       }
-  round_all(d.q, c.dtype);
-  round_all(d.k, c.dtype);
-  round_all(d.v, c.dtype);
+  if (p.has_descales()) {
+    PortableRandom descale_rng(descale_stream_seed(c.seed));
+    d.q_descale = descale_and_store(p, d.q, c.dtype, descale_rng, query_kv_head);
+    d.k_descale = descale_and_store(p, d.k, c.dtype, descale_rng, same_kv_head);
+    d.v_descale = descale_and_store(p, d.v, c.dtype, descale_rng, same_kv_head);
+  } else {
+    round_all(d.q, c.dtype);
+    round_all(d.k, c.dtype);
+    round_all(d.v, c.dtype);
+  }
 
   if (p.has_key_lengths) d.key_lengths = key_lengths_of(p, c.key_lengths, rng);
   if (p.mask != MaskKind::None) {

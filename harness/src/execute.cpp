@@ -29,6 +29,9 @@ std::uint64_t sentinel_bits(DType dtype) {
     case DType::F16: return 0x7d5au;
     case DType::BF16: return 0x7fa5u;
     case DType::F64: return 0x7ff5a5a5a5a5a5a5ull;
+    // fp8 is never written by a kernel (dtype.h); e4m3 has one NaN per sign, e5m2 three payloads.
+    case DType::E4M3: return 0x7fu;
+    case DType::E5M2: return 0x7du;
   }
   return 0;
 }
@@ -608,7 +611,8 @@ class GuardedCall {
 // Slots in the order of attncheck_attention_tensors and attncheck_backward_tensors, which share
 // their first five tensors; the backward's out and lse are inputs where the forward's are outputs.
 enum Slot : size_t {
-  kQ, kK, kV, kMask, kKeyLengths, kOut, kLse, kAlibiSlopes, kSinks, kBlockTable, kCuSeqlensQ, kCuSeqlensK, kForwardSlots
+  kQ, kK, kV, kMask, kKeyLengths, kOut, kLse, kAlibiSlopes, kSinks, kBlockTable, kCuSeqlensQ, kCuSeqlensK,
+  kQDescale, kKDescale, kVDescale, kForwardSlots
 };
 enum BackwardSlot : size_t { kDOut = kForwardSlots, kDLse, kDQ, kDK, kDV, kDBias, kBackwardSlots };
 
@@ -657,6 +661,14 @@ void put_attention_inputs(GuardedCall& call, const Problem& p, const NumericsPro
   if (p.alibi == AlibiSlopes::PerHead) put_float32(kAlibiSlopes, "alibi_slopes", in.alibi_slopes, 1, 1);
   if (p.alibi == AlibiSlopes::PerBatchHead) put_float32(kAlibiSlopes, "alibi_slopes", in.alibi_slopes, p.batch, 2);
   if (p.sinks) put_float32(kSinks, "sinks", in.sinks, 1, 1);
+  // ABI 2.6: descales [1] or [B, Hkv], float32.
+  if (p.has_descales()) {
+    const std::int64_t rows = p.descale == Descale::PerHead ? p.batch : 1;
+    const int rank = p.descale == Descale::PerHead ? 2 : 1;
+    put_float32(kQDescale, "q_descale", in.q_descale, rows, rank);
+    put_float32(kKDescale, "k_descale", in.k_descale, rows, rank);
+    put_float32(kVDescale, "v_descale", in.v_descale, rows, rank);
+  }
 }
 
 // A [B, H, L, D] output (O, dQ, dK, dV) in the layout the options ask for.
@@ -683,6 +695,11 @@ Tensors shared_tensors(Placement& placed) {
   if constexpr (requires { tensors.cu_seqlens_q; }) {
     tensors.cu_seqlens_q = placed.placed(kCuSeqlensQ);
     tensors.cu_seqlens_k = placed.placed(kCuSeqlensK);
+  }
+  if constexpr (requires { tensors.q_descale; }) {
+    tensors.q_descale = placed.placed(kQDescale);
+    tensors.k_descale = placed.placed(kKDescale);
+    tensors.v_descale = placed.placed(kVDescale);
   }
   return tensors;
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <fmt/format.h>
 #include <limits>
 #include <stdexcept>
@@ -114,9 +115,14 @@ std::string Verdict::summary() const {
   return text;
 }
 
-Verdict compare_attention(const Problem& problem, const NumericsProfile& profile, const AttentionInputs& inputs,
+Verdict compare_attention(const Problem& problem, const NumericsProfile& profile, const AttentionInputs& stored_inputs,
                           const AttentionResult& reference, const HostTensor& actual_out,
                           const HostTensor* actual_lse, const CompareOptions& options) {
+  // Descaled inputs are read as the attention sees them (problem.h): the mean of V an empty row
+  // may hold is the mean of the dequantized values.
+  std::optional<DequantizedInputs> dequantized;
+  if (problem.has_descales()) dequantized = dequantize(problem, stored_inputs);
+  const AttentionInputs inputs = dequantized ? dequantized->inputs(stored_inputs) : stored_inputs;
   if (!reference.stats)
     throw std::invalid_argument(
         "compare_attention: the reference carries no row statistics (set ReferenceOptions::row_statistics)");

@@ -145,6 +145,14 @@ LogitBound logit_bound(const Problem& problem, const NumericsProfile& profile, c
       l.alibi += u.u_s * (max_a + max_alibi);
     }
   }
+  if (problem.has_descales()) {
+    // §2.14: a kernel dequantizes Q and K element-wise in the score type, q·dq and k·dk, each one
+    // rounding (the dot then runs over (1 + δ)²-perturbed products: the α term), or folds the
+    // factors into the scale, σ·dq·dk, two roundings common to a row's keys but relative to each
+    // score (β). The bound allows either.
+    l.alpha = (1 + l.alpha) * (1 + u.u_s) * (1 + u.u_s) - 1;
+    l.beta += 2 * u.u_s;
+  }
   l.max = l.alpha * max_a + l.beta * big_m + l.gamma0;
   return l;
 }
@@ -171,6 +179,17 @@ ToleranceModel::ToleranceModel(const Problem& problem, const NumericsProfile& pr
   if (profile_.softmax_block < 0)
     throw std::invalid_argument(
         fmt::format("numerics profile: softmax_block is {}, but must be ≥ 0 (0 = three-pass)", profile_.softmax_block));
+  // fp8 is a storage format of the inputs (dtype.h). P may be rounded to e5m2, whose subnormal
+  // range is fp16's (the fp16 tail statistic covers it, §2.14); e4m3's starts at 2^-6, and the
+  // reference computes no tail statistic there, so a P kept in e4m3 is refused, not under-bounded.
+  for (const auto& [dtype, stage] : {std::pair{profile_.score, "score"}, std::pair{profile_.accumulator, "accumulator"},
+                                     std::pair{profile_.output, "output"}})
+    if (is_fp8(dtype))
+      throw std::invalid_argument(fmt::format("numerics profile: the {} stage is {}, but fp8 is a storage format of q, k "
+                                              "and v only (no kernel accumulates or writes in it)", stage, dtype_name(dtype)));
+  if (profile_.probability == DType::E4M3)
+    throw std::invalid_argument("numerics profile: P stored in e4m3 is not modelled (its subnormal tail, weights below "
+                                "2^-6, needs a row statistic the reference does not compute; numerics/README.md §2.14)");
 }
 
 ToleranceModel::ToleranceModel(const Problem& problem, const NumericsProfile& profile, DataCharacter data,
@@ -227,6 +246,9 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   double tails = 0;
   if (profile_.probability == DType::F16)
     tails += (profile_.flushes_subnormals ? 0x1p-14 : 0x1p-25) * st.fp16_tail(b, h, i, j);
+  // e5m2 shares fp16's normal range (ν_P = 2^-14); its subnormal spacing is 2^-16 (§2.14).
+  if (profile_.probability == DType::E5M2)
+    tails += (profile_.flushes_subnormals ? 0x1p-14 : 0x1p-17) * st.fp16_tail(b, h, i, j);
   tails += 0x1p-125 * n * st.reachable_max_abs_value(b, h, i, j);
   t.probability += tails;
 
@@ -264,6 +286,10 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
     const double det = u.u_v * a;
     t.accumulation += g * u.u_v * a + (prob ? std::min(det, kLambda * u.u_v * w) : det) + u.eta_v;
   }
+
+  // §2.14: v·dv rounded element-wise (u·A_j, as a V rounding) or O·dv at the end (u·|O_j|), in
+  // the wider of the score and accumulator types; the bound allows either.
+  if (problem_.has_descales()) t.accumulation += std::max(u.u_s, u.u_a_rounding) * (a + o);
 
   // E_ref: the double reference's own dot product (d), row sum and P·V (n), shift and exp: a
   // γ_{d+n+8}(2^-53) relative error on every quantity above; negligible by design (§1, §2.7).

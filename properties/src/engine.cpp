@@ -88,6 +88,9 @@ PropertyOutcome search(const PropertyDef& property, Backend& backend, DType dtyp
     return outcome;
   };
 
+  if (!runs_on(property, dtype))
+    return finish(OutcomeStatus::Skipped, property.fp8_inputs ? fmt::format("runs on fp8 (e4m3, e5m2) inputs, not {}", dtype_name(dtype))
+                                                              : fmt::format("{} inputs are judged by the fp8 family only", dtype_name(dtype)));
   std::optional<NumericsProfile> profile;
   try {
     profile = backend.profile(dtype);

@@ -17,6 +17,7 @@ std::vector<PropertyDef> layer_properties();
 std::vector<PropertyDef> inference_properties();
 std::vector<PropertyDef> paged_properties();
 std::vector<PropertyDef> varlen_properties();
+std::vector<PropertyDef> fp8_properties();
 }  // namespace props
 
 const std::vector<PropertyDef>& all_properties() {
@@ -33,7 +34,7 @@ const std::vector<PropertyDef>& all_properties() {
     // draw them, so a kernel that gets one of them wrong is caught there first; so do paged caches and packed batches.
     for (auto family : {props::conformance_properties, props::determinism_properties, props::backward_properties,
                         props::inference_properties, props::paged_properties,
-                        props::varlen_properties, props::layer_properties, props::toy_properties,
+                        props::varlen_properties, props::fp8_properties, props::layer_properties, props::toy_properties,
                         props::normalization_properties, props::independence_properties, props::invariance_properties,
                         props::causality_properties, props::shapes_properties})
       for (auto& property : family()) all.push_back(std::move(property));

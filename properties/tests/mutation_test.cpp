@@ -60,6 +60,10 @@ std::string planted_hypothesis(const std::string& mutant) {
   return it == planted.end() ? "" : it->second;
 }
 
+// The dtype a mutant is run on: float32, or e4m3 for the fp8 mutants (which take fp8 inputs only
+// through the fp8 family, property.h).
+DType dtype_of(const std::string& mutant) { return mutant.rfind("mutant-fp8-", 0) == 0 ? DType::E4M3 : DType::F32; }
+
 // The backward mutants' forward is correct, so a forward property that fails one of them has found
 // something other than the planted bug: each must be caught by a property of the backward family,
 // the one named here (the first, in registration order, whose check the bug breaks). The
@@ -100,7 +104,7 @@ class MutantTest : public testing::Test {
     Backend backend = open_backend(mutant_);
     const auto start = std::chrono::steady_clock::now();
     for (const PropertyDef& property : all_properties()) {
-      const PropertyOutcome outcome = run_property(property, backend, DType::F32, settings);
+      const PropertyOutcome outcome = run_property(property, backend, dtype_of(mutant_), settings);
       if (outcome.status != OutcomeStatus::Failed) continue;
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double to_catch = seconds - outcome.seconds + outcome.seconds_to_failure;
@@ -154,7 +158,7 @@ class MutantTest : public testing::Test {
     settings.simplify = false;
     for (const SimplificationStep& step : simplification_steps(parse_case(finding.pinned_case))) {
       settings.pinned_case = step.result;
-      const PropertyOutcome smaller = run_property(property, backend, DType::F32, settings);
+      const PropertyOutcome smaller = run_property(property, backend, dtype_of(mutant_), settings);
       const bool same_failure = smaller.status == OutcomeStatus::Failed && !smaller.failures.empty() &&
                                 smaller.failures.front().kind == finding.kind;
       EXPECT_FALSE(same_failure) << mutant_ << ": the case is not 1-minimal; '" << step.what

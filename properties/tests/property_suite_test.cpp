@@ -87,7 +87,8 @@ int main(int argc, char** argv) {
   for (const std::string& backend : builtin_backend_names()) {
     if (backend.rfind("mutant-", 0) == 0) continue;  // mutants are the mutation test's business
     for (const PropertyDef& property : all_properties())
-      for (DType dtype : {DType::F32, DType::F16, DType::BF16}) {
+      for (DType dtype : {DType::F32, DType::F16, DType::BF16, DType::E4M3, DType::E5M2}) {
+        if (!runs_on(property, dtype)) continue;  // fp8 inputs for the fp8 family only (property.h)
         const std::string suite = camel(backend);
         const std::string name = camel(property.name) + camel(dtype_name(dtype));
         testing::RegisterTest(suite.c_str(), name.c_str(), nullptr, nullptr, __FILE__, __LINE__,

@@ -55,7 +55,8 @@ TEST(SizeClasses, StandardProfileReachesLongPathsInEverySizeAgnosticProperty) {
   const SuiteProfile standard = *find_suite_profile("standard");
   int checked = 0;
   for (const PropertyDef& property : all_properties()) {
-    if (property.needs_layer) continue;
+    // The fp8 family draws from the same space, on e4m3 inputs, which the recorder does not take.
+    if (property.needs_layer || property.fp8_inputs) continue;
     const std::vector<Problem> problems = drawn(property, standard);
     ASSERT_FALSE(problems.empty()) << property.name << " drew nothing";
     std::int64_t longest_keys = 0, longest_queries = 0;

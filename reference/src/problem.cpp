@@ -61,6 +61,21 @@ std::optional<KvStorage> parse_kv_storage(std::string_view name) {
   return std::nullopt;
 }
 
+std::string_view descale_name(Descale descale) {
+  switch (descale) {
+    case Descale::None: return "none";
+    case Descale::PerTensor: return "tensor";
+    case Descale::PerHead: return "head";
+  }
+  return "?";
+}
+
+std::optional<Descale> parse_descale(std::string_view name) {
+  for (auto d : {Descale::None, Descale::PerTensor, Descale::PerHead})
+    if (descale_name(d) == name) return d;
+  return std::nullopt;
+}
+
 std::optional<AlibiSlopes> parse_alibi_slopes(std::string_view name) {
   for (auto a : {AlibiSlopes::None, AlibiSlopes::PerHead, AlibiSlopes::PerBatchHead})
     if (alibi_slopes_name(a) == name) return a;
@@ -169,6 +184,13 @@ void Problem::validate() const {
       throw ProblemError(fmt::format("alignment: is {}, but a packed batch aligns each sequence top-left or bottom-right",
                                      alignment_name(alignment)));
   }
+  if (has_descales()) {
+    // FlashAttention 3's fp8 path takes none of these; the suite defines no fp8 bias dtype.
+    if (mask == MaskKind::Additive)
+      throw ProblemError("descale: is set, but the mask is additive (descaled fp8 inputs take no additive bias)");
+    if (is_paged()) throw ProblemError("descale: is set, but K and V are paged (descaled inputs are contiguous)");
+    if (varlen) throw ProblemError("descale: is set, but the batch is packed (descaled inputs are a padded batch)");
+  }
 }
 
 std::string Problem::describe() const {
@@ -187,6 +209,7 @@ std::string Problem::describe() const {
   if (sinks) out += " sinks=1";
   if (is_paged()) out += fmt::format(" kv={}:{}", kv_storage_name(kv_storage), page_size);
   if (varlen) out += " varlen=1";
+  if (has_descales()) out += fmt::format(" descale={}", descale_name(descale));
   return out;
 }
 
@@ -250,6 +273,11 @@ Problem parse_problem(std::string_view text) {
         throw ProblemError(fmt::format("problem text: kv={} is not paged:PAGE_SIZE or paged-head:PAGE_SIZE", value));
       p.kv_storage = *storage;
       p.page_size = parse_int(key, value.substr(colon + 1));
+    }
+    else if (key == "descale") {
+      auto d = parse_descale(value);
+      if (!d) throw ProblemError(fmt::format("problem text: descale={} is not none, tensor or head", value));
+      p.descale = *d;
     }
     else if (key == "alibi") {
       auto a = parse_alibi_slopes(value);

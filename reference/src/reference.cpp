@@ -355,6 +355,51 @@ void validate_inputs(const Problem& p, const AttentionInputs& in) {
   } else if (!in.query_lengths.empty()) {
     throw ProblemError("query_lengths: given, but the problem is not a packed batch (varlen)");
   }
+  for (const auto& [factors, name] : {std::pair{in.q_descale, "q_descale"}, std::pair{in.k_descale, "k_descale"},
+                                      std::pair{in.v_descale, "v_descale"}}) {
+    if (static_cast<std::int64_t>(factors.size()) != p.descale_count())
+      throw ProblemError(fmt::format("{}: has {} elements, but the problem (descale={}) expects {}", name, factors.size(),
+                                     descale_name(p.descale), p.descale_count()));
+    for (size_t e = 0; e < factors.size(); ++e)
+      if (!(std::isfinite(factors[e]) && factors[e] > 0))
+        throw ProblemError(fmt::format("{}: element {} is {}, but a descale must be finite and positive", name, e, factors[e]));
+  }
+}
+
+DequantizedInputs dequantize(const Problem& p, const AttentionInputs& in) {
+  validate_inputs(p, in);
+  if (!p.has_descales()) throw ProblemError("dequantize: the problem has no descales");
+  const auto factor = [&](std::span<const double> d, std::int64_t b, std::int64_t g) {
+    return d.size() == 1 ? d[0] : d[static_cast<size_t>(b * p.kv_heads + g)];
+  };
+  DequantizedInputs out{HostTensor({p.batch, p.q_heads, p.q_len, p.qk_dim}), HostTensor({p.batch, p.kv_heads, p.k_len, p.qk_dim}),
+                        HostTensor({p.batch, p.kv_heads, p.k_len, p.v_dim}), {}};
+  // A stored value has at most 24 significant bits and a float32 factor 24: their product is exact
+  // in double's 53, so the reference sees the dequantized value itself.
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h = 0; h < p.q_heads; ++h)
+      for (std::int64_t i = 0; i < p.q_len; ++i)
+        for (std::int64_t d = 0; d < p.qk_dim; ++d) out.q(b, h, i, d) = in.q(b, h, i, d) * factor(in.q_descale, b, p.kv_head_of(h));
+    for (std::int64_t g = 0; g < p.kv_heads; ++g)
+      for (std::int64_t j = 0; j < p.k_len; ++j) {
+        for (std::int64_t d = 0; d < p.qk_dim; ++d) out.k(b, g, j, d) = in.k(b, g, j, d) * factor(in.k_descale, b, g);
+        for (std::int64_t d = 0; d < p.v_dim; ++d) out.v(b, g, j, d) = in.v(b, g, j, d) * factor(in.v_descale, b, g);
+      }
+  }
+  out.problem = p;
+  out.problem.descale = Descale::None;
+  return out;
+}
+
+AttentionInputs DequantizedInputs::inputs(const AttentionInputs& original) const {
+  AttentionInputs in = original;
+  in.q = q.view();
+  in.k = k.view();
+  in.v = v.view();
+  in.q_descale = {};
+  in.k_descale = {};
+  in.v_descale = {};
+  return in;
 }
 
 namespace {
@@ -401,6 +446,10 @@ bool key_allowed(const Problem& p, const AttentionInputs& in, std::int64_t b, st
 }
 
 AttentionResult reference_attention(const Problem& p, const AttentionInputs& in, const ReferenceOptions& opt) {
+  if (p.has_descales()) {  // the attention of the dequantized inputs is the definition (problem.h)
+    const DequantizedInputs dequantized = dequantize(p, in);
+    return reference_attention(dequantized.problem, dequantized.inputs(in), opt);
+  }
   if (p.is_paged() && in.k.empty() && in.v.empty()) {  // pages only: the gather is the definition (paged.h)
     p.validate();
     const GatheredKv kv = gather_paged_kv(p, in.paged, in.key_lengths);

@@ -55,5 +55,70 @@ TEST(DType, ParsesNamesAndAliases) {
   EXPECT_EQ(dtype_name(DType::F32), "f32");
 }
 
+// OCP 8-bit floats (OCP "8-bit Floating Point Specification", 2023): e4m3fn has bias 7, mantissa
+// 3 bits, S.1111.111 as its only NaN and no infinity; e5m2 has bias 15, mantissa 2 bits and IEEE's
+// specials. Every expected bit pattern below is worked out from those definitions.
+TEST(DType, E4M3BitPatternsByHand) {
+  const auto bits = [](double x) {
+    std::byte b{};
+    encode_value(DType::E4M3, x, &b);
+    return std::to_integer<int>(b);
+  };
+  EXPECT_EQ(bits(1.0), 0x38);           // exponent 0 + 7 = 0111, mantissa 000
+  EXPECT_EQ(bits(-1.0), 0xb8);
+  EXPECT_EQ(bits(448.0), 0x7e);         // 1.110 · 2^8: exponent 1111, mantissa 110 (111 is NaN)
+  EXPECT_EQ(bits(0x1p-6), 0x08);        // smallest normal: exponent 0001
+  EXPECT_EQ(bits(0x1p-9), 0x01);        // smallest subnormal: 0.001 · 2^-6
+  EXPECT_EQ(bits(0.0), 0x00);
+  EXPECT_EQ(bits(1.0625), 0x38);        // halfway between 1 and 1.125: ties to even (mantissa 000)
+  EXPECT_EQ(bits(1.1875), 0x3a);        // halfway between 1.125 and 1.25: ties to even (010)
+  EXPECT_EQ(bits(463.9), 0x7e);         // below the overflow midpoint 464: rounds to 448
+  EXPECT_EQ(bits(464.0), 0x7f);         // at it: no infinity, so NaN (non-saturating conversion)
+  EXPECT_TRUE(std::isnan(round_to(DType::E4M3, 1e6)));
+  EXPECT_EQ(round_to(DType::E4M3, 0x1p-10), 0.0);  // half the smallest subnormal: ties to even, 0
+  EXPECT_EQ(round_to(DType::E4M3, 0x1.8p-10), 0x1p-9);
+  for (int b = 0; b < 256; ++b) {  // every pattern decodes and re-encodes to itself (NaN to NaN)
+    const std::byte in{static_cast<unsigned char>(b)};
+    const double x = decode_value(DType::E4M3, &in);
+    if ((b & 0x7f) == 0x7f) {
+      EXPECT_TRUE(std::isnan(x)) << b;
+      continue;
+    }
+    EXPECT_EQ(bits(x), b) << b;
+  }
+  EXPECT_EQ(largest_finite(DType::E4M3), 448.0);
+  EXPECT_EQ(unit_roundoff(DType::E4M3), 0x1p-4);
+}
+
+TEST(DType, E5M2BitPatternsByHand) {
+  const auto bits = [](double x) {
+    std::byte b{};
+    encode_value(DType::E5M2, x, &b);
+    return std::to_integer<int>(b);
+  };
+  EXPECT_EQ(bits(1.0), 0x3c);            // exponent 0 + 15 = 01111, mantissa 00
+  EXPECT_EQ(bits(57344.0), 0x7b);        // 1.11 · 2^15: exponent 11110, mantissa 11
+  EXPECT_EQ(bits(0x1p-14), 0x04);        // smallest normal
+  EXPECT_EQ(bits(0x1p-16), 0x01);        // smallest subnormal: 0.01 · 2^-14
+  EXPECT_EQ(bits(61440.0), 0x7c);        // the overflow midpoint: +inf
+  EXPECT_EQ(bits(-INFINITY), 0xfc);
+  EXPECT_EQ(bits(1.125), 0x3c);          // halfway between 1 and 1.25: ties to even
+  for (int b = 0; b < 256; ++b) {
+    const std::byte in{static_cast<unsigned char>(b)};
+    const double x = decode_value(DType::E5M2, &in);
+    if ((b & 0x7c) == 0x7c && (b & 0x03) != 0) {
+      EXPECT_TRUE(std::isnan(x)) << b;
+      continue;
+    }
+    EXPECT_EQ(bits(x), b) << b;
+    // e5m2 is binary16's top byte: the same value as that half with a zero low byte.
+    EXPECT_EQ(x, from_f16_bits(static_cast<std::uint16_t>(b << 8))) << b;
+  }
+  EXPECT_EQ(unit_roundoff(DType::E5M2), 0x1p-3);
+  EXPECT_EQ(parse_dtype("float8_e4m3fn"), DType::E4M3);
+  EXPECT_EQ(parse_dtype("e5m2"), DType::E5M2);
+  EXPECT_TRUE(is_fp8(DType::E4M3) && is_fp8(DType::E5M2) && !is_fp8(DType::F16));
+}
+
 }  // namespace
 }  // namespace attncheck

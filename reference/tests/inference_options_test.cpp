@@ -239,5 +239,96 @@ TEST(InferenceOptions, DescribeAndParseRoundTrip) {
   EXPECT_THROW(parse_problem("B=1 alibi=rows"), ProblemError);
 }
 
+// Descales (problem.h): two keys by hand. q = 2 (factor 1/4, so Q = 1/2), k = (1, 3) (factor 2,
+// so K = (2, 6)), v = (4, 8) (factor 1/2, so V = (2, 4)), scale 1: s = (1, 3),
+// p = (1, e²)/(1 + e²), O = (2 + 4e²)/(1 + e²), LSE = log(e + e³).
+TEST(Descale, TwoKeysByHand) {
+  Problem p = Problem::of_shape(1, 1, 1, 1, 2, 1, 1);
+  p.scale = 1.0;
+  p.descale = Descale::PerTensor;
+  HostTensor q({1, 1, 1, 1}), k({1, 1, 2, 1}), v({1, 1, 2, 1});
+  q.values = {2};
+  k.values = {1, 3};
+  v.values = {4, 8};
+  const std::vector<double> dq{0.25}, dk{2}, dv{0.5};
+  AttentionInputs in{q.view(), k.view(), v.view(), {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  in.q_descale = dq, in.k_descale = dk, in.v_descale = dv;
+  const AttentionResult r = reference_attention(p, in);
+  const double e2 = std::exp(2.0);
+  EXPECT_NEAR(r.out(0, 0, 0, 0), (2 + 4 * e2) / (1 + e2), 1e-15);
+  EXPECT_NEAR(r.lse(0, 0, 0, 0), std::log(std::exp(1.0) + std::exp(3.0)), 1e-15);
+}
+
+// Per (batch, kv head) factors against the explicit dequantization: each stored value times the
+// factor of its batch row and kv head (query head h reads kv head h / (Hq / Hkv)), written here
+// element by element and run without descales, gives the same bits.
+TEST(Descale, PerHeadEqualsExplicitDequantization) {
+  Problem p = Problem::of_shape(2, 4, 2, 3, 5, 4, 3);
+  p.causal = true;
+  p.descale = Descale::PerHead;
+  std::mt19937_64 rng(7);
+  std::uniform_int_distribution<int> code(-28, 28);
+  const auto fill = [&](HostTensor& t) {
+    for (double& x : t.values) x = code(rng) / 8.0;  // multiples of 1/8 up to 3.5: e4m3 values
+  };
+  HostTensor q({2, 4, 3, 4}), k({2, 2, 5, 4}), v({2, 2, 5, 3});
+  fill(q), fill(k), fill(v);
+  std::vector<double> dq, dk, dv;
+  for (int e = 0; e < 4; ++e) {
+    dq.push_back(0.375 + 0.125 * e);
+    dk.push_back(1.5 - 0.25 * e);
+    dv.push_back(0.1 + e);  // not a power of two: exact in double all the same
+  }
+  AttentionInputs in{q.view(), k.view(), v.view(), {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  in.q_descale = dq, in.k_descale = dk, in.v_descale = dv;
+  const AttentionResult descaled = reference_attention(p, in);
+
+  HostTensor eq = q, ek = k, ev = v;
+  for (std::int64_t b = 0; b < 2; ++b)
+    for (std::int64_t h = 0; h < 4; ++h)
+      for (std::int64_t i = 0; i < 3; ++i)
+        for (std::int64_t d = 0; d < 4; ++d) eq(b, h, i, d) = q(b, h, i, d) * dq[static_cast<size_t>(b * 2 + h / 2)];
+  for (std::int64_t b = 0; b < 2; ++b)
+    for (std::int64_t g = 0; g < 2; ++g)
+      for (std::int64_t j = 0; j < 5; ++j) {
+        for (std::int64_t d = 0; d < 4; ++d) ek(b, g, j, d) = k(b, g, j, d) * dk[static_cast<size_t>(b * 2 + g)];
+        for (std::int64_t d = 0; d < 3; ++d) ev(b, g, j, d) = v(b, g, j, d) * dv[static_cast<size_t>(b * 2 + g)];
+      }
+  Problem plain = p;
+  plain.descale = Descale::None;
+  const AttentionResult expected = reference_attention(plain, {eq.view(), ek.view(), ev.view(), {}, {}, {}, {}, {}, {}, {}, {}, {}});
+  for (size_t e = 0; e < expected.out.values.size(); ++e)
+    EXPECT_EQ(std::bit_cast<std::uint64_t>(descaled.out.values[e]), std::bit_cast<std::uint64_t>(expected.out.values[e])) << e;
+  for (size_t e = 0; e < expected.lse.values.size(); ++e) EXPECT_EQ(descaled.lse.values[e], expected.lse.values[e]) << e;
+}
+
+TEST(Descale, RefusesBadFactorsAndCombinations) {
+  Problem p = Problem::of_shape(1, 2, 1, 1, 2, 1, 1);
+  p.descale = Descale::PerHead;
+  HostTensor q({1, 2, 1, 1}), k({1, 1, 2, 1}), v({1, 1, 2, 1});
+  const std::vector<double> one{1.0}, zero{0.0};
+  AttentionInputs in{q.view(), k.view(), v.view(), {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  in.q_descale = one, in.k_descale = one, in.v_descale = zero;
+  try {
+    (void)reference_attention(p, in);
+    ADD_FAILURE() << "a zero descale was accepted";
+  } catch (const ProblemError& e) {
+    EXPECT_EQ(std::string(e.what()), "v_descale: element 0 is 0, but a descale must be finite and positive");
+  }
+  in.v_descale = {};
+  try {
+    (void)reference_attention(p, in);
+    ADD_FAILURE() << "a missing descale was accepted";
+  } catch (const ProblemError& e) {
+    EXPECT_EQ(std::string(e.what()), "v_descale: has 0 elements, but the problem (descale=head) expects 1");
+  }
+  p.mask = MaskKind::Additive;
+  EXPECT_THROW(p.validate(), ProblemError);
+  EXPECT_EQ(parse_problem("B=1 Hq=1 Hkv=1 Lq=1 Lk=1 Dk=1 Dv=1 descale=head").descale, Descale::PerHead);
+  Problem round_trip = Problem::of_shape(1, 1, 1, 1, 1, 1, 1);
+  round_trip.descale = Descale::PerTensor;
+  EXPECT_EQ(parse_problem(round_trip.describe()), round_trip);
+}
+
 }  // namespace
 }  // namespace attncheck::testing

@@ -148,9 +148,11 @@ class TimedTensor {
   DLTensor* get() { return &tensor_; }
 
  private:
-  static int dtype_bytes(DType dtype) { return dtype == DType::F64 ? 8 : dtype == DType::F32 ? 4 : 2; }
+  static int dtype_bytes(DType dtype) { return attncheck::dtype_bytes(dtype); }
   static void encode(double x, DType dtype, std::byte* at) {
     switch (dtype) {
+      case DType::E4M3:
+      case DType::E5M2: encode_value(dtype, x, at); break;
       case DType::F64: std::memcpy(at, &x, 8); break;
       case DType::F32: {
         const float f = static_cast<float>(x);  // x is already a float value (the data are rounded)

@@ -14,10 +14,10 @@ namespace attncheck::cli {
 
 namespace {
 
-// "f32,f16" — the input dtypes a backend declares a profile for.
+// "f32,f16,e4m3" — the input dtypes a backend declares a profile for.
 std::string supported_dtypes(const Backend& backend) {
   std::vector<std::string_view> names;
-  for (DType d : {DType::F32, DType::F16, DType::BF16})
+  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::E4M3, DType::E5M2})
     if (backend.profile(d)) names.push_back(dtype_name(d));
   return names.empty() ? "none" : fmt::format("{}", fmt::join(names, ","));
 }
@@ -68,7 +68,10 @@ int list_properties(std::ostream& out) {
   out << fmt::format("{:<{}}  {:<{}}  {}\n", "name", name_width, "family", family_width, "why");
   for (const PropertyDef& p : all_properties())
     out << fmt::format("{:<{}}  {:<{}}  {}{}\n", p.name, name_width, p.family, family_width, p.why,
-                       p.needs_layer ? " (needs forward_layer)" : p.needs_backward ? " (needs a backward pass)" : "");
+                       p.needs_layer      ? " (needs forward_layer)"
+                       : p.needs_backward ? " (needs a backward pass)"
+                       : p.fp8_inputs     ? " (fp8 inputs: --dtype e4m3,e5m2)"
+                                          : "");
   return kExitPassed;
 }
 

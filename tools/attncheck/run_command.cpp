@@ -36,7 +36,7 @@ std::vector<std::string> parse_dtype_list(const std::string& list) {
     const std::size_t comma = std::min(list.find(',', start), list.size());
     const std::string item = list.substr(start, comma - start);
     const auto dtype = parse_dtype(item);
-    if (!dtype) throw UsageError(fmt::format("--dtype '{}': '{}' is not a dtype (use f32, f16, bf16)", list, item));
+    if (!dtype) throw UsageError(fmt::format("--dtype '{}': '{}' is not a dtype (use f32, f16, bf16, e4m3, e5m2)", list, item));
     const std::string name(dtype_name(*dtype));
     if (std::find(dtypes.begin(), dtypes.end(), name) != dtypes.end())
       throw UsageError(fmt::format("--dtype '{}': {} is listed twice", list, name));
@@ -133,7 +133,12 @@ int run(const RunOptions& options, const Environment& env, std::ostream& out) {
   if (names.empty())
     throw UsageError(fmt::format("--direction {}: none of the {} properties checks that pass (see `attncheck list properties`)",
                                  direction_name(options.direction), all_properties().size()));
-  const std::vector<PlannedUnit> plan = plan_units(names, options.property_regex, dtypes);
+  // fp8 dtypes pair with the fp8 family only, the others with every other property (property.h).
+  const std::vector<PlannedUnit> plan = plan_units(names, options.property_regex, dtypes, [](const std::string& property, const std::string& dtype) {
+    for (const PropertyDef& def : all_properties())
+      if (def.name == property) return runs_on(def, *parse_dtype(dtype));
+    return true;
+  });
   if (plan.empty())
     throw UsageError(fmt::format("--property '{}' matches none of the {} properties{} (see `attncheck list properties`)",
                                  options.property_regex, names.size(),

@@ -55,7 +55,7 @@
 #include <stdint.h>
 
 #define ATTNCHECK_ABI_VERSION_MAJOR 2
-#define ATTNCHECK_ABI_VERSION_MINOR 5
+#define ATTNCHECK_ABI_VERSION_MINOR 6
 
 /*! \brief Nonzero when the struct at ptr (of type type, whose first field is struct_size) was written
  * by code that knew field: the only safe way to read a field added in a later minor version. */
@@ -127,7 +127,23 @@ enum {
   kAttncheckOptionAlibi = 1u << 0, /*!< \brief problem.alibi with alibi_slopes. */
   kAttncheckOptionSinks = 1u << 1, /*!< \brief problem.has_sinks with sinks. */
   kAttncheckOptionPagedKv = 1u << 2, /*!< \brief ABI 2.4: problem.kv_storage paged, with block_table. */
-  kAttncheckOptionVarlen = 1u << 3   /*!< \brief ABI 2.5: problem.varlen, packed sequences with cu_seqlens_q/k. */
+  kAttncheckOptionVarlen = 1u << 3,  /*!< \brief ABI 2.5: problem.varlen, packed sequences with cu_seqlens_q/k. */
+  kAttncheckOptionFp8 = 1u << 4      /*!< \brief ABI 2.6: fp8 q, k, v (e4m3fn or e5m2) with problem.descale and its descales. */
+};
+
+/*! \brief DLPack 1.1's type codes of the two fp8 formats (ABI 2.6), bits = 8, lanes = 1: the
+ * DLPack 0.6 header some systems ship predates them, so they are named here with DLPack's values. */
+enum {
+  kAttncheckDLFloat8E4M3FN = 10, /*!< \brief DLPack's kDLFloat8_e4m3fn: OCP e4m3, no infinity, largest finite 448. */
+  kAttncheckDLFloat8E5M2 = 12    /*!< \brief DLPack's kDLFloat8_e5m2: OCP e5m2, IEEE-like, largest finite 57344. */
+};
+
+/*! \brief Descale factors of fp8 inputs (ABI 2.6); see attncheck_problem. */
+typedef int32_t attncheck_descale;
+enum {
+  kAttncheckDescaleNone = 0,      /*!< \brief No descales; q_descale, k_descale, v_descale are NULL. The default. */
+  kAttncheckDescalePerTensor = 1, /*!< \brief Each descale is [1] float32. */
+  kAttncheckDescalePerHead = 2    /*!< \brief Each descale is [B, Hkv] float32 (FlashAttention 3's (batch, num_heads_k)). */
 };
 
 /*! \brief How K and V are stored (ABI 2.4); see attncheck_problem. */
@@ -209,6 +225,16 @@ enum {
  * has_key_lengths is 0 and key_lengths NULL (the counts are the offsets'), mask_kind is none and
  * kv_storage contiguous. The backward pass takes padded batches only.
  *
+ * ABI 2.6, fp8 inputs (kAttncheckOptionFp8; FlashAttention 3's q_descale, k_descale, v_descale):
+ * q, k and v arrive in e4m3fn or e5m2 (kAttncheckDLFloat8E4M3FN, kAttncheckDLFloat8E5M2; all three
+ * in the format the profile's input_dtype names), and the attention is that of the dequantized
+ * values Q = q * q_descale, K = k * k_descale, V = v * v_descale. With kAttncheckDescalePerHead,
+ * query head h of batch b uses q_descale[b, h / (Hq / Hkv)] (the kv head it reads) and kv head g
+ * uses k_descale[b, g] and v_descale[b, g]. Descales are finite and positive. A kernel may fold
+ * q_descale * k_descale into the softmax scale and apply v_descale to the output: the numerics
+ * model allows either (numerics/README.md §2.14). out is written in output_dtype, lse in float32.
+ * fp8 inputs take no additive mask, no paged cache and no packed batch (descale == none there).
+ *
  * A suite sends an option only to a table whose problem_options declares it (absent or 0: none),
  * so rebuilding a plug-in against this header never makes it claim an option it ignores.
  */
@@ -239,6 +265,8 @@ typedef struct {
   int64_t page_size;       /*!< \brief Keys per page (>= 1) when paged; 0 otherwise; absent = 0. */
   /* ABI 2.5 */
   int32_t varlen;          /*!< \brief Nonzero: a packed batch addressed by cu_seqlens_q and cu_seqlens_k; absent = 0. */
+  /* ABI 2.6 */
+  attncheck_descale descale; /*!< \brief Descales of fp8 q, k, v; absent = kAttncheckDescaleNone. */
 } attncheck_problem;
 
 /*! \brief Size of attncheck_problem in ABI 2.0: the smallest a backend of this major accepts. */
@@ -249,6 +277,8 @@ typedef struct {
 #define ATTNCHECK_PROBLEM_SIZE_2_4 (offsetof(attncheck_problem, page_size) + sizeof(int64_t))
 /*! \brief Size of attncheck_problem in ABI 2.5 (varlen). */
 #define ATTNCHECK_PROBLEM_SIZE_2_5 (offsetof(attncheck_problem, varlen) + sizeof(int32_t))
+/*! \brief Size of attncheck_problem in ABI 2.6 (descale). */
+#define ATTNCHECK_PROBLEM_SIZE_2_6 (offsetof(attncheck_problem, descale) + sizeof(int32_t))
 
 /*!
  * \brief attncheck_problem as ABI 2.0 laid it out, frozen: the copy attncheck_layer_problem embeds.
@@ -358,6 +388,10 @@ typedef struct {
   /* ABI 2.5: a packed batch (problem.varlen), whose q, k, v, out and lse are packed (attncheck_problem). */
   const DLTensor* cu_seqlens_q; /*!< \brief [B + 1] int32 query offsets; NULL unless varlen. */
   const DLTensor* cu_seqlens_k; /*!< \brief [B + 1] int32 key offsets; NULL unless varlen. */
+  /* ABI 2.6: fp8 inputs (problem.descale), float32 [1] or [B, Hkv]; NULL without descales. */
+  const DLTensor* q_descale;
+  const DLTensor* k_descale;
+  const DLTensor* v_descale;
 } attncheck_attention_tensors;
 
 #define ATTNCHECK_ATTENTION_TENSORS_SIZE_2_0 (offsetof(attncheck_attention_tensors, lse) + sizeof(DLTensor*))

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <exception>
 #include <initializer_list>
+#include <limits>
 #include <memory>
 #include <new>
 #include <optional>
@@ -57,11 +58,15 @@ inline constexpr DLDataType kF64{kDLFloat, 64, 1};
 inline constexpr DLDataType kU8{kDLUInt, 8, 1};
 inline constexpr DLDataType kI64{kDLInt, 64, 1};
 inline constexpr DLDataType kI32{kDLInt, 32, 1};
+inline constexpr DLDataType kE4M3{kAttncheckDLFloat8E4M3FN, 8, 1};  ///< ABI 2.6 fp8 inputs
+inline constexpr DLDataType kE5M2{kAttncheckDLFloat8E5M2, 8, 1};
 
 inline bool same_dtype(DLDataType a, DLDataType b) { return a.code == b.code && a.bits == b.bits && a.lanes == b.lanes; }
 
-/// "float32", "bfloat16", "uint8", "code 9 bits 8 lanes 2" for anything else.
+/// "float32", "bfloat16", "uint8", "float8_e4m3fn", "code 9 bits 8 lanes 2" for anything else.
 inline std::string dtype_string(DLDataType d) {
+  if (d.code == kAttncheckDLFloat8E4M3FN && d.bits == 8 && d.lanes == 1) return "float8_e4m3fn";
+  if (d.code == kAttncheckDLFloat8E5M2 && d.bits == 8 && d.lanes == 1) return "float8_e5m2";
   const char* base = nullptr;
   switch (d.code) {
     case kDLFloat: base = "float"; break;
@@ -185,6 +190,16 @@ inline void check_struct_size(std::uint32_t struct_size, std::size_t minimum, co
 /// AbiError(kAttncheckInvalidProblem) naming the field.
 /// Whether the problem is a packed batch; false where the caller's struct predates 2.5.
 inline bool is_varlen(const attncheck_problem& p) { return ATTNCHECK_HAS_FIELD(&p, attncheck_problem, varlen) && p.varlen != 0; }
+/// The problem's descales of fp8 inputs; kAttncheckDescaleNone where the caller's struct predates 2.6.
+inline attncheck_descale descale_of(const attncheck_problem& p) {
+  return ATTNCHECK_HAS_FIELD(&p, attncheck_problem, descale) ? p.descale : kAttncheckDescaleNone;
+}
+
+/// The problem's K/V storage; contiguous where the caller's struct predates 2.4.
+inline attncheck_kv_storage kv_storage_of(const attncheck_problem& p) {
+  return ATTNCHECK_HAS_FIELD(&p, attncheck_problem, page_size) ? p.kv_storage : kAttncheckKvContiguous;
+}
+inline bool is_paged(const attncheck_problem& p) { return kv_storage_of(p) != kAttncheckKvContiguous; }
 
 inline void check_problem(const attncheck_problem& p) {
   check_struct_size(p.struct_size, ATTNCHECK_PROBLEM_SIZE_2_0, "problem");
@@ -244,6 +259,14 @@ inline void check_problem(const attncheck_problem& p) {
       invalid("problem.varlen is set, but alignment is " + std::to_string(p.alignment) +
               " (a packed batch aligns each sequence top-left or bottom-right)");
   }
+  const attncheck_descale descale = descale_of(p);
+  if (descale < kAttncheckDescaleNone || descale > kAttncheckDescalePerHead)
+    invalid("problem.descale is " + std::to_string(descale) + ", not a known attncheck_descale");
+  if (descale != kAttncheckDescaleNone) {
+    if (p.mask_kind == kAttncheckMaskAdditive) invalid("problem.descale is set, but mask_kind is additive (fp8 inputs take no additive mask)");
+    if (is_paged(p)) invalid("problem.descale is set, but kv_storage is paged (fp8 inputs are contiguous)");
+    if (is_varlen(p)) invalid("problem.descale is set, but varlen is set (fp8 inputs are a padded batch)");
+  }
 }
 
 // --- ABI 2.3 options ---------------------------------------------------------------------------------
@@ -265,13 +288,9 @@ enum ProblemOption : std::uint32_t {
   kOptionSinks = kAttncheckOptionSinks,  ///< ABI 2.3: problem.has_sinks
   kOptionPagedKv = kAttncheckOptionPagedKv,  ///< ABI 2.4: problem.kv_storage paged
   kOptionVarlen = kAttncheckOptionVarlen,    ///< ABI 2.5: problem.varlen
+  kOptionFp8 = kAttncheckOptionFp8,          ///< ABI 2.6: fp8 inputs with problem.descale
 };
 
-/// The problem's K/V storage; contiguous where the caller's struct predates 2.4.
-inline attncheck_kv_storage kv_storage_of(const attncheck_problem& p) {
-  return ATTNCHECK_HAS_FIELD(&p, attncheck_problem, page_size) ? p.kv_storage : kAttncheckKvContiguous;
-}
-inline bool is_paged(const attncheck_problem& p) { return kv_storage_of(p) != kAttncheckKvContiguous; }
 
 /// The names of the options `used` (ProblemOption bits) holds that `implemented` lacks, joined by
 /// " and " ("ALiBi and attention sinks"); empty if none. The one list of option names.
@@ -279,7 +298,8 @@ inline std::string option_names(std::uint32_t used, std::uint32_t implemented) {
   std::string missing;
   for (const auto& [option, what] : {std::pair{kOptionAlibi, "ALiBi"}, std::pair{kOptionSinks, "attention sinks"},
                                      std::pair{kOptionPagedKv, "paged KV caches"},
-                                     std::pair{kOptionVarlen, "packed variable-length batches"}})
+                                     std::pair{kOptionVarlen, "packed variable-length batches"},
+                                     std::pair{kOptionFp8, "fp8 inputs with descales"}})
     if ((used & option) != 0 && (implemented & option) == 0) missing += (missing.empty() ? "" : " and ") + std::string(what);
   return missing;
 }
@@ -288,7 +308,8 @@ inline std::string option_names(std::uint32_t used, std::uint32_t implemented) {
 inline std::string missing_options(const attncheck_problem& p, std::uint32_t implemented) {
   const std::uint32_t used =
       (alibi_of(p) != kAttncheckAlibiNone ? std::uint32_t{kOptionAlibi} : 0u) | (has_sinks(p) ? std::uint32_t{kOptionSinks} : 0u) |
-      (is_paged(p) ? std::uint32_t{kOptionPagedKv} : 0u) | (is_varlen(p) ? std::uint32_t{kOptionVarlen} : 0u);
+      (is_paged(p) ? std::uint32_t{kOptionPagedKv} : 0u) | (is_varlen(p) ? std::uint32_t{kOptionVarlen} : 0u) |
+      (descale_of(p) != kAttncheckDescaleNone ? std::uint32_t{kOptionFp8} : 0u);
   const std::string missing = option_names(used, implemented);
   return missing.empty() ? missing : "this backend does not implement " + missing;
 }
@@ -321,6 +342,144 @@ inline std::vector<float> checked_alibi_slopes(const attncheck_problem& p, const
 inline float alibi_slope_at(const attncheck_problem& p, const std::vector<float>& slopes, std::int64_t b, std::int64_t h) {
   if (slopes.empty()) return 0.0f;
   return slopes[static_cast<size_t>(alibi_of(p) == kAttncheckAlibiPerHead ? h : b * p.q_heads + h)];
+}
+
+// --- ABI 2.6: fp8 inputs with descales ------------------------------------------------------------
+
+/// The 2.6 descale tensors of a forward call, NULL where the caller's struct predates them.
+inline const DLTensor* q_descale_of(const attncheck_attention_tensors& t) {
+  return ATTNCHECK_HAS_FIELD(&t, attncheck_attention_tensors, q_descale) ? t.q_descale : nullptr;
+}
+inline const DLTensor* k_descale_of(const attncheck_attention_tensors& t) {
+  return ATTNCHECK_HAS_FIELD(&t, attncheck_attention_tensors, k_descale) ? t.k_descale : nullptr;
+}
+inline const DLTensor* v_descale_of(const attncheck_attention_tensors& t) {
+  return ATTNCHECK_HAS_FIELD(&t, attncheck_attention_tensors, v_descale) ? t.v_descale : nullptr;
+}
+
+/// The descales of a call (backend.h, ABI 2.6), checked (float32, [1] or [B, Hkv], finite and
+/// positive), each flat row-major; all empty without descales. Host memory only.
+struct Descales {
+  std::vector<float> q, k, v;
+  /// The factor of batch b, kv head g in one of the vectors above (the per-tensor one for every (b, g)).
+  static float at(const std::vector<float>& d, const attncheck_problem& p, std::int64_t b, std::int64_t g) {
+    return d.size() == 1 ? d[0] : d[static_cast<size_t>(b * p.kv_heads + g)];
+  }
+};
+
+inline Descales checked_descales(const attncheck_problem& p, const attncheck_attention_tensors& t, DLDeviceType device) {
+  Descales d;
+  const attncheck_descale kind = descale_of(p);
+  const std::pair<const DLTensor*, const char*> tensors[3] = {
+      {q_descale_of(t), "q_descale"}, {k_descale_of(t), "k_descale"}, {v_descale_of(t), "v_descale"}};
+  std::vector<float>* into[3] = {&d.q, &d.k, &d.v};
+  for (int e = 0; e < 3; ++e) {
+    const auto [tensor, name] = tensors[e];
+    if (kind == kAttncheckDescaleNone) {
+      if (tensor != nullptr) invalid(std::string(name) + ": is given, but problem.descale is none");
+      continue;
+    }
+    const bool per_head = kind == kAttncheckDescalePerHead;
+    const TensorArg arg = per_head ? check_tensor(tensor, name, {p.batch, p.kv_heads}, {"batch", "kv heads"}, {kF32}, device)
+                                   : check_tensor(tensor, name, {1}, {"elements"}, {kF32}, device);
+    for (std::int64_t b = 0; b < (per_head ? p.batch : 1); ++b)
+      for (std::int64_t g = 0; g < (per_head ? p.kv_heads : 1); ++g) {
+        const float x = per_head ? *arg.at<float>(b, g) : *arg.at<float>(0);
+        if (!(std::isfinite(x) && x > 0))
+          invalid(std::string(name) + ": element " + std::to_string(b * p.kv_heads + g) + " is " + std::to_string(x) +
+                  ", but a descale must be finite and positive");
+        into[e]->push_back(x);
+      }
+  }
+  return d;
+}
+
+/// Whether `d` is one of the ABI 2.6 fp8 formats.
+inline bool is_fp8(const DLDataType& d) { return same_dtype(d, kE4M3) || same_dtype(d, kE5M2); }
+
+/// The value of an fp8 byte: e4m3fn (bias 7, S.1111.111 the only NaN, no infinity) or e5m2 (bias
+/// 15, IEEE's infinities and NaNs). Exact in float.
+inline float fp8_value(std::uint8_t bits, bool e4m3) {
+  const int mantissa_bits = e4m3 ? 3 : 2, bias = e4m3 ? 7 : 15, top = e4m3 ? 0xf : 0x1f;
+  const int exponent = (bits >> mantissa_bits) & top, mantissa = bits & ((1 << mantissa_bits) - 1);
+  const float sign = (bits & 0x80) != 0 ? -1.0f : 1.0f;
+  if (exponent == top && (!e4m3 || mantissa == 7))
+    return e4m3 || mantissa != 0 ? std::numeric_limits<float>::quiet_NaN() : sign * std::numeric_limits<float>::infinity();
+  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), 1 - bias - mantissa_bits);
+  return sign * std::ldexp(static_cast<float>((1 << mantissa_bits) + mantissa), exponent - bias - mantissa_bits);
+}
+
+/// A forward call's fp8 q, k and v (any strides, host memory) dequantized into compact float32
+/// [B, H, L, D] tensors, each element code · descale rounded once; the descales (all 1 without
+/// them) are checked_descales'. `v_factor_power` is how often v's factor is applied: 1 in a correct
+/// kernel. Not copyable: the DLTensors point into it.
+class DequantizedF32 {
+ public:
+  DequantizedF32(const attncheck_problem& p, const attncheck_attention_tensors& t, DLDeviceType device, int v_factor_power = 1)
+      : descales_(checked_descales(p, t, device)) {
+    if (t.q == nullptr) invalid("q: is NULL, but the problem requires it");
+    const DLDataType dt = t.q->dtype;
+    if (!is_fp8(dt)) invalid("q: dtype is " + dtype_string(dt) + ", but descales come with fp8 (e4m3fn or e5m2) inputs");
+    const bool e4m3 = same_dtype(dt, kE4M3);
+    const auto q = check_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {dt}, device);
+    const auto k = check_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {dt}, device);
+    const auto v = check_tensor(t.v, "v", {p.batch, p.kv_heads, p.k_len, p.v_dim}, {"batch", "kv heads", "key length", "value dim"}, {dt}, device);
+    const auto factor = [&](const std::vector<float>& d, std::int64_t b, std::int64_t g, int power) {
+      float f = 1.0f;
+      for (int i = 0; i < power && !d.empty(); ++i) f *= Descales::at(d, p, b, g);
+      return f;
+    };
+    fill(q_, q, e4m3, [&](std::int64_t b, std::int64_t h) { return factor(descales_.q, b, h / (p.q_heads / p.kv_heads), 1); });
+    fill(k_, k, e4m3, [&](std::int64_t b, std::int64_t g) { return factor(descales_.k, b, g, 1); });
+    fill(v_, v, e4m3, [&](std::int64_t b, std::int64_t g) { return factor(descales_.v, b, g, v_factor_power); });
+  }
+  DequantizedF32(const DequantizedF32&) = delete;
+  DequantizedF32& operator=(const DequantizedF32&) = delete;
+
+  const DLTensor* q() const { return &q_.tensor; }
+  const DLTensor* k() const { return &k_.tensor; }
+  const DLTensor* v() const { return &v_.tensor; }
+
+ private:
+  struct Owned {
+    std::vector<float> values;
+    std::array<std::int64_t, 4> shape{};
+    DLTensor tensor{};
+  };
+  template <class Factor>
+  static void fill(Owned& o, const TensorArg& x, bool e4m3, Factor&& factor_of) {
+    o.shape = x.shape;
+    o.values.resize(static_cast<size_t>(x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3]));
+    size_t e = 0;
+    for (std::int64_t b = 0; b < x.shape[0]; ++b)
+      for (std::int64_t h = 0; h < x.shape[1]; ++h) {
+        const float f = factor_of(b, h);
+        for (std::int64_t i = 0; i < x.shape[2]; ++i)
+          for (std::int64_t d = 0; d < x.shape[3]; ++d) o.values[e++] = fp8_value(*x.at<std::uint8_t>(b, h, i, d), e4m3) * f;
+      }
+    o.tensor.data = o.values.data();
+    o.tensor.device = {kDLCPU, 0};
+    o.tensor.ndim = 4;
+    o.tensor.dtype = kF32;
+    o.tensor.shape = o.shape.data();
+    o.tensor.strides = nullptr;  // compact
+    o.tensor.byte_offset = 0;
+  }
+  Descales descales_;
+  Owned q_, k_, v_;
+};
+
+/// `t` with q, k and v replaced by `d`'s float32 tensors and no descales, for `p` without them.
+inline attncheck_attention_tensors without_descales(const attncheck_attention_tensors& t, const DequantizedF32& d) {
+  attncheck_attention_tensors plain = t;
+  plain.q = d.q(), plain.k = d.k(), plain.v = d.v();
+  if (ATTNCHECK_HAS_FIELD(&t, attncheck_attention_tensors, q_descale)) plain.q_descale = plain.k_descale = plain.v_descale = nullptr;
+  return plain;
+}
+inline attncheck_problem without_descales(const attncheck_problem& p) {
+  attncheck_problem plain = p;
+  if (ATTNCHECK_HAS_FIELD(&p, attncheck_problem, descale)) plain.descale = kAttncheckDescaleNone;
+  return plain;
 }
 
 /// The sink logits of a call [Hq], checked (float32, not NaN, not +inf); empty without sinks.

@@ -79,6 +79,9 @@ struct CaseData {
   std::vector<double> sinks;         ///< [Hq] sink logits, float32 values (Problem::sinks)
   PagedKv pages;                     ///< a paged problem's pool and block table (paged.h); empty otherwise
   std::vector<std::int64_t> query_lengths;  ///< a packed batch's query counts [B] (Problem::varlen)
+  /// Problem::descale's factors, [1] or [B, Hkv] row-major, float32 values; q, k and v then hold
+  /// the stored values (in the case's dtype, fp8 for an fp8 case), not the dequantized ones.
+  std::vector<double> q_descale, k_descale, v_descale;
 
   AttentionInputs inputs(const Problem& problem) const;
 };
@@ -106,6 +109,12 @@ struct CaseData {
 /// Unused pages, and with poison_masked the last page's tail too, hold the poison values (NaN,
 /// ±max) when poison_masked, and otherwise values drawn like K and V: a kernel that reads them
 /// attends to keys that are not the sequence's. k and v become the gather of the pages.
+///
+/// Descaled inputs (Problem::descale): Q, K and V are drawn as without descales, then each group
+/// (the tensor, or a batch row and kv head) gets the factor amax / largest_finite(dtype) times
+/// 1 + U[0, 1/2), rounded up to float32 (jitter from a stream of its own), and stores x / factor
+/// rounded to the dtype: values an fp8 kernel receives, with the factors carrying the range.
+/// Poisoned keys hold the dtype's poison values as stored values.
 ///
 /// A packed batch's query counts come from a stream of their own (case.cpp, varlen_stream_seed),
 /// drawn as key lengths are (0, Lq and 1 often: an empty sequence, a full one, a single token),

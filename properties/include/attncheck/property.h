@@ -234,7 +234,14 @@ struct PropertyDef {
   /// the reason "the backend has no backward pass". Last, so that the positional definitions of
   /// the forward families stay as they are: backward properties name their fields.
   bool needs_backward = false;
+  /// Runs only on fp8 inputs (e4m3, e5m2; the fp8 family), which every other property skips: the
+  /// engine plans neither pairing (run_property skips it, naming why).
+  bool fp8_inputs = false;
 };
+
+/// Whether `property` runs on `dtype` inputs at all: fp8 dtypes for the fp8 family only, the
+/// others for every other property.
+inline bool runs_on(const PropertyDef& property, DType dtype) { return property.fp8_inputs == is_fp8(dtype); }
 
 /// Every property, in registration order (properties/src/registry.cpp).
 const std::vector<PropertyDef>& all_properties();

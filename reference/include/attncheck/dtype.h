@@ -15,16 +15,25 @@
 
 namespace attncheck {
 
-enum class DType : std::uint8_t { F32, F16, BF16, F64 };
+/// E4M3 is OCP's float8 e4m3fn (4 exponent bits, 3 mantissa bits, bias 7, no infinity, one NaN
+/// pattern per sign, largest finite 448); E5M2 is OCP's float8 e5m2 (IEEE-like, bias 15, largest
+/// finite 57344). They are storage formats of fp8 Q, K and V (problem.h, descales): no kernel
+/// computes or writes in them, but a profile may name them where P is rounded.
+enum class DType : std::uint8_t { F32, F16, BF16, F64, E4M3, E5M2 };
 
-/// Stable lower-case name: "f32", "f16", "bf16", "f64".
+/// Stable lower-case name: "f32", "f16", "bf16", "f64", "e4m3", "e5m2".
 std::string_view dtype_name(DType dtype);
-/// Inverse of dtype_name; also accepts "fp32", "float32", "half", "float16", "bfloat16".
+/// Inverse of dtype_name; also accepts "fp32", "float32", "half", "float16", "bfloat16",
+/// "float8_e4m3fn" and "float8_e5m2" (PyTorch's names).
 std::optional<DType> parse_dtype(std::string_view name);
 /// Storage size of one element in bytes.
 int dtype_bytes(DType dtype);
 
-/// Unit roundoff u = 2^-p of the format (f32 2^-24, f16 2^-11, bf16 2^-8, f64 2^-53).
+/// Whether dtype is one of the 8-bit storage formats (E4M3, E5M2).
+bool is_fp8(DType dtype);
+
+/// Unit roundoff u = 2^-p of the format (f32 2^-24, f16 2^-11, bf16 2^-8, f64 2^-53, e4m3 2^-4,
+/// e5m2 2^-3).
 double unit_roundoff(DType dtype);
 /// Smallest positive normal number of the format.
 double smallest_normal(DType dtype);
@@ -34,7 +43,8 @@ double smallest_subnormal(DType dtype);
 double largest_finite(DType dtype);
 
 /// x rounded to the nearest value representable in `dtype` (ties to even), as a double.
-/// Overflow gives ±inf and NaN stays NaN, as a conversion in hardware does.
+/// Overflow gives ±inf and NaN stays NaN, as a conversion in hardware does; E4M3, which has no
+/// infinity, overflows to NaN (the non-saturating conversion).
 double round_to(DType dtype, double x);
 
 /// Bit patterns of the 16-bit formats, round-to-nearest-even from double.

@@ -55,6 +55,13 @@
 /// [0, key_lengths[b]). The other rows do not exist: the reference writes O = 0 and LSE = −inf
 /// there and nothing compares them. A mask, a paged cache and the Offset and KeyLengths
 /// alignments are not combined with packing (FlashAttention's varlen takes none of them).
+///
+/// Descales (ABI 2.6; FlashAttention 3's q_descale, k_descale, v_descale): Q, K and V are stored
+/// values times a positive factor, one per tensor or one per batch row and kv head ([B, Hkv]):
+///   Q(b, h) = q(b, h) · dq[b, kv_head_of(h)],  K(b, g) = k(b, g) · dk[b, g],  V(b, g) = v(b, g) · dv[b, g],
+/// and the attention is that of Q, K and V. They come with fp8 storage (the case's dtype E4M3 or
+/// E5M2, dtype.h), where a stored value has 4 or 3 significant bits and the factor carries the
+/// tensor's range. Descales are not combined with an additive mask, a paged cache or packing.
 #pragma once
 
 #include <cstdint>
@@ -77,6 +84,9 @@ enum class AlibiSlopes : std::uint8_t { None, PerHead, PerBatchHead };
 enum class EmptyRowConvention : std::uint8_t { Zeros, NaN, MeanOfV };
 /// Where K and V are stored (file comment): one [B, Hkv, Lk, D] tensor, or pages with a block table.
 enum class KvStorage : std::uint8_t { Contiguous, PagedTokenMajor, PagedHeadMajor };
+/// The descale factors of the inputs (file comment): none, one per tensor ([1]), or one per batch
+/// row and kv head ([B, Hkv]).
+enum class Descale : std::uint8_t { None, PerTensor, PerHead };
 
 std::string_view alignment_name(Alignment alignment);
 std::string_view mask_kind_name(MaskKind kind);
@@ -84,6 +94,8 @@ std::string_view empty_row_name(EmptyRowConvention convention);
 std::string_view alibi_slopes_name(AlibiSlopes slopes);  ///< "none", "head", "batch-head"
 std::string_view kv_storage_name(KvStorage storage);     ///< "contiguous", "paged", "paged-head"
 std::optional<KvStorage> parse_kv_storage(std::string_view name);
+std::string_view descale_name(Descale descale);  ///< "none", "tensor", "head"
+std::optional<Descale> parse_descale(std::string_view name);
 std::optional<Alignment> parse_alignment(std::string_view name);
 std::optional<MaskKind> parse_mask_kind(std::string_view name);
 std::optional<EmptyRowConvention> parse_empty_row(std::string_view name);
@@ -130,6 +142,8 @@ struct Problem {
 
   bool varlen = false;  ///< packed variable-length sequences with query_lengths (file comment)
 
+  Descale descale = Descale::None;  ///< descales of Q, K, V as input tensors (file comment)
+
   /// A problem with these dimensions and every option at its default (no mask, no causal…).
   static Problem of_shape(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_heads, std::int64_t q_len,
                           std::int64_t k_len, std::int64_t qk_dim, std::int64_t v_dim);
@@ -147,6 +161,11 @@ struct Problem {
     return alibi == AlibiSlopes::None ? 0 : alibi == AlibiSlopes::PerHead ? q_heads : batch * q_heads;
   }
   bool is_paged() const { return kv_storage != KvStorage::Contiguous; }
+  bool has_descales() const { return descale != Descale::None; }
+  /// Elements of each descale tensor: 1, B·Hkv, or 0 without descales.
+  std::int64_t descale_count() const {
+    return descale == Descale::None ? 0 : descale == Descale::PerTensor ? 1 : batch * kv_heads;
+  }
   /// Slots of one block-table row, Lk / page_size; 0 when not paged.
   std::int64_t pages_per_sequence() const { return is_paged() ? k_len / page_size : 0; }
   /// The slots a sequence of `key_length` keys uses, ⌈key_length / page_size⌉.

@@ -45,6 +45,10 @@ struct AttentionInputs {
   /// [B], each in [0, Lq]: a packed batch's query counts (problem.h, varlen.h); empty unless
   /// Problem::varlen. Logical rows outside each sequence's queries do not exist.
   std::span<const std::int64_t> query_lengths;
+  /// Problem::descale's factors, each [1] or [B, Hkv] row-major, finite and positive; empty
+  /// without descales. q, k and v then hold the stored values, and reference_attention computes
+  /// on their products with these (problem.h), formed exactly in double.
+  std::span<const double> q_descale, k_descale, v_descale;
 };
 
 /// Which build of the reference's inner loops runs. Every one computes the same bits, on every
@@ -109,6 +113,17 @@ struct AttentionResult {
 /// Checks `inputs` against `problem` (shapes of every view, key length range) and throws
 /// ProblemError naming the tensor and dimension on the first mismatch.
 void validate_inputs(const Problem& problem, const AttentionInputs& inputs);
+
+/// A descaled problem's Q, K and V as the attention sees them (problem.h), each stored value times
+/// its factor, exact in double; `problem` is the same problem without descales.
+struct DequantizedInputs {
+  HostTensor q, k, v;
+  Problem problem;
+  /// `original` with q, k and v replaced by these and no descales (views into this).
+  AttentionInputs inputs(const AttentionInputs& original) const;
+};
+/// Validates, then dequantizes. Throws ProblemError for a problem without descales.
+DequantizedInputs dequantize(const Problem& problem, const AttentionInputs& inputs);
 
 /// Whether query row i of (b, h) may attend key j: inside its structural key range
 /// (Problem::structural_key_range at batch b's key length) and not excluded by the mask (a

@@ -48,7 +48,8 @@ std::optional<Shard> shard_from_gtest_variables(const char* total_shards, const 
 std::string shard_name(const Shard& shard) { return fmt::format("{}/{}", shard.index, shard.count); }
 
 std::vector<PlannedUnit> plan_units(const std::vector<std::string>& property_names, const std::string& property_regex,
-                                    const std::vector<std::string>& dtypes) {
+                                    const std::vector<std::string>& dtypes,
+                                    const std::function<bool(const std::string& property, const std::string& dtype)>& applies) {
   std::optional<std::regex> filter;
   if (!property_regex.empty()) {
     try {
@@ -60,7 +61,8 @@ std::vector<PlannedUnit> plan_units(const std::vector<std::string>& property_nam
   std::vector<PlannedUnit> plan;
   for (const std::string& property : property_names) {
     if (filter && !std::regex_search(property, *filter)) continue;
-    for (const std::string& dtype : dtypes) plan.push_back({plan.size(), property, dtype});
+    for (const std::string& dtype : dtypes)
+      if (!applies || applies(property, dtype)) plan.push_back({plan.size(), property, dtype});
   }
   return plan;
 }

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <optional>
 #include <stdexcept>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,10 +53,11 @@ struct PlannedUnit {
 };
 
 /// Every unit of an unsplit run: each property whose name matches `property_regex` (a
-/// std::regex search; empty = all), in the order given, times each dtype in the order given.
-/// Throws UsageError for an invalid regex.
+/// std::regex search; empty = all), in the order given, times each dtype in the order given,
+/// leaving out the pairs `applies` (when given) rejects. Throws UsageError for an invalid regex.
 std::vector<PlannedUnit> plan_units(const std::vector<std::string>& property_names, const std::string& property_regex,
-                                    const std::vector<std::string>& dtypes);
+                                    const std::vector<std::string>& dtypes,
+                                    const std::function<bool(const std::string& property, const std::string& dtype)>& applies = {});
 
 /// The units of `plan` that belong to `shard`, in order.
 std::vector<PlannedUnit> select_shard(const std::vector<PlannedUnit>& plan, const Shard& shard);
