@@ -109,7 +109,7 @@ void use_fixture(const attncheck::Fixture& fixture) {
   // Version 2 may state the mask as attn_mask plus key_padding_mask, which golden generation
   // combines (attncheck::fixtures); the harness runs the reference on a single "mask" only.
   if (p.mask != attncheck::MaskKind::None && !fixture.tensors.count("mask")) return;
-  attncheck::HostTensor q, k, v, mask, slopes, sinks;
+  attncheck::HostTensor q, k, v, mask, slopes, sinks, q_descale, k_descale, v_descale;
   std::vector<std::int64_t> key_lengths, query_lengths;
   std::vector<std::int32_t> block_table;
   try {
@@ -129,6 +129,11 @@ void use_fixture(const attncheck::Fixture& fixture) {
         block_table.push_back(static_cast<std::int32_t>(entry));
     if (p.has_alibi()) slopes = attncheck::to_host_tensor(fixture.tensors.at("alibi_slopes"));
     if (p.sinks) sinks = attncheck::to_host_tensor(fixture.tensors.at("sinks"));
+    if (p.has_descales()) {  // format version 8
+      q_descale = attncheck::to_host_tensor(fixture.tensors.at("q_descale"));
+      k_descale = attncheck::to_host_tensor(fixture.tensors.at("k_descale"));
+      v_descale = attncheck::to_host_tensor(fixture.tensors.at("v_descale"));
+    }
   } catch (const attncheck::FixtureError&) {
     return;  // refused above already; std::out_of_range (a missing tensor) escapes: the reader checked them
   }
@@ -137,6 +142,9 @@ void use_fixture(const attncheck::Fixture& fixture) {
   if (p.has_key_lengths) inputs.key_lengths = key_lengths;
   inputs.alibi_slopes = slopes.values;  // format version 5; empty without the option
   inputs.sinks = sinks.values;
+  inputs.q_descale = q_descale.values;  // format version 8; empty without descales
+  inputs.k_descale = k_descale.values;
+  inputs.v_descale = v_descale.values;
   inputs.q = q.view();
   if (p.varlen) {
     // The reader checked the offsets against the packed shapes and the capacities Lq, Lk, so

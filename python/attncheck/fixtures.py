@@ -3,8 +3,8 @@ written by the suite's own C++ reader and writer, so a file made here is one `at
 reads and the other way round.
 
 Tensors are NumPy arrays in their storage type: F32, F16, F64, U8 and I64 as float32, float16,
-float64, uint8 and int64; BF16, which NumPy has no type for, as its uint16 bit patterns (the
-Fixture's `storage` says which).
+float64, uint8 and int64; BF16, F8_E4M3 and F8_E5M2, which NumPy has no type for, as their uint16
+and uint8 bit patterns (the Fixture's `storage` says which).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from ._engine import Problem
 
 __all__ = ["Fixture", "read", "write", "with_reference_outputs"]
 
-_NUMPY_TYPE = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8", "U8": "|u1", "I64": "<i8"}
+_NUMPY_TYPE = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8", "U8": "|u1", "I64": "<i8",
+               "F8_E4M3": "|u1", "F8_E5M2": "|u1"}
 _STORAGE_OF = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64", np.dtype("|u1"): "U8",
                np.dtype("<i8"): "I64"}
 
