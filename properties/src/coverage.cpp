@@ -204,7 +204,10 @@ std::string coverage_summary(const std::vector<CoverageCell>& cells, const std::
   std::map<std::string, std::size_t> unreachable;                     // reason → how many cells
   for (const CoverageCell& cell : cells) {
     const auto count = counts.find(cell.name);
-    if (cell.axis == kGridAxis && count != counts.end()) cases += count->second;
+    // Each case falls in one grid cell, or, with fp8 inputs (always descaled, never in the grid), in
+    // one descaled cell.
+    const bool counts_cases = cell.axis == kGridAxis || cell.name == "descale=tensor" || cell.name == "descale=head";
+    if (counts_cases && count != counts.end()) cases += count->second;
     if (!cell.unreachable.empty()) {
       ++unreachable[cell.unreachable];
       continue;
