@@ -330,6 +330,7 @@ Verdict compare_attention(const Problem& problem, const NumericsProfile& profile
   if (!refusal.empty()) {
     v.failure = "refused: " + refusal;
   } else if (any_live_row && !any_nonzero_reference) {
+    v.all_zero_reference = true;
     v.failure = "refused: the reference output is all zeros on every row with an allowed key, so no kernel error "
                 "could show (a check that cannot fail)";
   } else if (unbounded) {

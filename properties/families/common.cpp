@@ -1,10 +1,22 @@
 #include "common.h"
 
+#include <bit>
+#include <cstdint>
+
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
 
 namespace attncheck::props {
+
+const std::vector<ValueKind>& all_value_kinds() {
+  static const std::vector<ValueKind> kinds = {
+      ValueKind::Gaussian,    ValueKind::Grid,    ValueKind::Ties,   ValueKind::DuplicateKeys, ValueKind::OneHotV,
+      ValueKind::LargeLogits, ValueKind::Diffuse, ValueKind::Peaked, ValueKind::ConstantV,     ValueKind::NonNegativeV};
+  return kinds;
+}
+
+bool same_bits(double a, double b) { return std::bit_cast<std::uint64_t>(a) == std::bit_cast<std::uint64_t>(b); }
 
 bool declares(PropertyContext& ctx, std::uint32_t option) { return (ctx.backend().declared_options() & option) != 0; }
 

@@ -17,6 +17,13 @@
 
 namespace attncheck::props {
 
+/// Every value kind, in the order reference-agreement draws them: the families of the inference
+/// options draw from all of them, so the options meet the hard inputs too.
+const std::vector<ValueKind>& all_value_kinds();
+
+/// Whether two doubles have the same bits (NaN payloads and signed zeros included).
+bool same_bits(double a, double b);
+
 /// The reference with the row statistics the tolerance model needs.
 AttentionResult reference_for(const Problem& problem, const CaseData& data);
 

@@ -11,9 +11,6 @@
 namespace attncheck::props {
 namespace {
 
-const std::vector<ValueKind> kAllValueKinds = {
-    ValueKind::Gaussian, ValueKind::Grid,    ValueKind::Ties,      ValueKind::DuplicateKeys, ValueKind::OneHotV,
-    ValueKind::LargeLogits, ValueKind::Diffuse, ValueKind::Peaked, ValueKind::ConstantV, ValueKind::NonNegativeV};
 
 // A drawn case with descales per tensor or per (batch, kv head): what fp8 inputs take of the draw
 // (GQA, causal in every alignment, the window, softcap, a boolean mask, key lengths, poison, the
@@ -23,7 +20,7 @@ AttentionCase draw_fp8_case(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
   space.alibi = declares(ctx, kAttncheckOptionAlibi);
   space.sinks = declares(ctx, kAttncheckOptionSinks);
-  AttentionCase c = ctx.draw_case(space, kAllValueKinds);
+  AttentionCase c = ctx.draw_case(space, all_value_kinds());
   if (c.problem.has_descales()) return c;
   Problem& p = c.problem;
   if (p.mask == MaskKind::Additive) {
@@ -34,7 +31,6 @@ AttentionCase draw_fp8_case(PropertyContext& ctx) {
   return c;
 }
 
-bool same_bits(double a, double b) { return std::bit_cast<std::uint64_t>(a) == std::bit_cast<std::uint64_t>(b); }
 
 // 1. The kernel's output on stored values and factors against the reference of their products.
 void fp8_reference_agreement(PropertyContext& ctx) {

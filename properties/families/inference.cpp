@@ -13,10 +13,6 @@ namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
-// The value kinds reference-agreement draws: the options meet the hard inputs there too.
-const std::vector<ValueKind> kAllValueKinds = {
-    ValueKind::Gaussian, ValueKind::Grid,    ValueKind::Ties,      ValueKind::DuplicateKeys, ValueKind::OneHotV,
-    ValueKind::LargeLogits, ValueKind::Diffuse, ValueKind::Peaked, ValueKind::ConstantV, ValueKind::NonNegativeV};
 
 // A case run in two formulations: `native` (ALiBi or sinks) and `explicit_form` (the same function
 // written with an additive mask), with the exact data of each (the explicit mask unrounded).
@@ -87,7 +83,7 @@ void alibi_equals_bias(PropertyContext& ctx) {
   space.mask = false;  // the explicit form needs the mask slot
   space.alibi = true;  // drawn per head or per batch row; forced on when the draw left it off
   space.sinks = declares(ctx, kAttncheckOptionSinks);  // beside ALiBi where the backend has them
-  AttentionCase c = ctx.draw_case(space, kAllValueKinds);
+  AttentionCase c = ctx.draw_case(space, all_value_kinds());
   if (!c.problem.has_alibi()) c.problem.alibi = AlibiSlopes::PerHead;
   ctx.classify(c);
   ctx.require_supported(c.problem);
@@ -137,7 +133,7 @@ void sink_equals_extra_key(PropertyContext& ctx) {
   // which would measure the diagonal from shifted keys.
   space.mask = space.causal = space.window = false;
   space.sinks = true;  // forced on when the draw left it off
-  AttentionCase c = ctx.draw_case(space, kAllValueKinds);
+  AttentionCase c = ctx.draw_case(space, all_value_kinds());
   c.problem.sinks = true;
   ctx.classify(c);
   ctx.require_supported(c.problem);
@@ -155,7 +151,7 @@ void inference_options_backward(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
   space.alibi = declares(ctx, kAttncheckOptionAlibi);
   space.sinks = declares(ctx, kAttncheckOptionSinks);
-  AttentionCase c = ctx.draw_case(space, kAllValueKinds);
+  AttentionCase c = ctx.draw_case(space, all_value_kinds());
   if (!c.problem.has_alibi() && !c.problem.sinks) {
     if (space.sinks) c.problem.sinks = true;
     else c.problem.alibi = AlibiSlopes::PerHead;

@@ -12,10 +12,6 @@
 namespace attncheck::props {
 namespace {
 
-// The value kinds reference-agreement draws: pages meet the hard inputs too.
-const std::vector<ValueKind> kAllValueKinds = {
-    ValueKind::Gaussian, ValueKind::Grid,    ValueKind::Ties,      ValueKind::DuplicateKeys, ValueKind::OneHotV,
-    ValueKind::LargeLogits, ValueKind::Diffuse, ValueKind::Peaked, ValueKind::ConstantV, ValueKind::NonNegativeV};
 
 // A drawn case laid out in pages: page sizes 1, 16, 64, 256 and 5 (no power of two), Lk rounded up
 // to whole pages (a full-length mask follows it), either layout, a shuffled pool, a shared prefix
@@ -25,7 +21,7 @@ const std::vector<ValueKind> kAllValueKinds = {
 AttentionCase draw_paged_case(PropertyContext& ctx) {
   ProblemSpace space = ctx.space();
   space.paged = true;
-  AttentionCase c = ctx.draw_case(space, kAllValueKinds);
+  AttentionCase c = ctx.draw_case(space, all_value_kinds());
   if (c.problem.is_paged()) return c;
   Problem& p = c.problem;
   const std::int64_t drawn_k_len = p.k_len;
@@ -40,7 +36,6 @@ AttentionCase draw_paged_case(PropertyContext& ctx) {
   return c;
 }
 
-bool same_bits(double a, double b) { return std::bit_cast<std::uint64_t>(a) == std::bit_cast<std::uint64_t>(b); }
 
 // Two runs of one kernel whose exact outputs are equal (the same keys reached): bitwise when the
 // path is deterministic (the same values in the same order: the statement of the file comment),

@@ -11,9 +11,6 @@
 namespace attncheck::props {
 namespace {
 
-const std::vector<ValueKind> kAllValueKinds = {
-    ValueKind::Gaussian, ValueKind::Grid,    ValueKind::Ties,      ValueKind::DuplicateKeys, ValueKind::OneHotV,
-    ValueKind::LargeLogits, ValueKind::Diffuse, ValueKind::Peaked, ValueKind::ConstantV, ValueKind::NonNegativeV};
 
 // A drawn case packed: what a packed batch takes of the draw (GQA, causal, window, softcap, ALiBi,
 // sinks, the scale, every value kind), aligned top-left or bottom-right per sequence, with B of
@@ -27,7 +24,7 @@ AttentionCase draw_varlen_case(PropertyContext& ctx, std::int64_t min_batch = 1)
   // drawn where the backend declares them.
   space.alibi = declares(ctx, kAttncheckOptionAlibi);
   space.sinks = declares(ctx, kAttncheckOptionSinks);
-  AttentionCase c = ctx.draw_case(space, kAllValueKinds);
+  AttentionCase c = ctx.draw_case(space, all_value_kinds());
   if (c.problem.varlen) return c;
   Problem& p = c.problem;
   p.mask = MaskKind::None;

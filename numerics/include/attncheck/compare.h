@@ -30,6 +30,9 @@ enum class DataCharacter : std::uint8_t { GenericRandom, Structured };
 struct Verdict {
   bool passed = false;
   std::string failure;  ///< empty when passed; else one line saying why
+  /// Refused because every live reference value is zero (§4.2): the data, not the kernel, make
+  /// the check vacuous. A property declines such a drawn case and draws another.
+  bool all_zero_reference = false;
 
   // Gated metric and where it peaks.
   double max_ratio = 0;      ///< max |Ô − O| / τ
