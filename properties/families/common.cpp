@@ -18,6 +18,18 @@ const std::vector<ValueKind>& all_value_kinds() {
 
 bool same_bits(double a, double b) { return std::bit_cast<std::uint64_t>(a) == std::bit_cast<std::uint64_t>(b); }
 
+void expect_same_output(PropertyContext& ctx, const AttentionCase& c, const JudgedRun& a, const JudgedRun& b,
+                        const char* what, const char* why_same_bits) {
+  if (ctx.profile(c.problem).deterministic) {
+    for (size_t n = 0; n < a.run.out.values.size(); ++n)
+      if (!same_bits(a.run.out.values[n], b.run.out.values[n]))
+        ctx.fail(c, fmt::format("{}: flat index {} is {} vs {} ({}, so the bits must agree)", what, n, a.run.out.values[n],
+                                b.run.out.values[n], why_same_bits));
+    return;
+  }
+  ctx.expect(compare_pair(a.run.out, a.tau, b.run.out, b.tau), c, what);
+}
+
 bool declares(PropertyContext& ctx, std::uint32_t option) { return (ctx.backend().declared_options() & option) != 0; }
 
 AttentionResult reference_for(const Problem& problem, const CaseData& data) {

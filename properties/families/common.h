@@ -53,6 +53,12 @@ struct JudgedRun {
 JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c);
 JudgedRun run_and_bound(PropertyContext& ctx, const AttentionCase& c, CaseData data);
 
+/// Two runs of one kernel whose exact outputs are equal: bitwise when the path `c` takes is declared
+/// deterministic and the two do the same arithmetic (`why_same_bits` says why they do, for the
+/// failure message), else within τ_a + τ_b.
+void expect_same_output(PropertyContext& ctx, const AttentionCase& c, const JudgedRun& a, const JudgedRun& b,
+                        const char* what, const char* why_same_bits);
+
 /// Whether a backward call of `problem` is asked for dBias and judged on it: an additive mask and a
 /// backward profile that writes it.
 bool wants_d_bias(const Problem& problem, const BackwardProfile& backward);

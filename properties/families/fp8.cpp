@@ -3,7 +3,6 @@
 // (problem.h). These properties run on e4m3 and e5m2 inputs only (PropertyDef::fp8_inputs), and
 // every other property skips those dtypes: their constructions (scaling Q by a power of two,
 // grids exact in the dtype, a mask in the input dtype) assume values the fp8 formats do not hold.
-#include <bit>
 #include <fmt/format.h>
 
 #include "common.h"
@@ -56,15 +55,8 @@ void fp8_descale_exchange(PropertyContext& ctx) {
   for (double& f : moved.k_descale) f /= 2;
   const JudgedRun b = run_and_bound(ctx, c, std::move(moved));
   ctx.expect(judge(ctx, c, a.data, a.run), c, "fp8 inputs against the reference of their dequantized values");
-  if (ctx.profile(c.problem).deterministic) {
-    for (size_t n = 0; n < a.run.out.values.size(); ++n)
-      if (!same_bits(a.run.out.values[n], b.run.out.values[n]))
-        ctx.fail(c, fmt::format("q_descale doubled and k_descale halved: flat index {} is {} vs {} (the dequantized "
-                                "scores are the same numbers, and the path is declared deterministic)",
-                                n, a.run.out.values[n], b.run.out.values[n]));
-    return;
-  }
-  ctx.expect(compare_pair(a.run.out, a.tau, b.run.out, b.tau), c, "q_descale doubled and k_descale halved");
+  expect_same_output(ctx, c, a, b, "q_descale doubled and k_descale halved",
+                     "the dequantized scores are the same numbers, and the path is declared deterministic");
 }
 
 std::string needs_fp8_option(const NumericsProfile& profile) {

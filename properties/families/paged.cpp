@@ -37,21 +37,8 @@ AttentionCase draw_paged_case(PropertyContext& ctx) {
 }
 
 
-// Two runs of one kernel whose exact outputs are equal (the same keys reached): bitwise when the
-// path is deterministic (the same values in the same order: the statement of the file comment),
-// else within τ_a + τ_b.
-void expect_same_output(PropertyContext& ctx, const AttentionCase& c, const JudgedRun& a, const JudgedRun& b,
-                        const char* what) {
-  if (ctx.profile(c.problem).deterministic) {
-    for (size_t n = 0; n < a.run.out.values.size(); ++n)
-      if (!same_bits(a.run.out.values[n], b.run.out.values[n]))
-        ctx.fail(c, fmt::format("{}: flat index {} is {} vs {} (the path is declared deterministic and reads the same "
-                                "keys in the same order, so the bits must agree)",
-                                what, n, a.run.out.values[n], b.run.out.values[n]));
-    return;
-  }
-  ctx.expect(compare_pair(a.run.out, a.tau, b.run.out, b.tau), c, what);
-}
+// Why a deterministic path must give the same bits on two arrangements of one cache.
+constexpr const char* kSameKeys = "the path is declared deterministic and reads the same keys in the same order";
 
 // 1. Paged ≡ contiguous: the kernel's paged output is judged against the reference of the gathered
 // keys, and equals its own output on those keys handed as one [B, Hkv, Lk, D] tensor.
@@ -68,7 +55,7 @@ void paged_equals_contiguous(PropertyContext& ctx) {
   CaseData gathered = paged.data;  // k and v are the gather of the pages (case.h)
   gathered.pages = {};
   const JudgedRun other = run_and_bound(ctx, contiguous, std::move(gathered));
-  expect_same_output(ctx, c, paged, other, "the paged cache against the same keys contiguous");
+  expect_same_output(ctx, c, paged, other, "the paged cache against the same keys contiguous", kSameKeys);
 }
 
 // 2. The physical arrangement is invisible: another permutation of the pool, with the table
@@ -91,7 +78,7 @@ void page_arrangement_invariance(PropertyContext& ctx) {
   if (!rearranged) ctx.decline("the pool has a single arrangement (one page)");
   const JudgedRun second = run_and_bound(ctx, shuffled, std::move(shuffled_data));
   ctx.expect(judge(ctx, shuffled, second.data, second.run), shuffled, "a permuted pool against the reference");
-  expect_same_output(ctx, c, first, second, "the cache with its pages permuted and its table rewritten");
+  expect_same_output(ctx, c, first, second, "the cache with its pages permuted and its table rewritten", kSameKeys);
 }
 
 // 3. What no slot in use reaches — unused pages, the pages unused slots name, and the last page's
@@ -108,7 +95,7 @@ void paged_unreachable_keys(PropertyContext& ctx) {
   AttentionCase clean = c;
   clean.poison_masked = false;
   const JudgedRun plain = run_and_bound(ctx, clean);
-  expect_same_output(ctx, c, poisoned, plain, "the poisoned cache against the same keys with finite filler");
+  expect_same_output(ctx, c, poisoned, plain, "the poisoned cache against the same keys with finite filler", kSameKeys);
 }
 
 }  // namespace
