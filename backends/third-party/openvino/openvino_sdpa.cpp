@@ -12,8 +12,10 @@
 /// Q·Kᵀ·scale plus attn_bias, softmax over the keys, times V. A boolean attn_mask is true where a
 /// key is attended (attn_bias = Select(LogicalNot(mask), -inf, 0)); a floating mask is added; the
 /// mask broadcasts numpy-style to [..., L, S]; `causal` = numpy.triu(-inf, k = 1), the top-left
-/// diagonal, and when it is set the mask input is ignored. The optional sink input (a per-row
-/// extra logit) has no attncheck counterpart and is never given.
+/// diagonal, and when it is set the mask input is ignored. The optional sink input is one more
+/// logit per row, concatenated to the scores before the softmax and dropped after it (the
+/// specification's numpy.concatenate([attn_weight, sink], axis=-1) ... attn_weight[..., :-1]):
+/// backend.h's sink, whose weight is part of the denominator and whose value is zero.
 ///
 /// Mapping of attncheck_problem (README.md beside this file has the table):
 ///   - causal, top-left, nothing else masked: the native `causal` attribute;
@@ -26,6 +28,9 @@
 ///     library's own kernel, without repeated heads;
 ///   - strides: compact tensors are handed over as they are; any other layout is copied into a
 ///     compact buffer first (and out copied back), declared by accepts_strides = 1;
+///   - sinks (openvino-sdpa-f32, f32 inputs): the sink input, f32, in Q's shape with a last
+///     dimension of 1 (the specification concatenates it, so it does not broadcast), every row of
+///     query head h holding sinks[h];
 ///   - softcap: declined (the operation has no such input); LSE: not produced (writes_lse = 0).
 #include <algorithm>
 #include <array>
@@ -126,9 +131,10 @@ struct GraphKey {
   bool native_causal = false;
   int mask = 0;  // 0 none, 1 boolean, 2 additive (the mask the adapter builds)
   std::int64_t mask_batch = 0, mask_heads = 0;
+  bool sink = false;
   auto tie() const {
     return std::tie(element, batch, q_heads, kv_heads, q_len, k_len, qk_dim, v_dim, native_causal, mask, mask_batch,
-                    mask_heads);
+                    mask_heads, sink);
   }
   bool operator<(const GraphKey& o) const { return tie() < o.tie(); }
 };
@@ -136,7 +142,7 @@ struct GraphKey {
 struct Graph {
   ov::CompiledModel compiled;
   ov::InferRequest request;
-  ov::Shape q_shape, k_shape, v_shape, mask_shape, out_shape;
+  ov::Shape q_shape, k_shape, v_shape, mask_shape, sink_shape, out_shape;
 };
 
 /// How the adapter maps one problem: which masking is native, which goes through its own mask.
@@ -325,6 +331,15 @@ class OpenvinoSdpa final : public impl::BackendImpl {
     if (p.softcap > 0)
       impl::unsupported("ScaledDotProductAttention-13 has no softcap (its inputs are q, k, v, attn_mask, scale, sink)");
     check_scale(p, input);
+    check_sinks(p, input);
+  }
+
+  /// Sinks only where the sink input's element type (the query's, by the specification) holds
+  /// the suite's f32 logits exactly and the graph computes in f32: openvino-sdpa-f32 with f32
+  /// inputs. A 16-bit graph would round each logit, a perturbation no profile field places, and
+  /// under the default bf16 precision where the plugin converts the sink is not documented.
+  std::uint32_t options() const override {
+    return configuration_ == Configuration::F32 ? std::uint32_t{impl::kOptionSinks} : 0u;
   }
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
@@ -333,6 +348,7 @@ class OpenvinoSdpa final : public impl::BackendImpl {
     if (p.softcap > 0) impl::unsupported("ScaledDotProductAttention-13 has no softcap");
     const DLDataType in = t.q->dtype;
     check_scale(p, in);
+    check_sinks(p, in);
     const attncheck_numerics_profile declared = profile_for(in, &p);
     const TensorArg q = check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"}, {in});
     const TensorArg k = check_cpu_tensor(t.k, "k", {p.batch, p.kv_heads, p.k_len, p.qk_dim}, {"batch", "kv heads", "key length", "head dim"}, {in});
@@ -350,6 +366,7 @@ class OpenvinoSdpa final : public impl::BackendImpl {
       impl::invalid("mask: given, but problem.mask_kind is none");
     }
     const std::vector<std::int64_t> key_lengths = impl::checked_key_lengths(p, t.key_lengths);
+    const std::vector<float> sinks = impl::checked_sinks(p, impl::sinks_of(t), kDLCPU);
 
     const ov::element::Type element = element_of(in);
     const Plan plan = plan_for(p);
@@ -359,6 +376,12 @@ class OpenvinoSdpa final : public impl::BackendImpl {
     CompactView qv = compact_input(q, bytes), kv = compact_input(k, bytes), vv = compact_input(v, bytes);
     std::vector<unsigned char> mask;
     if (plan.mask != 0) mask = build_mask(p, plan, suite_mask, key_lengths, element);
+    std::vector<float> sink_rows;  // [B, Hq, Lq, 1], compact: row (b, h, i) holds sinks[h]
+    if (!sinks.empty()) {
+      sink_rows.reserve(static_cast<std::size_t>(p.batch * p.q_heads * p.q_len));
+      for (std::int64_t b = 0; b < p.batch; ++b)
+        for (std::int64_t h = 0; h < p.q_heads; ++h) sink_rows.insert(sink_rows.end(), static_cast<std::size_t>(p.q_len), sinks[static_cast<std::size_t>(h)]);
+    }
     // The scale input has the query's element type (specification); the suite resolved it in
     // fp32 (numerics/README.md §1), exact in f32 graphs.
     std::array<unsigned char, 4> scale_bytes{};
@@ -390,6 +413,7 @@ class OpenvinoSdpa final : public impl::BackendImpl {
       if (plan.mask != 0)
         request.set_input_tensor(port++, ov::Tensor(plan.mask == 1 ? ov::element::boolean : element, graph.mask_shape, mask.data()));
       request.set_input_tensor(port++, ov::Tensor(element, ov::Shape{}, scale_bytes.data()));
+      if (!sink_rows.empty()) request.set_input_tensor(port++, ov::Tensor(ov::element::f32, graph.sink_shape, sink_rows.data()));
       if (impl::same_dtype(out_dtype, in)) {
         request.set_output_tensor(0, ov::Tensor(element, graph.out_shape, out_data));
         request.infer();
@@ -428,6 +452,15 @@ class OpenvinoSdpa final : public impl::BackendImpl {
     if (narrowed != scale32)
       impl::unsupported("the scale input of ScaledDotProductAttention-13 has the query's element type, and scale " +
                         std::to_string(scale32) + " is not exactly a " + impl::dtype_string(input) + " value");
+  }
+
+  void check_sinks(const attncheck_problem& p, DLDataType input) const {
+    if (!impl::has_sinks(p)) return;
+    if (configuration_ != Configuration::F32)
+      impl::unsupported("sinks: under the plugin's default precision the conversion of the sink input is not documented; openvino-sdpa-f32 takes them");
+    if (!impl::same_dtype(input, impl::kF32))
+      impl::unsupported("sinks: the sink input has the query's element type, so a " + impl::dtype_string(input) +
+                        " graph would round the suite's f32 logits");
   }
 
   /// The dtype the suite must hand an additive mask in (the profile's mask_dtype, or the input's).
@@ -471,6 +504,7 @@ class OpenvinoSdpa final : public impl::BackendImpl {
     key.mask = plan.mask;
     key.mask_batch = plan.mask_batch;
     key.mask_heads = plan.mask_heads;
+    key.sink = impl::has_sinks(p);
     if (auto found = graphs_.find(key); found != graphs_.end()) return found->second;
     // A quick run meets a few hundred shapes; compiled graphs hold their own buffers, so the
     // cache is bounded rather than kept for the life of the backend.
@@ -481,6 +515,10 @@ class OpenvinoSdpa final : public impl::BackendImpl {
     graph.v_shape = query_like(p, p.kv_heads, p.k_len, p.v_dim, true);
     graph.out_shape = query_like(p, p.q_heads, p.q_len, p.v_dim, false);
     if (plan.mask != 0) graph.mask_shape = mask_shape_for(p, plan);
+    if (key.sink) {
+      graph.sink_shape = graph.q_shape;
+      graph.sink_shape.back() = 1;
+    }
     try {
       auto q = std::make_shared<ov::op::v0::Parameter>(element, graph.q_shape);
       auto k = std::make_shared<ov::op::v0::Parameter>(element, graph.k_shape);
@@ -497,7 +535,14 @@ class OpenvinoSdpa final : public impl::BackendImpl {
       }
       auto scale = std::make_shared<ov::op::v0::Parameter>(element, ov::Shape{});
       parameters.push_back(scale);
-      auto sdpa = std::make_shared<ov::op::v13::ScaledDotProductAttention>(q, k, v, mask, scale, plan.native_causal);
+      std::shared_ptr<ov::op::v13::ScaledDotProductAttention> sdpa;
+      if (key.sink) {
+        auto sink = std::make_shared<ov::op::v0::Parameter>(ov::element::f32, graph.sink_shape);
+        parameters.push_back(sink);
+        sdpa = std::make_shared<ov::op::v13::ScaledDotProductAttention>(q, k, v, mask, scale, sink, plan.native_causal);
+      } else {
+        sdpa = std::make_shared<ov::op::v13::ScaledDotProductAttention>(q, k, v, mask, scale, plan.native_causal);
+      }
       auto model = std::make_shared<ov::Model>(ov::OutputVector{sdpa}, parameters, "attncheck_sdpa");
       graph.compiled = configuration_ == Configuration::F32
                            ? core_.compile_model(model, "CPU", ov::hint::inference_precision(ov::element::f32))
