@@ -31,7 +31,7 @@ __version__ = _engine.__version__
 
 __all__ = [
     "Backend", "InvalidProblem", "LayerProblem", "Problem", "Profile", "Report", "Tensor", "Unsupported",
-    "as_numpy", "bf16_fp32_accum", "fp16_tensor_core", "fp32_exact", "fp32_flash", "profile", "profiles", "properties",
+    "as_numpy", "fp8_values", "bf16_fp32_accum", "fp16_tensor_core", "fp32_exact", "fp32_flash", "profile", "profiles", "properties",
     "reference", "run", "verify",
 ]
 
@@ -157,7 +157,8 @@ class Backend:
 
 
 def properties() -> list:
-    """Every property as (name, family, why, needs_layer, needs_backward), in the order a run takes them."""
+    """Every property as (name, family, why, needs_layer, needs_backward, dtypes), in the order a run
+    takes them; dtypes are the input dtypes it runs on (the fp8 properties take e4m3 and e5m2 only)."""
     return list(_engine.properties())
 
 
@@ -281,7 +282,7 @@ def verify(backend: Any, paths: Union[str, _os.PathLike, Sequence[Union[str, _os
 
 
 def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slopes=None, sinks=None, block_table=None,
-              cu_seqlens_q=None, cu_seqlens_k=None):
+              cu_seqlens_q=None, cu_seqlens_k=None, q_descale=None, k_descale=None, v_descale=None):
     """The suite's double-precision reference (reference/include/attncheck/reference.h).
 
     q [B, Hq, Lq, Dk], k [B, Hkv, Lk, Dk], v [B, Hkv, Lk, Dv], mask [Bm, Hm, Lqm, Lkm] (boolean:
@@ -295,6 +296,10 @@ def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slop
     k and v [Tk, Hkv, D] with cu_seqlens_q and cu_seqlens_k ([B + 1] offsets from 0) instead of
     key_lengths, each sequence aligned on its own diagonal (problem.h), and returns
     (out [Tq, Hq, Dv], lse [Hq, Tq]).
+    A descaled problem (Problem(descale='tensor' or 'head'), fp8 inputs) takes q, k, v as the
+    stored values (fp8 codes decoded to float: attncheck.fp8_values) and q_descale, k_descale,
+    v_descale, each [1] or [B, Hkv]; the reference is that of the dequantized inputs
+    (Q(b, h) = q(b, h) * q_descale[b, h // group], problem.h).
     """
     import numpy as np
 
@@ -311,13 +316,15 @@ def reference(problem: Problem, q, k, v, mask=None, key_lengths=None, alibi_slop
         return None if x is None else [int(n) for n in np.asarray(x).reshape(-1)]
 
     return _engine.reference(problem, f64(q), f64(k), f64(v), None if mask is None else f64(mask), lengths,
-                             flat(alibi_slopes), flat(sinks), table, offsets(cu_seqlens_q), offsets(cu_seqlens_k))
+                             flat(alibi_slopes), flat(sinks), table, offsets(cu_seqlens_q), offsets(cu_seqlens_k),
+                             flat(q_descale), flat(k_descale), flat(v_descale))
 
 
 class _Bits:
     """__array_interface__ of a call tensor, for as_numpy."""
 
-    _TYPESTR = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "uint8": "|u1", "int32": "<i4", "int64": "<i8"}
+    _TYPESTR = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "float8_e4m3fn": "|u1", "float8_e5m2": "|u1",
+                "uint8": "|u1", "int32": "<i4", "int64": "<i8"}
 
     def __init__(self, tensor: Tensor):
         if tensor.dtype not in self._TYPESTR:
@@ -332,9 +339,50 @@ def as_numpy(tensor: Tensor):
     """A zero-copy NumPy view of a call tensor, read-only for inputs, writable for out and lse.
 
     Like numpy.from_dlpack(tensor), except that bfloat16 (which NumPy has no type for) comes as
-    its uint16 bit patterns: `(bits.astype(np.uint32) << 16).view(np.float32)` gives the values.
+    its uint16 bit patterns: `(bits.astype(np.uint32) << 16).view(np.float32)` gives the values;
+    float8_e4m3fn and float8_e5m2 come as their uint8 codes (attncheck.fp8_values decodes them).
     The view is valid only during the call that received the tensor.
     """
     import numpy as np
 
     return np.asarray(_Bits(tensor))
+
+
+def _fp8_table(exponent_bits: int, mantissa_bits: int, finite_top: bool):
+    """The value of each of the 256 codes of an fp8 format (OCP 8-bit floating point
+    specification, 2023): sign, exponent with bias 2^(e-1) - 1, mantissa; exponent 0 is
+    subnormal. e4m3fn (finite_top) has no infinity, S.1111.111 is its NaN; e5m2 is IEEE-like."""
+    import numpy as np
+
+    bias = (1 << (exponent_bits - 1)) - 1
+    top = (1 << exponent_bits) - 1
+    values = np.empty(256, dtype=np.float64)
+    for code in range(256):
+        sign = -1.0 if code & 0x80 else 1.0
+        e = (code >> mantissa_bits) & top
+        m = code & ((1 << mantissa_bits) - 1)
+        if finite_top and e == top and m == (1 << mantissa_bits) - 1:
+            values[code] = np.nan
+        elif not finite_top and e == top:
+            values[code] = sign * np.inf if m == 0 else np.nan
+        elif e == 0:
+            values[code] = sign * m * 2.0 ** (1 - bias - mantissa_bits)
+        else:
+            values[code] = sign * (1 + m / (1 << mantissa_bits)) * 2.0 ** (e - bias)
+    return values
+
+
+_FP8_TABLES = {}
+
+
+def fp8_values(codes, dtype: str):
+    """The float64 values of fp8 codes (uint8, as as_numpy gives them); dtype 'e4m3'
+    (float8_e4m3fn) or 'e5m2' (float8_e5m2). Exact: every fp8 value is a double."""
+    import numpy as np
+
+    name = {"float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2"}.get(dtype, dtype)
+    if name not in ("e4m3", "e5m2"):
+        raise ValueError(f"dtype {dtype!r}: use 'e4m3' or 'e5m2'")
+    if name not in _FP8_TABLES:
+        _FP8_TABLES[name] = _fp8_table(4, 3, True) if name == "e4m3" else _fp8_table(5, 2, False)
+    return _FP8_TABLES[name][np.asarray(codes, dtype=np.uint8)]

@@ -37,11 +37,17 @@ class Conformance:
     def units(self) -> list:
         """(property, dtype) in the order `attncheck run` takes them."""
         regex = attncheck._property_regex(self.properties)
-        names = [p[0] for p in attncheck.properties()]
-        chosen = [n for n in names if not regex or re.search(regex, n)]
+        takes = {p[0]: p[5] for p in attncheck.properties()}
+        chosen = [n for n in takes if not regex or re.search(regex, n)]
         if not chosen:
-            raise ValueError(f"properties {self.properties!r} select none of the {len(names)} properties")
-        return [(name, dtype) for name in chosen for dtype in self.dtypes]
+            raise ValueError(f"properties {self.properties!r} select none of the {len(takes)} properties")
+        # A property runs on the input dtypes it takes (the fp8 family on e4m3 and e5m2 only), as
+        # `attncheck run` plans it.
+        units = [(name, dtype) for name in chosen for dtype in self.dtypes if dtype in takes[name]]
+        if not units:
+            raise ValueError(f"dtypes {self.dtypes!r}: none is an input dtype of the chosen properties "
+                             f"(they take {sorted(set().union(*(takes[n] for n in chosen)))})")
+        return units
 
     def run_unit(self, property: str, dtype: str, profile: Optional[str] = None, seed: Optional[int] = None):
         return attncheck.run(self.backend, profile=profile or self.profile, properties=[property], dtypes=[dtype],

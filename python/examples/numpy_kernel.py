@@ -1,10 +1,13 @@
-"""A NumPy attention kernel as an attncheck backend: every Problem option, in float32, and packed
-variable-length batches (the `options` it declares: FlashAttention's varlen layout).
+"""A NumPy attention kernel as an attncheck backend: every Problem option, in float32, packed
+variable-length batches and fp8 inputs with descales (the `options` it declares: FlashAttention's
+varlen layout, FlashAttention 3's q_descale, k_descale, v_descale).
 
 `NumpyAttention()` is correct; `NumpyAttention(planted_bug="causal-off-by-one")` lets each query
 see one key past its causal diagonal, a bug attncheck's reference-agreement property catches;
 `NumpyAttention(planted_bug="cu-seqlens-as-lengths")` reads cu_seqlens_k[b + 1], an offset, as
-sequence b's key count, which varlen-equals-per-sequence catches.
+sequence b's key count, which varlen-equals-per-sequence catches;
+`NumpyAttention(planted_bug="fp8-descale-twice")` multiplies V by its descale twice, which
+fp8-reference-agreement catches.
 Run from the command line:  python -m attncheck.cli run python/examples/numpy_kernel.py:NumpyAttention
 """
 
@@ -16,7 +19,8 @@ import numpy as np
 
 import attncheck
 
-_PLANTED_BUGS = (None, "causal-off-by-one", "cu-seqlens-as-lengths")
+_PLANTED_BUGS = (None, "causal-off-by-one", "cu-seqlens-as-lengths", "fp8-descale-twice")
+_FP8 = ("e4m3", "e5m2")
 
 
 def _bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
@@ -31,8 +35,10 @@ def _f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
 
 
 def _read(tensor) -> np.ndarray:
-    """The tensor's values as float32 (exact for f32, f16 and bf16 inputs)."""
+    """The tensor's values as float32 (exact for f32, f16, bf16 and fp8 inputs)."""
     values = attncheck.as_numpy(tensor)
+    if tensor.dtype in ("float8_e4m3fn", "float8_e5m2"):
+        return attncheck.fp8_values(values, tensor.dtype).astype(np.float32)  # exact: 4 or 3 significant bits
     if tensor.dtype == "bfloat16":
         return _bf16_bits_to_f32(values)
     return values.astype(np.float32)
@@ -45,7 +51,7 @@ class NumpyAttention:
     description = "NumPy float32 attention (python/examples/numpy_kernel.py)"
     # The optional problem options forward implements (python/README.md): the suite hands this
     # backend packed batches, and declines every other option for it.
-    options = ("varlen",)
+    options = ("varlen", "fp8")
 
     def __init__(self, planted_bug: str | None = None):
         if planted_bug not in _PLANTED_BUGS:
@@ -59,6 +65,12 @@ class NumpyAttention:
         # rounding per product (k0 = 1 bounds any BLAS summation order); exp and tanh are taken in
         # float64 and rounded once, well inside the default u_E = u_T = 2^-22. Masked keys get
         # weight 0 in P·V (a matmul over all keys), so NaN there would propagate: declared.
+        # fp8 codes are dequantized into float32 (code * descale, one rounding each) and run as
+        # float32, the output written in float32: the float32 declaration with fp8 inputs.
+        if dtype in _FP8:
+            return attncheck.profile(input=dtype, score="f32", probability="f32", accumulator="f32", output="f32",
+                                     softmax_block=0, deterministic=True, writes_lse=True,
+                                     masked_keys_weighted_by_zero=True)
         if dtype not in ("f32", "f16", "bf16"):
             return None
         return attncheck.profile(input=dtype, score="f32", probability="f32", accumulator="f32", output=dtype,
@@ -66,6 +78,8 @@ class NumpyAttention:
                                  masked_keys_weighted_by_zero=True)
 
     def supports(self, problem, dtype):
+        if dtype in _FP8 and (problem.varlen or problem.mask == "bias"):
+            return "fp8 inputs are taken padded and without an additive mask (as FlashAttention 3 takes them)"
         return None
 
     def forward(self, problem, t):
@@ -77,6 +91,8 @@ class NumpyAttention:
         if problem.varlen:
             return self._forward_packed(problem, t)
         q, k, v = _read(t.q), _read(t.k), _read(t.v)
+        if problem.descale != "none":
+            q, k, v = self._dequantized(problem, t, q, k, v)
         mask = None
         if problem.mask != "none":
             mask = _read(t.mask) if problem.mask == "bias" else attncheck.as_numpy(t.mask)
@@ -85,6 +101,24 @@ class NumpyAttention:
         self._store(t.out, attncheck.as_numpy(t.out), o)
         if t.lse is not None:
             attncheck.as_numpy(t.lse)[...] = lse
+
+    def _dequantized(self, problem, t, q, k, v):
+        """Q(b, h) = q(b, h) * dq[b, h // group], K, V likewise per kv head (problem.h), in float32."""
+        B, Hkv = problem.batch, problem.kv_heads
+
+        def factors(tensor, heads, group):
+            d = attncheck.as_numpy(tensor).astype(np.float32).reshape(-1)
+            per_head = np.broadcast_to(d, (B * Hkv,)).reshape(B, Hkv) if d.size == 1 else d.reshape(B, Hkv)
+            return np.repeat(per_head, group, axis=1).reshape(B, heads, 1, 1)
+
+        group = problem.group_size()
+        q = q * factors(t.q_descale, problem.q_heads, group)
+        k = k * factors(t.k_descale, Hkv, 1)
+        dv = factors(t.v_descale, Hkv, 1)
+        v = v * dv
+        if self.planted_bug == "fp8-descale-twice":
+            v = v * dv
+        return q, k, v
 
     @staticmethod
     def _store(tensor, out, o):

@@ -269,9 +269,6 @@ nb::dict run_units(Backend& backend, const RunArguments& a) {
   for (const std::string& d : a.dtypes) {
     const std::string name(dtype_name(dtype_argument(d, "dtypes")));
     if (name == "f64") throw nb::value_error("dtypes: f64 is not an input dtype of the suite (use f32, f16, bf16)");
-    if (is_fp8(*parse_dtype(name)))
-      throw nb::value_error(fmt::format("dtypes: {} inputs are not handed to Python backends (the command line runs them: "
-                                        "attncheck run --dtype e4m3,e5m2)", name).c_str());
     if (std::find(dtypes.begin(), dtypes.end(), name) != dtypes.end())
       throw nb::value_error(fmt::format("dtypes: {} is listed twice", name).c_str());
     dtypes.push_back(name);
@@ -574,7 +571,13 @@ nb::tuple reference(const Problem& problem, const DoubleArray& q, const DoubleAr
                     std::optional<DoubleArray> mask, std::optional<std::vector<std::int64_t>> key_lengths,
                     std::optional<std::vector<double>> alibi_slopes, std::optional<std::vector<double>> sinks,
                     std::optional<std::vector<std::int32_t>> block_table,
-                    std::optional<std::vector<std::int64_t>> cu_seqlens_q, std::optional<std::vector<std::int64_t>> cu_seqlens_k) {
+                    std::optional<std::vector<std::int64_t>> cu_seqlens_q, std::optional<std::vector<std::int64_t>> cu_seqlens_k,
+                    std::optional<std::vector<double>> q_descale, std::optional<std::vector<double>> k_descale,
+                    std::optional<std::vector<double>> v_descale) {
+  if (problem.has_descales() != (q_descale.has_value() && k_descale.has_value() && v_descale.has_value()) ||
+      (!problem.has_descales() && (q_descale || k_descale || v_descale)))
+    throw nb::value_error(problem.has_descales() ? "q_descale, k_descale, v_descale: the problem has descales; pass all three"
+                                                 : "descales: given, but the problem has none (descale=none)");
   if (problem.varlen) {
     // Packed q [Tq, Hq, Dk], k and v [Tk, Hkv, D] with their offsets (backend.h, ABI 2.5): unpacked
     // into the logical padded problem (varlen.h), and its outputs packed back, out [Tq, Hq, Dv] and
@@ -627,6 +630,11 @@ nb::tuple reference(const Problem& problem, const DoubleArray& q, const DoubleAr
   const std::vector<double> slopes = alibi_slopes.value_or(std::vector<double>{}), sink_logits = sinks.value_or(std::vector<double>{});
   inputs.alibi_slopes = slopes;  // [Hq] or [B, Hq] flattened row-major
   inputs.sinks = sink_logits;
+  const std::vector<double> dq = q_descale.value_or(std::vector<double>{}), dk = k_descale.value_or(std::vector<double>{}),
+                            dv = v_descale.value_or(std::vector<double>{});
+  inputs.q_descale = dq;  // [1] or [B, Hkv] flattened row-major; q, k, v hold the stored values
+  inputs.k_descale = dk;
+  inputs.v_descale = dv;
   AttentionResult result;
   try {
     nb::gil_scoped_release release;
@@ -701,7 +709,8 @@ Problem make_problem(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_h
                      const std::string& alignment, std::int64_t diagonal_offset, std::int64_t window_left,
                      std::int64_t window_right, const std::string& mask, std::int64_t mask_batch, std::int64_t mask_heads,
                      std::int64_t mask_q_len, std::int64_t mask_k_len, bool has_key_lengths, const std::string& alibi,
-                     bool sinks, const std::string& kv_storage, std::int64_t page_size, bool varlen) {
+                     bool sinks, const std::string& kv_storage, std::int64_t page_size, bool varlen,
+                     const std::string& descale) {
   Problem p = Problem::of_shape(batch, q_heads, kv_heads, q_len, k_len, qk_dim, v_dim);
   p.scale = scale;
   p.softcap = softcap;
@@ -729,6 +738,9 @@ Problem make_problem(std::int64_t batch, std::int64_t q_heads, std::int64_t kv_h
   p.kv_storage = *storage;
   p.page_size = page_size;
   p.varlen = varlen;
+  const auto descales = parse_descale(descale);
+  if (!descales) throw nb::value_error(fmt::format("descale '{}': use none, tensor or head", descale).c_str());
+  p.descale = *descales;
   try {
     p.validate();
   } catch (const ProblemError& e) {
@@ -744,16 +756,17 @@ void bind_problem(nb::module_& m) {
                        const std::string& alignment, std::int64_t diagonal_offset, std::int64_t window_left,
                        std::int64_t window_right, const std::string& mask, std::int64_t mask_batch, std::int64_t mask_heads,
                        std::int64_t mask_q_len, std::int64_t mask_k_len, bool has_key_lengths, const std::string& alibi,
-                       bool sinks, const std::string& kv_storage, std::int64_t page_size, bool varlen) {
+                       bool sinks, const std::string& kv_storage, std::int64_t page_size, bool varlen,
+                       const std::string& descale) {
              return make_problem(batch, q_heads, kv_heads, q_len, k_len, qk_dim, v_dim, scale, softcap, causal, alignment,
                                  diagonal_offset, window_left, window_right, mask, mask_batch, mask_heads, mask_q_len,
-                                 mask_k_len, has_key_lengths, alibi, sinks, kv_storage, page_size, varlen);
+                                 mask_k_len, has_key_lengths, alibi, sinks, kv_storage, page_size, varlen, descale);
            }),
            nb::kw_only(), "batch"_a = 1, "q_heads"_a = 1, "kv_heads"_a = 1, "q_len"_a = 1, "k_len"_a = 1, "qk_dim"_a = 1,
            "v_dim"_a = 1, "scale"_a = nb::none(), "softcap"_a = 0.0, "causal"_a = false, "alignment"_a = "top-left",
            "diagonal_offset"_a = 0, "window_left"_a = -1, "window_right"_a = -1, "mask"_a = "none", "mask_batch"_a = 1,
            "mask_heads"_a = 1, "mask_q_len"_a = 1, "mask_k_len"_a = 1, "has_key_lengths"_a = false, "alibi"_a = "none",
-           "sinks"_a = false, "kv_storage"_a = "contiguous", "page_size"_a = 0, "varlen"_a = false)
+           "sinks"_a = false, "kv_storage"_a = "contiguous", "page_size"_a = 0, "varlen"_a = false, "descale"_a = "none")
       .def_static(
           "parse",
           [](const std::string& text) {
@@ -792,6 +805,8 @@ void bind_problem(nb::module_& m) {
       .def_ro("page_size", &Problem::page_size, "Keys per page of a paged cache (0 when contiguous)")
       .def_ro("varlen", &Problem::varlen,
               "A packed variable-length batch: q_len and k_len are the longest sequence's, has_key_lengths is set; problem.h")
+      .def_prop_ro("descale", [](const Problem& p) { return std::string(descale_name(p.descale)); },
+                   "Descales of fp8 Q, K, V: 'none', 'tensor' ([1] each) or 'head' ([B, Hkv] each); problem.h")
       .def("effective_scale", &Problem::effective_scale)
       .def("group_size", &Problem::group_size)
       .def("kv_head_of", &Problem::kv_head_of, "h"_a)
@@ -935,7 +950,10 @@ void bind_tensors(nb::module_& m) {
       .def_ro("sinks", &AttentionTensorSet::sinks, "[Hq] float32 (options 'sinks')")
       .def_ro("block_table", &AttentionTensorSet::block_table, "[B, Lk / page] int32 (options 'paged')")
       .def_ro("cu_seqlens_q", &AttentionTensorSet::cu_seqlens_q, "[B + 1] int32 query offsets (options 'varlen')")
-      .def_ro("cu_seqlens_k", &AttentionTensorSet::cu_seqlens_k, "[B + 1] int32 key offsets (options 'varlen')");
+      .def_ro("cu_seqlens_k", &AttentionTensorSet::cu_seqlens_k, "[B + 1] int32 key offsets (options 'varlen')")
+      .def_ro("q_descale", &AttentionTensorSet::q_descale, "[1] or [B, Hkv] float32 (options 'fp8')")
+      .def_ro("k_descale", &AttentionTensorSet::k_descale, "[1] or [B, Hkv] float32 (options 'fp8')")
+      .def_ro("v_descale", &AttentionTensorSet::v_descale, "[1] or [B, Hkv] float32 (options 'fp8')");
   nb::class_<LayerTensorSet>(m, "LayerTensors", "The tensors of one forward_layer call; None where the problem has none.")
       .def_ro("x", &LayerTensorSet::x)
       .def_ro("x_kv", &LayerTensorSet::x_kv)
@@ -1013,14 +1031,17 @@ void define_module(nb::module_& m) {
   m.def(
       "properties",
       [] {
-        std::vector<std::tuple<std::string, std::string, std::string, bool, bool>> list;
-        // The fp8 family is left out: the module hands Python backends no fp8 tensors (yet).
-        for (const PropertyDef& p : all_properties())
-          if (!p.fp8_inputs) list.emplace_back(p.name, p.family, p.why, p.needs_layer, p.needs_backward);
+        std::vector<std::tuple<std::string, std::string, std::string, bool, bool, std::vector<std::string>>> list;
+        for (const PropertyDef& p : all_properties()) {
+          std::vector<std::string> dtypes;
+          for (const DType d : {DType::F32, DType::F16, DType::BF16, DType::E4M3, DType::E5M2})
+            if (runs_on(p, d)) dtypes.emplace_back(dtype_name(d));
+          list.emplace_back(p.name, p.family, p.why, p.needs_layer, p.needs_backward, std::move(dtypes));
+        }
         return list;
       },
-      "(name, family, why, needs_layer, needs_backward) of every property that takes f32, f16 or bf16 inputs, in "
-      "registration order.");
+      "(name, family, why, needs_layer, needs_backward, dtypes) of every property, in registration order; dtypes are "
+      "the input dtypes it runs on (f32, f16, bf16, or the fp8 e4m3 and e5m2).");
   m.def(
       "suite_profiles",
       [] {
@@ -1084,11 +1105,13 @@ void define_module(nb::module_& m) {
   m.def("reference", &reference, "problem"_a, "q"_a, "k"_a, "v"_a, "mask"_a.none() = nb::none(),
         "key_lengths"_a.none() = nb::none(), "alibi_slopes"_a.none() = nb::none(), "sinks"_a.none() = nb::none(),
         "block_table"_a.none() = nb::none(), "cu_seqlens_q"_a.none() = nb::none(), "cu_seqlens_k"_a.none() = nb::none(),
+        "q_descale"_a.none() = nb::none(), "k_descale"_a.none() = nb::none(), "v_descale"_a.none() = nb::none(),
         "The double-precision reference (reference_attention): returns (out [B, Hq, Lq, Dv], lse [B, Hq, Lq]). "
         "alibi_slopes: [Hq] or [B, Hq] flattened row-major; sinks: [Hq]; a paged problem's k and v are its page "
         "pools and block_table [B, Lk / page] is flattened row-major. A packed batch (varlen) takes q [Tq, Hq, Dk], "
         "k and v [Tk, Hkv, D] with cu_seqlens_q and cu_seqlens_k ([B + 1] offsets), and returns out [Tq, Hq, Dv] "
-        "and lse [Hq, Tq].");
+        "and lse [Hq, Tq]. A descaled problem (fp8 inputs) takes the stored values in q, k, v (decoded to float) and "
+        "q_descale, k_descale, v_descale ([1] or [B, Hkv] flattened row-major); the reference dequantizes them.");
 
   m.def(
       "read_fixture",

@@ -14,8 +14,9 @@ namespace nb = nanobind;
 struct AttentionTensorSet {
   nb::object q, k, v, mask, key_lengths, out, lse;
   // The options a backend declares (its `options`): ALiBi slopes and sinks (ABI 2.3), a paged
-  // cache's block table (2.4), a packed batch's offsets (2.5); None where the problem has none.
-  nb::object alibi_slopes, sinks, block_table, cu_seqlens_q, cu_seqlens_k;
+  // cache's block table (2.4), a packed batch's offsets (2.5), fp8 inputs' descales (2.6); None
+  // where the problem has none.
+  nb::object alibi_slopes, sinks, block_table, cu_seqlens_q, cu_seqlens_k, q_descale, k_descale, v_descale;
   attncheck_problem abi_problem{};
   /// Valid during the call only; reset to nullptr when forward returns.
   const attncheck_attention_tensors* abi_tensors = nullptr;

@@ -98,9 +98,10 @@ std::uint32_t declared_options(const nb::object& backend) {
     else if (name == "sinks") bits |= impl::kOptionSinks;
     else if (name == "paged") bits |= impl::kOptionPagedKv;
     else if (name == "varlen") bits |= impl::kOptionVarlen;
+    else if (name == "fp8") bits |= impl::kOptionFp8;
     else
       throw nb::value_error(
-          fmt::format("options: '{}' is not one of alibi, sinks, paged, varlen (the ABI's optional problem options)", name)
+          fmt::format("options: '{}' is not one of alibi, sinks, paged, varlen, fp8 (the ABI's optional problem options)", name)
               .c_str());
   }
   return bits;
@@ -112,13 +113,21 @@ void check_attention_tensors(const attncheck_problem& p, const attncheck_attenti
   using impl::kF16;
   using impl::kF32;
   impl::check_problem(p);
+  // fp8 inputs come with descales (ABI 2.6): q, k, v hold e4m3fn or e5m2 codes; the factors are
+  // checked as the C++ backends check them.
+  const bool fp8 = impl::descale_of(p) != kAttncheckDescaleNone;
+  if (fp8) (void)impl::checked_descales(p, t, kDLCPU);
+  // (An initializer_list picked by a conditional would outlive its array: two spelled-out lists.)
+  auto check_q = [&](std::initializer_list<std::int64_t> shape, std::initializer_list<std::string_view> dims) {
+    return fp8 ? check_cpu_tensor(t.q, "q", shape, dims, {impl::kE4M3, impl::kE5M2})
+               : check_cpu_tensor(t.q, "q", shape, dims, {kF32, kF16, kBF16});
+  };
   // The inference options' tensors, checked as the C++ backends check them (backend_impl.h).
   (void)impl::checked_alibi_slopes(p, impl::alibi_slopes_of(t), kDLCPU);
   (void)impl::checked_sinks(p, impl::sinks_of(t), kDLCPU);
   if (impl::is_varlen(p)) {
     const impl::VarlenArgs va = impl::check_varlen(p, t, kDLCPU);
-    const impl::TensorArg q = check_cpu_tensor(t.q, "q", {va.total_q, p.q_heads, p.qk_dim},
-                                               {"query tokens", "query heads", "head dim"}, {kF32, kF16, kBF16});
+    const impl::TensorArg q = check_q({va.total_q, p.q_heads, p.qk_dim}, {"query tokens", "query heads", "head dim"});
     check_cpu_tensor(t.k, "k", {va.total_k, p.kv_heads, p.qk_dim}, {"key tokens", "kv heads", "head dim"}, {q.dtype});
     check_cpu_tensor(t.v, "v", {va.total_k, p.kv_heads, p.v_dim}, {"key tokens", "kv heads", "value dim"}, {q.dtype});
     check_cpu_tensor(t.out, "out", {va.total_q, p.q_heads, p.v_dim}, {"query tokens", "query heads", "value dim"},
@@ -128,8 +137,7 @@ void check_attention_tensors(const attncheck_problem& p, const attncheck_attenti
     (void)impl::checked_cu_seqlens(p, va.cu_k, "cu_seqlens_k", p.k_len, va.total_k);
     return;
   }
-  const impl::TensorArg q = check_cpu_tensor(t.q, "q", {p.batch, p.q_heads, p.q_len, p.qk_dim},
-                                             {"batch", "query heads", "query length", "head dim"}, {kF32, kF16, kBF16});
+  const impl::TensorArg q = check_q({p.batch, p.q_heads, p.q_len, p.qk_dim}, {"batch", "query heads", "query length", "head dim"});
   if (impl::is_paged(p)) {
     impl::check_paged_kv(p, t.k, t.v, impl::block_table_of(t), {q.dtype}, kDLCPU);
   } else {
@@ -213,6 +221,9 @@ class PythonBackend final : public impl::BackendImpl {
     set.block_table = made.add("block_table", impl::block_table_of(tensors), false);
     set.cu_seqlens_q = made.add("cu_seqlens_q", impl::cu_seqlens_q_of(tensors), false);
     set.cu_seqlens_k = made.add("cu_seqlens_k", impl::cu_seqlens_k_of(tensors), false);
+    set.q_descale = made.add("q_descale", impl::q_descale_of(tensors), false);
+    set.k_descale = made.add("k_descale", impl::k_descale_of(tensors), false);
+    set.v_descale = made.add("v_descale", impl::v_descale_of(tensors), false);
     set.abi_problem = problem;
     set.abi_tensors = &tensors;
     nb::object set_object = nb::cast(std::move(set), nb::rv_policy::move);
