@@ -69,6 +69,8 @@ std::optional<DType> from_dl(DLDataType d) {
   if (impl::same_dtype(d, impl::kF32)) return DType::F32;
   if (impl::same_dtype(d, impl::kF16)) return DType::F16;
   if (impl::same_dtype(d, impl::kBF16)) return DType::BF16;
+  if (impl::same_dtype(d, impl::kE4M3)) return DType::E4M3;
+  if (impl::same_dtype(d, impl::kE5M2)) return DType::E5M2;
   return std::nullopt;
 }
 
@@ -98,6 +100,11 @@ std::vector<DType> accepted_inputs(Kernel kernel) {
   // fp16-only emulations take f32 (rounded inside, as ggml does) and f16; bf16 inputs would be
   // rounded to fp16 too, a conversion those kernels do not make.
   if (kernel == Kernel::Fp16Acc || kernel == Kernel::Ggml) return {DType::F32, DType::F16};
+  // The fp8-P kernels also take fp8 inputs with descales (FlashAttention 3's forward: e4m3 Q, K,
+  // V dequantized, P in e4m3): dequantized once into float32 (code · descale, one rounding
+  // each), then the float32 path, output in float32.
+  if (kernel == Kernel::E4m3P || kernel == Kernel::E5m2P)
+    return {DType::F32, DType::F16, DType::BF16, DType::E4M3, DType::E5M2};
   return {DType::F32, DType::F16, DType::BF16};
 }
 
@@ -106,7 +113,7 @@ std::vector<DType> accepted_inputs(Kernel kernel) {
 Path path_for(Kernel kernel, Defect defect, DType input, const attncheck_problem* problem) {
   Path path;
   path.input = input;
-  path.output = input;
+  path.output = is_fp8(input) ? DType::F32 : input;
   switch (kernel) {
     case Kernel::Fp32:
       path.partial_sums = true;  // a tile's P·V is one matrix product added to the accumulator
@@ -118,6 +125,14 @@ Path path_for(Kernel kernel, Defect defect, DType input, const attncheck_problem
       break;
     case Kernel::Bf16P:
       path.probability = DType::BF16;
+      break;
+    // FlashAttention 3's fp8 forward keeps P in e4m3 for the second GEMM: rounded once from the
+    // fp32 exponential, the row sum taken over the unrounded values (as emu-bf16-p).
+    case Kernel::E4m3P:
+      path.probability = DType::E4M3;
+      break;
+    case Kernel::E5m2P:
+      path.probability = DType::E5M2;
       break;
     case Kernel::Ggml: {
       path.operand_rounding = DType::F16;
@@ -404,8 +419,18 @@ class Emulated final : public impl::BackendImpl {
       impl::unsupported(std::string(kernel_name(kernel_)) + " reads host memory only (device type " + std::to_string(device) + ")");
   }
 
+  std::uint32_t options() const override {
+    return kernel_ == Kernel::E4m3P || kernel_ == Kernel::E5m2P ? std::uint32_t{impl::kOptionFp8} : 0u;
+  }
+
   void forward(const attncheck_problem& problem, const attncheck_attention_tensors& tensors) override {
     if (tensors.q == nullptr) impl::invalid("q: is NULL, but the problem requires it");
+    if (impl::is_fp8(tensors.q->dtype)) {
+      (void)input_dtype(tensors.q->dtype);  // declined where the kernel takes no fp8
+      const impl::DequantizedF32 dequantized(problem, tensors, kDLCPU);
+      return forward(impl::without_descales(problem), impl::without_descales(tensors, dequantized));
+    }
+    if (impl::descale_of(problem) != kAttncheckDescaleNone) impl::invalid("problem.descale is set, but q is not fp8 (e4m3fn or e5m2)");
     const Path path = path_for(kernel_, defect_, input_dtype(tensors.q->dtype), &problem);
     const Call call = check_call(problem, tensors, path);
     Engine(call, path, defect_).run();
@@ -436,6 +461,8 @@ const char* description(Kernel kernel) {
     case Kernel::Fp16Acc: return "emulated: Q/K/V and P rounded to fp16, P.V accumulated in fp16, row sum in fp32";
     case Kernel::Bf16P: return "emulated: P rounded to bf16 before P.V, fp32 accumulation, 64-key tiles";
     case Kernel::Ggml: return "emulated: ggml_flash_attn_ext F16 path (one key at a time / 64-key tiles / split-KV decode)";
+    case Kernel::E4m3P: return "emulated: P rounded to e4m3 before P.V (FlashAttention 3's fp8 P), fp32 accumulation, 64-key tiles";
+    case Kernel::E5m2P: return "emulated: P rounded to e5m2 before P.V, fp32 accumulation, 64-key tiles";
   }
   return "";
 }
@@ -448,6 +475,8 @@ std::string_view kernel_name(Kernel kernel) {
     case Kernel::Fp16Acc: return "emu-fp16-acc";
     case Kernel::Bf16P: return "emu-bf16-p";
     case Kernel::Ggml: return "emu-ggml";
+    case Kernel::E4m3P: return "emu-e4m3-p";
+    case Kernel::E5m2P: return "emu-e5m2-p";
   }
   return "";
 }
@@ -464,7 +493,7 @@ std::string_view defect_name(Defect defect) {
 }
 
 std::optional<Kernel> parse_kernel(std::string_view name) {
-  for (Kernel k : {Kernel::Fp32, Kernel::Fp16Acc, Kernel::Bf16P, Kernel::Ggml})
+  for (Kernel k : {Kernel::Fp32, Kernel::Fp16Acc, Kernel::Bf16P, Kernel::Ggml, Kernel::E4m3P, Kernel::E5m2P})
     if (kernel_name(k) == name) return k;
   return std::nullopt;
 }
@@ -497,6 +526,12 @@ extern "C" attncheck_backend* attncheck_emu_fp16_acc_entry(void) {
 }
 extern "C" attncheck_backend* attncheck_emu_bf16_p_entry(void) {
   return attncheck::emulated::make_emulated(attncheck::emulated::Kernel::Bf16P, attncheck::emulated::Defect::None);
+}
+extern "C" attncheck_backend* attncheck_emu_e4m3_p_entry(void) {
+  return attncheck::emulated::make_emulated(attncheck::emulated::Kernel::E4m3P, attncheck::emulated::Defect::None);
+}
+extern "C" attncheck_backend* attncheck_emu_e5m2_p_entry(void) {
+  return attncheck::emulated::make_emulated(attncheck::emulated::Kernel::E5m2P, attncheck::emulated::Defect::None);
 }
 extern "C" attncheck_backend* attncheck_emu_ggml_entry(void) {
   return attncheck::emulated::make_emulated(attncheck::emulated::Kernel::Ggml, attncheck::emulated::Defect::None);

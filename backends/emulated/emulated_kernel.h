@@ -16,6 +16,8 @@ enum class Kernel {
   Fp16Acc,  ///< emu-fp16-acc: Q, K, V and P rounded to fp16, P·V accumulated in fp16, row sum in fp32
   Bf16P,    ///< emu-bf16-p: P rounded to bf16 before P·V, fp32 accumulation
   Ggml,     ///< emu-ggml: ggml_flash_attn_ext's F16 path, three shape-dependent code paths
+  E4m3P,    ///< emu-e4m3-p: P rounded to e4m3 before P·V (FlashAttention 3's fp8 path), fp32 accumulation
+  E5m2P,    ///< emu-e5m2-p: P rounded to e5m2 before P·V, fp32 accumulation
 };
 
 /// One classic defect planted in an otherwise faithful emulation; the profile stays the one the
@@ -28,7 +30,7 @@ enum class Defect {
   AccumulatorStall,   ///< declares fp32 P·V accumulation but accumulates in fp16
 };
 
-std::string_view kernel_name(Kernel kernel);    ///< "emu-fp32", "emu-fp16-acc", "emu-bf16-p", "emu-ggml"
+std::string_view kernel_name(Kernel kernel);    ///< "emu-fp32", "emu-fp16-acc", "emu-bf16-p", "emu-ggml", "emu-e4m3-p", "emu-e5m2-p"
 std::string_view defect_name(Defect defect);    ///< "none", "scale", "dropped-key", "causal-off-by-one", "accumulator-stall"
 std::optional<Kernel> parse_kernel(std::string_view name);
 std::optional<Defect> parse_defect(std::string_view name);

@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "attncheck/check.h"
+#include "attncheck/engine.h"
 #include "attncheck/execute.h"
+#include "attncheck/property.h"
 #include "emulated_kernel.h"
 
 namespace attncheck {
@@ -18,7 +20,7 @@ namespace {
 using emulated::Defect;
 using emulated::Kernel;
 
-constexpr Kernel kKernels[] = {Kernel::Fp32, Kernel::Fp16Acc, Kernel::Bf16P, Kernel::Ggml};
+constexpr Kernel kKernels[] = {Kernel::Fp32, Kernel::Fp16Acc, Kernel::Bf16P, Kernel::Ggml, Kernel::E4m3P, Kernel::E5m2P};
 
 Backend open(Kernel kernel, Defect defect = Defect::None) {
   attncheck_backend* table = emulated::make_emulated(kernel, defect);
@@ -115,7 +117,11 @@ TEST(EmulatedStages, ProbabilityRoundedWhereDeclared) {
     const double s1 = profile.key_rounding ? round_to(*profile.key_rounding, k1) : k1;
     const double p1 = std::exp(s1);
     const double expected = round_to(profile.probability, p1) / (1.0 + p1);
-    const DType want = kernel == Kernel::Bf16P ? DType::BF16 : kernel == Kernel::Fp32 ? DType::F32 : DType::F16;
+    const DType want = kernel == Kernel::Bf16P   ? DType::BF16
+                       : kernel == Kernel::E4m3P ? DType::E4M3
+                       : kernel == Kernel::E5m2P ? DType::E5M2
+                       : kernel == Kernel::Fp32  ? DType::F32
+                                                 : DType::F16;
     EXPECT_EQ(profile.probability, want) << backend.name();
     EXPECT_NEAR(c.run(backend)(0, 0, 0, 0), expected, 4 * 0x1p-24) << backend.name();
     if (want != DType::F32) {
@@ -388,6 +394,31 @@ TEST(EmulatedNames, ParseAndPrintAgree) {
   const auto reason = open(Kernel::Ggml).unsupported_reason(Problem::of_shape(1, 1, 1, 1, 1, 1, 1), DType::BF16);
   ASSERT_TRUE(reason);
   EXPECT_NE(reason->find("emu-ggml takes float32, float16 inputs, not bfloat16"), std::string::npos) << *reason;
+}
+
+// FlashAttention 3's fp8 forward as emulated: e4m3 inputs with descales, P in e4m3 for P·V. The
+// healthy kernel passes fp8-reference-agreement under the quick profile (τ with u_P = 2^-4 and
+// the e4m3 tail, numerics/README.md §2.14), and each planted defect is caught by it: the bound
+// is not so loose that P's 4 bits hide a wrong scale or a dropped key.
+TEST(EmulatedFp8, E4m3InputsWithE4m3ProbabilityPassAndPlantedDefectsFail) {
+  const PropertyDef* property = nullptr;
+  for (const PropertyDef& p : all_properties())
+    if (p.name == "fp8-reference-agreement") property = &p;
+  ASSERT_NE(property, nullptr);
+  const SuiteProfile quick = *find_suite_profile("quick");
+  RunSettings settings;
+  settings.cases = quick.cases;
+  settings.max_size = quick.max_size;
+  settings.seed = 20261204;
+  for (const Defect defect : {Defect::None, Defect::Scale, Defect::DroppedKey}) {
+    Backend backend = open(Kernel::E4m3P, defect);
+    const PropertyOutcome outcome = run_property(*property, backend, DType::E4M3, settings);
+    EXPECT_EQ(outcome.status, defect == Defect::None ? OutcomeStatus::Passed : OutcomeStatus::Failed)
+        << backend.name() << ": " << outcome.message;
+    if (defect == Defect::None) {
+      EXPECT_GE(outcome.cases_passed, settings.cases) << "every drawn case judged";
+    }
+  }
 }
 
 }  // namespace

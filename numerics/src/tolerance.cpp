@@ -179,17 +179,13 @@ ToleranceModel::ToleranceModel(const Problem& problem, const NumericsProfile& pr
   if (profile_.softmax_block < 0)
     throw std::invalid_argument(
         fmt::format("numerics profile: softmax_block is {}, but must be ≥ 0 (0 = three-pass)", profile_.softmax_block));
-  // fp8 is a storage format of the inputs (dtype.h). P may be rounded to e5m2, whose subnormal
-  // range is fp16's (the fp16 tail statistic covers it, §2.14); e4m3's starts at 2^-6, and the
-  // reference computes no tail statistic there, so a P kept in e4m3 is refused, not under-bounded.
+  // fp8 is a storage format of the inputs (dtype.h), and of P: e5m2's subnormal range is fp16's
+  // (the fp16 tail statistic covers it), e4m3's starts at 2^-6 (the e4m3 tail statistic, §2.14).
   for (const auto& [dtype, stage] : {std::pair{profile_.score, "score"}, std::pair{profile_.accumulator, "accumulator"},
                                      std::pair{profile_.output, "output"}})
     if (is_fp8(dtype))
       throw std::invalid_argument(fmt::format("numerics profile: the {} stage is {}, but fp8 is a storage format of q, k "
                                               "and v only (no kernel accumulates or writes in it)", stage, dtype_name(dtype)));
-  if (profile_.probability == DType::E4M3)
-    throw std::invalid_argument("numerics profile: P stored in e4m3 is not modelled (its subnormal tail, weights below "
-                                "2^-6, needs a row statistic the reference does not compute; numerics/README.md §2.14)");
 }
 
 ToleranceModel::ToleranceModel(const Problem& problem, const NumericsProfile& profile, DataCharacter data,
@@ -249,6 +245,10 @@ ToleranceTerms ToleranceModel::at(const AttentionResult& reference, std::int64_t
   // e5m2 shares fp16's normal range (ν_P = 2^-14); its subnormal spacing is 2^-16 (§2.14).
   if (profile_.probability == DType::E5M2)
     tails += (profile_.flushes_subnormals ? 0x1p-14 : 0x1p-17) * st.fp16_tail(b, h, i, j);
+  // e4m3's normal range starts at ν_P = 2^-6 and its subnormal spacing is 2^-9: a weight below
+  // 2^-6 errs by ≤ 2^-10, or ≤ 2^-6 under FTZ, over the keys T8 sums (§2.14).
+  if (profile_.probability == DType::E4M3)
+    tails += (profile_.flushes_subnormals ? 0x1p-6 : 0x1p-10) * st.e4m3_tail(b, h, i, j);
   tails += 0x1p-125 * n * st.reachable_max_abs_value(b, h, i, j);
   t.probability += tails;
 

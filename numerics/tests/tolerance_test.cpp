@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "attncheck/tolerance.h"
@@ -61,6 +62,36 @@ TEST(ToleranceModel, OneKeyMatchesTheHandDerivation) {
     EXPECT_DOUBLE_EQ(t.reference, e_ref);
     EXPECT_DOUBLE_EQ(t.output, output);
     EXPECT_STREQ(t.dominant(), "accumulation");
+  }
+}
+
+// P in e4m3 (§2.14): E_P = u_P(A + |O|) + η_P·T8 + 2^-125·n·max|V|, u_P = 2^-4, η_P = 2^-10
+// (2^-6 under FTZ), under structured data (the deterministic form). Two keys, scores (0, −5):
+// e^{−5} ≈ 6.7e-3 lies below e4m3's normal range 2^-6 but above fp16's 2^-14, so T8 = |V_2|/Z
+// while the fp16 tail T is 0; P in e5m2 therefore gets no η term, P in e4m3 does.
+TEST(ToleranceModel, E4m3ProbabilityChargesItsOwnSubnormalTail) {
+  Problem p;
+  p.k_len = 2;
+  p.scale = 1.0;
+  HostTensor q({1, 1, 1, 1}, 1.0), k({1, 1, 2, 1}), v({1, 1, 2, 1});
+  k.values = {0.0, -5.0};
+  v.values = {1.0, 8.0};
+  ReferenceOptions ro;
+  ro.row_statistics = true;
+  const AttentionInputs in{std::as_const(q).view(), std::as_const(k).view(), std::as_const(v).view(), {}, {}};
+  const AttentionResult ref = reference_attention(p, in, ro);
+  const double z = 1 + std::exp(-5.0), o = (1 + 8 * std::exp(-5.0)) / z, a = o;  // V ≥ 0: A = O
+  const double t8 = 8 / z, common = 0x1p-125 * 2 * 8;
+  for (const auto& [dtype, u_p, eta] : {std::tuple{DType::E4M3, 0x1p-4, 0x1p-10}, std::tuple{DType::E5M2, 0x1p-3, 0.0}}) {
+    for (const bool ftz : {false, true}) {
+      NumericsProfile profile;
+      profile.probability = dtype;
+      profile.flushes_subnormals = ftz;
+      const ToleranceModel model(p, profile, DataCharacter::Structured, in);
+      const double tail = dtype == DType::E4M3 ? (ftz ? 0x1p-6 : eta) * t8 : 0.0;
+      EXPECT_NEAR(model.at(ref, 0, 0, 0, 0).probability, u_p * (a + o) + tail + common, 1e-12 * (a + o))
+          << dtype_name(dtype) << (ftz ? " with FTZ" : "");
+    }
   }
 }
 

@@ -195,7 +195,8 @@ void Reference::run_block(std::int64_t b, std::int64_t h, std::int64_t i0, std::
 void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0, std::int64_t key0, const RowMap& v,
                                  double sink, Workspace& ws) const {
   RowStatistics& st = *out_.stats;
-  const double fp16_weight_normal = std::ldexp(1.0, -14);  // ν_P of fp16
+  const double fp16_weight_normal = std::ldexp(1.0, -14);  // ν_P of fp16 (and of e5m2)
+  const double e4m3_weight_normal = std::ldexp(1.0, -6);   // ν_P of e4m3
   for (std::int64_t r = 0; r < ws.scores.rows(); ++r) {
     const std::int64_t i = i0 + r;
     double n = 0, m = kNegInf, big_m = 0, max_dot = 0;
@@ -243,7 +244,7 @@ void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0
     st.max_abs_score(0, b, h, i) = big_m;
     for (std::int64_t j = 0; j < p_.v_dim; ++j) {
       const double oj = out_.out(b, h, i, j);
-      double row_scale = 0, spread = 0, centered = 0, centered_dot = 0, centered_score = 0, tail = 0, max_v = 0;
+      double row_scale = 0, spread = 0, centered = 0, centered_dot = 0, centered_score = 0, tail = 0, tail8 = 0, max_v = 0;
       for (std::int64_t c = 0; c < ws.logits.cols(); ++c) {
         const double s = ws.logits(r, c);
         if (s == kNegInf) continue;
@@ -255,6 +256,7 @@ void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0
         centered_dot += pk * ws.dot_abs(r, c) * dev;
         centered_score += pk * std::fabs(s) * dev;
         if (ws.weights[static_cast<size_t>(c)] < fp16_weight_normal) tail += std::fabs(vkj);
+        if (ws.weights[static_cast<size_t>(c)] < e4m3_weight_normal) tail8 += std::fabs(vkj);
         // A max does not depend on the order of the keys (reference/README.md, "Reproducibility").
         if (std::isfinite(vkj)) max_v = std::max(max_v, std::fabs(vkj));
       }
@@ -271,6 +273,7 @@ void Reference::write_statistics(std::int64_t b, std::int64_t h, std::int64_t i0
       st.centered_dot(b, h, i, j) = centered_dot;
       st.centered_score(b, h, i, j) = centered_score;
       st.fp16_tail(b, h, i, j) = tail / z;
+      st.e4m3_tail(b, h, i, j) = tail8 / z;
     }
   }
 }
@@ -424,7 +427,7 @@ void clear_absent_rows(const Problem& p, std::span<const std::int64_t> query_len
             (*row)(0, b, h, i) = 0;
           st->max_score(0, b, h, i) = kNegInf;
           for (HostTensor* element : {&st->row_scale, &st->spread, &st->centered, &st->centered_dot, &st->centered_score,
-                                      &st->fp16_tail, &st->reachable_max_abs_value})
+                                      &st->fp16_tail, &st->e4m3_tail, &st->reachable_max_abs_value})
             for (std::int64_t j = 0; j < p.v_dim; ++j) (*element)(b, h, i, j) = 0;
         }
       }
@@ -474,7 +477,7 @@ AttentionResult reference_attention(const Problem& p, const AttentionInputs& in,
     result.stats = RowStatistics{HostTensor(rows), HostTensor(rows), HostTensor(rows), HostTensor(rows), HostTensor(rows),
                                  HostTensor(elements), HostTensor(elements), HostTensor(elements),
                                  HostTensor(elements), HostTensor(elements), HostTensor(elements),
-                                 HostTensor(elements)};
+                                 HostTensor(elements), HostTensor(elements)};
   }
 
   const Reference reference(p, in, opt, result);

@@ -82,6 +82,7 @@ void expect_agreement(const Problem& p, const AttentionResult& ref, const PlainR
           check("Ca", st.centered_dot, plain.centered_dot, a_max * a);
           check("Cs", st.centered_score, plain.centered_score, (1 + big_m) * a);
           check("T", st.fp16_tail, plain.fp16_tail, 0);
+          check("T8", st.e4m3_tail, plain.e4m3_tail, 0);
         }
       }
 }

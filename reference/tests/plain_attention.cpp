@@ -47,7 +47,7 @@ PlainResult plain_attention(const Problem& p, const AttentionInputs& in) {
   r.probabilities = HostTensor({p.batch, p.q_heads, p.q_len, p.k_len});
   r.allowed = HostTensor(r.probabilities.shape);
   for (HostTensor* t : {&r.allowed_keys, &r.max_abs_score, &r.max_score, &r.max_dot_abs}) *t = HostTensor(rows);
-  for (HostTensor* t : {&r.row_scale, &r.spread, &r.centered, &r.centered_dot, &r.centered_score, &r.fp16_tail})
+  for (HostTensor* t : {&r.row_scale, &r.spread, &r.centered, &r.centered_dot, &r.centered_score, &r.fp16_tail, &r.e4m3_tail})
     *t = HostTensor(elements);
   const double scale = p.scale ? *p.scale : 1.0 / std::sqrt(static_cast<double>(p.qk_dim));
   const std::int64_t group = p.q_heads / p.kv_heads;
@@ -100,7 +100,7 @@ PlainResult plain_attention(const Problem& p, const AttentionInputs& in) {
           for (std::int64_t j = 0; j < p.k_len; ++j)
             if (allowed[j]) o += r.probabilities(b, h, i, j) * in.v(b, g, j, c);
           r.out(b, h, i, c) = o;
-          double row_scale = 0, spread = 0, centered = 0, centered_dot = 0, centered_score = 0, tail = 0;
+          double row_scale = 0, spread = 0, centered = 0, centered_dot = 0, centered_score = 0, tail = 0, tail8 = 0;
           for (std::int64_t j = 0; j < p.k_len; ++j) {
             if (!allowed[j]) continue;
             const double pk = r.probabilities(b, h, i, j), vj = in.v(b, g, j, c);
@@ -110,6 +110,7 @@ PlainResult plain_attention(const Problem& p, const AttentionInputs& in) {
             centered_dot += pk * a[j] * std::fabs(vj - o);
             centered_score += pk * std::fabs(s[j]) * std::fabs(vj - o);
             if (std::exp(s[j] - m) < std::ldexp(1.0, -14)) tail += std::fabs(vj) / z;
+            if (std::exp(s[j] - m) < std::ldexp(1.0, -6)) tail8 += std::fabs(vj) / z;
           }
           r.row_scale(b, h, i, c) = row_scale;
           r.spread(b, h, i, c) = std::sqrt(spread);
@@ -117,6 +118,7 @@ PlainResult plain_attention(const Problem& p, const AttentionInputs& in) {
           r.centered_dot(b, h, i, c) = centered_dot;
           r.centered_score(b, h, i, c) = centered_score;
           r.fp16_tail(b, h, i, c) = tail;
+          r.e4m3_tail(b, h, i, c) = tail8;
         }
       }
   return r;

@@ -19,7 +19,7 @@ struct PlainResult {
   HostTensor allowed;        // [B, Hq, Lq, Lk]: 1 where the key is allowed, else 0
   // numerics/README.md §2.2 row data, with the same shapes as RowStatistics.
   HostTensor allowed_keys, max_abs_score, max_score, max_dot_abs;
-  HostTensor row_scale, spread, centered, centered_dot, centered_score, fp16_tail;
+  HostTensor row_scale, spread, centered, centered_dot, centered_score, fp16_tail, e4m3_tail;
 };
 
 /// Whether key j is allowed for query row i of (b, h), by problem.h's rules taken one at a time.

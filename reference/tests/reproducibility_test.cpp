@@ -45,7 +45,8 @@ std::string first_difference(const AttentionResult& a, const AttentionResult& b)
         {"m", {&x.max_score, &y.max_score}},             {"max a", {&x.max_dot_abs, &y.max_dot_abs}},
         {"A", {&x.row_scale, &y.row_scale}},             {"W", {&x.spread, &y.spread}},
         {"C", {&x.centered, &y.centered}},               {"Ca", {&x.centered_dot, &y.centered_dot}},
-        {"Cs", {&x.centered_score, &y.centered_score}}, {"T", {&x.fp16_tail, &y.fp16_tail}}};
+        {"Cs", {&x.centered_score, &y.centered_score}}, {"T", {&x.fp16_tail, &y.fp16_tail}},
+        {"T8", {&x.e4m3_tail, &y.e4m3_tail}}};
     for (const auto& [field, tensors] : fields)
       if (d.empty()) d = first_difference(field, *tensors.first, *tensors.second);
   }

@@ -79,6 +79,25 @@ TEST(RowStatistics, TwoKeyRowByHand) {
   EXPECT_NEAR(st.centered_dot(0, 0, 0, 0), p2 * 20 * std::fabs(-4 - o), bound * p2 * 20 * 6);
   EXPECT_NEAR(st.centered_score(0, 0, 0, 0), p2 * 20 * std::fabs(-4 - o), bound * p2 * 20 * 6);
   EXPECT_NEAR(st.fp16_tail(0, 0, 0, 0), 4 / z, bound * 4);
+  EXPECT_NEAR(st.e4m3_tail(0, 0, 0, 0), 4 / z, bound * 4);  // e^{−20} < 2^-6 as well
+}
+
+TEST(RowStatistics, TheE4m3TailStartsAtTwoToTheMinusSix) {
+  // Three keys, scores s = (0, −5, −3) (q = 1, k = s, scale 1), m = 0: weights 1, e^{−5} ≈ 6.7e-3
+  // and e^{−3} ≈ 5.0e-2. Only e^{−5} is below 2^-6 ≈ 1.56e-2 (e4m3's normal range), and none is
+  // below 2^-14, so T = 0 and T8 = |V_2|/Z with Z = 1 + e^{−5} + e^{−3}, V = (1, 8, 2).
+  Problem p;
+  p.k_len = 3;
+  p.scale = 1.0;
+  HostTensor q({1, 1, 1, 1}, 1.0), k({1, 1, 3, 1}), v({1, 1, 3, 1});
+  k.values = {0.0, -5.0, -3.0};
+  v.values = {1.0, 8.0, 2.0};
+  ReferenceOptions options;
+  options.row_statistics = true;
+  const RowStatistics st = *reference_attention(p, {q.view(), k.view(), v.view(), {}, {}}, options).stats;
+  const double z = 1 + std::exp(-5.0) + std::exp(-3.0);
+  EXPECT_EQ(st.fp16_tail(0, 0, 0, 0), 0.0);
+  EXPECT_NEAR(st.e4m3_tail(0, 0, 0, 0), 8 / z, 16 * 0x1p-53 * 8);
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ namespace {
 using emulated::Defect;
 using emulated::Kernel;
 
-constexpr Kernel kKernels[] = {Kernel::Fp32, Kernel::Fp16Acc, Kernel::Bf16P, Kernel::Ggml};
+constexpr Kernel kKernels[] = {Kernel::Fp32, Kernel::Fp16Acc, Kernel::Bf16P, Kernel::Ggml, Kernel::E4m3P, Kernel::E5m2P};
 constexpr Defect kDefects[] = {Defect::None, Defect::Scale, Defect::DroppedKey, Defect::CausalOffByOne,
                                Defect::AccumulatorStall};
 constexpr ValueClass kValues[] = {ValueClass::Gaussian, ValueClass::Diffuse, ValueClass::Peaked, ValueClass::ConstantV,

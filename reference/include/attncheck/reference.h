@@ -97,6 +97,8 @@ struct RowStatistics {
   HostTensor fp16_tail;       ///< T_j  = Σ_{k: e^{s_k−m} < 2^-14} |V_kj| / Z: the keys whose weight is
                               ///< subnormal when P is stored in fp16 (E_P's fp16 tail,
                               ///< numerics/README.md §2.5)
+  HostTensor e4m3_tail;       ///< T8_j = Σ_{k: e^{s_k−m} < 2^-6} |V_kj| / Z: the same below e4m3's
+                              ///< normal range, for P stored in e4m3 (numerics/README.md §2.14)
   HostTensor reachable_max_abs_value;  ///< max_k |V_kj| over the row's allowed keys with finite V_kj
                                        ///< (0 for an empty row): bounds E_P's sub-normal-weight tail
                                        ///< by what the row can reach, never by unreachable padding
