@@ -115,19 +115,26 @@ bool causal_is_top_left(const attncheck_problem& p) {
 /// is_causal=True"). `bias_leaf`, when not NULL, receives the problem's additive mask as a tensor
 /// of its own shape that requires grad, from which the handed-on mask is built, so that autograd
 /// gives the mask's gradient summed over the axes it broadcasts along (expand's backward).
+///
+/// `sinks` (one logit per query head, ABI 2.3), when not empty: torch has no sink input, so the
+/// sink is one more key, appended by the caller with K = V = 0, whose additive bias is the sink
+/// logit: its score is 0·scale + sinks[h] and its value 0, backend.h's sink exactly. The mask is
+/// then additive with one more column, [mb, Hq, Lq, Lk + 1], and causal goes into it (torch's
+/// top-left is_causal on Lk + 1 keys would hide the appended key from every row i < Lk).
 Masking build_masking(const attncheck_problem& p, const DLTensor* mask, const DLTensor* key_lengths_tensor,
                       const DLTensor* alibi_slopes, at::ScalarType type, bool additive_only, bool causal_with_mask,
-                      at::Tensor* bias_leaf = nullptr) {
+                      at::Tensor* bias_leaf = nullptr, const std::vector<float>& sinks = {}) {
   const bool windowed = p.window_left >= 0 || p.window_right >= 0;
   const bool top_left = causal_is_top_left(p);
   const bool has_mask = p.mask_kind != kAttncheckMaskNone;
   const bool short_mask = has_mask && p.mask_shape[3] < p.k_len;
   const std::vector<float> slopes = impl::checked_alibi_slopes(p, alibi_slopes, kDLCPU);
   const bool alibi = !slopes.empty();
-  const bool structural = p.has_key_lengths || windowed || (p.causal && !top_left) || alibi;
+  const bool sink_key = !sinks.empty();
+  const bool structural = p.has_key_lengths || windowed || (p.causal && !top_left) || alibi || sink_key;
   Masking m;
   // Native is_causal where torch can express the diagonal and nothing else must be combined with it.
-  const bool native_causal = p.causal && top_left && (causal_with_mask || (!has_mask && !structural));
+  const bool native_causal = p.causal && top_left && !sink_key && (causal_with_mask || (!has_mask && !structural));
   m.is_causal = native_causal;
   const bool causal_in_mask = p.causal && !native_causal;
   if (!has_mask && !structural && !causal_in_mask) return m;
@@ -137,7 +144,7 @@ Masking build_masking(const attncheck_problem& p, const DLTensor* mask, const DL
                            impl::alibi_of(p) == kAttncheckAlibiPerBatchHead)
                               ? p.batch
                               : 1;
-  const std::int64_t mh = alibi ? p.q_heads : has_mask ? p.mask_shape[1] : 1;
+  const std::int64_t mh = alibi || sink_key ? p.q_heads : has_mask ? p.mask_shape[1] : 1;
   const auto bool_options = at::TensorOptions().dtype(at::kBool);
   at::Tensor allowed = at::ones({mb, mh, p.q_len, p.k_len}, bool_options);
   const std::vector<std::int64_t> key_lengths = impl::checked_key_lengths(p, key_lengths_tensor);
@@ -183,7 +190,7 @@ Masking build_masking(const attncheck_problem& p, const DLTensor* mask, const DL
   // Torch's documented mask formats (torch.nn.functional.scaled_dot_product_attention): a bool
   // mask, true = take part, or a float mask added to the scores. A bool problem mask is handed on
   // as bool where the entry point takes one; everything else is a 0 / -inf bias in the input dtype.
-  if (!bias && !additive_only && p.mask_kind == kAttncheckMaskBoolean) {
+  if (!bias && !additive_only && !sink_key && p.mask_kind == kAttncheckMaskBoolean) {
     m.mask = allowed.contiguous();
     return m;
   }
@@ -204,6 +211,13 @@ Masking build_masking(const attncheck_problem& p, const DLTensor* mask, const DL
     additive = (additive.to(at::kDouble) - slope * distances).to(type);
   }
   additive.masked_fill_(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  if (sink_key) {
+    // The sink column: sinks[h] in every row of head h (f32 inputs only, check_supported, so the
+    // logit is handed over exactly); -inf, no sink, masks the appended key.
+    at::Tensor column = at::empty({mb, p.q_heads, p.q_len, 1}, at::TensorOptions().dtype(type));
+    for (std::int64_t h = 0; h < p.q_heads; ++h) column.select(1, h).fill_(static_cast<double>(sinks[static_cast<size_t>(h)]));
+    additive = at::cat({additive, column}, 3);
+  }
   m.mask = additive.contiguous();
   return m;
 }
@@ -408,10 +422,15 @@ class TorchAdapter final : public impl::BackendImpl {
     if (impl::alibi_of(p) != kAttncheckAlibiNone && !impl::same_dtype(input, impl::kF32))
       impl::unsupported("torch has no ALiBi option and takes a float mask in the input dtype only: the adapter would round "
                         "the ALiBi bias to " + impl::dtype_string(input));
+    if (impl::has_sinks(p) && !impl::same_dtype(input, impl::kF32))
+      impl::unsupported("torch has no sink input: the sink is an extra key whose bias, in a float mask of the input dtype, "
+                        "the adapter would round to " + impl::dtype_string(input));
   }
 
-  /// ALiBi through the additive mask (build_masking); sinks have no torch counterpart (declined).
-  std::uint32_t options() const override { return impl::kOptionAlibi; }
+  /// ALiBi through the additive mask, sinks as one extra zero key biased by the sink logit
+  /// (build_masking). The backward takes ALiBi only: the extra key's gradients are not the ABI's.
+  std::uint32_t options() const override { return impl::kOptionAlibi | impl::kOptionSinks; }
+  std::uint32_t backward_options() const override { return impl::kOptionAlibi; }
 
   void forward(const attncheck_problem& p, const attncheck_attention_tensors& t) override {
     const at::ScalarType type = checked_inputs(p, t.q, t.k, t.v);
@@ -420,7 +439,14 @@ class TorchAdapter final : public impl::BackendImpl {
     if (t.lse != nullptr)
       impl::check_cpu_tensor(t.lse, "lse", {p.batch, p.q_heads, p.q_len}, {"batch", "query heads", "query length"}, {impl::kF32});
     try {
-      const ForwardOutputs f = run(p, wrap(*t.q, type), wrap(*t.k, type), wrap(*t.v, type), t.mask, t.key_lengths, impl::alibi_slopes_of(t), type);
+      const std::vector<float> sinks = impl::checked_sinks(p, impl::sinks_of(t), kDLCPU);
+      at::Tensor k = wrap(*t.k, type), v = wrap(*t.v, type);
+      if (!sinks.empty()) {
+        // The sink's key: K = V = 0 appended to every kv head (build_masking gives its bias).
+        k = at::cat({k, at::zeros({p.batch, p.kv_heads, 1, p.qk_dim}, k.options())}, 2);
+        v = at::cat({v, at::zeros({p.batch, p.kv_heads, 1, p.v_dim}, v.options())}, 2);
+      }
+      const ForwardOutputs f = run(p, wrap(*t.q, type), k, v, t.mask, t.key_lengths, impl::alibi_slopes_of(t), type, nullptr, sinks);
       write_into(*t.out, type, f.out);
       if (t.lse != nullptr && f.lse) write_into(*t.lse, at::kFloat, *f.lse);
     } catch (const c10::Error& e) {
@@ -514,7 +540,7 @@ class TorchAdapter final : public impl::BackendImpl {
   /// The entry point's forward on q, k, v (which may require grad). `bias_leaf`: see build_masking.
   ForwardOutputs run(const attncheck_problem& p, at::Tensor q, at::Tensor k, at::Tensor v, const DLTensor* mask,
                      const DLTensor* key_lengths, const DLTensor* alibi_slopes, at::ScalarType type,
-                     at::Tensor* bias_leaf = nullptr) const {
+                     at::Tensor* bias_leaf = nullptr, const std::vector<float>& sinks = {}) const {
     const bool gqa = p.q_heads != p.kv_heads;
     ForwardOutputs f;
     switch (entry_) {
@@ -524,14 +550,14 @@ class TorchAdapter final : public impl::BackendImpl {
         // the problem's alone.
         for (at::Tensor* x : {&q, &k, &v})
           if (x->stride(3) != 1) *x = x->contiguous();
-        const Masking m = build_masking(p, mask, key_lengths, alibi_slopes, type, /*additive_only=*/false, /*causal_with_mask=*/false, bias_leaf);
+        const Masking m = build_masking(p, mask, key_lengths, alibi_slopes, type, /*additive_only=*/false, /*causal_with_mask=*/false, bias_leaf, sinks);
         f.out = at::scaled_dot_product_attention(q, k, v, m.mask, 0.0, m.is_causal, p.scale, gqa);
         break;
       }
       case Entry::FlashCpu: {
         // GQA: the kernel reads kv head h / (Hq / Hkv) itself (num_head / num_head_kv in
         // FlashAttentionKernel.cpp; measured correct by the suite's GQA properties).
-        const Masking m = build_masking(p, mask, key_lengths, alibi_slopes, type, /*additive_only=*/true, /*causal_with_mask=*/true, bias_leaf);
+        const Masking m = build_masking(p, mask, key_lengths, alibi_slopes, type, /*additive_only=*/true, /*causal_with_mask=*/true, bias_leaf, sinks);
         auto [o, l] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, m.is_causal, m.mask, p.scale);
         f.out = std::move(o);
         f.lse = std::move(l);  // [B, H, Lq], natural log, float (accum_t), transposed view of [B, Lq, H]
@@ -542,7 +568,7 @@ class TorchAdapter final : public impl::BackendImpl {
         // dispatches here (convert_boolean_attn_mask in attention.cpp), so that is this private
         // entry's contract. Handed a boolean mask it adds it to the scores as 1 / 0 (measured):
         // a misuse of the entry by its caller, not a finding about the library.
-        const Masking m = build_masking(p, mask, key_lengths, alibi_slopes, type, /*additive_only=*/true, /*causal_with_mask=*/false, bias_leaf);
+        const Masking m = build_masking(p, mask, key_lengths, alibi_slopes, type, /*additive_only=*/true, /*causal_with_mask=*/false, bias_leaf, sinks);
         f.out = std::get<0>(at::_scaled_dot_product_attention_math(q, k, v, m.mask, 0.0, m.is_causal, std::nullopt,
                                                                      p.scale, gqa));
         break;
