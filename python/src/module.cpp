@@ -574,10 +574,10 @@ nb::tuple reference(const Problem& problem, const DoubleArray& q, const DoubleAr
                     std::optional<std::vector<std::int64_t>> cu_seqlens_q, std::optional<std::vector<std::int64_t>> cu_seqlens_k,
                     std::optional<std::vector<double>> q_descale, std::optional<std::vector<double>> k_descale,
                     std::optional<std::vector<double>> v_descale) {
-  if (problem.has_descales() != (q_descale.has_value() && k_descale.has_value() && v_descale.has_value()) ||
-      (!problem.has_descales() && (q_descale || k_descale || v_descale)))
-    throw nb::value_error(problem.has_descales() ? "q_descale, k_descale, v_descale: the problem has descales; pass all three"
-                                                 : "descales: given, but the problem has none (descale=none)");
+  const bool all_descales = q_descale && k_descale && v_descale, any_descale = q_descale || k_descale || v_descale;
+  if (problem.has_descales() && !all_descales)
+    throw nb::value_error("q_descale, k_descale, v_descale: the problem has descales; pass all three");
+  if (!problem.has_descales() && any_descale) throw nb::value_error("descales: given, but the problem has none (descale=none)");
   if (problem.varlen) {
     // Packed q [Tq, Hq, Dk], k and v [Tk, Hkv, D] with their offsets (backend.h, ABI 2.5): unpacked
     // into the logical padded problem (varlen.h), and its outputs packed back, out [Tq, Hq, Dv] and

@@ -99,6 +99,8 @@ def test_reference_dequantizes_fp8_codes():
     np.testing.assert_array_equal(lse, want_lse)
     with pytest.raises(ValueError, match="pass all three"):
         attncheck.reference(problem, q, k, v, q_descale=dq)
+    with pytest.raises(ValueError, match="the problem has none"):
+        attncheck.reference(plain, q * 0.5, k * 0.25, v * 3.0, q_descale=dq, k_descale=dk, v_descale=dv)
 
 
 def test_fp8_values_decode_the_ocp_formats():
